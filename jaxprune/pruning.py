@@ -40,6 +40,8 @@ class PruneResult:
     variables dict, BatchNorm statistics included). ``widths``: new width per pruned group.
     ``kept``/``scales``: kept channel indices and the re-weights applied to their consumers.
     ``sensitivities``: the method's per-channel scores. ``report``: counts and ratios.
+    ``mask``: for unstructured (``kind="weights"``) methods, the 0/1 pytree of kept weights
+    (``params`` then has the input's shapes with pruned weights set to zero); else ``None``.
     """
     params: Any
     widths: dict
@@ -48,6 +50,7 @@ class PruneResult:
     sensitivities: dict
     groups: tuple
     report: dict
+    mask: Any = None
 
     def model(self, module):
         """The smaller Flax module: ``module.clone(widths=...)`` for jaxprune-style models.
@@ -306,7 +309,7 @@ def select(key: jax.Array, scores: jax.Array, k: int, sampling: str):
 # --------------------------------------------------------------------------------------------
 def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
           unit: str = "params", sampling: str | None = None, allocation: str = "bound",
-          leave=(), min_width: int = 1, prune_residual: bool = False,
+          leave=(), min_width: int = 1, prune_residual: bool = False, data=None,
           **method_options) -> PruneResult:
     """Prune neurons/filters of ``params`` so that ``ratio`` of ``unit`` is removed.
 
@@ -327,6 +330,8 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
       min_width: minimum channels a pruned group keeps (>= 1).
       prune_residual: also prune channel groups tied by residual adds (default: only inner
         channels of residual blocks, as the coreset papers do).
+      data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods
+        (``sipp``, ``pfp``; ``Method.needs_data``), e.g. from the validation split.
       **method_options: passed to the method (coreset: ``projection``, ``projection_dim``,
         ``activation``).
     """
@@ -341,6 +346,16 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     sampling = sampling or meth.sampling
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; use one of {SAMPLINGS}")
+    if meth.needs_data and data is None:
+        raise ValueError(f"method {method!r} is data-informed: pass data= (a small batch of "
+                         "inputs, e.g. from the validation split)")
+    if data is not None:
+        data = np.asarray(data)
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(f"data must be a non-empty batch (N, *input_shape), got shape "
+                             f"{data.shape}")
+        if not np.all(np.isfinite(data)):
+            raise ValueError("data contains NaN or inf")
     variables, wrapped = _as_variables(params)
     _check_finite(variables)
     score_vars = variables
@@ -350,6 +365,12 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         variables, score_vars, method_options = meth.prepare(model, variables, **method_options)
         variables, _ = _as_variables(variables)
         score_vars, _ = _as_variables(score_vars)
+    if meth.kind == "weights":  # unstructured: a masked pytree of the same shapes
+        from jaxprune import unstructured
+        return unstructured.prune_weights(
+            variables, wrapped, key, ratio, meth, model=model, input_shape=input_shape,
+            unit=unit, sampling=sampling, allocation=allocation, leave=leave, data=data,
+            **method_options)
 
     if model is None:
         struct, _ = structure.from_params(variables)

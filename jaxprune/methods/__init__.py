@@ -46,6 +46,12 @@ class Method:
     # optional data phase run before scoring (e.g. Frank-Wolfe training):
     # (model, variables, **options) -> (variables to shrink, variables to score, options left)
     prepare: Callable | None = None
+    # "channels": structured (scores channels of a group, then surgery shrinks the network);
+    # "weights": unstructured (scores individual weights; prune returns a masked pytree of the
+    # same shapes, see jaxprune.unstructured).
+    kind: str = "channels"
+    # data-informed methods need ``prune(..., data=)`` (a small batch of inputs S)
+    needs_data: bool = False
 
     def scores(self, key: jax.Array, views: list, **options) -> list:
         """Scores of several groups (batched when the method provides ``score_many``)."""
