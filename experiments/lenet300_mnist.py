@@ -1,9 +1,12 @@
-"""Table 1 (main paper): coreset neuron pruning of LeNet-300-100 on real MNIST.
+"""Table 1 (main paper): coreset neuron pruning of LeNet-300-100 on real MNIST, with the
+baselines in the same harness (issue 6).
 
-Train (or restore) the dense network, prune its neurons at the paper's ratios of the fully
-connected parameters, fine-tune, and print a table shaped like Table 1: baseline error, error
-right after pruning, pruned error best and mean ± std over seeds, achieved PR. The ``random``
-neuron baseline runs at the same ratios, fine-tuning budget and seeds.
+Train (or restore) the dense network on MNIST-train minus a held-out validation split, prune it
+at the paper's ratios of the fully connected parameters with every method of ``--methods``,
+fine-tune each with the same budget and seeds, and print a table shaped like Table 1: baseline
+error, error right after pruning, pruned error best and mean ± std over seeds, achieved PR.
+Data-informed methods (``sipp``, ``pfp``) see ``--data-batch`` images of the validation split.
+Unstructured methods (``magnitude``, ``sipp``) give masked networks fine-tuned under the mask.
 
     python experiments/lenet300_mnist.py            # quick: 1 seed, short fine-tune (minutes)
     python experiments/lenet300_mnist.py --full     # 5 seeds, fine-tune to convergence
@@ -17,26 +20,27 @@ import pathlib
 import sys
 import time
 
-import jax
+import numpy as np
 
-import jaxprune
 from jaxprune import checkpoint, data, metrics, train
 from jaxprune.models import LeNet300100
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _harness  # noqa: E402
 import _tables  # noqa: E402
 
 PAPER_RATIOS = (0.9, 0.926, 0.946)
 PAPER_ERR = {0.9: 1.98, 0.926: 2.64, 0.946: 3.51}  # main paper, Table 1 (best of 5)
+METHODS = ("coreset", "pvc", "sipp", "pfp", "l1_norm", "random")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="5 seeds and the long fine-tune budget")
     p.add_argument("--ratios", type=float, nargs="+", default=list(PAPER_RATIOS))
-    p.add_argument("--methods", nargs="+",
-                   default=["coreset", "coreset:sparsity_first", "random"],
-                   help="method[:sampling] entries, sampling = sparsity_first | deterministic")
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help="method[:sampling] entries (jaxprune.methods.names()), sampling = "
+                        "sparsity_first | deterministic, e.g. coreset:sparsity_first magnitude")
     p.add_argument("--allocation", default="bound", choices=("bound", "uniform"))
     p.add_argument("--seeds", type=int, default=None, help="number of pruning seeds")
     p.add_argument("--train-epochs", type=int, default=None)
@@ -44,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--widths", type=int, nargs="+", default=[300, 100])
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="training images held out as the validation split (not trained on)")
+    p.add_argument("--data-batch", type=int, default=128,
+                   help="validation images S given to data-informed methods (sipp, pfp)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/lenet300_mnist")
@@ -53,6 +61,11 @@ def parse_args(argv=None):
     args.seeds = args.seeds or (5 if args.full else 1)
     args.train_epochs = args.train_epochs or 20
     args.finetune_epochs = args.finetune_epochs or (30 if args.full else 8)
+    for entry in args.methods:
+        try:
+            _harness.parse_entry(entry)
+        except ValueError as err:
+            p.error(str(err))
     return args
 
 
@@ -74,48 +87,34 @@ def dense_model(args, train_ds, test_ds, out: pathlib.Path):
     return model, res.variables
 
 
-def error(model, variables, ds) -> float:
-    return 100.0 * (1.0 - train.evaluate(model, variables, ds)["accuracy"])
-
-
 def run(args) -> dict:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_ds = data.load(args.dataset, "train", args.data_dir)
+    full_train = data.load(args.dataset, "train", args.data_dir)
     test_ds = data.load(args.dataset, "test", args.data_dir)
     if args.limit_train:
-        train_ds = data.ArrayDataset(train_ds.images[: args.limit_train],
-                                     train_ds.labels[: args.limit_train],
-                                     train_ds.num_classes, train_ds.name)
+        full_train = full_train.subset(np.arange(min(args.limit_train, len(full_train))))
+    train_ds, val_ds = data.train_val_split(full_train, min(args.val_size, len(full_train) // 2))
+    print(f"{args.dataset}: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} "
+          "test images")
     model, dense = dense_model(args, train_ds, test_ds, out)
-    base_err = error(model, dense, test_ds)
+    base_err = _harness.error(model, dense, test_ds)
     print(f"baseline error {base_err:.2f}%  params {metrics.param_count(dense['params']):,}")
+    batch = _harness.validation_batch(val_ds, args.data_batch)
 
     rows = []
     for ratio in args.ratios:
         for entry in args.methods:
-            method, _, sampling = entry.partition(":")
             for seed in range(args.seeds):
-                t0 = time.time()
-                res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=method, model=model,
-                                     sampling=sampling or None, allocation=args.allocation)
-                prune_s = time.time() - t0
-                small = res.model(model)
-                before = error(small, res.params, test_ds)
                 cfg = train.TrainConfig(optimizer="adam", learning_rate=args.finetune_lr,
                                         schedule="cosine", epochs=args.finetune_epochs,
                                         batch_size=args.batch_size, seed=seed)
-                ft = train.fit(small, train_ds, cfg, variables=res.params, progress=False)
-                after = error(small, ft.variables, test_ds)
-                row = {"ratio": ratio, "method": entry, "seed": seed,
-                       "achieved_pr": res.report["ratios"]["params_prunable"],
-                       "flops_ratio": res.report["ratios"]["flops"],
-                       "widths": list(small.widths), "err_before_ft": before, "err_after_ft": after,
-                       "prune_seconds": prune_s}
+                row = _harness.trial(model, dense, entry, ratio, seed, train_ds, test_ds, cfg,
+                                     data_batch=batch, allocation=args.allocation)
+                row["achieved_pr"] = row["report"].get("ratios", {}).get("params_prunable",
+                                                                          row["pr"])
                 rows.append(row)
-                print(f"  {entry:22s} ratio {ratio:.3f} seed {seed}: widths {small.widths} "
-                      f"PR {100 * row['achieved_pr']:.2f}%  err before FT {before:.2f}%  "
-                      f"after FT {after:.2f}%  (prune {prune_s:.1f}s)", flush=True)
+                print(_harness.describe(row), flush=True)
     result = {"baseline_err": base_err, "rows": rows, "args": vars(args),
               "paper_targets": {str(k): v for k, v in PAPER_ERR.items()}}
     _tables.save_outputs(out, result, format_table(result, args),
@@ -125,9 +124,10 @@ def run(args) -> dict:
 
 def format_table(result, args) -> str:
     def cells(ratio, method, rows):
-        return (f"{method} | {100 * ratio:.1f} | {100 * rows[0]['achieved_pr']:.2f} "
+        shape = "masked" if rows[0]["widths"] is None else str(tuple(rows[0]["widths"]))
+        return (f"{method} | {100 * ratio:.1f} | {100 * np.mean([r['pr'] for r in rows]):.2f} "
                 f"| {result['baseline_err']:.2f} | {_tables.err_cells(rows)} "
-                f"| {tuple(rows[0]['widths'])} | {PAPER_ERR.get(ratio, '–')}")
+                f"| {shape} | {PAPER_ERR.get(ratio, '–')}")
     header = ("| Method | PR target (%) | PR achieved (%) | Baseline Err (%) | Err before FT (%) "
               "| Pruned Err best (mean ± std) (%) | widths | paper (coreset) Err (%) |")
     return _tables.markdown_table(result, args.ratios, args.methods, header, cells)
@@ -135,7 +135,7 @@ def format_table(result, args) -> str:
 
 def plot(result, args, path):
     _tables.plot_error_vs_ratio(result, args.ratios, args.methods, path,
-                                lambda r: 100 * r["achieved_pr"], "pruned FC parameters (%)",
+                                lambda r: 100 * r["pr"], "pruned FC parameters (%)",
                                 "LeNet-300-100 / MNIST neuron pruning")
 
 

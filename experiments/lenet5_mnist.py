@@ -1,9 +1,13 @@
-"""Filter + neuron pruning of LeNet-5 on real MNIST: coreset vs filter-norm (L1) vs random.
+"""Filter + neuron pruning of LeNet-5 on real MNIST: coreset vs the baselines (pvc, sipp, pfp,
+filter-norm L1, random) in the same harness (``experiments/_harness.py``).
 
-Runs on this CPU. Train (or restore) LeNet-5 (6-16 conv filters, 120-84 hidden neurons), then
-for three ratios, three methods and three seeds: prune the conv filters and the hidden dense
-neurons together (``unit=params``: fraction of the parameters of the pruned layers = all but the
-10 output biases), fine-tune with the same budget for every method, evaluate. Prints a table
+Runs on this CPU. Train (or restore) LeNet-5 (6-16 conv filters, 120-84 hidden neurons) on
+MNIST-train minus a held-out validation split, then for three ratios, every method and three
+seeds: prune the conv filters and the hidden dense neurons together (``unit=params``: fraction
+of the parameters of the pruned layers = all but the 10 output biases; the unstructured ``sipp``
+and ``magnitude`` mask that fraction of the kernels instead), fine-tune with the same budget for
+every method, evaluate. Data-informed methods (``sipp``, ``pfp``) see ``--data-batch``
+validation images. PR counts non-zero parameters of the whole model. Prints a table
 (error before / after fine-tuning, best and mean ± std over seeds, achieved PR and FR) and
 writes ``<out>/results.json``, ``<out>/table.md``, ``<out>/error_vs_ratio.png``.
 
@@ -23,15 +27,15 @@ import time
 import jax
 import numpy as np
 
-import jaxprune
 from jaxprune import checkpoint, data, metrics, train
 from jaxprune.models import LeNet5
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _harness  # noqa: E402
 import _tables  # noqa: E402
 
 RATIOS = (0.7, 0.85, 0.93)
-METHODS = ("coreset", "coreset:sparsity_first", "l1_norm", "random")
+METHODS = ("coreset", "pvc", "sipp", "pfp", "l1_norm", "random")
 
 
 def parse_args(argv=None):
@@ -39,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="1 seed, 2 dense epochs, 1 fine-tune epoch, 20k training images")
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="training images held out as the validation split (not trained on)")
+    p.add_argument("--data-batch", type=int, default=128,
+                   help="validation images S given to data-informed methods (sipp, pfp)")
     p.add_argument("--methods", nargs="+", default=list(METHODS),
                    help="method[:sampling], sampling = sparsity_first | deterministic")
     p.add_argument("--unit", default="params", choices=("params", "neurons", "flops"))
@@ -64,6 +72,11 @@ def parse_args(argv=None):
         args.subset = 20000
     if args.limit_train is not None:
         args.subset = args.limit_train
+    for entry in args.methods:
+        try:
+            _harness.parse_entry(entry)
+        except ValueError as err:
+            p.error(str(err))
     return args
 
 
@@ -93,50 +106,35 @@ def dense_model(args, train_ds, out: pathlib.Path):
     return model, jax.device_get(res.variables)
 
 
-def error(model, variables, ds) -> float:
-    return 100.0 * (1.0 - train.evaluate(model, variables, ds)["accuracy"])
-
-
 def run(args) -> dict:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_ds = _head(data.load("mnist", "train", args.data_dir), args.subset)
+    full_train = _head(data.load("mnist", "train", args.data_dir), args.subset)
     test_ds = _head(data.load("mnist", "test", args.data_dir), args.limit_test)
-    print(f"MNIST: {len(train_ds)} train / {len(test_ds)} test images", flush=True)
+    train_ds, val_ds = data.train_val_split(full_train, min(args.val_size, len(full_train) // 2))
+    print(f"MNIST: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} test images",
+          flush=True)
     model, dense = dense_model(args, train_ds, out)
     shape = (28, 28, 1)
-    base_err = error(model, dense, test_ds)
+    base_err = _harness.error(model, dense, test_ds)
     dense_params = metrics.param_count(dense)
     dense_flops = metrics.flops(model, dense, shape)
     print(f"baseline error {base_err:.2f}%  params {dense_params:,}  FLOPs {dense_flops:,}",
           flush=True)
+    batch = _harness.validation_batch(val_ds, args.data_batch)
 
     rows = []
     for ratio in args.ratios:
         for entry in args.methods:
-            method, _, sampling = entry.partition(":")
             for seed in range(args.seeds):
-                t0 = time.time()
-                res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=method,
-                                     model=model, input_shape=shape, unit=args.unit,
-                                     sampling=sampling or None, allocation=args.allocation)
-                prune_s = time.time() - t0
-                small = res.model(model)
-                before = error(small, res.params, test_ds)
                 cfg = train.TrainConfig(optimizer="adam", learning_rate=args.finetune_lr,
                                         schedule="cosine", epochs=args.finetune_epochs,
                                         batch_size=args.batch_size, seed=seed, log_every=0)
-                ft = train.fit(small, train_ds, cfg, variables=res.params, progress=False)
-                after = error(small, ft.variables, test_ds)
-                row = {"ratio": ratio, "method": entry, "seed": seed,
-                       "pr": 100 * (1 - metrics.param_count(res.params) / dense_params),
-                       "fr": 100 * (1 - metrics.flops(small, res.params, shape) / dense_flops),
-                       "widths": list(small.widths), "err_before_ft": before,
-                       "err_after_ft": after, "prune_seconds": prune_s}
+                row = _harness.trial(model, dense, entry, ratio, seed, train_ds, test_ds, cfg,
+                                     data_batch=batch, input_shape=shape, unit=args.unit,
+                                     allocation=args.allocation)
                 rows.append(row)
-                print(f"  {entry:10s} ratio {ratio:.2f} seed {seed}: widths {small.widths} "
-                      f"PR {row['pr']:.2f}% FR {row['fr']:.2f}%  err before FT {before:.2f}% "
-                      f"after FT {after:.2f}%  (prune {prune_s:.1f}s)", flush=True)
+                print(_harness.describe(row), flush=True)
     result = {"baseline_err": base_err, "dense_params": dense_params,
               "dense_flops": dense_flops, "rows": rows, "args": vars(args)}
     _tables.save_outputs(out, result, format_table(result, args),
@@ -146,9 +144,10 @@ def run(args) -> dict:
 
 def format_table(result, args) -> str:
     def cells(ratio, method, rows):
-        return (f"{method} | {100 * ratio:g} | {np.mean([r['pr'] for r in rows]):.2f} "
-                f"| {np.mean([r['fr'] for r in rows]):.2f} | {tuple(rows[0]['widths'])} "
-                f"| {_tables.err_cells(rows)}")
+        fr = "–" if rows[0]["fr"] is None else f"{100 * np.mean([r['fr'] for r in rows]):.2f}"
+        shape = "masked" if rows[0]["widths"] is None else str(tuple(rows[0]["widths"]))
+        return (f"{method} | {100 * ratio:g} | {100 * np.mean([r['pr'] for r in rows]):.2f} "
+                f"| {fr} | {shape} | {_tables.err_cells(rows)}")
     header = ("| Method | target (% " + args.unit + ") | PR (%) | FR (%) | widths "
               "| Err before FT mean ± std (%) | Pruned Err best (mean ± std) (%) |")
     title = (f"LeNet-5 on MNIST, baseline error {result['baseline_err']:.2f}%, "
@@ -157,7 +156,7 @@ def format_table(result, args) -> str:
 
 
 def plot(result, args, path):
-    _tables.plot_error_vs_ratio(result, args.ratios, args.methods, path, lambda r: r["pr"],
+    _tables.plot_error_vs_ratio(result, args.ratios, args.methods, path, lambda r: 100 * r["pr"],
                                 "parameters removed (%)", "LeNet-5 / MNIST filter + neuron pruning")
 
 

@@ -1,10 +1,20 @@
-"""Command line interface: ``jaxprune {train,evaluate,finetune} ...`` (also ``python -m jaxprune``).
+"""Command line interface: ``jaxprune {train,evaluate,prune,finetune} ...`` (also
+``python -m jaxprune``).
 
 ::
 
     jaxprune train    --model lenet300 --dataset mnist --out runs/dense
     jaxprune evaluate --checkpoint runs/dense          # one JSON object on stdout
+    jaxprune prune    --checkpoint runs/dense --ratio 0.9 --out runs/pruned
+    jaxprune prune    --checkpoint runs/dense --ratio 0.9 --method sipp --out runs/sparse
     jaxprune finetune --checkpoint runs/pruned --epochs 10 --out runs/ft
+
+Structured methods (``coreset``, ``pvc``, ``l1_norm``, ...) write a smaller model; unstructured
+ones (``magnitude``, ``sipp``) write the same model with the pruned kernel entries exactly 0 and
+record ``kind: "weights"`` in the checkpoint's ``meta["prune"]``, so ``finetune`` keeps those
+zeros (``--keep-zeros`` is then on by default). Data-informed methods (``sipp``, ``pfp``) get
+``--data-batch`` images of the training split. ``evaluate`` reports ``params`` and
+``nonzero_params``.
 
 Output directory of ``train`` / ``finetune`` (``--out``)::
 
@@ -249,19 +259,42 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     add_data_arguments(p, dataset_required=False)
     add_training_arguments(p)
-    p.add_argument("--keep-zeros", action="store_true",
-                   help="weights that are exactly 0 in the checkpoint stay 0 (unstructured "
-                        "pruning fine-tune)")
+    p.add_argument("--keep-zeros", action=argparse.BooleanOptionalAction, default=None,
+                   help="kernel weights that are exactly 0 in the checkpoint stay 0 (a fixed "
+                        "mask: fine-tuning after unstructured pruning). Default: on when the "
+                        "checkpoint records an unstructured prune (`prune --method magnitude` / "
+                        "`sipp`, or a fine-tune of one), off otherwise")
     p.add_argument("--teacher", default=None,
                    help="model directory of a teacher for knowledge distillation")
     p.add_argument("--distill-alpha", type=float, default=None)
     p.add_argument("--distill-temperature", type=float, default=None)
 
 
-def _run_finetune(args) -> int:
+def _is_unstructured(meta: dict) -> bool:
+    """True when the checkpoint's metadata records an unstructured (weight) prune, directly
+    (``prune`` wrote it) or through a fine-tune that kept its zeros."""
+    prune = meta.get("prune")
+    return bool((isinstance(prune, dict) and prune.get("kind") == "weights")
+                or meta.get("keep_zeros") is True)
+
+
+def _zeros_mask(params):
+    """0/1 mask like ``params``: kernels -> (w != 0); every other leaf (biases, norms) -> 1."""
     import jax
     import numpy as np
 
+    from jaxprune.structure import path_of
+
+    def leaf(p, x):
+        x = np.asarray(x)
+        if path_of(p)[-1] == "kernel":
+            return (x != 0).astype(np.float32)
+        return np.ones(x.shape, np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def _run_finetune(args) -> int:
     model, variables, meta = _load_checkpoint(args.checkpoint)
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
@@ -275,10 +308,15 @@ def _run_finetune(args) -> int:
     if args.distill_temperature is not None:
         extra["distill_temperature"] = args.distill_temperature
     config = train_config_from_args(args, name, **extra)
+    keep_zeros = args.keep_zeros
+    if keep_zeros is None:  # automatic: the checkpoint comes from an unstructured prune
+        keep_zeros = _is_unstructured(meta)
+        if keep_zeros:
+            print("jaxprune finetune: the checkpoint is unstructured-pruned; its zero kernel "
+                  "weights stay 0 (--no-keep-zeros releases them)", file=sys.stderr)
     mask = None
-    if args.keep_zeros:
-        mask = jax.tree.map(lambda p: (np.asarray(p) != 0).astype(np.float32),
-                            variables["params"])
+    if keep_zeros:
+        mask = _zeros_mask(variables["params"])
     teacher = None
     if args.teacher:
         t_model, t_vars, _ = _load_checkpoint(args.teacher)
@@ -286,7 +324,7 @@ def _run_finetune(args) -> int:
     return run_training(args, "finetune", model, dataset, config, train_ds, test_ds,
                         variables=variables, mask=mask, teacher=teacher,
                         extra_meta={"parent_checkpoint": os.path.abspath(args.checkpoint),
-                                    "teacher": args.teacher, "keep_zeros": args.keep_zeros})
+                                    "teacher": args.teacher, "keep_zeros": bool(keep_zeros)})
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -340,8 +378,40 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                    help="coreset: projection of the neuron points (default pca)")
     p.add_argument("--projection-dim", type=_positive_int, default=None)
     p.add_argument("--min-width", type=_positive_int, default=1)
+    p.add_argument("--scope", default=None, choices=("layer", "global"),
+                   help="magnitude: same sparsity per kernel (layer, default) or one global "
+                        "threshold")
+    p.add_argument("--leave", nargs="+", default=(), metavar="LAYER",
+                   help="layers (module paths, e.g. dense_1) not to prune; the output layer is "
+                        "never pruned")
+    p.add_argument("--data-batch", type=_positive_int, default=128,
+                   help="data-informed methods (sipp, pfp): size of the batch S, drawn with "
+                        "--seed from the training split of the checkpoint's dataset")
+    add_data_arguments(p, dataset_required=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory for the pruned model")
+
+
+def _data_batch(args, meta):
+    """``--data-batch`` training images (seeded choice) of the checkpoint's dataset."""
+    import numpy as np
+
+    from jaxprune import data
+
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise CLIError(f"--method {args.method} needs data and {args.checkpoint} does not "
+                       "record its dataset; pass --dataset")
+    if dataset not in data.DATASETS:
+        raise CLIError(f"unknown dataset {dataset!r}; known datasets: {', '.join(data.DATASETS)}")
+    try:
+        train_ds = data.load(dataset, "train", args.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(f"dataset {dataset!r} not available: {e}") from None
+    n = len(train_ds) if args.limit_train is None else min(args.limit_train, len(train_ds))
+    rng = np.random.default_rng(args.seed)
+    idx = np.sort(rng.choice(n, size=min(args.data_batch, n), replace=False))
+    return np.asarray(train_ds.images[idx])
 
 
 def _run_prune(args) -> int:
@@ -349,28 +419,38 @@ def _run_prune(args) -> int:
 
     import jax
 
-    from jaxprune import checkpoint, models, pruning
+    from jaxprune import checkpoint, methods, models, pruning
 
     model, variables, meta = _load_checkpoint(args.checkpoint)
     options = {k: v for k, v in (("projection", args.projection),
                                  ("projection_dim", args.projection_dim)) if v is not None}
     if options and args.method != "coreset":
         raise CLIError("--projection/--projection-dim only apply to --method coreset")
+    if args.scope is not None:
+        if args.method != "magnitude":
+            raise CLIError("--scope only applies to --method magnitude")
+        options["scope"] = args.scope
+    meth = methods.get(args.method)
+    batch = _data_batch(args, meta) if meth.needs_data else None
     t0 = time.time()
     try:
         res = pruning.prune(variables, jax.random.key(args.seed), args.ratio, method=args.method,
                             model=model, unit=args.unit, sampling=args.sampling,
-                            min_width=args.min_width, **options)
+                            min_width=args.min_width, leave=tuple(args.leave), data=batch,
+                            **options)
     except ValueError as e:
         raise CLIError(str(e)) from None
     seconds = time.time() - t0
-    small = res.model(model)
+    # structured: the smaller model; unstructured: the same model, pruned weights exactly 0
+    small = model if meth.kind == "weights" else res.model(model)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     report = {**res.report, "seconds": seconds, "widths_before": list(model.widths),
               "widths_after": list(small.widths)}
-    new_meta = {"dataset": meta.get("dataset"), "parent_checkpoint": os.path.abspath(args.checkpoint),
-                "prune": report}
+    if batch is not None:
+        report["data_batch"] = int(batch.shape[0])
+    new_meta = {"dataset": args.dataset or meta.get("dataset"),
+                "parent_checkpoint": os.path.abspath(args.checkpoint), "prune": report}
     checkpoint.save_model(out, small, res.params, meta=new_meta)
     _write_json(os.path.join(out, "config.json"),
                 {"command": "prune", **{k: v for k, v in vars(args).items() if k != "_run"},
@@ -385,7 +465,8 @@ register_command("evaluate", "evaluate a saved model (prints one JSON object)", 
                  _run_evaluate)
 register_command("finetune", "fine-tune a saved (e.g. pruned) model", _add_finetune,
                  _run_finetune)
-register_command("prune", "prune neurons/filters of a saved model (smaller model out)",
+register_command("prune", "prune a saved model: neurons/filters (smaller model out) or, with "
+                 "--method magnitude/sipp, individual weights (same shapes, pruned weights 0)",
                  _add_prune, _run_prune)
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import coreset, methods, structure, surgery
-from jaxprune.methods import LayerView
+from jaxprune.methods import LayerInput, LayerView
 from jaxprune.structure import ArraySlot, ChannelGroup, Structure
 
 UNITS = ("params", "neurons", "flops")
@@ -243,8 +243,50 @@ def _channels_first(arr, slot: ArraySlot, size: int) -> np.ndarray:
     return np.moveaxis(view, slot.axis + 1, 0).reshape(size, -1)
 
 
-def layer_view(variables, group: ChannelGroup) -> LayerView:
-    """Points ``[W_j | b_j]`` and outgoing ``|w_kj|`` of one group (see :class:`LayerView`)."""
+def kernel_modules(model, variables, data) -> dict:
+    """``{params path of a kernel-bearing module: the module, unbound}`` (its configuration:
+    a Conv's strides, padding, dilation), keyed like :func:`jaxprune.activations.layer_inputs`.
+    Found by intercepting one abstract (``jax.eval_shape``) call on one example of ``data``."""
+    import flax.linen as nn
+    from jaxprune.activations import _has_kernel
+    if not (isinstance(variables, Mapping) and "params" in variables):
+        variables = {"params": variables}
+    found = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and args and _has_kernel(module):
+            found[tuple(module.scope.path)] = module.clone(parent=None)
+        return next_fun(*args, **kwargs)
+
+    def run(v, x):
+        with nn.intercept_methods(interceptor):
+            return model.apply(v, x, train=False)
+
+    jax.eval_shape(run, variables, jnp.asarray(np.asarray(data)[:1], jnp.float32))
+    return found
+
+
+def _layer_inputs(variables, slots, inputs, modules) -> tuple:
+    """One :class:`LayerInput` per slot: what the slot's kernel module reads on the data."""
+    out = []
+    for slot in slots:
+        path = tuple(slot.path[1:-1])  # ("params", *module path, "kernel")
+        if path not in inputs:
+            raise ValueError(f"no captured input for the module {'/'.join(path)} (its kernel "
+                             "is not applied by a module's __call__ with the input first)")
+        out.append(LayerInput(inputs=inputs[path], kernel=np.asarray(_get(variables, slot.path)),
+                              slot=slot, module=(modules or {}).get(path)))
+    return tuple(out)
+
+
+def layer_view(variables, group: ChannelGroup, inputs=None, modules=None) -> LayerView:
+    """Points ``[W_j | b_j]`` and outgoing ``|w_kj|`` of one group (see :class:`LayerView`).
+
+    ``inputs``: ``{module path: input on the data}`` from
+    :func:`jaxprune.activations.layer_inputs` (``modules`` from :func:`kernel_modules`); when
+    given, ``consumer_inputs``/``producer_inputs`` of the view are filled.
+    """
     cols, is_bias = [], []
     for slot in group.producers:
         cols.append(_channels_first(_get(variables, slot.path), slot, group.size))
@@ -262,9 +304,13 @@ def layer_view(variables, group: ChannelGroup) -> LayerView:
         # keep the channel axis and the consumer's output axis (its last axis)
         reduce = tuple(a for a in range(view.ndim) if a not in (ax, view.ndim - 1))
         out.append(np.sum(view, axis=reduce))  # (C, K_consumer)
+    extra = {}
+    if inputs is not None:
+        extra = dict(consumer_inputs=_layer_inputs(variables, group.consumers, inputs, modules),
+                     producer_inputs=_layer_inputs(variables, group.producers, inputs, modules))
     return LayerView(points=jnp.asarray(np.concatenate(cols, axis=1), jnp.float32),
                      outgoing=jnp.asarray(np.concatenate(out, axis=1), jnp.float32),
-                     is_bias=np.concatenate(is_bias))
+                     is_bias=np.concatenate(is_bias), **extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,9 +435,19 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         groups = [g for g in groups if g.name in ratio] or groups
 
     score_key, select_key = jax.random.split(key)
-    views = [layer_view(score_vars, g) for g in groups]
+    inputs = modules = None
+    if meth.needs_data or (meth.uses_data and data is not None):
+        if model is None:
+            raise ValueError(f"method {method!r} reads the layers' inputs on data=: pass model= "
+                             "(the Flax module) as well")
+        from jaxprune.activations import layer_inputs
+        inputs = layer_inputs(model, score_vars, data)
+        modules = kernel_modules(model, score_vars, data)
+    views = [layer_view(score_vars, g, inputs, modules) for g in groups]
     sens = {g.name: np.asarray(s) for g, s in
             zip(groups, meth.scores(score_key, views, **method_options))}
+    info = meth.info(views, **method_options) if meth.info is not None else None
+    del inputs, views  # the captured activations are not needed past scoring
     widths = allocate_widths(struct, groups, ratio, unit, int(min_width), sens, allocation)
     keys = jax.random.split(select_key, len(groups))
     kept, scales, draws = {}, {}, {}
@@ -401,6 +457,9 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     small = surgery.shrink(variables, struct.groups, kept, scales)
 
     report = _report(struct, groups, widths, ratio, unit, method, sampling, draws)
+    if info is not None:  # e.g. pvc: the β used per group
+        report["method_info"] = {k: {g.name: v for g, v in zip(groups, values)}
+                                 for k, values in info.items()}
     out = small if wrapped else small["params"]
     return PruneResult(params=out, widths=widths, kept=kept, scales=scales,
                        sensitivities=sens, groups=struct.groups, report=report)

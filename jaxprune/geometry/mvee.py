@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.geometry._precision import f64, out_dtype, precision
-from jaxprune.geometry.subspace import DEFAULT_RTOL, _frame
+from jaxprune.geometry.subspace import DEFAULT_RTOL, _frame_t
 
 DEFAULT_MAX_ITER = 20_000
 
@@ -60,61 +60,97 @@ class MVEEResult(NamedTuple):
     radius: jax.Array
 
 
-def _ky_init(Y, mask, r):
-    """Kumar–Yıldırım initial weights: argmax/argmin along r successive orthogonal directions."""
-    n, k = Y.shape
-    dt = Y.dtype
+def _first(hit):
+    """Index of the first ``True`` in a boolean vector (clamped to ``n − 1`` if none).
+
+    An ``int32`` min-reduction: XLA:CPU vectorises it, unlike the (value, index) pair
+    reduction behind ``jnp.argmax``, which costs ~3× as much per element.
+    """
+    n = hit.shape[-1]
+    i = jnp.min(jnp.where(hit, jnp.arange(n, dtype=jnp.int32), n))
+    return jnp.minimum(i, n - 1)
+
+
+def _lifted_quad(yt, A, b, c0):
+    """``yᵀ A y + 2 bᵀ y + c0`` for every column ``y`` of ``yt`` (k, n) → (n,).
+
+    With ``[[A, b], [bᵀ, c0]] = X⁻¹`` this is the leverage ``qᵀ X⁻¹ q`` of ``q = (y, 1)``;
+    with ``A = S⁻¹, b = −S⁻¹ c, c0 = cᵀ S⁻¹ c`` it is ``(y − c)ᵀ S⁻¹ (y − c)``.  One
+    ``(k, k) × (k, n)`` product and one fused multiply-reduce over contiguous rows.
+    """
+    return jnp.sum((A @ yt + 2.0 * b[:, None]) * yt, axis=0) + c0
+
+
+def _ky_init_t(yt, mask, r):
+    """Kumar–Yıldırım start on frame coordinates ``yt`` (k, n): argmax/argmin along ``r``
+    successive orthogonal directions.
+
+    Returns ``(idx, wts)``, both (2k,): the two extreme points of direction ``j`` are
+    ``idx[2j], idx[2j+1]``, each with weight ``1/(2r)`` (0 for ``j ≥ r``); a point picked
+    twice appears twice.  ``u0 = zeros(n).at[idx].add(wts)``.  Rank 0: the first masked point.
+    """
+    k, n = yt.shape
+    dt = yt.dtype
     act = (jnp.arange(k) < r).astype(dt)
 
     def step(j, carry):
-        B, u = carry
+        B, idx = carry
         pc = jnp.diag(act) - B @ B.T
         col = jnp.argmax(jnp.diag(pc))
         b = pc[:, col]
         b = b / jnp.maximum(jnp.linalg.norm(b), 1e-30)
-        t = Y @ b
-        ip = jnp.argmax(jnp.where(mask, t, -jnp.inf))
-        im = jnp.argmin(jnp.where(mask, t, jnp.inf))
-        delta = pc @ (Y[ip] - Y[im])
+        t = b @ yt
+        tp = jnp.where(mask, t, -jnp.inf)
+        tm = jnp.where(mask, t, jnp.inf)
+        ip = _first(tp == jnp.max(tp))
+        im = _first(tm == jnp.min(tm))
+        delta = pc @ (yt[:, ip] - yt[:, im])
         delta = delta / jnp.maximum(jnp.linalg.norm(delta), 1e-30)
-        on = j < r
-        B = B.at[:, j].set(jnp.where(on, delta, 0.0))
-        u = u.at[ip].add(on.astype(dt)).at[im].add(on.astype(dt))
-        return B, u
+        B = B.at[:, j].set(jnp.where(j < r, delta, 0.0))
+        idx = idx.at[2 * j].set(ip).at[2 * j + 1].set(im)
+        return B, idx
 
-    _, u = jax.lax.fori_loop(0, k, step, (jnp.zeros((k, k), dt), jnp.zeros(n, dt)))
-    first = jnp.argmax(mask)
-    u = jnp.where(r == 0, jnp.zeros(n, dt).at[first].set(1.0), u)
-    return u / jnp.sum(u)
+    _, idx = jax.lax.fori_loop(0, k, step, (jnp.zeros((k, k), dt), jnp.zeros(2 * k, jnp.int32)))
+    slot = jnp.arange(2 * k)
+    wts = jnp.where(slot < 2 * r, 1.0 / jnp.maximum(2 * r, 1).astype(dt), 0.0)
+    idx = jnp.where(r == 0, jnp.where(slot == 0, _first(mask), 0), idx).astype(jnp.int32)
+    wts = jnp.where(r == 0, (slot == 0).astype(dt), wts)
+    return idx, wts
 
 
-def _khachiyan(Y, mask, r, u0, tol, max_iter):
-    """Core loop (one ``lax.while_loop``). Returns (u, iterations, converged)."""
-    n, k = Y.shape
-    dt = Y.dtype
-    Q = jnp.concatenate([Y, jnp.ones((n, 1), dt)], axis=1)
+def _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter):
+    """Core loop (one ``lax.while_loop``) on frame coordinates ``yt`` (k, n).
+
+    Starts from the sparse weights ``(idx0, w0)``, so ``X(u0)`` is a sum over ``2k`` points.
+    Carries ``u``, ``X`` and ``X⁻¹`` (both rank-one updated: ``X ← (1−α) X + α q qᵀ`` and
+    Sherman–Morrison), the leverages ``M`` (rank-one updated, never recomputed) and the two
+    extreme values ``max M``, ``min_{u>0} M``; per iteration one pass ``z = (X⁻¹ q_j)ᵀ Q``
+    over the points, the fused ``M``/``u`` updates and three cheap reductions (max, min over
+    the support, position of the chosen extreme).  Returns ``(u, iterations, converged, X)``.
+    """
+    k, n = yt.shape
+    dt = yt.dtype
     reg = jnp.concatenate([(jnp.arange(k) >= r).astype(dt), jnp.zeros(1, dt)])
     D = (r + 1).astype(dt)
-    X = (Q * u0[:, None]).T @ Q + jnp.diag(reg)
+    qs = jnp.concatenate([yt[:, idx0], jnp.ones((1, idx0.shape[0]), dt)], axis=0)
+    X = (qs * w0[None, :]) @ qs.T + jnp.diag(reg)
     Xinv = jnp.linalg.inv(X)
     Xinv = 0.5 * (Xinv + Xinv.T)
-    M = jnp.where(mask, jnp.sum((Q @ Xinv) * Q, axis=1), -jnp.inf)   # −inf stays −inf
-    idx = jnp.arange(n)
+    M = _lifted_quad(yt, Xinv[:k, :k], Xinv[:k, k], Xinv[k, k])
+    M = jnp.where(mask, M, -jnp.inf)                                    # −inf stays −inf
+    u = jnp.zeros(n, dt).at[idx0].add(w0)
 
     def stats(u, M):
-        jp = jnp.argmax(M)
-        mm = jnp.where(u > 0, M, jnp.inf)                                 # u = 0 off the mask
-        jm = jnp.argmin(mm)
-        return jp, M[jp] / D - 1.0, jm, 1.0 - mm[jm] / D
+        return jnp.max(M), jnp.min(jnp.where(u > 0, M, jnp.inf))       # u = 0 off the mask
 
     def cond(s):
-        _, _, _, it, _, ep, _, em = s
-        return (it < max_iter) & ((ep > tol) | (em > tol))
+        it, mx, mn = s[4:]
+        return (it < max_iter) & ((mx / D - 1.0 > tol) | (1.0 - mn / D > tol))
 
     def body(s):
-        u, Xinv, M, it, jp, ep, jm, em = s
-        fw = ep >= em
-        j = jnp.where(fw, jp, jm)
+        u, X, Xinv, M, it, mx, mn = s
+        fw = mx / D - 1.0 >= 1.0 - mn / D
+        j = _first(jnp.where(fw, M == mx, (M == mn) & (u > 0)))
         kap = M[j]
         uj = u[j]
         alpha = (kap - D) / (D * jnp.where(kap - 1.0 == 0, 1e-30, kap - 1.0))
@@ -122,17 +158,43 @@ def _khachiyan(Y, mask, r, u0, tol, max_iter):
         drop = (~fw) & (alpha <= amin)
         alpha = jnp.where(fw, alpha, jnp.maximum(alpha, amin))
         uj_new = jnp.where(drop, 0.0, jnp.maximum((1.0 - alpha) * uj + alpha, 0.0))
-        u = jnp.where(idx == j, uj_new, (1.0 - alpha) * u)
-        w = Xinv @ Q[j]
-        z = Q @ w
+        u = ((1.0 - alpha) * u).at[j].set(uj_new)
+        q = jnp.concatenate([yt[:, j], jnp.ones(1, dt)])
+        w = Xinv @ q
+        z = w[:k] @ yt + w[k]
         g = alpha / (1.0 - alpha + alpha * kap)
         Xinv = (Xinv - g * jnp.outer(w, w)) / (1.0 - alpha)
+        X = (1.0 - alpha) * X + alpha * jnp.outer(q, q)
         M = (M - g * z * z) / (1.0 - alpha)
-        return (u, Xinv, M, it + 1, *stats(u, M))
+        return (u, X, Xinv, M, it + 1, *stats(u, M))
 
-    s0 = (u0, Xinv, M, jnp.asarray(0, jnp.int32), *stats(u0, M))
-    u, _, _, it, _, ep, _, em = jax.lax.while_loop(cond, body, s0)
-    return u, it, (ep <= tol) & (em <= tol)
+    s0 = (u, X, Xinv, M, jnp.asarray(0, jnp.int32), *stats(u, M))
+    u, X, _, _, it, mx, mn = jax.lax.while_loop(cond, body, s0)
+    conv = (mx / D - 1.0 <= tol) & (1.0 - mn / D <= tol)
+    return u, it, conv, X
+
+
+def _ellipsoid_from_x(yt, mask, r, X):
+    """(c, S⁻¹, R_out) in frame coordinates from the carried ``X = Σ u q qᵀ`` (+ dead block).
+
+    ``X = s [[S + c cᵀ, c], [cᵀ, 1]]`` with ``s = Σ u`` (= 1 up to round-off), so ``c`` and
+    ``S`` cost nothing; the only pass over the points is the containment radius
+    ``R_out = max_i (y_i − c)ᵀ S⁻¹ (y_i − c)``, measured with exactly the returned ``c``, ``S⁻¹``.
+    """
+    k = yt.shape[0]
+    dt = yt.dtype
+    act = (jnp.arange(k) < r).astype(dt)
+    aa = jnp.outer(act, act)
+    s = X[k, k]
+    c = X[:k, k] / s * act
+    S = (X[:k, :k] / s - jnp.outer(c, c)) * aa
+    S = 0.5 * (S + S.T)
+    Sinv = jnp.linalg.inv(S + jnp.diag(1.0 - act)) * aa
+    Sinv = 0.5 * (Sinv + Sinv.T)
+    b = -(Sinv @ c)
+    dist = _lifted_quad(yt, Sinv, b, -(c @ b))
+    r_out = jnp.max(jnp.where(mask, dist, 0.0))
+    return c, Sinv, r_out
 
 
 def _ellipsoid(Y, mask, r, u):
@@ -140,30 +202,37 @@ def _ellipsoid(Y, mask, r, u):
     k = Y.shape[1]
     dt = Y.dtype
     act = (jnp.arange(k) < r).astype(dt)
-    c = u @ Y
-    Yc = (Y - c) * act
-    S = (Yc * u[:, None]).T @ Yc
+    yt = Y.T
+    c = (yt @ u) * act
+    yct = (yt - c[:, None]) * act[:, None]
+    S = (yct * u[None, :]) @ yct.T
     Sinv = jnp.linalg.inv(S + jnp.diag(1.0 - act)) * jnp.outer(act, act)
     Sinv = 0.5 * (Sinv + Sinv.T)
-    dist = jnp.sum((Yc @ Sinv) * Yc, axis=1)
+    dist = jnp.sum((Sinv @ yct) * yct, axis=0)
     r_out = jnp.max(jnp.where(mask, dist, 0.0))
     r_in = jnp.max(jnp.where(mask & (u > 0), dist, 0.0))
     return c, S, Sinv, r_out, r_in
 
 
+def _mvee_frame_t(yt, mask, r, tol, max_iter):
+    """MVEE on transposed frame coordinates: (u, it, converged, X)."""
+    idx0, w0 = _ky_init_t(yt, mask, r)
+    return _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter)
+
+
 def _mvee_frame(Y, mask, r, tol, max_iter):
-    """MVEE in frame coordinates: (u, it, converged)."""
-    u0 = _ky_init(Y, mask, r)
-    return _khachiyan(Y, mask, r, u0, tol, max_iter)
+    """MVEE in frame coordinates ``Y`` (n, k): (u, it, converged)."""
+    u, it, conv, _ = _mvee_frame_t(Y.T, mask, r, tol, max_iter)
+    return u, it, conv
 
 
 @partial(jax.jit, static_argnames=("tol", "max_iter", "rtol", "out"))
 def _mvee_masked_core(points, mask, tol, max_iter, rtol, out):
     if mask is None:
         mask = jnp.ones(points.shape[0], bool)
-    fr = _frame(points, mask, rtol)
-    u, it, conv = _mvee_frame(fr.coords, mask, fr.rank, tol, max_iter)
-    c, _, Sinv, r_out, _ = _ellipsoid(fr.coords, mask, fr.rank, u)
+    fr = _frame_t(points, mask, rtol)
+    u, it, conv, X = _mvee_frame_t(fr.coords_t, mask, fr.rank, tol, max_iter)
+    c, Sinv, r_out = _ellipsoid_from_x(fr.coords_t, mask, fr.rank, X)
     center = fr.offset + c @ fr.W_pinv
     radius = jnp.maximum(r_out, 1e-30) * (1.0 + 1e-12)
     shape = fr.W @ (Sinv / radius) @ fr.W.T

@@ -8,7 +8,7 @@ structure -> selection -> surgery path.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -23,10 +23,34 @@ class LayerView(NamedTuple):
     ℓ1 norm of the ``kh×kw`` slice, for flatten→dense consumers the sum over the ``h·w`` rows
     channel ``j`` owns). ``is_bias``: (D,) bool numpy array marking the bias columns of
     ``points`` (none for bias-free producers; one per producer bias for residual groups).
+
+    Filled only when :func:`jaxprune.prune` got ``data=`` and the method uses it
+    (``Method.needs_data`` / ``Method.uses_data``); ``None`` otherwise:
+    ``consumer_inputs``: one :class:`LayerInput` per consumer slot of the group (what each
+    consumer reads on the batch ``S``; ``slot`` its input axis); ``producer_inputs``: one per
+    producer slot (what each producer reads; ``slot`` its output axis).
     """
     points: jax.Array
     outgoing: jax.Array
     is_bias: np.ndarray | None = None
+    consumer_inputs: tuple | None = None
+    producer_inputs: tuple | None = None
+
+
+class LayerInput(NamedTuple):
+    """What one kernel module reads on the data batch ``S`` (data-informed methods).
+
+    ``inputs``: (N, ..., D_in) host array, the module's input as captured by
+    :func:`jaxprune.activations.layer_inputs` (after activations, pooling, flatten).
+    ``kernel``: the module's whole kernel (``(D_in, K)`` for Dense, ``(*window, D_in, K)`` for
+    Conv). ``slot``: the :class:`~jaxprune.structure.ArraySlot` of the group's channels in
+    ``kernel`` (layout ``outer, size, inner`` along ``slot.axis``). ``module``: the unbound Flax
+    module (a Conv's strides/padding/dilation), ``None`` if unknown.
+    """
+    inputs: np.ndarray
+    kernel: np.ndarray
+    slot: Any
+    module: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +76,11 @@ class Method:
     kind: str = "channels"
     # data-informed methods need ``prune(..., data=)`` (a small batch of inputs S)
     needs_data: bool = False
+    # uses ``prune(..., data=)`` when given, without needing it (pvc: β estimated from data)
+    uses_data: bool = False
+    # optional extra report: (views, **options) -> {key: [value per view]}; prune records it as
+    # ``report["method_info"][key][group name]`` (pvc: the β used per group)
+    info: Callable | None = None
 
     def scores(self, key: jax.Array, views: list, **options) -> list:
         """Scores of several groups (batched when the method provides ``score_many``)."""
@@ -82,7 +111,7 @@ def names() -> tuple[str, ...]:
 
 
 def _load_builtins() -> None:
-    from jaxprune.methods import coreset, norms, pvc, random  # noqa: F401  (registers on import)
+    from jaxprune.methods import coreset, magnitude, norms, pfp, pvc, random, sipp  # noqa: F401  (registers on import)
     if "frank_wolfe" not in _REGISTRY:
         from jaxprune import frank_wolfe
         frank_wolfe.register_methods()

@@ -29,10 +29,22 @@ magnitude of neuron ``j``'s activation over the whole input ball:
 * ``gelu`` (tanh approximation, as ``flax.linen.gelu``): ``φ(B) = gelu(B)``;
 * ``sigmoid``: ``φ(B) = σ(B)`` (a dead neuron still outputs ``σ(0) = ½``, so it keeps weight).
 
-``β`` (``beta``, default 1.0) must be the real bound on the norm of what the producer reads:
-pass e.g. ``max ‖x‖`` over the training inputs (MNIST: ≈25 measured, ≤28 naively). One ``β``
-serves every group of a ``prune`` call; for a conv producer the bound is on the norm of one
-``kh×kw×C_in`` input patch, for deeper layers on the hidden activations. Within one group a
+``β`` (``beta``) must be the real bound on the norm of what the producer reads: for a Dense
+producer ``‖x‖₂`` of its input, for a conv producer the norm of one ``kh×kw×C_in`` input patch
+(the window the producer's strides/padding/dilation cut out; one group's window of a grouped
+conv), for deeper layers that of the hidden activations. Where it comes from:
+
+* ``beta=`` given: that ``β`` for every group of the ``prune`` call (e.g. ``max ‖x‖`` over the
+  training inputs; MNIST: ≈25 measured, ≤28 naively);
+* not given, ``prune(..., data=S, model=...)``: estimated per group from ``S`` as
+  ``β_g = max_{x∈S} max_pos ‖patch(x, pos)‖₂`` of what the group's producer reads (Dense:
+  ``max_x ‖x‖₂``). For a residual group with producers ``p`` it is
+  ``max_x (Σ_p max_pos ‖patch_p‖²)^{1/2}``, which bounds the norm of the concatenated input;
+* neither: ``β = 1.0`` with a warning that ``β`` was not estimated.
+
+The ``β`` used per group is recorded in ``PruneResult.report["method_info"]["beta"]`` (and
+``"beta_source"``: ``"given"``, ``"data"`` or ``"default"``). ``β`` from ``S`` bounds the
+inputs of ``S`` only, a sample estimate of the bound the analysis assumes. Within one group a
 common ``β`` changes only the relative weight of bias vs kernel, so with zero biases the
 selection does not depend on ``β`` (for ReLU).
 
@@ -55,13 +67,15 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods import LayerView, Method, register
+from jaxprune.methods import LayerInput, LayerView, Method, register
 from jaxprune.methods.norms import bias_mask
+from jaxprune.methods.pfp import apply_conv
 
 ACTIVATIONS = {
     "relu": jax.nn.relu,
@@ -72,17 +86,17 @@ ACTIVATIONS = {
 NORMALIZATIONS = ("total", "per_output")
 
 
-def check_options(beta, activation, normalization) -> float:
-    """Clear ``ValueError`` for bad options; returns ``beta`` as a float."""
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) \
-            or not math.isfinite(float(beta)) or float(beta) <= 0.0:
+def check_options(beta, activation, normalization) -> float | None:
+    """Clear ``ValueError`` for bad options; returns ``beta`` as a float (``None``: estimate)."""
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, numbers.Real)
+                             or not math.isfinite(float(beta)) or float(beta) <= 0.0):
         raise ValueError(f"pvc: beta (an upper bound on the input norm) must be a finite number "
                          f"> 0, got {beta!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"pvc: unknown activation {activation!r}; supported: {sorted(ACTIVATIONS)}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"pvc: unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
-    return float(beta)
+    return None if beta is None else float(beta)
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "normalization"))
@@ -106,17 +120,77 @@ def pvc_scores(kernel: jax.Array, bias: jax.Array, outgoing: jax.Array, beta: ja
     return jnp.where(total > 0, s / jnp.where(total > 0, total, 1.0), 1.0 / c)
 
 
-def score(key: jax.Array, view: LayerView, *, beta: float = 1.0, activation: str = "relu",
-          normalization: str = "total") -> jax.Array:
-    """Sampling probabilities ``q`` (C,) of one group; ``key`` is unused (deterministic)."""
+def _max_sq_patch_norm(reader: LayerInput) -> np.ndarray:
+    """Per example, ``max_pos ‖patch‖²`` of what one producer reads (N,)."""
+    a = np.asarray(reader.inputs, np.float64)
+    kernel = reader.kernel
+    if kernel.ndim == 2:  # Dense (extra leading axes of the input count as positions)
+        if a.shape[-1] != kernel.shape[0]:
+            raise ValueError(f"pvc: input width {a.shape[-1]} of {'/'.join(reader.slot.path)} "
+                             f"does not match its kernel {kernel.shape}")
+        return np.max(np.sum(np.square(a.reshape(a.shape[0], -1, a.shape[-1])), axis=-1),
+                      axis=1)
+    groups = int(getattr(reader.module, "feature_group_count", 1))
+    ones = jnp.ones((*kernel.shape[:-2], kernel.shape[-2], groups), jnp.float32)
+    sq = apply_conv(reader.module, jnp.asarray(np.square(a), jnp.float32), ones, groups)
+    return np.max(np.asarray(sq, np.float64).reshape(a.shape[0], -1), axis=1)
+
+
+def estimate_beta(view: LayerView) -> float:
+    """``max_{x∈S} (Σ_producers max_pos ‖patch‖²)^{1/2}`` from ``view.producer_inputs``."""
+    if not view.producer_inputs:
+        raise ValueError("pvc: estimating beta needs the producers' inputs on data "
+                         "(prune(..., data=S, model=...))")
+    total = sum(_max_sq_patch_norm(r) for r in view.producer_inputs)
+    return float(np.sqrt(np.max(total)))
+
+
+def betas(views: list, beta: float | None = None) -> tuple[list, list]:
+    """The ``β`` used for each view and where it came from (``given``/``data``/``default``)."""
+    if beta is not None:
+        return [float(beta)] * len(views), ["given"] * len(views)
+    values, sources = [], []
+    for v in views:
+        if v.producer_inputs:
+            values.append(estimate_beta(v))
+            sources.append("data")
+        else:
+            values.append(1.0)
+            sources.append("default")
+    return values, sources
+
+
+def score_many(key: jax.Array, views: list, *, beta: float | None = None,
+               activation: str = "relu", normalization: str = "total") -> list:
+    """Sampling probabilities ``q`` of every group; ``key`` is unused (deterministic)."""
     del key
     beta = check_options(beta, activation, normalization)
-    is_bias = bias_mask(view, "pvc")                            # static: split outside jit
-    kernel = view.points[:, np.flatnonzero(~is_bias)]
-    bias = view.points[:, np.flatnonzero(is_bias)]
-    return pvc_scores(kernel, bias, view.outgoing, jnp.float32(beta), activation=activation,
-                      normalization=normalization)
+    values, sources = betas(views, beta)
+    if "default" in sources:
+        warnings.warn("pvc: beta (the bound on the norm of what a layer reads) was not given "
+                      "and not estimated (no data=); using beta=1.0. Pass beta=, or data= and "
+                      "model= to estimate it per layer", stacklevel=3)
+    out = []
+    for view, b in zip(views, values):
+        is_bias = bias_mask(view, "pvc")                        # static: split outside jit
+        kernel = view.points[:, np.flatnonzero(~is_bias)]
+        bias = view.points[:, np.flatnonzero(is_bias)]
+        out.append(pvc_scores(kernel, bias, view.outgoing, jnp.float32(b),
+                              activation=activation, normalization=normalization))
+    return out
 
 
-METHOD = register(Method("pvc", score, sampling="sparsity_first",
+def score(key: jax.Array, view: LayerView, **options) -> jax.Array:
+    """Sampling probabilities ``q`` (C,) of one group (see :func:`score_many`)."""
+    return score_many(key, [view], **options)[0]
+
+
+def info(views: list, *, beta: float | None = None, **_) -> dict:
+    """``{"beta": [β per group], "beta_source": [...]}`` for ``PruneResult.report``."""
+    values, sources = betas(views, beta)
+    return {"beta": values, "beta_source": sources}
+
+
+METHOD = register(Method("pvc", score, sampling="sparsity_first", score_many=score_many,
+                         uses_data=True, info=info,
                          description="Mussay et al. 2020: max_k |w_kj| φ(β‖W_j‖+|b_j|), sampled"))
