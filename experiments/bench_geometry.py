@@ -48,7 +48,8 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-3, help="MVEE tolerance")
     ap.add_argument("--ns", type=int, nargs="+", default=[300, 1000, 5000])
     ap.add_argument("--ds", type=int, nargs="+", default=[3, 8, 16])
-    ap.add_argument("--sens", type=int, nargs="+", default=[300, 4096], help="n for 8-dim peeling")
+    ap.add_argument("--sens", type=int, nargs="*", default=[300, 4096],
+                    help="n for 8-dim peeling (give none, `--sens`, to time MVEE only)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 

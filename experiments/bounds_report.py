@@ -167,6 +167,8 @@ def parse_args(argv=None):
     a("--hidden-weight-sparsity", type=float, default=0.95)
     # --- α-scaling
     a("--alphas", type=float, nargs="+", default=None)
+    a("--replot", action="store_true",
+      help="only re-write report.md and the PNGs from <out>/results.json (no computation)")
     args = p.parse_args(argv)
     q = args.quick
     dflt = dict(epochs=(1, 15), retrain_epochs=(1, 10), l0_epochs=(1, 3), ft_epochs=(1, 5),
@@ -1178,11 +1180,13 @@ def plot_guarantee(result, path):
         for r in runs:
             fr = [x["fraction"] for x in r["epsilon_first"]]
             eps = np.array([x["epsilon"] for x in r["epsilon_first"]])
-            obs = np.array([x["observed"][0] for x in r["epsilon_first"]], float)
-            std = np.array([x["observed"][1] for x in r["epsilon_first"]], float)
+            obs = np.array([_nan(x["observed"][0]) for x in r["epsilon_first"]], float)
+            med = np.array([_nan(x["observed_median"]) for x in r["epsilon_first"]], float)
             line = axes[i, 0].plot(fr, eps, marker="o", label=f"{r['network']} ε")[0]
-            axes[i, 0].errorbar(fr, obs, yerr=std, ls="--", marker="x", color=line.get_color(),
-                                capsize=2, label=f"{r['network']} observed")
+            axes[i, 0].plot(fr, obs, ls="--", marker="x", color=line.get_color(),
+                            label=f"{r['network']} observed mean")
+            axes[i, 0].plot(fr, med, ls=":", marker="+", color=line.get_color(),
+                            label=f"{r['network']} observed median")
             sam = np.array([x["samples"] for x in r["epsilon_first"]], float)
             sam = np.where(np.isfinite(sam), sam, np.nan)
             axes[i, 1].plot(fr, sam, marker="o", color=line.get_color(), label=r["network"])
@@ -1194,8 +1198,9 @@ def plot_guarantee(result, path):
             size = runs[0]["epsilon_first"][0]["layer_size"]
             axes[i, 1].axhline(size, color="k", lw=0.8, ls=":", label="layer size")
             if not any(np.isfinite(x["samples"]) for r in runs for x in r["epsilon_first"]):
-                axes[i, 1].text(0.5, 0.5, "m = ∞ (μ(P) = ∞): vacuous",
+                axes[i, 1].text(0.5, 0.6, "m = ∞ for every guarantee\n(μ(P) = ∞): vacuous",
                                 transform=axes[i, 1].transAxes, ha="center")
+                axes[i, 1].set_xlim(0, 1)
         axes[i, 0].set_yscale("log")
         if any(np.isfinite(x["samples"]) for r in runs for x in r["epsilon_first"]):
             axes[i, 1].set_yscale("log")
@@ -1204,11 +1209,16 @@ def plot_guarantee(result, path):
         axes[i, 2].set_ylabel("%")
         for ax in axes[i]:
             ax.set_xlabel("guaranteed fraction of correct labels")
-            ax.legend(fontsize=6)
-    fig.suptitle("Accuracy guarantee vs ε, samples and sparsity (bounds paper Fig. 6)")
+            ax.legend(fontsize=5, ncol=2)
+    fig.suptitle("Accuracy guarantee vs required ε and observed error (max over logits), "
+                 "samples required, sparsity and accuracy (bounds paper Fig. 6)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _nan(x):
+    return math.nan if x is None else x
 
 
 def plot_sparsity_first(result, path):
@@ -1241,21 +1251,28 @@ def plot_finetune(result, path):
     plt = _plt()
     rows = result["finetune_gap"]
     sp = [r["sparsity"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, lab in (("accuracy_pruned", "after pruning"), ("guaranteed_accuracy",
-                                                             "guaranteed (Lemma 4.1)"),
-                     ("accuracy_finetuned", "after fine-tuning"), ("accuracy_kd",
-                                                                   "after logit KD")):
-        axes[0].plot(sp, [r[key] for r in rows], marker="o", label=lab)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for key, lab, mk in (("accuracy_pruned", "after pruning", "o"),
+                         ("guaranteed_accuracy", "guaranteed (Lemma 4.1)", "v"),
+                         ("accuracy_finetuned", "after fine-tuning", "s"),
+                         ("accuracy_kd", "after logit KD", "x")):
+        axes[0].plot(sp, [r[key] for r in rows], marker=mk, label=lab)
     for tag, lab in (("pruned", "after pruning"), ("finetuned", "after fine-tuning"),
                      ("kd", "after logit KD")):
         m = [r[f"error_{tag}"]["additive"][0] for r in rows]
         s = [r[f"error_{tag}"]["additive"][1] for r in rows]
         axes[1].errorbar(sp, m, yerr=s, marker="o", capsize=2, label=lab)
+        axes[2].plot(sp, [r[f"error_{tag}"]["multiplicative_median"] for r in rows],
+                     marker="o", label=f"{lab} (median)")
+        axes[2].plot(sp, [r[f"error_{tag}"]["multiplicative"][0] for r in rows], ls="--",
+                     marker="x", color=axes[2].lines[-1].get_color(), label=f"{lab} (mean)")
     axes[0].set_xlabel("sparsity")
     axes[0].set_ylabel("dev accuracy")
     axes[1].set_xlabel("sparsity")
     axes[1].set_ylabel("additive logit error (max over logits)")
+    axes[2].set_xlabel("sparsity")
+    axes[2].set_ylabel("multiplicative logit error (max over logits)")
+    axes[2].set_yscale("log")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle("Fine-tuning gap, difficult LeNet-300-100, deterministic SiPP (Fig. 3)")
@@ -1283,6 +1300,40 @@ def plot_alpha(result, path):
 
 
 # =========================================================================== main
+
+def write_report(result, args, out):
+    """report.md (printed too) and the four PNGs from a result (raw or re-read from JSON)."""
+    tables = [cases_table(result), report_card_table(result, args),
+              sparsity_first_table(result), finetune_table(result), hidden_table(result),
+              alpha_table(result)]
+    text = "\n\n".join(tables)
+    (out / "report.md").write_text("# Bounds report (LeNet-300-100, real MNIST)\n\n" + text
+                                   + "\n")
+    plot_guarantee(result, out / "accuracy_vs_guarantee.png")
+    plot_sparsity_first(result, out / "sparsity_first.png")
+    plot_finetune(result, out / "finetune_gap.png")
+    plot_alpha(result, out / "alpha_scaling.png")
+    print("\n" + text + "\n", flush=True)
+
+
+def unjson(obj):
+    """Inverse of :func:`jsonable` for the numbers: "inf" → ``inf``."""
+    if isinstance(obj, dict):
+        return {k: unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unjson(v) for v in obj]
+    if obj in ("inf", "-inf"):
+        return float(obj)
+    return obj
+
+
+def replot(args):
+    out = pathlib.Path(args.out)
+    result = unjson(json.loads((out / "results.json").read_text()))
+    saved = argparse.Namespace(**result["args"])
+    write_report(result, saved, out)
+    return result
+
 
 def _subset(ds, n):
     if not n or n >= len(ds):
@@ -1337,22 +1388,13 @@ def run(args) -> dict:
     result = {"args": vars(args), "cases": case_rows, "analyses": analyses,
               "finetune_gap": ft, "hidden_vs_output": hid, "alpha_scaling": alpha,
               "seconds": time.time() - t_start}
-    tables = [cases_table(result), report_card_table(result, args),
-              sparsity_first_table(result), finetune_table(result), hidden_table(result),
-              alpha_table(result)]
-    text = "\n\n".join(tables)
     (out / "results.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
-    (out / "report.md").write_text("# Bounds report (LeNet-300-100, real MNIST)\n\n" + text
-                                   + "\n")
-    plot_guarantee(result, out / "accuracy_vs_guarantee.png")
-    plot_sparsity_first(result, out / "sparsity_first.png")
-    plot_finetune(result, out / "finetune_gap.png")
-    plot_alpha(result, out / "alpha_scaling.png")
-    print("\n" + text + "\n", flush=True)
+    write_report(result, args, out)
     log(f"wrote {out}/results.json, report.md and 4 PNGs in {time.time() - t_start:.0f}s")
     return json.loads((out / "results.json").read_text())
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    _args = parse_args()
+    replot(_args) if _args.replot else run(_args)
     sys.exit(0)

@@ -28,7 +28,7 @@ def report(tmp_path_factory, data_dir):
     seconds = time.perf_counter() - t0
     result = json.loads((out / "results.json").read_text())
     return {"out": out, "result": result, "returned": returned, "seconds": seconds,
-            "args": args}
+            "args": args, "mod": mod}
 
 
 def test_outputs_written(report, capsys):
@@ -41,6 +41,10 @@ def test_outputs_written(report, capsys):
     for png in ("accuracy_vs_guarantee", "sparsity_first", "finetune_gap", "alpha_scaling"):
         assert (out / f"{png}.png").stat().st_size > 5000
     assert report["seconds"] < 300          # quick mode stays quick (≈ 60 s on 2 idle cores)
+    # --replot rebuilds the same report from the JSON alone
+    mod = report["mod"]
+    mod.replot(mod.parse_args(["--replot", "--out", str(out)]))
+    assert (out / "report.md").read_text() == text
 
 
 def test_cases_are_what_they_claim(report):

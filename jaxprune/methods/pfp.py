@@ -38,6 +38,7 @@ formed at once, never the whole ``(N, positions, C, K)`` tensor; blocks have at 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -90,6 +91,41 @@ def _share_max(num: jax.Array) -> jax.Array:
     return jnp.max(g, axis=(0, 1, 3))
 
 
+def _per_channel(x, wk, module, layout, size):
+    """``Σ_{r ∈ rows(j)} x_r w_ri`` (both non-negative) of a block -> (nb, P, size, kc);
+    ``layout``: (outer, inner), channel ``j`` owns input rows ``(o·size + j)·inner + r``."""
+    outer, inner = layout
+    if module is None:  # Dense: x (nb, P, D_in), wk (D_in, kc)
+        xs = x.reshape(*x.shape[:2], outer, size, inner)
+        ws = wk.reshape(outer, size, inner, wk.shape[-1])
+        return jnp.einsum("npocr,ocrk->npck", xs, ws, precision=HIGHEST)
+    d_in = wk.shape[-2]  # Conv: every input channel convolved on its own, output j·kc + i
+    grouped = wk.reshape(*wk.shape[:-2], 1, d_in * wk.shape[-1])
+    out = apply_conv(module, x, grouped, feature_group_count=d_in)
+    out = out.reshape(x.shape[0], -1, outer, size, inner, wk.shape[-1])
+    return jnp.sum(out, axis=(2, 4))
+
+
+@functools.partial(jax.jit, static_argnames=("module", "layout", "size", "signed"))
+def _blocked_max(a_blocks, w_blocks, *, module, layout, size, signed):
+    """``max`` over example blocks (``a_blocks``: (nN, nb, ...)) and output blocks
+    (``w_blocks``: (nK, ..., D_in, kc)) of ``max(g⁺, g⁻)`` -> (size,), via ``lax.map``."""
+    def block(x, wk):
+        xp, xm = _plus_minus(x)
+        wp, wm = _plus_minus(wk)
+        pos = _per_channel(xp, wp, module, layout, size)
+        neg = _per_channel(xp, wm, module, layout, size)
+        if signed:
+            pos = pos + _per_channel(xm, wm, module, layout, size)
+            neg = neg + _per_channel(xm, wp, module, layout, size)
+        return jnp.maximum(_share_max(pos), _share_max(neg))
+
+    def over_outputs(x):
+        return jnp.max(jax.lax.map(lambda wk: block(x, wk), w_blocks), axis=0)
+
+    return jnp.max(jax.lax.map(over_outputs, a_blocks), axis=0)
+
+
 def consumer_sensitivity(reader: LayerInput, size: int, *,
                          block_elements: int = BLOCK_ELEMENTS) -> jax.Array:
     """``max_{x, pos, i} max(g⁺_ij, g⁻_ij)`` (C,) for one consumer (module docstring)."""
@@ -99,58 +135,35 @@ def consumer_sensitivity(reader: LayerInput, size: int, *,
     a = np.asarray(reader.inputs, np.float32)
     n_ex, k_out, d_in = a.shape[0], kernel.shape[-1], kernel.shape[-2]
     signed = bool(np.any(a < 0))  # static: skip the a⁻ terms after ReLU
-    dense = kernel.ndim == 2
-    if dense:
+    module = None if kernel.ndim == 2 else reader.module
+    if module is None:
         a = a.reshape(n_ex, -1, d_in)
         positions = a.shape[1]
     else:
-        probe = jax.eval_shape(lambda x: apply_conv(reader.module, x, jnp.zeros(
-            (*kernel.shape[:-2], d_in, 1), jnp.float32)), jax.ShapeDtypeStruct(a[:1].shape,
-                                                                              jnp.float32))
-        positions = math.prod(probe.shape[1:-1])
-        if kernel.shape[-2] != a.shape[-1]:
+        if a.shape[-1] != d_in:
             raise ValueError(f"pfp: grouped convolutions are not supported "
                              f"({'/'.join(slot.path)}: kernel {kernel.shape}, input {a.shape})")
+        probe = jax.eval_shape(
+            lambda x: apply_conv(module, x, jnp.zeros((*kernel.shape[:-2], d_in, 1))),
+            jax.ShapeDtypeStruct(a[:1].shape, jnp.float32))
+        positions = math.prod(probe.shape[1:-1])
     if slot.axis != kernel.ndim - 2 or slot.outer * size * slot.inner != d_in:
         raise ValueError(f"pfp: the group's channels of {'/'.join(slot.path)} are not its "
                          f"whole input axis (slot {slot}, kernel {kernel.shape})")
 
-    # block sizes: nb examples x kc outputs with nb·P·D_in·kc <= block_elements
+    # blocks of nb examples x kc outputs with nb·P·D_in·kc <= block_elements (padded with zeros,
+    # which contribute 0/0 := 0)
     per_example = max(positions * d_in, 1)
     nb = int(min(n_ex, max(1, block_elements // max(per_example, math.prod(a.shape[1:])))))
     kc = int(min(k_out, max(1, block_elements // (nb * per_example))))
     n_pad, k_pad = -n_ex % nb, -k_out % kc
-    a = np.concatenate([a, np.zeros((n_pad, *a.shape[1:]), a.dtype)]) if n_pad else a
-    a_blocks = a.reshape(-1, nb, *a.shape[1:])
+    if n_pad:
+        a = np.concatenate([a, np.zeros((n_pad, *a.shape[1:]), a.dtype)])
     w = np.concatenate([kernel, np.zeros((*kernel.shape[:-1], k_pad), kernel.dtype)], axis=-1)
+    a_blocks = a.reshape(-1, nb, *a.shape[1:])
     w_blocks = np.moveaxis(w.reshape(*kernel.shape[:-1], -1, kc), -2, 0)  # (nK, ..., D_in, kc)
-
-    def per_channel(x, wk):
-        """Σ over ``rows(j)`` of ``x_r·w_ri`` (both non-negative) -> (nb, P, size, kc)."""
-        if dense:
-            xs = x.reshape(*x.shape[:2], slot.outer, size, slot.inner)
-            ws = wk.reshape(slot.outer, size, slot.inner, wk.shape[-1])
-            return jnp.einsum("npocr,ocrk->npck", xs, ws, precision=HIGHEST)
-        grouped = wk.reshape(*wk.shape[:-2], 1, d_in * wk.shape[-1])  # (…, 1, D_in·kc): j·kc+i
-        out = apply_conv(reader.module, x, grouped, feature_group_count=d_in)
-        out = out.reshape(x.shape[0], -1, slot.outer, size, slot.inner, wk.shape[-1])
-        return jnp.sum(out, axis=(2, 4))
-
-    def block(x, wk):
-        xp, xm = _plus_minus(x)
-        wp, wm = _plus_minus(wk)
-        pos, neg = per_channel(xp, wp), per_channel(xp, wm)
-        if signed:
-            pos, neg = pos + per_channel(xm, wm), neg + per_channel(xm, wp)
-        return jnp.maximum(_share_max(pos), _share_max(neg))
-
-    @jax.jit
-    def run(a_blocks, w_blocks):
-        def over_outputs(x):
-            return jnp.max(jax.lax.map(lambda wk: block(x, wk), w_blocks), axis=0)
-        return jnp.max(jax.lax.map(over_outputs, a_blocks), axis=0)
-
-    return run(jnp.asarray(a_blocks), jnp.asarray(w_blocks))
+    return _blocked_max(jnp.asarray(a_blocks), jnp.asarray(w_blocks), module=module,
+                        layout=(int(slot.outer), int(slot.inner)), size=int(size), signed=signed)
 
 
 def score(key: jax.Array, view: LayerView, *, block_elements: int = BLOCK_ELEMENTS
