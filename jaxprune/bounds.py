@@ -383,11 +383,15 @@ def mu_is_unbounded(points, tol: float = 1e-9) -> bool:
     arbitrarily small positive number while the numerator stays bounded away from 0.  This is
     the "a point can be separated / the bias is free" case of §2.4.  The LP
     ``min t  s.t.  w_p·y + b_p ≤ t ∀p,  t ≥ −1`` decides whether such a query exists
-    (optimum < 0).  (The boundary case optimum = 0 is reported as bounded.)
+    (optimum < 0).  (The boundary case optimum = 0 is reported as bounded.)  All-zero points
+    (e.g. pre-pruned neurons) add 0 to every sum of Definition 2.3, so they are dropped first.
     """
     from scipy.optimize import linprog
 
     p = np.asarray(points, dtype=np.float64)
+    p = p[np.any(p != 0, axis=1)]
+    if p.shape[0] == 0:
+        return False
     w, b = p[:, :-1], p[:, -1]
     if not np.any(np.abs(w) > 0):
         return False

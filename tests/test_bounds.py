@@ -175,6 +175,9 @@ def test_mu_unbounded_when_all_neurons_can_be_switched_off():
     assert est.value == math.inf and est.unbounded
     # feeding it into Theorem 2.6: no finite sample size
     assert B.coreset_samples(0.1, est.value, 1, 2, 1) == math.inf
+    # all-zero points (pre-pruned neurons) add nothing to Definition 2.3's sums: same answer
+    assert B.mu_is_unbounded(np.concatenate([P, np.zeros((3, 2))]))
+    assert not B.mu_is_unbounded(np.zeros((4, 3)))
 
 
 # ------------------------------------------------------------------ Lemma 4.1
