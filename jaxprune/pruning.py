@@ -402,6 +402,11 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                              f"{data.shape}")
         if not np.all(np.isfinite(data)):
             raise ValueError("data contains NaN or inf")
+        if input_shape is None:
+            input_shape = data.shape[1:]
+        elif tuple(input_shape) != data.shape[1:]:
+            raise ValueError(f"data has per-example shape {data.shape[1:]} but input_shape is "
+                             f"{tuple(input_shape)}")
     variables, wrapped = _as_variables(params)
     _check_finite(variables)
     score_vars = variables
