@@ -5,8 +5,9 @@ A method entry is ``name`` or ``name:sampling`` (``coreset:sparsity_first``). St
 (``Method.kind == "channels"``) shrink the network and fine-tune the smaller model;
 unstructured ones (``kind == "weights"``: ``magnitude``, ``sipp``) return a masked network of the
 dense shape that is fine-tuned with the mask held fixed. Data-informed methods
-(``Method.needs_data``: ``sipp``, ``pfp``) get ``data_batch`` — a small batch ``S`` from the
-validation split, never from the test set.
+(``Method.needs_data``: ``sipp``, ``pfp``) and methods that use data when given
+(``Method.uses_data``: ``pvc`` estimates its input-norm bound β) get ``data_batch`` — a small
+batch ``S`` from the validation split, never from the test set.
 
 Every method is measured the same way: ``pr`` = 1 − (non-zero parameters after pruning) /
 (parameters of the dense model), over the whole model; ``fr`` = FLOPs removed by the shrunk
@@ -53,7 +54,8 @@ def trial(model, dense, entry: str, ratio: float, seed: int, train_ds, test_ds,
     t0 = time.time()
     res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=name, model=model,
                          input_shape=input_shape, sampling=sampling,
-                         data=data_batch if meth.needs_data else None, **prune_options)
+                         data=data_batch if (meth.needs_data or meth.uses_data) else None,
+                         **prune_options)
     prune_s = time.time() - t0
     shape = tuple(input_shape or train_ds.images.shape[1:])
     if meth.kind == "weights":
