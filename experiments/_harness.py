@@ -75,6 +75,23 @@ def trial(model, dense, entry: str, ratio: float, seed: int, train_ds, test_ds,
             "prune_seconds": prune_s, "report": checkpoint.to_jsonable(res.report)}
 
 
+def grid(model, dense, args, train_ds, test_ds, data_batch, **prune_options) -> list[dict]:
+    """Every (ratio, method, seed) of ``args.ratios × args.methods × range(args.seeds)``, each
+    fine-tuned with Adam(``args.finetune_lr``, cosine) for ``args.finetune_epochs`` epochs."""
+    rows = []
+    for ratio in args.ratios:
+        for entry in args.methods:
+            for seed in range(args.seeds):
+                cfg = train.TrainConfig(optimizer="adam", learning_rate=args.finetune_lr,
+                                        schedule="cosine", epochs=args.finetune_epochs,
+                                        batch_size=args.batch_size, seed=seed, log_every=0)
+                row = trial(model, dense, entry, ratio, seed, train_ds, test_ds, cfg,
+                            data_batch=data_batch, allocation=args.allocation, **prune_options)
+                rows.append(row)
+                print(describe(row), flush=True)
+    return rows
+
+
 def describe(row: dict) -> str:
     """One progress line for a finished trial."""
     shape = f"widths {tuple(row['widths'])}" if row["widths"] is not None else "masked"

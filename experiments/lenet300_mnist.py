@@ -102,19 +102,9 @@ def run(args) -> dict:
     print(f"baseline error {base_err:.2f}%  params {metrics.param_count(dense['params']):,}")
     batch = _harness.validation_batch(val_ds, args.data_batch)
 
-    rows = []
-    for ratio in args.ratios:
-        for entry in args.methods:
-            for seed in range(args.seeds):
-                cfg = train.TrainConfig(optimizer="adam", learning_rate=args.finetune_lr,
-                                        schedule="cosine", epochs=args.finetune_epochs,
-                                        batch_size=args.batch_size, seed=seed)
-                row = _harness.trial(model, dense, entry, ratio, seed, train_ds, test_ds, cfg,
-                                     data_batch=batch, allocation=args.allocation)
-                row["achieved_pr"] = row["report"].get("ratios", {}).get("params_prunable",
-                                                                          row["pr"])
-                rows.append(row)
-                print(_harness.describe(row), flush=True)
+    rows = _harness.grid(model, dense, args, train_ds, test_ds, batch)
+    for row in rows:
+        row["achieved_pr"] = row["report"].get("ratios", {}).get("params_prunable", row["pr"])
     result = {"baseline_err": base_err, "rows": rows, "args": vars(args),
               "paper_targets": {str(k): v for k, v in PAPER_ERR.items()}}
     _tables.save_outputs(out, result, format_table(result, args),

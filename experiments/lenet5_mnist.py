@@ -123,18 +123,8 @@ def run(args) -> dict:
           flush=True)
     batch = _harness.validation_batch(val_ds, args.data_batch)
 
-    rows = []
-    for ratio in args.ratios:
-        for entry in args.methods:
-            for seed in range(args.seeds):
-                cfg = train.TrainConfig(optimizer="adam", learning_rate=args.finetune_lr,
-                                        schedule="cosine", epochs=args.finetune_epochs,
-                                        batch_size=args.batch_size, seed=seed, log_every=0)
-                row = _harness.trial(model, dense, entry, ratio, seed, train_ds, test_ds, cfg,
-                                     data_batch=batch, input_shape=shape, unit=args.unit,
-                                     allocation=args.allocation)
-                rows.append(row)
-                print(_harness.describe(row), flush=True)
+    rows = _harness.grid(model, dense, args, train_ds, test_ds, batch, input_shape=shape,
+                         unit=args.unit)
     result = {"baseline_err": base_err, "dense_params": dense_params,
               "dense_flops": dense_flops, "rows": rows, "args": vars(args)}
     _tables.save_outputs(out, result, format_table(result, args),
