@@ -5,10 +5,11 @@ Measured in ONE process run:
 1. ``prune`` of LeNet-300-100 (ratio 0.9), LeNet-5 (0.8), VGG-16 (0.8) and ResNet-50 (ImageNet
    shape 224×224×3, 1000 classes; 62 % of ALL parameters removed, the paper's Table 3 PR, by
    pruning the inner channels of the bottlenecks and the stem, ``prune``'s default), unit
-   ``params``, random-init weights (``jax.eval_shape`` + NumPy fill).  ``prune`` counts its ratio
-   over the arrays the pruned groups live in; for ResNet-50 that ratio is calibrated so that the
-   whole model loses 62 % (removed parameters all come from those arrays, so the whole-model
-   fraction is ``ratio · touched / total`` for any allocation; the table shows both).  First call (tracing + compilation
+   ``params``, random-init weights (``jax.eval_shape`` + NumPy fill).  ``prune`` counts its
+   ratio over the arrays the pruned groups live in; for ResNet-50 that ratio is calibrated as
+   the Table 3 script does (every removed parameter lies in those arrays, so the whole-model
+   fraction is ``ratio · touched / total`` for any allocation; the table shows both), then
+   JAX's caches are cleared so that the first call is cold.  First call (tracing + compilation
    included) vs a second call with another key (steady state).  Both calls are broken down by
    phase by wrapping, for the duration of the benchmark only, the very functions ``prune``
    calls (``structure.from_model``, ``pruning.layer_view``, the coreset method's ``project`` /
@@ -45,6 +46,9 @@ import numpy as np
 
 from jaxprune import methods, metrics, models, pruning, structure, surgery
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cifar_filters  # noqa: E402  (the Table 2/3 scripts' whole-model ratio calibration)
+
 RATIOS = {"lenet300": 0.9, "lenet5": 0.8, "vgg16": 0.8, "resnet50": 0.62}
 # ratios that count ALL parameters of the model (the paper's PR), not prune's `unit` over the
 # pruned layers: calibrated before the timed calls (see module doc)
@@ -59,9 +63,9 @@ QUICK_FIELDS = {"lenet300": dict(widths=(32, 16)), "lenet5": dict(widths=(4, 8, 
                                  stage_widths=(16, 32, 64, 128), stem_width=4,
                                  num_classes=10)}  # (a 1000-class head would hold most params)
 QUICK_SHAPE = {"resnet50": (64, 64, 3)}  # the 224×224 input makes even a tiny net slow
-LATENCY = {  # model -> (batch sizes, timed calls, untimed warm-up calls) per batch size
-    "lenet300": ((1, 1024), 50, 5),
-    "resnet50": ((1, 64), 10, 2),
+LATENCY = {  # model -> ((batch size, timed calls, untimed warm-up calls after compile), ...)
+    "lenet300": ((1, 50, 5), (1024, 50, 5)),
+    "resnet50": ((1, 10, 2), (64, 5, 1)),  # a dense batch-64 call: 10-20 s on 2 cores
 }
 PHASES = ("structure", "views", "project", "scores-rest", "peel", "weighting", "allocate",
           "select", "surgery")
@@ -81,6 +85,7 @@ class PhaseClock:
 
     def reset(self):
         self.wall = dict.fromkeys(PHASES + ("other",), 0.0)
+        self.cpu = dict.fromkeys(PHASES + ("other",), 0.0)  # process CPU s (all threads)
         self.jax = {p: dict(trace=0.0, lower=0.0, compile=0.0) for p in PHASES + ("other",)}
 
     def on_event(self, event, duration, **_):
@@ -91,13 +96,14 @@ class PhaseClock:
     def wrap(self, phase, fn):
         def timed(*args, **kwargs):
             outer, self.current = self.current, phase
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 out = fn(*args, **kwargs)
                 jax.block_until_ready(out)
                 return out
             finally:
                 self.wall[phase] += time.perf_counter() - t0
+                self.cpu[phase] += time.process_time() - c0
                 self.current = outer
         return timed
 
@@ -134,22 +140,13 @@ def build(name: str, quick: bool):
 
 
 def unit_ratio(name: str, model, variables, shape) -> float:
-    """``prune``'s ``unit='params'`` ratio over the pruned layers for ``RATIOS[name]``.
-
-    For a whole-model ratio (``WHOLE_MODEL``): every removed parameter belongs to an array a
-    pruned group lives in, so removing ``r`` of those arrays removes ``r · touched / total`` of
-    the model, whatever the per-layer allocation; ``r = ratio · total / touched``.
-    """
+    """``prune``'s ``unit='params'`` ratio over the pruned layers for ``RATIOS[name]``: the
+    ratio itself, or for a whole-model ratio (``WHOLE_MODEL``) the calibration the Table 3
+    script uses (``cifar_filters.calibrate_ratio``: ``ratio · total / touched``, exact)."""
     if name not in WHOLE_MODEL:
         return RATIOS[name]
-    st = structure.from_model(model, variables, shape)
-    groups = [g for g in st.groups if g.prunable and not g.residual]  # prune's default groups
-    touched = {s.path for g in groups for s in (*g.producers, *g.members, *g.consumers)}
-    r = RATIOS[name] * st.count_params() / st.count_params({}, touched)
-    if not 0.0 <= r < 1.0:
-        raise ValueError(f"{name}: {RATIOS[name]:.0%} of all parameters is out of reach for the "
-                         f"pruned layers (they hold {RATIOS[name] / r:.1%} of the model)")
-    return r
+    opts = argparse.Namespace(unit="params", prune_residual=False)
+    return cifar_filters.calibrate_ratio(model, variables, shape, RATIOS[name], opts)
 
 
 def random_variables(model, input_shape, seed: int):
@@ -205,10 +202,12 @@ def time_prune(name: str, quick: bool, seed: int) -> dict:
             jax.block_until_ready(res.params)
             total, cpu = time.perf_counter() - t0, time.process_time() - c0
             # Method.scores is timed inclusive of its nested project/peel/weighting calls
-            clock.wall["scores-rest"] -= sum(clock.wall[p] for p in ("project", "peel",
-                                                                       "weighting"))
+            for acc in (clock.wall, clock.cpu):
+                acc["scores-rest"] -= sum(acc[p] for p in ("project", "peel", "weighting"))
             clock.wall["other"] = total - sum(clock.wall[p] for p in PHASES)
+            clock.cpu["other"] = cpu - sum(clock.cpu[p] for p in PHASES)
             calls.append(dict(total=total, cpu=cpu, wall=dict(clock.wall),
+                              cpu_phase=dict(clock.cpu),
                               jax={p: dict(v) for p, v in clock.jax.items()}, result=res))
     return dict(name=name, model=model, shape=shape, variables=variables, init_s=init_s,
                 ratio=ratio, calibrate_s=calibrate_s, calls=calls, rss_before=rss_before,
@@ -217,8 +216,8 @@ def time_prune(name: str, quick: bool, seed: int) -> dict:
 
 def print_prune_tables(runs):
     print("## Prune time, `jaxprune.prune(method='coreset', unit='params')`, random init\n")
-    print("| model | input | ratio (`unit='params'` of the pruned layers) | params before → after "
-          "| achieved (whole model) | groups | init [s] | "
+    print("| model | input | ratio (`unit='params'` of the pruned layers) | params before → "
+          "after | achieved (whole model) | groups | init [s] | "
           "1st call [s] (CPU s) | of which trace+lower+XLA compile [s] | 2nd call [s] (CPU s) | "
           "peak RSS after [MiB] (+Δ) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -241,22 +240,25 @@ def print_prune_tables(runs):
                   "after it)")
     for r in runs:
         print(f"\n### {r['name']}: per-phase breakdown [s] (1st call: wall = trace + lower + "
-              "XLA compile + run/Python; 2nd call: steady state)\n")
-        print("| phase | 1st wall | 1st trace | 1st lower | 1st XLA compile | 1st run+py | "
-              "2nd wall | 2nd trace+lower+compile |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+              "XLA compile + run/Python; 2nd call: steady state; CPU = process CPU seconds, all "
+              "threads)\n")
+        print("| phase | 1st wall | 1st CPU | 1st trace | 1st lower | 1st XLA compile | "
+              "1st run+py | 2nd wall | 2nd CPU | 2nd trace+lower+compile |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         first, second = r["calls"]
         for p in PHASES + ("other",):
             j = first["jax"][p]
             c = sum(j.values())
             c2 = sum(second["jax"][p].values())
-            print(f"| {p} | {first['wall'][p]:.3f} | {j['trace']:.3f} | {j['lower']:.3f} | "
-                  f"{j['compile']:.3f} | {first['wall'][p] - c:.3f} | {second['wall'][p]:.3f} | "
-                  f"{c2:.3f} |")
-        sc = [sum(c["wall"][p] for p in SCORING) for c in (first, second)]
-        print(f"| *scoring = project+scores-rest+peel+weighting* | *{sc[0]:.3f}* | | | | | "
-              f"*{sc[1]:.3f}* | |")
-        print(f"| **total** | {first['total']:.3f} | | | | | {second['total']:.3f} | |")
+            print(f"| {p} | {first['wall'][p]:.3f} | {first['cpu_phase'][p]:.2f} | "
+                  f"{j['trace']:.3f} | {j['lower']:.3f} | {j['compile']:.3f} | "
+                  f"{first['wall'][p] - c:.3f} | {second['wall'][p]:.3f} | "
+                  f"{second['cpu_phase'][p]:.2f} | {c2:.3f} |")
+        sc = [sum(c[k][p] for p in SCORING) for c in (first, second) for k in ("wall", "cpu_phase")]
+        print(f"| *scoring = project+scores-rest+peel+weighting* | *{sc[0]:.3f}* | *{sc[1]:.2f}* "
+              f"| | | | | *{sc[2]:.3f}* | *{sc[3]:.2f}* | |")
+        print(f"| **total** | {first['total']:.3f} | {first['cpu']:.2f} | | | | | "
+              f"{second['total']:.3f} | {second['cpu']:.2f} | |")
     for r in runs:
         if r["name"] in TARGET_S:
             t = r["calls"][0]["total"]
@@ -273,8 +275,9 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs" if seconds < 1e-2 else f"{seconds * 1e3:.1f} ms"
 
 
-def latency_table(run, batches, repeats, warmup):
-    """Median latency of the jitted inference forward pass, dense and pruned, per batch size."""
+def latency_table(run, plan):
+    """Median latency of the jitted inference forward pass, dense and pruned, per batch size;
+    ``plan`` = ((batch, timed calls, warm-up calls), ...)."""
     dense_model, shape, dense_vars = run["model"], run["shape"], run["variables"]
     res = run["calls"][0]["result"]
     small_model, small_vars = res.model(dense_model), res.params
@@ -282,14 +285,14 @@ def latency_table(run, batches, repeats, warmup):
     print(f"\n## Inference latency, {run['name']} ({'×'.join(map(str, shape))}) dense vs pruned "
           f"({RATIOS[run['name']]:.0%} "
           f"{'of all parameters' if run['name'] in WHOLE_MODEL else 'params'}), jitted apply "
-          f"(train=False), after warm-up, median of {repeats}\n")
+          "(train=False), compile and warm-up calls excluded, median of the timed calls\n")
     print("| model | params | FLOPs/example | " +
-          " | ".join(f"batch {b}" for b in batches) + " |")
-    print("|---|---:|---:|" + "---:|" * len(batches))
+          " | ".join(f"batch {b} (median of {n})" for b, n, _ in plan) + " |")
+    print("|---|---:|---:|" + "---:|" * len(plan))
     lat = {}
     for label, m, v in (("dense", dense_model, dense_vars), ("pruned", small_model, small_vars)):
         row = []
-        for b in batches:
+        for b, repeats, warmup in plan:
             x = jnp.asarray(rng.standard_normal((b, *shape)), jnp.float32)
             lat[label, b] = metrics.measure_latency(lambda vv, xx, m=m: m.apply(vv, xx), v, x,
                                                     repeats=repeats, warmup=warmup)
@@ -297,7 +300,7 @@ def latency_table(run, batches, repeats, warmup):
         print(f"| {label} | {metrics.param_count(v):,} | {metrics.flops(m, v, shape):,} | "
               + " | ".join(row) + " |")
     print("| **speed-up (dense / pruned)** | | | " +
-          " | ".join(f"**{lat['dense', b] / lat['pruned', b]:.2f}×**" for b in batches) + " |")
+          " | ".join(f"**{lat['dense', b] / lat['pruned', b]:.2f}×**" for b, _, _ in plan) + " |")
     fields = [f for f in ("widths", "stem_width") if hasattr(small_model, f)]
     print("\npruned model: " + ", ".join(f"{f}={getattr(small_model, f)}" for f in fields)
           + " (dense: " + ", ".join(f"{f}={getattr(dense_model, f)}" for f in fields) + ")")
@@ -312,7 +315,8 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, nargs="+", default=None,
                     help="latency batch sizes (default: lenet300 1 1024, resnet50 1 64)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="latency: median of N timed calls (default: lenet300 50, resnet50 10)")
+                    help="latency: median of N timed calls (default: lenet300 50, resnet50 "
+                         "10 at batch 1 and 5 at batch 64)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -325,9 +329,12 @@ def main(argv=None):
     out = {"runs": runs, "latency": {}}
     for r in runs:
         if r["name"] in LATENCY:
-            batches, repeats, warmup = LATENCY[r["name"]]
-            out["latency"][r["name"]] = latency_table(r, args.batches or batches,
-                                                      args.repeats or repeats, warmup)
+            plan = LATENCY[r["name"]]
+            if args.batches:
+                plan = tuple((b, plan[0][1], plan[0][2]) for b in args.batches)
+            if args.repeats:
+                plan = tuple((b, args.repeats, w) for b, _, w in plan)
+            out["latency"][r["name"]] = latency_table(r, plan)
     out["wall_s"] = time.perf_counter() - t_start
     print(f"\nTotal benchmark wall time: {out['wall_s']:.1f} s "
           f"(process CPU {time.process_time():.1f} s; load average now {os.getloadavg()[0]:.1f})")

@@ -1,8 +1,9 @@
 """Table 3 (main paper): coreset filter pruning of ResNet-50 on ImageNet (ILSVRC-2012) at 62 % PR.
 
-GPU run (every local device, data-parallel; ImageNet prepared for TFDS under ~/tensorflow_datasets):
+GPU run (every local device, data-parallel; ImageNet prepared for TFDS under ~/tensorflow_datasets,
+see Data below):
 
-    JAXPRUNE_DATA_DIR=$HOME/tensorflow_datasets python experiments/imagenet_resnet50.py --out runs/imagenet_resnet50 --train-split 'train' --test-split 'validation'
+    JAXPRUNE_DATA_DIR=$HOME/tensorflow_datasets python experiments/imagenet_resnet50.py --out runs/imagenet_resnet50
 
 Train the dense ResNet-50 with the project's ImageNet recipe (``jaxprune.train.default_config
 ('resnet50')``: SGD + Nesterov 0.9, lr 0.1, batch 256, cosine, 5 warm-up epochs, L2 1e-4, label
@@ -16,11 +17,25 @@ the inner channels do not index the projection shortcuts' outputs, the block out
 whole model), fine-tune, and print a table shaped like Table 3 (baseline err, pruned err best
 and mean ± std over seeds, achieved whole-model PR and FR).
 
-Data: ImageNet needs the manual TFDS preparation: download ILSVRC2012_img_train.tar and
-ILSVRC2012_img_val.tar from image-net.org into <data_dir>/downloads/manual/ and run
-``tfds build imagenet2012 --file_format=array_record --data_dir=<data_dir>``. The loader keeps
-a split in float32 memory, so pass sliced splits (``--train-split 'train[:10%]'``) unless the
-machine has the RAM for the whole set.
+Data: ImageNet needs the manual TFDS preparation, once, on a machine with TensorFlow installed
+(``pip install tensorflow tensorflow-datasets``; reading needs only ``tensorflow-datasets``,
+``array_record`` and Pillow). Download ``ILSVRC2012_img_train.tar`` (~138 GB) and
+``ILSVRC2012_img_val.tar`` (~6.3 GB) from image-net.org (registration needed) into
+``<data_dir>/downloads/manual/`` (TFDS's default ``manual_dir``; ``ILSVRC2012_img_test.tar`` is
+optional and unused here), then::
+
+    tfds build imagenet2012 --file_format=array_record --data_dir=<data_dir>
+
+which writes ``<data_dir>/imagenet2012/5.1.0/`` (``dataset_info.json``, ``features.json``,
+``imagenet2012-{train,validation}.array_record-NNNNN-of-MMMMM``, ~150 GB). Nothing here
+downloads (``tfds.data_source(..., download=False)``); point ``--data-dir`` or
+``JAXPRUNE_DATA_DIR`` at ``<data_dir>``.
+
+Memory: the loader decodes a whole split into float32 host memory (224×224×3×4 B = 602 KB per
+image, plus the uint8 copy while loading), so the full train split (1.28 M images, ~770 GB) does
+not fit: the default ``--train-split 'train[:5%]'`` (64,058 images, ~39 GB) plus the 50,000
+validation images (~30 GB) need ~70 GB of host RAM. Training on that 5 % subset is not the
+paper's full-ImageNet protocol; ``results.json`` records the splits used (``args``).
 """
 from __future__ import annotations
 

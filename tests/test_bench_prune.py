@@ -1,19 +1,52 @@
-"""Smoke test: the prune benchmark runs end to end in --quick mode (tiny LeNet-300-100)."""
+"""Smoke tests: the prune benchmark runs end to end in --quick mode (tiny widths)."""
 import importlib.util
 import pathlib
+
+import pytest
 
 _SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_prune.py"
 
 
-def test_bench_prune_quick(capsys):
+@pytest.fixture(scope="module")
+def bench():
     spec = importlib.util.spec_from_file_location("bench_prune", _SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_prune_quick(bench, capsys):
     out = bench.main(["--quick", "--models", "lenet300", "--repeats", "3"])
     text = capsys.readouterr().out
     first, second = out["runs"][0]["calls"]
     assert first["total"] > 0 and second["total"] > 0
     assert abs(sum(first["wall"].values()) - first["total"]) < 1e-6
+    assert abs(sum(first["cpu_phase"].values()) - first["cpu"]) < 1e-6
     assert first["result"].report["achieved_ratio"] > 0.8
-    assert set(out["latency"]) == {(lab, b) for lab in ("dense", "pruned") for b in (1, 1024)}
+    assert set(out["latency"]) == {"lenet300"}
+    assert set(out["latency"]["lenet300"]) == {(lab, b) for lab in ("dense", "pruned")
+                                               for b in (1, 1024)}
     assert "per-phase breakdown" in text and "speed-up" in text
+
+
+def test_bench_prune_quick_resnet50(bench, capsys):
+    """Tiny ResNet-50 (widths ÷ 16, 64×64 input): 62 % of ALL parameters removed through the
+    bottlenecks' inner channels (and the stem) only; the pruned net runs at batch 1 and 64."""
+    out = bench.main(["--quick", "--models", "resnet50", "--repeats", "1"])
+    text = capsys.readouterr().out
+    (run,) = out["runs"]
+    res = run["calls"][0]["result"]
+    rep = res.report
+    assert abs(rep["ratios"]["params_model"] - 0.62) < 0.01  # the paper's whole-model PR
+    assert abs(rep["achieved_ratio"] - run["ratio"]) < 0.01  # calibrated unit ratio, reached
+    assert all(not g.residual for g in res.groups if g.name in res.widths)
+    small = res.model(run["model"])
+    assert small.stage_widths == run["model"].stage_widths  # residual channels untouched
+    assert any(w < d for w, d in zip(small.widths, run["model"].widths))
+    # coreset with PCA and top-k never uses the key: the timed 2nd call prunes the same channels
+    again = run["calls"][1]["result"]
+    assert again.widths == res.widths
+    assert all((again.kept[g] == res.kept[g]).all() for g in res.kept)
+    assert set(out["latency"]["resnet50"]) == {(lab, b) for lab in ("dense", "pruned")
+                                               for b in (1, 64)}
+    assert "Target: resnet50 pruned end to end in < 30 s" in text

@@ -141,6 +141,92 @@ def test_float32_in_float32_out():
     assert G.pca_project(P, 2).dtype == jnp.float32
 
 
+def _mvee_internals():
+    import importlib
+    return importlib.import_module("jaxprune.geometry.mvee")
+
+
+@pytest.mark.parametrize("kind,d,plane", [("student", 3, False), ("gauss", 6, False),
+                                          ("student", 10, False), ("plane", 4, True)])
+def test_mvee_carried_quantities_match_recomputation(kind, d, plane):
+    """The loop never recomputes X⁻¹, the leverages M or Σ u q: after any number of steps
+    they must equal what a fresh computation from the weights gives (full rank, and the
+    rank-deficient masked case where only the live block counts)."""
+    from jaxprune.geometry.subspace import _frame_pt
+    MV = _mvee_internals()
+    P = cloud(kind, 5, n=N, d=d)
+    mask = np.arange(N) % 7 != 0 if plane else np.ones(N, bool)
+    fr = _frame_pt(jnp.asarray(P.T), jnp.asarray(mask), 1e-7)
+    r = int(fr.rank)
+    assert r == (2 if plane else d)
+    yt = np.asarray(fr.coords_t)
+    idx0, w0 = MV._ky_init_t(fr.coords_t, jnp.asarray(mask), fr.rank)
+    live = np.r_[np.arange(r), d]                     # active coordinates and the lifted 1
+    Q = np.vstack([yt, np.ones(N)])[live]
+    for max_iter in (0, 1, 5, 40, 20_000):
+        u, it, conv, Xinv, cq, M = (np.asarray(a) for a in MV._khachiyan_t(
+            fr.coords_t, jnp.asarray(mask), fr.rank, idx0, w0, 1e-3, max_iter))
+        assert int(it) <= max_iter and (bool(conv) or int(it) == max_iter)
+        assert u.min() >= 0 and abs(u.sum() - 1) < 1e-12 and np.all(u[~mask] == 0)
+        X = (Q * u) @ Q.T
+        Xi = np.linalg.inv(X)
+        np.testing.assert_allclose(Xinv[np.ix_(live, live)], Xi, atol=1e-9 * np.abs(Xi).max())
+        np.testing.assert_allclose(cq[live], Q @ u, atol=1e-12)
+        M_ref = np.einsum("in,ij,jn->n", Q, Xi, Q)
+        np.testing.assert_allclose(M[mask], M_ref[mask], atol=1e-9 * M_ref.max())
+        assert np.all(M[~mask] == -np.inf)
+
+
+def test_mvee_fast_paths_match_their_general_forms(monkeypatch):
+    """Unrolled leverage / Gram / Kumar–Yıldırım code (small d) equals the general form."""
+    from jaxprune.geometry import subspace
+    MV = _mvee_internals()
+    rng = np.random.default_rng(0)
+    for k in (2, 5, 8, 12):                          # unrolled up to 8, one product above
+        yt = rng.standard_normal((k, 50))
+        A = rng.standard_normal((k, k))
+        A = A + A.T
+        b, c0 = rng.standard_normal(k), 0.7
+        ref = np.einsum("in,ij,jn->n", yt, A, yt) + 2 * b @ yt + c0
+        got = np.asarray(MV._lifted_quad(jnp.asarray(yt), jnp.asarray(A), jnp.asarray(b), c0))
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    for d in (3, 6):                                  # broadcast-reduce Gram, then the dot
+        at = rng.standard_normal((d, 40))
+        np.testing.assert_allclose(np.asarray(subspace._gram_t(jnp.asarray(at))), at @ at.T,
+                                   rtol=1e-12)
+    for kind, d in (("student", 5), ("plane", 4)):
+        fr = subspace._frame_pt(jnp.asarray(cloud(kind, 2, d=d).T), jnp.ones(N, bool), 1e-7)
+        straight = MV._ky_init_t(fr.coords_t, jnp.ones(N, bool), fr.rank)
+        monkeypatch.setattr(MV, "_KY_UNROLL", 0)
+        looped = MV._ky_init_t(fr.coords_t, jnp.ones(N, bool), fr.rank)
+        monkeypatch.undo()
+        for a, b in zip(straight, looped):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_mvee_converged_flag_at_the_iteration_cap():
+    P = cloud("gauss", 4)
+    res = G.mvee(P)
+    it = int(res.iterations)
+    assert bool(res.converged) and it > 1
+    at_cap = G.mvee(P, max_iter=it)
+    assert bool(at_cap.converged) and int(at_cap.iterations) == it
+    short = G.mvee(P, max_iter=it - 1)
+    assert not bool(short.converged) and int(short.iterations) == it - 1
+    assert np.max(inside(short, P)) <= 1 + 1e-9      # contained even when not converged
+
+
+def test_mvee_device_input_and_non_finite_rank():
+    P = cloud("student", 8)
+    a, b = G.mvee(P), G.mvee(jnp.asarray(P))           # host (pre-transposed) / device paths
+    np.testing.assert_allclose(np.asarray(a.shape), np.asarray(b.shape), rtol=1e-9)
+    bad = P.copy()
+    bad[3, 1] = np.nan
+    assert int(G.affine_rank(bad)) == 0                # non-finite: rank 0 → mvee reports it
+    with pytest.raises(ValueError, match="NaN"):
+        G.mvee(jnp.asarray(bad))
+
+
 # ----------------------------------------------------------------------------- Carathéodory
 
 def _check_caratheodory(P, w, w2, dmax):

@@ -55,28 +55,39 @@ class FrameT(NamedTuple):
     count: jax.Array
 
 
-def _frame_t(points, mask, rtol):
-    """Masked affine frame with the coordinates returned transposed, ``(d, n)``.
+def _gram_t(at):
+    """``at @ at.T`` for ``at`` (d, n).  Small ``d``: one fused multiply-reduce over contiguous
+    rows (XLA:CPU's dot for a (d, n) × (n, d) product with tiny ``d`` costs several times more);
+    larger ``d``: the dot."""
+    d = at.shape[0]
+    if d <= _SMALL_D:
+        return jnp.sum(at[:, None, :] * at[None, :, :], axis=-1)
+    return at @ at.T
 
-    Works in feature-major layout internally: XLA's CPU reductions and products over the
-    long point axis are several times faster on contiguous rows of a ``(d, n)`` array than on
-    the strided columns of an ``(n, d)`` one (mean, Gram, whitening each ~3–5× at n = 5000,
-    d = 3).  One Gram/eigh pass instead of an SVD (XLA's CPU SVD of a tall matrix is ~100×
-    slower).  Singular values from a Gram matrix are reliable down to ``~1e-8 s_max`` in
-    float64, hence ``DEFAULT_RTOL = 1e-7``; the whitened covariance is the identity up to
-    ``eps·κ² ≤ 1e-2`` (κ ≤ 1/rtol), which is harmless because everything downstream is affine
-    invariant.  Eigenvector signs are canonical, so eager, jit and vmap give the same frame.
-    Non-finite masked input gives rank 0 (callers report it; see :func:`mvee`).
+
+_SMALL_D = 4
+
+
+def _frame_pt(pt, mask, rtol):
+    """Masked affine frame of the points given transposed, ``pt`` (d, n); coordinates (d, n).
+
+    Works in feature-major layout: XLA's CPU reductions and products over the long point
+    axis are several times faster on contiguous rows of a ``(d, n)`` array than on the strided
+    columns of an ``(n, d)`` one.  One Gram/eigh pass instead of an SVD (XLA's CPU SVD of a
+    tall matrix is ~100× slower).  Singular values from a Gram matrix are reliable down to
+    ``~1e-8 s_max`` in float64, hence ``DEFAULT_RTOL = 1e-7``; the whitened covariance is the
+    identity up to ``eps·κ² ≤ 1e-2`` (κ ≤ 1/rtol), which is harmless because everything
+    downstream is affine invariant.  Eigenvector signs are canonical, so eager, jit and vmap
+    give the same frame.  Non-finite masked input gives rank 0 (callers report it; see
+    :func:`jaxprune.geometry.mvee`).
     """
-    n, d = points.shape
-    dt = points.dtype
-    pt = points.T                                                     # (d, n)
-    m = mask.astype(dt)
-    cnt = jnp.sum(m)
+    d, n = pt.shape
+    dt = pt.dtype
+    cnt = jnp.sum(mask.astype(dt))
     safe = jnp.maximum(cnt, 1.0)
     z = jnp.sum(jnp.where(mask, pt, 0.0), axis=1) / safe
-    at = jnp.where(mask, pt - z[:, None], 0.0)                      # rows off the mask: 0
-    lam1, V1 = _sym_eig_desc(at @ at.T)
+    at = jnp.where(mask, pt - z[:, None], 0.0)                      # points off the mask: 0
+    lam1, V1 = _sym_eig_desc(_gram_t(at))
     sv = jnp.sqrt(jnp.maximum(lam1, 0.0))
     scale = jnp.max(jnp.where(mask, jnp.abs(pt), 0.0))
     floor = 1e4 * jnp.finfo(dt).eps * scale * jnp.sqrt(safe)
@@ -88,6 +99,11 @@ def _frame_t(points, mask, rtol):
     W_pinv = V1.T * (jnp.where(act, sv, 0.0) / jnp.sqrt(safe))[:, None]
     coords_t = W.T @ at
     return FrameT(coords_t, z, W, W_pinv, V1, sv, rank, cnt)
+
+
+def _frame_t(points, mask, rtol):
+    """:func:`_frame_pt` of points given as (n, d)."""
+    return _frame_pt(points.T, mask, rtol)
 
 
 def _frame(points, mask, rtol):
