@@ -27,14 +27,25 @@ Measured in ONE process run:
    high-water mark, read after each model's prunes; "+Δ" is how much the two prune calls raised
    it (a lower bound on their own peak when an earlier phase had already set a higher mark).
 
+OpenBLAS threads: run as a script, this sets ``OPENBLAS_NUM_THREADS=1`` unless the variable is
+already set. The coreset projection's float64 ``eigh`` (``geometry.pca_project``) runs in the
+LAPACK that jaxlib borrows from SciPy (OpenBLAS); with OpenBLAS's own threads competing with
+XLA's thread pool on this 2-core CPU, one 512×512 ``eigh`` took 0.1–3.5 s instead of ~40 ms, and
+the projection of ResNet-50 took 12–30 s instead of ~2 s. ``OPENBLAS_NUM_THREADS=2 python
+experiments/bench_prune.py`` shows the default behaviour.
+
     python experiments/bench_prune.py [--models lenet300 lenet5 vgg16 resnet50] [--quick]
 """
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # before NumPy/SciPy load OpenBLAS (see the module doc)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import contextlib
 import importlib
-import os
 import platform
 import resource
 import sys
@@ -314,6 +325,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches", type=int, nargs="+", default=None,
                     help="latency batch sizes (default: lenet300 1 1024, resnet50 1 64)")
+    ap.add_argument("--no-latency", action="store_true", help="prune timings only")
     ap.add_argument("--repeats", type=int, default=None,
                     help="latency: median of N timed calls (default: lenet300 50, resnet50 "
                          "10 at batch 1 and 5 at batch 64)")
@@ -322,13 +334,14 @@ def main(argv=None):
     t_start = time.perf_counter()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
           f"({platform.processor() or platform.machine()}), {len(jax.devices())} device(s), "
-          f"quick={args.quick}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
-          "(CPU is shared: compare wall with process CPU seconds)\n")
+          f"quick={args.quick}, {os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, load average "
+          f"{os.getloadavg()[0]:.1f} (CPU is shared: compare wall with process CPU seconds)\n")
     runs = [time_prune(name, args.quick, args.seed) for name in args.models]
     print_prune_tables(runs)
     out = {"runs": runs, "latency": {}}
     for r in runs:
-        if r["name"] in LATENCY:
+        if r["name"] in LATENCY and not args.no_latency:
             plan = LATENCY[r["name"]]
             if args.batches:
                 plan = tuple((b, plan[0][1], plan[0][2]) for b in args.batches)
