@@ -17,7 +17,8 @@ Protocol, per seed:
      Fine-tuning: train.fit, Adam(1e-3, constant), same seed. Every method sees the same snapshot.
   3. Record test accuracy/loss (after fine-tune and right after the mask), kernel sparsity,
      whole-model sparsity, for FW the iterate's own sparsity before the mask, and measured
-     inference time (median of 20 jitted calls on a batch of test images) of the dense, masked
+     inference time (median of 20 jitted calls on a batch of test images, all networks of a
+     (seed, budget) timed interleaved so machine load hits them alike) of the dense, masked
      and shrunk networks.
 
     JAXPRUNE_DATA_DIR=/work/shared/data python experiments/frank_wolfe_mnist.py --quick
@@ -71,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--latency-batch", type=int, default=1000)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/frank_wolfe_mnist")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished seeds of <out>/results.json (same arguments) and run "
+                        "only the rest")
     args = p.parse_args(argv)
     if args.budgets is None:
         args.budgets = "1,3" if args.quick else ",".join(str(i) for i in range(1, 11))
@@ -91,8 +95,12 @@ def _ft_config(args, epochs, seed):
                              epochs=epochs, batch_size=args.batch_size, seed=seed, log_every=0)
 
 
-def _latency(model, variables, x):
-    return metrics.measure_latency(lambda v, inp: model.apply(v, inp), variables, x, repeats=20)
+def _latencies(models_and_vars: dict, x, repeats: int = 20) -> dict[str, float]:
+    """Median seconds of one jitted forward pass per entry, measured interleaved so a shared
+    machine's load hits every network alike (``metrics.compare_latency``)."""
+    calls = {name: (lambda v, inp, m=m: m.apply(v, inp), (v, x))
+             for name, (m, v) in models_and_vars.items()}
+    return metrics.compare_latency(calls, repeats=repeats)
 
 
 def _iterate_sparsity(params, rel=1e-3):
@@ -101,8 +109,8 @@ def _iterate_sparsity(params, rel=1e-3):
     return float(sum((k <= rel * k.max()).sum() for k in ks) / sum(k.size for k in ks))
 
 
-def run_one(args, model, snap, train_ds, test_ds, x_lat, seed, dense_lat) -> dict:
-    rows = {}
+def run_one(args, model, snap, train_ds, test_ds, x_lat, seed) -> dict:
+    rows, nets = {}, {"dense": (model, snap)}
     s = args.sparsity
     post = args.fw_epochs + args.finetune_epochs
     ev = lambda m, v: train.evaluate(m, v, test_ds)  # noqa: E731
@@ -118,8 +126,8 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed, dense_lat) -> dic
     e = ev(model, v)
     rows["magnitude"] = dict(acc=e["accuracy"], loss=e["loss"], acc_at_mask=at_mask["accuracy"],
                              kernel_sparsity=fw.kernel_sparsity(v["params"]),
-                             model_sparsity=metrics.sparsity(v),
-                             latency=_latency(model, v, x_lat), time=time.time() - t0)
+                             model_sparsity=metrics.sparsity(v), time=time.time() - t0)
+    nets["magnitude"] = (model, v)
 
     fw_mom = None
     for name, rho in (("fw", None), ("fw_momentum", args.momentum)):
@@ -138,8 +146,8 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed, dense_lat) -> dic
                           kernel_sparsity=fw.kernel_sparsity(v["params"]),
                           model_sparsity=metrics.sparsity(v),
                           iterate_sparsity=_iterate_sparsity(r.fw_variables["params"]),
-                          mass_removed=r.report["mass_removed"],
-                          latency=_latency(model, v, x_lat), time=time.time() - t0)
+                          mass_removed=r.report["mass_removed"], time=time.time() - t0)
+        nets[name] = (model, v)
         if name == "fw_momentum":
             fw_mom = r
 
@@ -163,13 +171,27 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed, dense_lat) -> dic
         kernel_sparsity=1.0 - sum(np.size(x) for x in jax.tree.leaves(v["params"]) if np.ndim(x) > 1)
         / sum(np.size(x) for x in jax.tree.leaves(snap["params"]) if np.ndim(x) > 1),
         model_sparsity=1.0 - metrics.param_count(v) / metrics.param_count(snap),
-        latency=_latency(small, v, x_lat), time=time.time() - t0)
-    for r in rows.values():
-        r["latency_dense"] = dense_lat
-    return rows
+        time=time.time() - t0)
+    nets["fw_mom_struct"] = (small, v)
+    lat = _latencies(nets, x_lat)
+    for name, r in rows.items():
+        r["latency"], r["latency_dense"] = lat[name], lat["dense"]
+    return rows, lat["dense"]
 
 
-def run(args) -> dict:
+def _save(results, out: pathlib.Path) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+def _comparable(args) -> dict:
+    """The arguments a resumed run must share with the saved one."""
+    return {k: v for k, v in vars(args).items() if k not in ("seeds", "resume", "out")}
+
+
+def run(args, out: pathlib.Path) -> dict:
+    """Every (seed, budget) row; ``results.json`` is rewritten after each one. With
+    ``--resume`` the rows of an earlier run with the same arguments are kept and only the
+    seeds with a missing budget are run again (pre-training is per seed)."""
     train_ds = data.load("mnist", "train", args.data_dir)
     test_ds = data.load("mnist", "test", args.data_dir)
     if args.train_subset:
@@ -178,8 +200,25 @@ def run(args) -> dict:
         test_ds = test_ds.subset(np.arange(min(args.test_subset, len(test_ds))))
     model = LeNet5()
     x_lat = jnp.asarray(test_ds.images[: args.latency_batch])
-    results = {"args": {k: v for k, v in vars(args).items()}, "runs": []}
+    results = {"args": {k: v for k, v in vars(args).items()}, "runs": [], "complete": False}
+    saved = out / "results.json"
+    if args.resume and saved.exists():
+        old = json.loads(saved.read_text())
+        mine = json.loads(json.dumps(_comparable(args), default=float))
+        theirs = {k: v for k, v in old["args"].items() if k in mine}
+        if theirs != mine:
+            raise ValueError(f"--resume: {saved} was written with other arguments: "
+                             f"{theirs} vs {mine}")
+        done = {}
+        for r in old["runs"]:
+            done.setdefault(r["seed"], []).append(r)
+        results["runs"] = [r for seed, rs in sorted(done.items())
+                           if seed < args.seeds and {x["budget"] for x in rs} >= set(args.budgets)
+                           for r in rs]
+        print(f"--resume: kept {len(results['runs'])} rows from {saved}", flush=True)
     for seed in range(args.seeds):
+        if any(r["seed"] == seed for r in results["runs"]):
+            continue
         v0 = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))
         snaps = {}
 
@@ -194,14 +233,15 @@ def run(args) -> dict:
         for b in args.budgets:
             snap = snaps[b]
             e = train.evaluate(model, snap, test_ds)
-            dense_lat = _latency(model, snap, x_lat)
-            rows = run_one(args, model, snap, train_ds, test_ds, x_lat, seed, dense_lat)
+            rows, dense_lat = run_one(args, model, snap, train_ds, test_ds, x_lat, seed)
             rows["dense"] = dict(acc=e["accuracy"], loss=e["loss"], kernel_sparsity=0.0,
                                  model_sparsity=metrics.sparsity(snap), latency=dense_lat,
                                  latency_dense=dense_lat)
             results["runs"].append({"seed": seed, "budget": b, "methods": rows})
+            _save(results, out)
             print(f"[seed {seed}] budget {b}: " + "  ".join(
                 f"{m}={rows[m]['acc']:.4f}" for m in ("dense",) + METHODS), flush=True)
+    results["complete"] = True
     return results
 
 
@@ -276,10 +316,10 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results = run(args)
+    results = run(args, out)
     results["summary"] = summarize(results)
     results["wall_time_s"] = time.time() - t0
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    _save(results, out)
     tab = table(results["summary"])
     (out / "table.md").write_text(tab + "\n")
     plots(results["summary"], out)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["param_count", "nonzero_count", "sparsity", "layer_macs", "macs", "flops",
-           "measure_latency"]
+           "measure_latency", "compare_latency"]
 
 
 def _params_of(tree: Any) -> Any:
@@ -121,3 +121,30 @@ def measure_latency(fn: Callable, *args: Any, repeats: int = 20, warmup: int = 3
         jax.block_until_ready(f(*args))
         times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
+
+
+def compare_latency(calls: dict[str, tuple[Callable, tuple]], *, repeats: int = 20,
+                    warmup: int = 3, jit: bool = True) -> dict[str, float]:
+    """Median wall-clock seconds of each ``fn(*args)`` in ``calls = {name: (fn, args)}``,
+    measured **interleaved** (round ``r`` times every call once, in turn).
+
+    Load from other processes then hits every candidate alike, so the *ratios* of the medians
+    are fair on a shared machine even when the absolute times drift. Compile time is excluded
+    (``warmup`` untimed calls each, at least one); each timed call ends with
+    ``jax.block_until_ready``.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    if not calls:
+        raise ValueError("compare_latency needs at least one call")
+    fns = {name: (jax.jit(fn) if jit else fn, args) for name, (fn, args) in calls.items()}
+    for f, args in fns.values():
+        for _ in range(max(1, warmup)):
+            jax.block_until_ready(f(*args))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, (f, args) in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(statistics.median(ts)) for name, ts in times.items()}

@@ -96,3 +96,23 @@ def test_measure_latency():
     assert isinstance(t, float) and 0.0 < t < 5.0
     with pytest.raises(ValueError):
         metrics.measure_latency(lambda a: a, x, repeats=0)
+
+
+def test_compare_latency_interleaves_every_call():
+    order = []
+
+    def make(name):
+        def f(a):
+            order.append(name)
+            return a + 1
+        return f
+    x = jnp.ones((4,))
+    out = metrics.compare_latency({"a": (make("a"), (x,)), "b": (make("b"), (x,))},
+                                  repeats=3, warmup=2, jit=False)
+    assert set(out) == {"a", "b"} and all(isinstance(t, float) and t > 0 for t in out.values())
+    # warm-up of each, then strictly alternating timed rounds
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    with pytest.raises(ValueError):
+        metrics.compare_latency({"a": (make("a"), (x,))}, repeats=0)
+    with pytest.raises(ValueError):
+        metrics.compare_latency({})
