@@ -44,9 +44,12 @@ def scale_channels(arr, slot: ArraySlot, size: int, factors) -> np.ndarray:
 
 
 def _map_paths(variables, fn):
-    """Apply ``fn(path, leaf)`` to every leaf (container types kept; leaves become jax arrays)."""
+    """Apply ``fn(path, leaf)`` to every leaf (container types kept; leaves become jax arrays).
+
+    ``jax.device_put``, not ``jnp.asarray``: the latter compiles a small staging kernel per
+    distinct shape, one XLA compile per array of a deep network on the first call."""
     return jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jnp.asarray(fn(path_of(p), leaf)), variables)
+        lambda p, leaf: jax.device_put(fn(path_of(p), leaf)), variables)
 
 
 def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:

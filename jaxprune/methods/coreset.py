@@ -47,17 +47,34 @@ def project(key: jax.Array, points: jax.Array, projection: str, dim: int) -> jax
 
 
 @jax.jit
-def weighted_sensitivity(s: jax.Array, outgoing: jax.Array) -> jax.Array:
-    """``σ_j = max_k |w_kj| s_j / Σ_i |w_ki| s_i`` (columns with zero mass are ignored)."""
+def weighted_sensitivity(s: jax.Array, outgoing: jax.Array, kappa=1.0) -> jax.Array:
+    """``σ_j = κ_φ · max_k |w_kj| s_j / Σ_i |w_ki| s_i`` (columns with zero mass are ignored).
+
+    ``kappa`` is a traced argument, so networks with other activations share the compile."""
     mass = outgoing * s[:, None]                  # (C, K)
     total = jnp.sum(mass, axis=0, keepdims=True)  # (1, K)
     ratio = jnp.where(total > 0, mass / jnp.where(total > 0, total, 1.0), 0.0)
-    return jnp.max(ratio, axis=1)
+    return kappa * jnp.max(ratio, axis=1)
 
 
-@jax.jit
-def _batched_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
+def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.vmap(coreset.sensitivities)(points, mask)
+
+
+# The peeling graph (Algorithm 1 inside Algorithm 2's while-loop: MVEE, Wolfe's MNP,
+# Carathéodory) is large, and on the CPU its LLVM optimisation dominated `prune`'s first call
+# (VGG-16: 10.4 s of 13 CPU-s to compile the batched kernel). XLA's backend optimisation level
+# 0 halves that compile and costs ~0.5 s per call afterwards (`experiments/bench_prune.py`
+# prints both); the numbers are identical. Other backends keep XLA's default.
+_batched_sensitivities_fast_compile = jax.jit(
+    _vmapped_sensitivities, compiler_options={"xla_backend_optimization_level": 0})
+_batched_sensitivities_optimised = jax.jit(_vmapped_sensitivities)
+
+
+def _batched_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
+    if jax.default_backend() == "cpu":
+        return _batched_sensitivities_fast_compile(points, mask)
+    return _batched_sensitivities_optimised(points, mask)
 
 
 def _bucket(n: int, floor: int = 64) -> int:
@@ -83,8 +100,9 @@ def peel_sensitivities(projected: list[jax.Array]) -> list[jax.Array]:
         pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
         mask[b, : p.shape[0]] = True
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
-        values = np.asarray(_batched_sensitivities(jnp.asarray(pts), jnp.asarray(mask)))
-    return [jnp.asarray(values[b, : p.shape[0]], jnp.float32) for b, p in enumerate(projected)]
+        values = np.asarray(_batched_sensitivities(jax.device_put(pts), jax.device_put(mask)))
+    return [jax.device_put(values[b, : p.shape[0]].astype(np.float32))
+            for b, p in enumerate(projected)]
 
 
 MAX_GEOMETRY_DIM = 64  # the peeling geometry holds d×d matrices per point set; beyond this, project
@@ -107,12 +125,20 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
 
 def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
                projection_dim: int = 10, activation: str = "relu") -> list[jax.Array]:
-    """σ for every group at once (layers of equal projected shape are batched)."""
+    """σ for every group at once (layers of equal projected shape are batched).
+
+    Host↔device moves use NumPy and ``jax.device_put`` (no per-shape conversion kernels) and
+    per-group keys are drawn only for the random ``jl`` projection: on a deep network every
+    distinct array shape would otherwise cost one small XLA compile on the first call."""
     kappa = activation_constant(activation)
-    keys = jax.random.split(key, max(len(views), 1))
+    keys = [None] * len(views)
+    if projection == "jl":
+        split = jax.random.split(key, max(len(views), 1))
+        keys = [split[n] for n in range(len(views))]
     with jax.enable_x64(True):  # the geometry (rank, MVEE, Carathéodory) runs in float64
-        projected = [np.asarray(project(k, jnp.asarray(v.points, jnp.float64), projection,
-                                        projection_dim)) for k, v in zip(keys, views)]
+        projected = [np.asarray(project(k, jax.device_put(np.asarray(v.points, np.float64)),
+                                        projection, projection_dim))
+                     for k, v in zip(keys, views)]
     direct = [_no_peel_sensitivity(p) for p in projected]
     peel = [n for n, d in enumerate(direct) if d is None]
     for n in peel:
@@ -121,10 +147,11 @@ def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca
                              f"only up to {MAX_GEOMETRY_DIM} dims; use projection='pca' or 'jl' "
                              "with a small projection_dim (2-10)")
     peeled = peel_sensitivities([projected[n] for n in peel])
-    s_all = [jnp.asarray(d, jnp.float32) if d is not None else None for d in direct]
+    s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
     for n, s in zip(peel, peeled):
-        s_all[n] = s
-    return [kappa * weighted_sensitivity(s, v.outgoing) for s, v in zip(s_all, views)]
+        s_all[n] = np.asarray(s, np.float32)
+    return [weighted_sensitivity(jax.device_put(s), jax.device_put(np.asarray(v.outgoing)), kappa)
+            for s, v in zip(s_all, views)]
 
 
 def score(key: jax.Array, view: LayerView, **options) -> jax.Array:
