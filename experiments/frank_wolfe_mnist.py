@@ -72,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--latency-batch", type=int, default=1000)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/frank_wolfe_mnist")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-print the tables and plots of <out>/results.json without training")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished seeds of <out>/results.json (same arguments) and run "
                         "only the rest")
@@ -185,7 +187,8 @@ def _save(results, out: pathlib.Path) -> None:
 
 def _comparable(args) -> dict:
     """The arguments a resumed run must share with the saved one."""
-    return {k: v for k, v in vars(args).items() if k not in ("seeds", "resume", "out")}
+    return {k: v for k, v in vars(args).items()
+            if k not in ("seeds", "resume", "out", "report_only")}
 
 
 def run(args, out: pathlib.Path) -> dict:
@@ -281,6 +284,31 @@ def table(summary) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"dense": "dense", "magnitude": "magnitude", "fw": "FW", "fw_momentum": "FW + momentum",
+          "fw_mom_struct": "FW + momentum, structured"}
+
+
+def compact_table(summary) -> str:
+    """Test accuracy (%) per method and pre-training budget, mean ± std over seeds, then the
+    median latency of each method relative to the dense network timed beside it."""
+    budgets = sorted({r["budget"] for r in summary})
+    by = {(r["budget"], r["method"]): r for r in summary}
+    names = ("dense",) + METHODS
+    head = "| pre-train epochs | " + " | ".join(LABELS[m] for m in names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 1)]
+    for b in budgets:
+        cells = []
+        for m in names:
+            mu, sd = by[b, m]["acc"]
+            cells.append(f"{100 * mu:.2f}±{100 * sd:.2f}")
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lat = {m: np.mean([by[b, m]["latency"][0] / by[b, "dense"]["latency"][0] for b in budgets])
+           for m in names}
+    lines.append("| latency / dense (mean over budgets) | " +
+                 " | ".join(f"{lat[m]:.2f}×" for m in names) + " |")
+    return "\n".join(lines)
+
+
 def plots(summary, out: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -311,19 +339,33 @@ def plots(summary, out: pathlib.Path) -> None:
         plt.close(fig)
 
 
+def report(results, out: pathlib.Path) -> None:
+    """Print both tables, write ``table.md`` and the plots (from ``results["summary"]``)."""
+    full, compact = table(results["summary"]), compact_table(results["summary"])
+    (out / "table.md").write_text(compact + "\n\n" + full + "\n")
+    plots(results["summary"], out)
+    print(compact + "\n")
+    print(full)
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = json.loads((out / "results.json").read_text())
+        if not results.get("complete"):
+            print(f"note: {out}/results.json is a partial run "
+                  f"({len(results['runs'])} (seed, budget) rows)", flush=True)
+        results["summary"] = summarize(results)
+        report(results, out)
+        return results
     t0 = time.time()
     results = run(args, out)
     results["summary"] = summarize(results)
     results["wall_time_s"] = time.time() - t0
     _save(results, out)
-    tab = table(results["summary"])
-    (out / "table.md").write_text(tab + "\n")
-    plots(results["summary"], out)
-    print(tab)
+    report(results, out)
     print(f"wrote {out}/results.json, table.md, *.png in {results['wall_time_s']:.0f}s")
     return results
 

@@ -39,6 +39,13 @@ def test_frank_wolfe_study_tiny_and_resume(fwm, tmp_path, data_dir, capsys, monk
                for r in rows.values())
     for png in ("accuracy_vs_pretraining.png", "sparsity_vs_pretraining.png"):
         assert (out / png).stat().st_size > 1000
+    # the compact table's cells are the saved accuracies; --report-only re-prints the same
+    acc = {m: f"{100 * rows[m]['acc']:.2f}±0.00" for m in rows}
+    line = next(x for x in (out / "table.md").read_text().splitlines() if x.startswith("| 1 |"))
+    assert line == "| 1 | " + " | ".join(acc[m] for m in ("dense", *fwm.METHODS)) + " |"
+    table_md = (out / "table.md").read_text()
+    fwm.main(_argv(data_dir, out, 1) + ["--report-only"])
+    assert (out / "table.md").read_text() == table_md
 
     # resume: the finished seed is kept verbatim and nothing is trained again
     def no_training(*a, **k):
