@@ -34,7 +34,12 @@ XLA's thread pool on this 2-core CPU, one 512×512 ``eigh`` took 0.1–3.5 s ins
 the projection of ResNet-50 took 12–30 s instead of ~2 s. ``OPENBLAS_NUM_THREADS=2 python
 experiments/bench_prune.py`` shows the default behaviour.
 
+4. ``--peel-compile both``: per model, cold first call and second call of ``prune`` with the
+   peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``, the
+   CPU default) and at XLA's default (``"optimised"``), alternating in two rounds.
+
     python experiments/bench_prune.py [--models lenet300 lenet5 vgg16 resnet50] [--quick]
+                                      [--peel-compile both]
 """
 from __future__ import annotations
 
@@ -318,6 +323,38 @@ def latency_table(run, plan):
     return lat
 
 
+def peel_compile_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
+    """``prune`` first (cold: ``jax.clear_caches()`` before it) and second call with the
+    peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``) and
+    at XLA's default (``"optimised"``), alternating ``rounds`` times so drift in the machine's
+    load hits both alike."""
+    model, shape = build(name, quick)
+    variables = random_variables(model, shape, seed)
+    ratio = unit_ratio(name, model, variables, shape)
+    rows = []
+    for rnd in range(rounds):
+        for mode in ("fast", "optimised"):
+            jax.clear_caches()
+            times = []
+            for key in (seed + 1, seed + 2):
+                t0 = time.perf_counter()
+                res = pruning.prune(variables, jax.random.key(key), ratio, method="coreset",
+                                    model=model, input_shape=shape, unit="params",
+                                    peel_compile=mode)
+                jax.block_until_ready(res.params)
+                times.append(time.perf_counter() - t0)
+            rows.append(dict(name=name, round=rnd, mode=mode, first=times[0], second=times[1]))
+    print(f"\n## {name}: peeling kernel compile, `prune(..., peel_compile=...)` (cold first "
+          "call, then a second call; rounds alternate the two)\n")
+    print("| round | peel_compile | 1st call [s] | 2nd call [s] |\n|---:|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['round'] + 1} | {r['mode']} | {r['first']:.2f} | {r['second']:.2f} |")
+    mean = {m: np.mean([r["first"] for r in rows if r["mode"] == m]) for m in ("fast", "optimised")}
+    print(f"\nfirst call, mean over rounds: fast {mean['fast']:.2f} s, optimised "
+          f"{mean['optimised']:.2f} s (optimised / fast = {mean['optimised'] / mean['fast']:.2f}×)")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(RATIOS), choices=list(RATIOS))
@@ -329,6 +366,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None,
                     help="latency: median of N timed calls (default: lenet300 50, resnet50 "
                          "10 at batch 1 and 5 at batch 64)")
+    ap.add_argument("--peel-compile", choices=("auto", "both"), default="auto",
+                    help="both: also time every model's prune with the peeling kernel compiled "
+                         "at XLA backend opt level 0 and at XLA's default, alternating")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -348,6 +388,9 @@ def main(argv=None):
             if args.repeats:
                 plan = tuple((b, args.repeats, w) for b, _, w in plan)
             out["latency"][r["name"]] = latency_table(r, plan)
+    if args.peel_compile == "both":
+        out["peel_compile"] = [row for name in args.models
+                               for row in peel_compile_ab(name, args.quick, args.seed)]
     out["wall_s"] = time.perf_counter() - t_start
     print(f"\nTotal benchmark wall time: {out['wall_s']:.1f} s "
           f"(process CPU {time.process_time():.1f} s; load average now {os.getloadavg()[0]:.1f})")

@@ -259,16 +259,27 @@ def test_top_k():
         C.top_k(s, 6)
 
 
-def test_fast_compile_peeling_kernel_matches_the_optimised_one():
+def test_fast_compile_peeling_kernel_matches_the_optimised_one(monkeypatch):
     """`prune` on the CPU runs the batched peeling compiled at XLA backend optimisation level 0
-    (half the compile time); it must return the very numbers of the default compile."""
+    (`peel_compile="fast"`, half the compile time); it must give the very numbers of XLA's
+    default compile, and a bad `peel_compile` is an error."""
+    from jaxprune import prune
     from jaxprune.methods import coreset as M
-    rng = np.random.default_rng(3)
-    pts = rng.normal(size=(2, 96, 3)) * np.array([3.0, 1.0, 0.2])
-    mask = np.ones((2, 96), bool)
-    mask[1, 70:] = False                                     # one padded set
-    with jax.enable_x64(True):
-        fast = np.asarray(M._batched_sensitivities_fast_compile(jnp.asarray(pts), jnp.asarray(mask)))
-        opt = np.asarray(M._batched_sensitivities_optimised(jnp.asarray(pts), jnp.asarray(mask)))
-    np.testing.assert_allclose(fast, opt, rtol=1e-9, atol=0)
-    assert np.all(fast[1, 70:] == 0) and np.all(fast[mask] > 0)
+    from jaxprune.models import LeNet300100
+    calls = []
+    for name in ("_batched_sensitivities_fast_compile", "_batched_sensitivities_optimised"):
+        fn = getattr(M, name)
+        monkeypatch.setattr(M, name, lambda p, m, fn=fn, name=name: calls.append(name) or fn(p, m))
+    model = LeNet300100(widths=(80, 40))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    # projection_dim=3: both layers have n >= 2·rank² points, so both are peeled
+    out = {mode: prune(variables, jax.random.key(1), 0.7, model=model, peel_compile=mode,
+                       projection_dim=3) for mode in ("fast", "optimised")}
+    assert calls == ["_batched_sensitivities_fast_compile", "_batched_sensitivities_optimised"]
+    for g in out["fast"].sensitivities:
+        np.testing.assert_allclose(np.asarray(out["fast"].sensitivities[g]),
+                                   np.asarray(out["optimised"].sensitivities[g]), rtol=1e-6)
+        assert np.array_equal(np.asarray(out["fast"].kept[g]), np.asarray(out["optimised"].kept[g]))
+    assert any(len(np.unique(np.asarray(s))) > 1 for s in out["fast"].sensitivities.values())
+    with pytest.raises(ValueError, match="peel_compile"):
+        prune(variables, jax.random.key(1), 0.7, model=model, peel_compile="O3")

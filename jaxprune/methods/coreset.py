@@ -62,17 +62,23 @@ def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 # The peeling graph (Algorithm 1 inside Algorithm 2's while-loop: MVEE, Wolfe's MNP,
-# Carathéodory) is large, and on the CPU its LLVM optimisation dominated `prune`'s first call
-# (VGG-16: 10.4 s of 13 CPU-s to compile the batched kernel). XLA's backend optimisation level
-# 0 halves that compile and costs ~0.5 s per call afterwards (`experiments/bench_prune.py`
-# prints both); the numbers are identical. Other backends keep XLA's default.
+# Carathéodory) is large, and on the CPU its LLVM optimisation dominated `prune`'s first call.
+# XLA's backend optimisation level 0 roughly halves that compile and makes each later call
+# slower (`experiments/bench_prune.py --peel-compile both` measures both); the numbers are
+# identical (tests/test_coreset.py). `peel_compile="auto"` (default) picks "fast" on the CPU,
+# where one-off prunes are compile-bound, and XLA's default ("optimised") elsewhere.
+PEEL_COMPILES = ("auto", "fast", "optimised")
 _batched_sensitivities_fast_compile = jax.jit(
     _vmapped_sensitivities, compiler_options={"xla_backend_optimization_level": 0})
 _batched_sensitivities_optimised = jax.jit(_vmapped_sensitivities)
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
-    if jax.default_backend() == "cpu":
+def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str = "auto"):
+    if peel_compile not in PEEL_COMPILES:
+        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
+    if peel_compile == "auto":
+        peel_compile = "fast" if jax.default_backend() == "cpu" else "optimised"
+    if peel_compile == "fast":
         return _batched_sensitivities_fast_compile(points, mask)
     return _batched_sensitivities_optimised(points, mask)
 
@@ -81,7 +87,7 @@ def _bucket(n: int, floor: int = 64) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
 
 
-def peel_sensitivities(projected: list[jax.Array]) -> list[jax.Array]:
+def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -> list[jax.Array]:
     """Algorithm 2 sensitivities of several point sets in ONE vmapped, jitted call.
 
     Compilation, not the peeling itself, dominates on small networks, so every set is padded
@@ -100,7 +106,8 @@ def peel_sensitivities(projected: list[jax.Array]) -> list[jax.Array]:
         pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
         mask[b, : p.shape[0]] = True
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
-        values = np.asarray(_batched_sensitivities(jax.device_put(pts), jax.device_put(mask)))
+        values = np.asarray(_batched_sensitivities(jax.device_put(pts), jax.device_put(mask),
+                                                   peel_compile))
     return [jax.device_put(values[b, : p.shape[0]].astype(np.float32))
             for b, p in enumerate(projected)]
 
@@ -124,12 +131,15 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
 
 
 def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
-               projection_dim: int = 10, activation: str = "relu") -> list[jax.Array]:
+               projection_dim: int = 10, activation: str = "relu",
+               peel_compile: str = "auto") -> list[jax.Array]:
     """σ for every group at once (layers of equal projected shape are batched).
 
     Host↔device moves use NumPy and ``jax.device_put`` (no per-shape conversion kernels) and
     per-group keys are drawn only for the random ``jl`` projection: on a deep network every
     distinct array shape would otherwise cost one small XLA compile on the first call."""
+    if peel_compile not in PEEL_COMPILES:
+        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
     kappa = activation_constant(activation)
     keys = [None] * len(views)
     if projection == "jl":
@@ -146,7 +156,7 @@ def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca
             raise ValueError(f"coreset: {projected[n].shape[1]}-dimensional points can be peeled "
                              f"only up to {MAX_GEOMETRY_DIM} dims; use projection='pca' or 'jl' "
                              "with a small projection_dim (2-10)")
-    peeled = peel_sensitivities([projected[n] for n in peel])
+    peeled = peel_sensitivities([projected[n] for n in peel], peel_compile)
     s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
     for n, s in zip(peel, peeled):
         s_all[n] = np.asarray(s, np.float32)
