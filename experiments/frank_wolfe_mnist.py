@@ -112,10 +112,13 @@ def _iterate_sparsity(params, rel=1e-3):
 
 
 def run_one(args, model, snap, train_ds, test_ds, x_lat, seed) -> dict:
-    rows, nets = {}, {"dense": (model, snap)}
+    ev = lambda m, v: train.evaluate(m, v, test_ds)  # noqa: E731
+    e = ev(model, snap)
+    rows = {"dense": dict(acc=e["accuracy"], loss=e["loss"], kernel_sparsity=0.0,
+                          model_sparsity=metrics.sparsity(snap))}
+    nets = {"dense": (model, snap)}
     s = args.sparsity
     post = args.fw_epochs + args.finetune_epochs
-    ev = lambda m, v: train.evaluate(m, v, test_ds)  # noqa: E731
 
     # magnitude: mask the snapshot, fine-tune the whole post-pruning budget under the mask
     t0 = time.time()
@@ -178,7 +181,7 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed) -> dict:
     lat = _latencies(nets, x_lat)
     for name, r in rows.items():
         r["latency"], r["latency_dense"] = lat[name], lat["dense"]
-    return rows, lat["dense"]
+    return rows
 
 
 def _save(results, out: pathlib.Path) -> None:
@@ -234,12 +237,7 @@ def run(args, out: pathlib.Path) -> dict:
         print(f"[seed {seed}] pre-trained {max(args.budgets)} epochs in {time.time() - t0:.0f}s",
               flush=True)
         for b in args.budgets:
-            snap = snaps[b]
-            e = train.evaluate(model, snap, test_ds)
-            rows, dense_lat = run_one(args, model, snap, train_ds, test_ds, x_lat, seed)
-            rows["dense"] = dict(acc=e["accuracy"], loss=e["loss"], kernel_sparsity=0.0,
-                                 model_sparsity=metrics.sparsity(snap), latency=dense_lat,
-                                 latency_dense=dense_lat)
+            rows = run_one(args, model, snaps[b], train_ds, test_ds, x_lat, seed)
             results["runs"].append({"seed": seed, "budget": b, "methods": rows})
             _save(results, out)
             print(f"[seed {seed}] budget {b}: " + "  ".join(

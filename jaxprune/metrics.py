@@ -110,17 +110,7 @@ def measure_latency(fn: Callable, *args: Any, repeats: int = 20, warmup: int = 3
     times untimed, then timed ``repeats`` times, each with ``jax.block_until_ready`` on the
     result so asynchronous dispatch is included. Compile time is excluded.
     """
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
-    f = jax.jit(fn) if jit else fn
-    for _ in range(max(1, warmup)):
-        jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
+    return compare_latency({"fn": (fn, args)}, repeats=repeats, warmup=warmup, jit=jit)["fn"]
 
 
 def compare_latency(calls: dict[str, tuple[Callable, tuple]], *, repeats: int = 20,

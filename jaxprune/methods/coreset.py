@@ -73,9 +73,7 @@ _batched_sensitivities_fast_compile = jax.jit(
 _batched_sensitivities_optimised = jax.jit(_vmapped_sensitivities)
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str = "auto"):
-    if peel_compile not in PEEL_COMPILES:
-        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
+def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str):
     if peel_compile == "auto":
         peel_compile = "fast" if jax.default_backend() == "cpu" else "optimised"
     if peel_compile == "fast":
@@ -95,6 +93,8 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -
     batch is padded to a power of two with empty sets: networks of similar size share one
     compiled kernel.
     """
+    if peel_compile not in PEEL_COMPILES:
+        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
     if not projected:
         return []
     dim = max(p.shape[1] for p in projected)
@@ -106,8 +106,7 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -
         pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
         mask[b, : p.shape[0]] = True
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
-        values = np.asarray(_batched_sensitivities(jax.device_put(pts), jax.device_put(mask),
-                                                   peel_compile))
+        values = np.asarray(_batched_sensitivities(pts, mask, peel_compile))
     return [jax.device_put(values[b, : p.shape[0]].astype(np.float32))
             for b, p in enumerate(projected)]
 
@@ -135,20 +134,18 @@ def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca
                peel_compile: str = "auto") -> list[jax.Array]:
     """σ for every group at once (layers of equal projected shape are batched).
 
-    Host↔device moves use NumPy and ``jax.device_put`` (no per-shape conversion kernels) and
-    per-group keys are drawn only for the random ``jl`` projection: on a deep network every
-    distinct array shape would otherwise cost one small XLA compile on the first call."""
-    if peel_compile not in PEEL_COMPILES:
-        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
+    Host arrays go to the jitted kernels as NumPy (cast on the host, no per-shape conversion
+    kernels) and per-group keys are drawn only for the random ``jl`` projection: on a deep
+    network every distinct array shape would otherwise cost one small XLA compile on the
+    first call."""
     kappa = activation_constant(activation)
     keys = [None] * len(views)
     if projection == "jl":
         split = jax.random.split(key, max(len(views), 1))
         keys = [split[n] for n in range(len(views))]
     with jax.enable_x64(True):  # the geometry (rank, MVEE, Carathéodory) runs in float64
-        projected = [np.asarray(project(k, jax.device_put(np.asarray(v.points, np.float64)),
-                                        projection, projection_dim))
-                     for k, v in zip(keys, views)]
+        projected = [np.asarray(project(k, np.asarray(v.points, np.float64), projection,
+                                        projection_dim)) for k, v in zip(keys, views)]
     direct = [_no_peel_sensitivity(p) for p in projected]
     peel = [n for n, d in enumerate(direct) if d is None]
     for n in peel:
@@ -159,9 +156,8 @@ def score_many(key: jax.Array, views: list[LayerView], *, projection: str = "pca
     peeled = peel_sensitivities([projected[n] for n in peel], peel_compile)
     s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
     for n, s in zip(peel, peeled):
-        s_all[n] = np.asarray(s, np.float32)
-    return [weighted_sensitivity(jax.device_put(s), jax.device_put(np.asarray(v.outgoing)), kappa)
-            for s, v in zip(s_all, views)]
+        s_all[n] = s
+    return [weighted_sensitivity(s, v.outgoing, kappa) for s, v in zip(s_all, views)]
 
 
 def score(key: jax.Array, view: LayerView, **options) -> jax.Array:

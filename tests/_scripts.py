@@ -1,0 +1,13 @@
+"""Import an ``experiments/*.py`` script as a module (the scripts are not a package)."""
+import importlib.util
+import pathlib
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load(name: str):
+    """The module of ``experiments/<name>.py``, executed under the name ``_exp_<name>``."""
+    spec = importlib.util.spec_from_file_location(f"_exp_{name}", EXPERIMENTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
