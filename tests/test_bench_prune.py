@@ -1,18 +1,13 @@
 """Smoke tests: the prune benchmark runs end to end in --quick mode (tiny widths)."""
-import importlib.util
-import pathlib
 
 import pytest
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_prune.py"
+import _scripts
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_prune", _SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _scripts.load("bench_prune")
 
 
 def test_bench_prune_quick(bench, capsys):

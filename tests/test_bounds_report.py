@@ -1,14 +1,12 @@
 """The bounds-paper experiment (experiments/bounds_report.py) end to end in --quick mode on a
 slice of real MNIST, and properties of the JSON it writes."""
-import importlib.util
 import json
 import math
-import pathlib
 import time
 
 import pytest
 
-EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bounds_report.py"
+import _scripts
 
 
 def _num(x):
@@ -17,9 +15,7 @@ def _num(x):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, data_dir):
-    spec = importlib.util.spec_from_file_location("_exp_bounds_report", EXP)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _scripts.load("bounds_report")
     out = tmp_path_factory.mktemp("bounds")
     args = mod.parse_args(["--quick", "--data-dir", str(data_dir), "--out", str(out),
                            "--limit-train", "2000", "--limit-dev", "600"])

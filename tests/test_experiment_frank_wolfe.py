@@ -1,20 +1,15 @@
 """The Frank-Wolfe study (experiments/frank_wolfe_mnist.py) on a slice of real MNIST:
 table and plots written, sparsity as requested, rows saved per (seed, budget), resume."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "frank_wolfe_mnist.py"
+import _scripts
 
 
 @pytest.fixture(scope="module")
 def fwm():
-    spec = importlib.util.spec_from_file_location("_exp_fw_mnist", EXP)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _scripts.load("frank_wolfe_mnist")
 
 
 def _argv(data_dir, out, seeds):

@@ -1,15 +1,11 @@
 """The main job (experiments/lenet300_mnist.py) end to end on a slice of real MNIST."""
-import importlib.util
 import json
-import pathlib
 
-EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "lenet300_mnist.py"
+import _scripts
 
 
 def test_lenet300_table1_tiny(tmp_path, capsys, data_dir):
-    spec = importlib.util.spec_from_file_location("_exp_lenet300", EXP)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _scripts.load("lenet300_mnist")
     out = tmp_path / "out"
     args = mod.parse_args(["--limit-train", "2048", "--train-epochs", "1", "--finetune-epochs", "1",
                            "--ratios", "0.9", "--methods", "coreset", "random",

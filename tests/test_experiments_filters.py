@@ -24,21 +24,12 @@ to compile as little as possible without skipping what is checked:
   fine-tunes is one that is already compiled; what it checks (the dense model is restored, not
   retrained) is unchanged.
 """
-import importlib.util
 import json
-import pathlib
 
 import jax
 import pytest
 
-EXP = pathlib.Path(__file__).resolve().parents[1] / "experiments"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}", EXP / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+import _scripts
 
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train", "8", "--limit-test", "8",
@@ -47,7 +38,7 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train", "8", "--limit-tes
 
 def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    cf = _load("cifar_filters")
+    cf = _scripts.load("cifar_filters")
     argv = ["--models", "vgg16", "resnet56", "--ratios", "0.5", "--width-divisor", "4",
             "--num-blocks", "1", "1", "1", "--out", str(tmp_path / "out"),
             "--data-dir", str(tmp_path / "tfds"), "--ft-epochs", "1", *TINY]
@@ -80,7 +71,7 @@ def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
 
 def test_imagenet_resnet50_end_to_end_on_mock_data(tmp_path, capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    im = _load("imagenet_resnet50")
+    im = _scripts.load("imagenet_resnet50")
     argv = ["--width-divisor", "16", "--num-blocks", "1", "1", "1", "1", "--image-size", "32",
             "--train-split", "train", "--test-split", "validation", "--prune-residual",
             "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "tfds"),
@@ -101,7 +92,7 @@ def test_imagenet_resnet50_end_to_end_on_mock_data(tmp_path, capsys):
 
 
 def test_lenet5_mnist_tiny_mode(tmp_path, capsys):
-    lm = _load("lenet5_mnist")
+    lm = _scripts.load("lenet5_mnist")
     tiny = ["--limit-train", "256", "--limit-test", "256", "--train-epochs", "1",
             "--finetune-epochs", "1", "--seeds", "1", "--ratios", "0.6"]
     args = lm.parse_args([*tiny, "--methods", "coreset", "l1_norm", "random",
