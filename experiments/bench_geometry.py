@@ -6,7 +6,7 @@ steps) for n ∈ {300, 1000, 5000} × d ∈ {3, 8, 16}, and Algorithm-2 peeling 
 steady state).  Steady state is best-of-N for both sides, taken in alternating blocks of
 back-to-back calls (JAX ×5, NumPy ×5, JAX ×5, …) so that load from other processes on a shared
 machine hits both alike.
-The NumPy reference is ``_numpy_reference.py``.
+The NumPy reference is ``common/numpy_reference.py``.
 
     python experiments/bench_geometry.py [--repeats 15] [--seed 0] [--df 3]
     python experiments/bench_geometry.py --sens          # MVEE rows only
@@ -18,18 +18,13 @@ points than the full run.)
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _numpy_reference as ref  # noqa: E402
-
-from jaxprune import coreset, geometry  # noqa: E402
-from jaxprune.coreset.sensitivity import PEEL_CONFIG  # noqa: E402
+from common import numpy_reference as ref
+from jaxprune import coreset, geometry
 
 
 def alternating_best(fns, repeats, block=5):
@@ -96,7 +91,7 @@ def main():
             run = lambda: coreset.sensitivities(P, return_layers=True)  # noqa: E731
             t_first, _ = first_call(run)
             (t_jax, t_np), ((s, layer), (s_np, layer_np)) = alternating_best(
-                [run, lambda: ref.sensitivities(P, PEEL_CONFIG.tol)], args.sens_repeats)
+                [run, lambda: ref.sensitivities(P, coreset.PEEL_CONFIG.tol)], args.sens_repeats)
             agree = float(np.mean(np.asarray(layer) == layer_np))
             print(f"| sensitivities (Alg. 2, {int(np.max(layer))} layers, "
                   f"{agree:.0%} same layer as NumPy) | {n} | {d} | – | {t_first - t_jax:.2f} | "

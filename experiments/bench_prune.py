@@ -11,14 +11,10 @@ Measured in ONE process run:
    fraction is ``ratio · touched / total`` for any allocation; the table shows both), then
    JAX's caches are cleared so that the first call is cold.  First call (tracing + compilation
    included) vs a second call with another key (steady state).  Both calls are broken down by
-   phase by wrapping, for the duration of the benchmark only, the very functions ``prune``
-   calls (``structure.from_model``, ``pruning.layer_view``, the coreset method's ``project`` /
-   ``peel_sensitivities`` / ``weighted_sensitivity``, ``pruning.allocate_widths``,
-   ``pruning.select``, ``surgery.shrink``); each wrapper blocks on its result so asynchronous
-   dispatch is charged to the right phase.  JAX's own monitoring events split each phase's
+   phase through ``prune``'s ``on_phase`` hook (``jaxprune.pipeline.PHASES``: structure, views,
+   scores, allocation, selection, surgery).  JAX's own monitoring events split each phase's
    time into jaxpr tracing, MLIR lowering and XLA backend compilation; the rest is execution
-   (and Python).  "scores-rest" = the part of ``methods.Method.scores`` outside project / peel /
-   weighting (e.g. the rank check that skips peeling); "other" = validation, report, PRNG
+   (and Python); "other" = validation, report, PRNG
    splits.  Process CPU seconds are printed next to wall times: the CPU may be shared.
 2. Inference latency of the dense vs pruned LeNet-300-100 (batch 1 and 1024) and ResNet-50
    (batch 1 and 64): jitted ``apply`` (inference mode), ``metrics.measure_latency`` (compile and
@@ -49,27 +45,23 @@ if __name__ == "__main__":  # before NumPy/SciPy load OpenBLAS (see the module d
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import contextlib
-import importlib
 import platform
-import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import methods, metrics, models, pruning, structure, surgery
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cifar_filters  # noqa: E402  (the Table 2/3 scripts' whole-model ratio calibration)
+import jaxprune
+from common import calibrate_ratio
+from common.bench import PHASES, PhaseClock, listening, max_rss_mib, random_variables
+from jaxprune import metrics, models
 
 RATIOS = {"lenet300": 0.9, "lenet5": 0.8, "vgg16": 0.8, "resnet50": 0.62}
 # ratios that count ALL parameters of the model (the paper's PR), not prune's `unit` over the
 # pruned layers: calibrated before the timed calls (see module doc)
 WHOLE_MODEL = {"resnet50"}
-# issue targets, end to end with compilation: VGG-16 < 10 s, ResNet-50 < 30 s (2-core CPU)
+# targets, end to end with compilation: VGG-16 < 10 s, ResNet-50 < 30 s (2-core CPU)
 TARGET_S = {"vgg16": 10.0, "resnet50": 30.0}
 QUICK_FIELDS = {"lenet300": dict(widths=(32, 16)), "lenet5": dict(widths=(4, 8, 24, 16)),
                 "vgg16": dict(widths=(8,) * 4 + (16,) * 9 + (16, 16)),
@@ -83,69 +75,6 @@ LATENCY = {  # model -> ((batch size, timed calls, untimed warm-up calls after c
     "lenet300": ((1, 50, 5), (1024, 50, 5)),
     "resnet50": ((1, 10, 2), (64, 5, 1)),  # a dense batch-64 call: 10-20 s on 2 cores
 }
-PHASES = ("structure", "views", "project", "scores-rest", "peel", "weighting", "allocate",
-          "select", "surgery")
-SCORING = ("project", "scores-rest", "peel", "weighting")  # = methods.Method.scores
-_JAX_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
-               "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
-               "/jax/core/compile/backend_compile_duration": "compile"}
-
-
-# --------------------------------------------------------------------------------------------
-# Phase instrumentation (no library code is changed: module attributes are swapped and restored)
-# --------------------------------------------------------------------------------------------
-class PhaseClock:
-    def __init__(self):
-        self.current = None
-        self.reset()
-
-    def reset(self):
-        self.wall = dict.fromkeys(PHASES + ("other",), 0.0)
-        self.cpu = dict.fromkeys(PHASES + ("other",), 0.0)  # process CPU s (all threads)
-        self.jax = {p: dict(trace=0.0, lower=0.0, compile=0.0) for p in PHASES + ("other",)}
-
-    def on_event(self, event, duration, **_):
-        kind = _JAX_EVENTS.get(event)
-        if kind is not None:
-            self.jax[self.current or "other"][kind] += duration
-
-    def wrap(self, phase, fn):
-        def timed(*args, **kwargs):
-            outer, self.current = self.current, phase
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                out = fn(*args, **kwargs)
-                jax.block_until_ready(out)
-                return out
-            finally:
-                self.wall[phase] += time.perf_counter() - t0
-                self.cpu[phase] += time.process_time() - c0
-                self.current = outer
-        return timed
-
-
-@contextlib.contextmanager
-def instrumented(clock: PhaseClock):
-    coreset_method = importlib.import_module("jaxprune.methods.coreset")
-    patches = [(structure, "from_model", "structure"), (pruning, "layer_view", "views"),
-               (methods.Method, "scores", "scores-rest"),
-               (coreset_method, "project", "project"),
-               (coreset_method, "peel_sensitivities", "peel"),
-               (coreset_method, "weighted_sensitivity", "weighting"),
-               (pruning, "allocate_widths", "allocate"), (pruning, "select", "select"),
-               (surgery, "shrink", "surgery")]
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
-    for mod, name, phase in patches:
-        setattr(mod, name, clock.wrap(phase, getattr(mod, name)))
-    jax.monitoring.register_event_duration_secs_listener(clock.on_event)
-    try:
-        yield clock
-    finally:
-        jax.monitoring.unregister_event_duration_listener(clock.on_event)
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
-
-
 # --------------------------------------------------------------------------------------------
 # Models with random weights
 # --------------------------------------------------------------------------------------------
@@ -158,40 +87,11 @@ def build(name: str, quick: bool):
 def unit_ratio(name: str, model, variables, shape) -> float:
     """``prune``'s ``unit='params'`` ratio over the pruned layers for ``RATIOS[name]``: the
     ratio itself, or for a whole-model ratio (``WHOLE_MODEL``) the calibration the Table 3
-    script uses (``cifar_filters.calibrate_ratio``: ``ratio · total / touched``, exact)."""
+    script uses (``common.calibrate_ratio``: ``ratio · total / touched``, exact)."""
     if name not in WHOLE_MODEL:
         return RATIOS[name]
     opts = argparse.Namespace(unit="params", prune_residual=False)
-    return cifar_filters.calibrate_ratio(model, variables, shape, RATIOS[name], opts)
-
-
-def random_variables(model, input_shape, seed: int):
-    """Shapes from ``jax.eval_shape(model.init)``; He-normal kernels, small random biases,
-    BatchNorm scale ≈ 1 and positive running variances."""
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = structure.path_of(path)[-1]
-        shape = leaf.shape
-        if name == "kernel":
-            fan_in = int(np.prod(shape[:-1]))
-            a = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        elif name == "scale":
-            a = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif name == "var":
-            a = rng.uniform(0.5, 1.5, shape)
-        else:  # bias, BatchNorm mean
-            a = 0.05 * rng.standard_normal(shape)
-        return jnp.asarray(a, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def max_rss_mib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
+    return calibrate_ratio(model, variables, shape, RATIOS[name], opts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,17 +109,15 @@ def time_prune(name: str, quick: bool, seed: int) -> dict:
         jax.clear_caches()  # the calibration traced the model: keep the first call cold
     rss_before = max_rss_mib()
     clock, calls = PhaseClock(), []
-    with instrumented(clock):
+    with listening(clock):
         for key in (seed + 1, seed + 2):
             clock.reset()
             t0, c0 = time.perf_counter(), time.process_time()
-            res = pruning.prune(variables, jax.random.key(key), ratio, method="coreset",
-                                model=model, input_shape=shape, unit="params")
+            res = jaxprune.prune(variables, jax.random.key(key), ratio, method="coreset",
+                                 model=model, input_shape=shape, unit="params",
+                                 on_phase=clock.phase)
             jax.block_until_ready(res.params)
             total, cpu = time.perf_counter() - t0, time.process_time() - c0
-            # Method.scores is timed inclusive of its nested project/peel/weighting calls
-            for acc in (clock.wall, clock.cpu):
-                acc["scores-rest"] -= sum(acc[p] for p in ("project", "peel", "weighting"))
             clock.wall["other"] = total - sum(clock.wall[p] for p in PHASES)
             clock.cpu["other"] = cpu - sum(clock.cpu[p] for p in PHASES)
             calls.append(dict(total=total, cpu=cpu, wall=dict(clock.wall),
@@ -270,9 +168,6 @@ def print_prune_tables(runs):
                   f"{j['trace']:.3f} | {j['lower']:.3f} | {j['compile']:.3f} | "
                   f"{first['wall'][p] - c:.3f} | {second['wall'][p]:.3f} | "
                   f"{second['cpu_phase'][p]:.2f} | {c2:.3f} |")
-        sc = [sum(c[k][p] for p in SCORING) for c in (first, second) for k in ("wall", "cpu_phase")]
-        print(f"| *scoring = project+scores-rest+peel+weighting* | *{sc[0]:.3f}* | *{sc[1]:.2f}* "
-              f"| | | | | *{sc[2]:.3f}* | *{sc[3]:.2f}* | |")
         print(f"| **total** | {first['total']:.3f} | {first['cpu']:.2f} | | | | | "
               f"{second['total']:.3f} | {second['cpu']:.2f} | |")
     for r in runs:
@@ -338,7 +233,7 @@ def peel_compile_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[
             times = []
             for key in (seed + 1, seed + 2):
                 t0 = time.perf_counter()
-                res = pruning.prune(variables, jax.random.key(key), ratio, method="coreset",
+                res = jaxprune.prune(variables, jax.random.key(key), ratio, method="coreset",
                                     model=model, input_shape=shape, unit="params",
                                     peel_compile=mode)
                 jax.block_until_ready(res.params)

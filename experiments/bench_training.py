@@ -42,12 +42,12 @@ def step_throughput(model, ds, config, n_dev, steps):
     repl, dsh = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
     spe = data.num_batches(ds, config.batch_size)
     k1, k2 = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = train._init_variables(model, (1,) + ds.images.shape[1:], k1, k2)
+    variables = train.init_variables(model, (1,) + ds.images.shape[1:], k1, k2)
     params = variables["params"]
     state = jax.device_put({"params": params, "batch_stats": {},
-                            "opt_state": train._init_opt_state(config, spe, params, None),
+                            "opt_state": train.init_opt_state(config, spe, params),
                             "step": jnp.asarray(0, jnp.int32), "rng": k2}, repl)
-    step = train._make_train_step(model, config, spe, False, False, None, repl)
+    step = train.make_train_step(model, config, spe, sharding=repl)
     batches = [(jax.device_put(x, dsh), jax.device_put(y, dsh))
                for x, y in data.batches(ds, config.batch_size, seed=0, epoch=0)][:8]
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def main():
     rows = []
     for n_dev in range(1, _N_DEV + 1):
         compile_s, tput = step_throughput(model, ds, config, n_dev, args.steps)
-        train._make_train_step.cache_clear()  # so epoch 1 of fit includes its compile
+        train.make_train_step.cache_clear()  # so epoch 1 of fit includes its compile
         res = train.fit(model, ds, config, devices=n_dev, progress=False)
         e1, e2 = res.history[0], res.history[1]
         rows.append((n_dev, compile_s, tput, e1["wall_time"], e2["wall_time"],

@@ -41,15 +41,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import cifar_filters as cf  # noqa: E402  (shared pipeline, table and flags)
-
-from jaxprune import data, metrics, models, train  # noqa: E402
+from common import filters
+from jaxprune import data, metrics, models, train
 
 PAPER = {"resnet50": {"ratios": (0.62,), "baseline": 23.78, "err": {0.62: 24.87}}}
 EXTRA = ("ImageNet needs the manual step: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
@@ -63,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--test-split", default="validation")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--dataset", default="imagenet2012")
-    cf.add_common_flags(p, "resnet50", finetune_epochs=30)
+    filters.add_common_flags(p, "resnet50", finetune_epochs=30)
     p.add_argument("--leave-stem", action="store_true", help="do not prune the stem conv")
     args = p.parse_args(argv)
     args.out = args.out or "results/imagenet_resnet50"
@@ -74,26 +71,26 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(cf.DATA_HOWTO.format(name=args.dataset, extra=EXTRA), flush=True)
+    print(filters.DATA_HOWTO.format(name=args.dataset, extra=EXTRA), flush=True)
     size = args.image_size or args.resolution
-    train_ds = cf.limit(data.load(args.dataset, args.train_split, data_dir=args.data_dir,
-                                  image_size=size), args.limit_train)
-    test_ds = cf.limit(data.load(args.dataset, args.test_split, data_dir=args.data_dir,
-                                 image_size=size), args.limit_test)
+    train_ds = data.head(data.load(args.dataset, args.train_split, data_dir=args.data_dir,
+                                   image_size=size), args.limit_train)
+    test_ds = data.head(data.load(args.dataset, args.test_split, data_dir=args.data_dir,
+                                  image_size=size), args.limit_test)
     print(f"{len(train_ds)} train / {len(test_ds)} test examples at {size}x{size}, "
           f"{jax.device_count()} device(s): {jax.devices()[0].platform}", flush=True)
-    overrides = cf.scaled_overrides("resnet50", args.width_divisor, args.num_blocks)
+    overrides = filters.scaled_overrides("resnet50", args.width_divisor, args.num_blocks)
     model = models.get_model("resnet50", num_classes=train_ds.num_classes, **overrides)
     shape = (size, size, 3)
     n = metrics.param_count(jax.eval_shape(model.init, jax.random.key(0),
                                            np.zeros((1, *shape), np.float32)))
     print(f"== resnet50: {n} params, ratios {args.ratios}", flush=True)
     out = pathlib.Path(args.out)
-    res = cf.run_model("resnet50", model, shape, train_ds, test_ds, args.ratios, args,
-                       out / "resnet50", leave=("conv_stem",) if args.leave_stem else ())
-    text = cf.table([res], PAPER)
+    res = filters.run_model("resnet50", model, shape, train_ds, test_ds, args.ratios, args,
+                            out / "resnet50", leave=("conv_stem",) if args.leave_stem else ())
+    text = filters.table([res], PAPER)
     print(text)
-    cf.write_results(out, [res], args, text)
+    filters.write_results(out, [res], args, text)
     return [res]
 
 

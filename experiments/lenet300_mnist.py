@@ -1,5 +1,5 @@
 """Table 1 (main paper): coreset neuron pruning of LeNet-300-100 on real MNIST, with the
-baselines in the same harness (issue 6).
+baselines in the same harness (``experiments/common/harness.py``).
 
 Train (or restore) the dense network on MNIST-train minus a held-out validation split, prune it
 at the paper's ratios of the fully connected parameters with every method of ``--methods``,
@@ -22,12 +22,10 @@ import time
 
 import numpy as np
 
+from common import harness, tables
 from jaxprune import checkpoint, data, metrics, train
 from jaxprune.models import LeNet300100
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _harness  # noqa: E402
-import _tables  # noqa: E402
 
 PAPER_RATIOS = (0.9, 0.926, 0.946)
 PAPER_ERR = {0.9: 1.98, 0.926: 2.64, 0.946: 3.51}  # main paper, Table 1 (best of 5)
@@ -63,7 +61,7 @@ def parse_args(argv=None):
     args.finetune_epochs = args.finetune_epochs or (30 if args.full else 8)
     for entry in args.methods:
         try:
-            _harness.parse_entry(entry)
+            harness.parse_entry(entry)
         except ValueError as err:
             p.error(str(err))
     return args
@@ -90,24 +88,22 @@ def dense_model(args, train_ds, test_ds, out: pathlib.Path):
 def run(args) -> dict:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    full_train = data.load(args.dataset, "train", args.data_dir)
+    full_train = data.head(data.load(args.dataset, "train", args.data_dir), args.limit_train)
     test_ds = data.load(args.dataset, "test", args.data_dir)
-    if args.limit_train:
-        full_train = full_train.subset(np.arange(min(args.limit_train, len(full_train))))
     train_ds, val_ds = data.train_val_split(full_train, min(args.val_size, len(full_train) // 2))
     print(f"{args.dataset}: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} "
           "test images")
     model, dense = dense_model(args, train_ds, test_ds, out)
-    base_err = _harness.error(model, dense, test_ds)
+    base_err = harness.error(model, dense, test_ds)
     print(f"baseline error {base_err:.2f}%  params {metrics.param_count(dense['params']):,}")
-    batch = _harness.validation_batch(val_ds, args.data_batch)
+    batch = harness.validation_batch(val_ds, args.data_batch)
 
-    rows = _harness.grid(model, dense, args, train_ds, test_ds, batch)
+    rows = harness.grid(model, dense, args, train_ds, test_ds, batch)
     for row in rows:
         row["achieved_pr"] = row["report"].get("ratios", {}).get("params_prunable", row["pr"])
     result = {"baseline_err": base_err, "rows": rows, "args": vars(args),
               "paper_targets": {str(k): v for k, v in PAPER_ERR.items()}}
-    _tables.save_outputs(out, result, format_table(result, args),
+    tables.save_outputs(out, result, format_table(result, args),
                          lambda path: plot(result, args, path))
     return result
 
@@ -116,15 +112,15 @@ def format_table(result, args) -> str:
     def cells(ratio, method, rows):
         shape = "masked" if rows[0]["widths"] is None else str(tuple(rows[0]["widths"]))
         return (f"{method} | {100 * ratio:.1f} | {100 * np.mean([r['pr'] for r in rows]):.2f} "
-                f"| {result['baseline_err']:.2f} | {_tables.err_cells(rows)} "
+                f"| {result['baseline_err']:.2f} | {tables.err_cells(rows)} "
                 f"| {shape} | {PAPER_ERR.get(ratio, '–')}")
     header = ("| Method | PR target (%) | PR achieved (%) | Baseline Err (%) | Err before FT (%) "
               "| Pruned Err best (mean ± std) (%) | widths | paper (coreset) Err (%) |")
-    return _tables.markdown_table(result, args.ratios, args.methods, header, cells)
+    return tables.markdown_table(result, args.ratios, args.methods, header, cells)
 
 
 def plot(result, args, path):
-    _tables.plot_error_vs_ratio(result, args.ratios, args.methods, path,
+    tables.plot_error_vs_ratio(result, args.ratios, args.methods, path,
                                 lambda r: 100 * r["pr"], "pruned FC parameters (%)",
                                 "LeNet-300-100 / MNIST neuron pruning")
 

@@ -1,5 +1,5 @@
 """Filter + neuron pruning of LeNet-5 on real MNIST: coreset vs the baselines (pvc, sipp, pfp,
-filter-norm L1, random) in the same harness (``experiments/_harness.py``).
+filter-norm L1, random) in the same harness (``experiments/harness.py``).
 
 Runs on this CPU. Train (or restore) LeNet-5 (6-16 conv filters, 120-84 hidden neurons) on
 MNIST-train minus a held-out validation split, then for three ratios, every method and three
@@ -27,12 +27,10 @@ import time
 import jax
 import numpy as np
 
+from common import harness, tables
 from jaxprune import checkpoint, data, metrics, train
 from jaxprune.models import LeNet5
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _harness  # noqa: E402
-import _tables  # noqa: E402
 
 RATIOS = (0.7, 0.85, 0.93)
 METHODS = ("coreset", "pvc", "sipp", "pfp", "l1_norm", "random")
@@ -74,14 +72,10 @@ def parse_args(argv=None):
         args.subset = args.limit_train
     for entry in args.methods:
         try:
-            _harness.parse_entry(entry)
+            harness.parse_entry(entry)
         except ValueError as err:
             p.error(str(err))
     return args
-
-
-def _head(ds, n):
-    return ds if n is None or n >= len(ds) else ds.subset(np.arange(n))
 
 
 def dense_model(args, train_ds, out: pathlib.Path):
@@ -109,25 +103,25 @@ def dense_model(args, train_ds, out: pathlib.Path):
 def run(args) -> dict:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    full_train = _head(data.load("mnist", "train", args.data_dir), args.subset)
-    test_ds = _head(data.load("mnist", "test", args.data_dir), args.limit_test)
+    full_train = data.head(data.load("mnist", "train", args.data_dir), args.subset)
+    test_ds = data.head(data.load("mnist", "test", args.data_dir), args.limit_test)
     train_ds, val_ds = data.train_val_split(full_train, min(args.val_size, len(full_train) // 2))
     print(f"MNIST: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} test images",
           flush=True)
     model, dense = dense_model(args, train_ds, out)
     shape = (28, 28, 1)
-    base_err = _harness.error(model, dense, test_ds)
+    base_err = harness.error(model, dense, test_ds)
     dense_params = metrics.param_count(dense)
     dense_flops = metrics.flops(model, dense, shape)
     print(f"baseline error {base_err:.2f}%  params {dense_params:,}  FLOPs {dense_flops:,}",
           flush=True)
-    batch = _harness.validation_batch(val_ds, args.data_batch)
+    batch = harness.validation_batch(val_ds, args.data_batch)
 
-    rows = _harness.grid(model, dense, args, train_ds, test_ds, batch, input_shape=shape,
+    rows = harness.grid(model, dense, args, train_ds, test_ds, batch, input_shape=shape,
                          unit=args.unit)
     result = {"baseline_err": base_err, "dense_params": dense_params,
               "dense_flops": dense_flops, "rows": rows, "args": vars(args)}
-    _tables.save_outputs(out, result, format_table(result, args),
+    tables.save_outputs(out, result, format_table(result, args),
                          lambda path: plot(result, args, path))
     return result
 
@@ -137,16 +131,16 @@ def format_table(result, args) -> str:
         fr = "–" if rows[0]["fr"] is None else f"{100 * np.mean([r['fr'] for r in rows]):.2f}"
         shape = "masked" if rows[0]["widths"] is None else str(tuple(rows[0]["widths"]))
         return (f"{method} | {100 * ratio:g} | {100 * np.mean([r['pr'] for r in rows]):.2f} "
-                f"| {fr} | {shape} | {_tables.err_cells(rows)}")
+                f"| {fr} | {shape} | {tables.err_cells(rows)}")
     header = ("| Method | target (% " + args.unit + ") | PR (%) | FR (%) | widths "
               "| Err before FT mean ± std (%) | Pruned Err best (mean ± std) (%) |")
     title = (f"LeNet-5 on MNIST, baseline error {result['baseline_err']:.2f}%, "
              f"{args.seeds} seed(s), fine-tune {args.finetune_epochs} epoch(s)")
-    return title + "\n" + _tables.markdown_table(result, args.ratios, args.methods, header, cells)
+    return title + "\n" + tables.markdown_table(result, args.ratios, args.methods, header, cells)
 
 
 def plot(result, args, path):
-    _tables.plot_error_vs_ratio(result, args.ratios, args.methods, path, lambda r: 100 * r["pr"],
+    tables.plot_error_vs_ratio(result, args.ratios, args.methods, path, lambda r: 100 * r["pr"],
                                 "parameters removed (%)", "LeNet-5 / MNIST filter + neuron pruning")
 
 

@@ -29,6 +29,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxprune import models
+from jaxprune._tree import as_variables
+
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
 FORMAT = "jaxprune-model/1"
@@ -36,7 +39,7 @@ FORMAT = "jaxprune-model/1"
 __all__ = [
     "save_model", "load_model", "is_model_dir", "read_model_json",
     "training_manager", "save_training_state", "restore_training_state",
-    "latest_training_step",
+    "latest_training_step", "read_training_meta", "to_jsonable",
 ]
 
 
@@ -76,13 +79,9 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     ``model.json``/``variables/`` in ``directory`` are overwritten; other files are kept.
     Returns the directory path.
     """
-    from jaxprune import models
-
     directory = _abs(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    variables = dict(variables)
-    if "params" not in variables:
-        variables = {"params": variables}
+    variables, _ = as_variables(variables)
     cfg = models.model_config(model)
     host_vars = _to_host(variables)
     ckpt = ocp.StandardCheckpointer()
@@ -137,8 +136,6 @@ def load_model(directory, *, device=None):
     and array shapes come from the orbax metadata. Raises ``FileNotFoundError`` when the
     directory or its files are missing.
     """
-    from jaxprune import models
-
     d = _abs(directory)
     doc = read_model_json(d)
     model = models.model_from_config(doc["model"])

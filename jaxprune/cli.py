@@ -31,7 +31,7 @@ Adding a subcommand: write ``add_arguments(parser)`` and ``run(args) -> int`` an
 ``Command(name, help, add_arguments, run)`` to :data:`COMMANDS` (or call
 :func:`register_command`), e.g. ``register_command("prune", "prune a model", add_prune, run_prune)``.
 Helpers for such commands: :func:`add_data_arguments`, :func:`add_training_arguments`,
-:func:`load_datasets`, :func:`train_config_from_args`, :func:`run_training`.
+:func:`train_config_from_args`; the jobs themselves live in :mod:`jaxprune.workflows`.
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from typing import Callable, NamedTuple
+
+from jaxprune import checkpoint, methods, selection, train, workflows
 
 __all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser"]
 
-
-class CLIError(Exception):
-    """A user error: reported as ``jaxprune: error: <message>`` with exit status 2."""
+#: A user error: reported as ``jaxprune <command>: error: <message>`` with exit status 2.
+CLIError = workflows.UsageError
 
 
 class Command(NamedTuple):
@@ -126,8 +126,7 @@ _CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum
 
 
 def train_config_from_args(args: argparse.Namespace, model_name: str, **extra):
-    from jaxprune import train
-
+    """The model's recipe with every set training flag applied."""
     overrides = {k: getattr(args, k, None) for k in _CONFIG_FLAGS}
     if getattr(args, "step_milestones", None) is not None:
         overrides["step_milestones"] = tuple(args.step_milestones)
@@ -139,99 +138,16 @@ def train_config_from_args(args: argparse.Namespace, model_name: str, **extra):
     return base
 
 
-def load_datasets(name: str, data_dir=None, limit_train=None, limit_test=None,
-                  need_train: bool = True):
-    """(train_ds or None, test_ds), with user errors turned into :class:`CLIError`."""
-    from jaxprune import data
-
-    if name not in data.DATASETS:
-        raise CLIError(f"unknown dataset {name!r}; known datasets: {', '.join(data.DATASETS)}")
-    test_split = "validation" if name == "imagenet2012" else "test"
-    try:
-        tr = data.load(name, "train", data_dir) if need_train else None
-        te = data.load(name, test_split, data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise CLIError(f"dataset {name!r} not available: {e}") from None
-    if tr is not None and limit_train is not None:
-        tr = tr.subset(range(min(limit_train, len(tr))))
-    if limit_test is not None:
-        te = te.subset(range(min(limit_test, len(te))))
-    return tr, te
+def _print_json(obj) -> None:
+    print(json.dumps(checkpoint.to_jsonable(obj), sort_keys=True))
 
 
-def _check_model_name(name: str) -> None:
-    from jaxprune import models
-
-    if name not in models.model_names():
-        raise CLIError(f"unknown model {name!r}; known models: {', '.join(models.model_names())}")
-
-
-def _load_checkpoint(directory):
-    from jaxprune import checkpoint
-
-    if not os.path.isdir(directory):
-        raise CLIError(f"checkpoint directory does not exist: {directory}")
-    try:
-        return checkpoint.load_model(directory)
-    except FileNotFoundError as e:
-        raise CLIError(str(e)) from None
-
-
-def _size_report(model, variables, input_shape) -> dict:
-    from jaxprune import metrics
-
-    out = {"params": metrics.param_count(variables),
-           "nonzero_params": metrics.nonzero_count(variables)}
-    try:
-        out["flops"] = int(metrics.flops(model, variables, tuple(input_shape)))
-    except Exception as e:  # noqa: BLE001 — never lose a finished run over a metric
-        out["flops"] = None
-        out["flops_error"] = f"{type(e).__name__}: {e}"
-    return out
-
-
-def _write_json(path, obj) -> None:
-    from jaxprune.checkpoint import to_jsonable
-
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(obj), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def run_training(args, command: str, model, dataset: str, config, train_ds, test_ds, *,
-                 variables=None, mask=None, teacher=None, extra_meta=None) -> int:
-    """fit -> evaluate -> save_model(out) + config.json + results.json; prints results."""
-    from jaxprune import checkpoint, models, train
-
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    model_cfg = models.model_config(model)
-    cfg_doc = {"command": command, "argv": sys.argv[1:], "model": model_cfg, "dataset": dataset,
-               "train_config": config.to_dict(), "devices": args.devices,
-               "limit_train": args.limit_train, "limit_test": args.limit_test,
-               **(extra_meta or {})}
-    _write_json(os.path.join(out, "config.json"), cfg_doc)
-    t0 = time.time()
-    try:
-        res = train.fit(model, train_ds, config, variables=variables, out_dir=out,
-                        eval_ds=test_ds, mask=mask, teacher=teacher, devices=args.devices,
-                        progress=not args.no_progress, eval_batch_size=args.eval_batch_size)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    wall = time.time() - t0
-    ev = train.evaluate(model, res.variables, test_ds, batch_size=args.eval_batch_size)
-    size = _size_report(model, res.variables, test_ds.images.shape[1:])
-    results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
-               **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
-               "model": model_cfg["name"], "widths": model_cfg.get("widths")}
-    meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
-            "test_accuracy": ev["accuracy"], **(extra_meta or {})}
-    checkpoint.save_model(out, model, res.variables, meta=meta)
-    _write_json(os.path.join(out, "results.json"), results)
-    print(json.dumps(checkpoint.to_jsonable(results), sort_keys=True))
-    return 0
+def _run_options(args) -> dict:
+    """What ``train`` and ``finetune`` hand to :func:`jaxprune.workflows.train_and_save`."""
+    return {"devices": args.devices, "progress": not args.no_progress,
+            "eval_batch_size": args.eval_batch_size,
+            "run_info": {"argv": sys.argv[1:], "limit_train": args.limit_train,
+                         "limit_test": args.limit_test}}
 
 
 # ----------------------------------------------------------------------------- train
@@ -243,14 +159,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args) -> int:
-    from jaxprune import models
-
-    _check_model_name(args.model)
-    train_ds, test_ds = load_datasets(args.dataset, args.data_dir, args.limit_train,
-                                      args.limit_test)
-    model = models.get_model(args.model, num_classes=train_ds.num_classes)
-    config = train_config_from_args(args, args.model)
-    return run_training(args, "train", model, args.dataset, config, train_ds, test_ds)
+    _print_json(workflows.train_new(
+        args.model, args.dataset, args.out, lambda name: train_config_from_args(args, name),
+        data_dir=args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test,
+        **_run_options(args)))
+    return 0
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -270,61 +183,16 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-temperature", type=float, default=None)
 
 
-def _is_unstructured(meta: dict) -> bool:
-    """True when the checkpoint's metadata records an unstructured (weight) prune, directly
-    (``prune`` wrote it) or through a fine-tune that kept its zeros."""
-    prune = meta.get("prune")
-    return bool((isinstance(prune, dict) and prune.get("kind") == "weights")
-                or meta.get("keep_zeros") is True)
-
-
-def _zeros_mask(params):
-    """0/1 mask like ``params``: kernels -> (w != 0); every other leaf (biases, norms) -> 1."""
-    import jax
-    import numpy as np
-
-    from jaxprune.structure import path_of
-
-    def leaf(p, x):
-        x = np.asarray(x)
-        if path_of(p)[-1] == "kernel":
-            return (x != 0).astype(np.float32)
-        return np.ones(x.shape, np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, params)
-
-
 def _run_finetune(args) -> int:
-    model, variables, meta = _load_checkpoint(args.checkpoint)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise CLIError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    train_ds, test_ds = load_datasets(dataset, args.data_dir, args.limit_train, args.limit_test)
-    from jaxprune import models
-    name = models.model_config(model)["name"]
-    extra = {}
-    if args.distill_alpha is not None:
-        extra["distill_alpha"] = args.distill_alpha
-    if args.distill_temperature is not None:
-        extra["distill_temperature"] = args.distill_temperature
-    config = train_config_from_args(args, name, **extra)
-    keep_zeros = args.keep_zeros
-    if keep_zeros is None:  # automatic: the checkpoint comes from an unstructured prune
-        keep_zeros = _is_unstructured(meta)
-        if keep_zeros:
-            print("jaxprune finetune: the checkpoint is unstructured-pruned; its zero kernel "
-                  "weights stay 0 (--no-keep-zeros releases them)", file=sys.stderr)
-    mask = None
-    if keep_zeros:
-        mask = _zeros_mask(variables["params"])
-    teacher = None
-    if args.teacher:
-        t_model, t_vars, _ = _load_checkpoint(args.teacher)
-        teacher = (t_model, t_vars)
-    return run_training(args, "finetune", model, dataset, config, train_ds, test_ds,
-                        variables=variables, mask=mask, teacher=teacher,
-                        extra_meta={"parent_checkpoint": os.path.abspath(args.checkpoint),
-                                    "teacher": args.teacher, "keep_zeros": bool(keep_zeros)})
+    extra = {k: v for k, v in (("distill_alpha", args.distill_alpha),
+                               ("distill_temperature", args.distill_temperature))
+             if v is not None}
+    _print_json(workflows.finetune_checkpoint(
+        args.checkpoint, args.out, lambda name: train_config_from_args(args, name, **extra),
+        dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
+        limit_test=args.limit_test, keep_zeros=args.keep_zeros, teacher=args.teacher,
+        **_run_options(args)))
+    return 0
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -336,19 +204,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from jaxprune import checkpoint, models, train
-
-    model, variables, meta = _load_checkpoint(args.checkpoint)
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise CLIError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    _, test_ds = load_datasets(dataset, args.data_dir, None, args.limit_test, need_train=False)
-    ev = train.evaluate(model, variables, test_ds, batch_size=args.batch_size)
-    out = {"accuracy": ev["accuracy"], "loss": ev["loss"], "n": ev["n"],
-           **_size_report(model, variables, test_ds.images.shape[1:]),
-           "model": models.model_config(model)["name"], "dataset": dataset,
-           "checkpoint": os.path.abspath(args.checkpoint)}
-    print(json.dumps(checkpoint.to_jsonable(out), sort_keys=True))
+    _print_json(workflows.evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+        limit_test=args.limit_test, batch_size=args.batch_size))
     return 0
 
 
@@ -365,14 +223,12 @@ def _ratio(text: str) -> float:
 
 
 def _add_prune(p: argparse.ArgumentParser) -> None:
-    from jaxprune import methods, pruning
-
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     p.add_argument("--method", default="coreset", choices=methods.names())
     p.add_argument("--ratio", type=_ratio, required=True,
                    help="fraction to remove, counted in --unit (default: prunable parameters)")
-    p.add_argument("--unit", default="params", choices=pruning.UNITS)
-    p.add_argument("--sampling", default=None, choices=pruning.SAMPLINGS,
+    p.add_argument("--unit", default="params", choices=selection.UNITS)
+    p.add_argument("--sampling", default=None, choices=selection.SAMPLINGS,
                    help="default: the method's own")
     p.add_argument("--projection", default=None, choices=("pca", "jl", "none"),
                    help="coreset: projection of the neuron points (default pca)")
@@ -392,36 +248,8 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory for the pruned model")
 
 
-def _data_batch(args, meta):
-    """``--data-batch`` training images (seeded choice) of the checkpoint's dataset."""
-    import numpy as np
-
-    from jaxprune import data
-
-    dataset = args.dataset or meta.get("dataset")
-    if not dataset:
-        raise CLIError(f"--method {args.method} needs data and {args.checkpoint} does not "
-                       "record its dataset; pass --dataset")
-    if dataset not in data.DATASETS:
-        raise CLIError(f"unknown dataset {dataset!r}; known datasets: {', '.join(data.DATASETS)}")
-    try:
-        train_ds = data.load(dataset, "train", args.data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise CLIError(f"dataset {dataset!r} not available: {e}") from None
-    n = len(train_ds) if args.limit_train is None else min(args.limit_train, len(train_ds))
-    rng = np.random.default_rng(args.seed)
-    idx = np.sort(rng.choice(n, size=min(args.data_batch, n), replace=False))
-    return np.asarray(train_ds.images[idx])
-
-
-def _run_prune(args) -> int:
-    import time
-
-    import jax
-
-    from jaxprune import checkpoint, methods, models, pruning
-
-    model, variables, meta = _load_checkpoint(args.checkpoint)
+def _prune_options(args) -> dict:
+    """The method-specific flags as :func:`jaxprune.prune` options (checked against --method)."""
     options = {k: v for k, v in (("projection", args.projection),
                                  ("projection_dim", args.projection_dim)) if v is not None}
     if options and args.method != "coreset":
@@ -430,33 +258,16 @@ def _run_prune(args) -> int:
         if args.method != "magnitude":
             raise CLIError("--scope only applies to --method magnitude")
         options["scope"] = args.scope
-    meth = methods.get(args.method)
-    batch = _data_batch(args, meta) if meth.needs_data else None
-    t0 = time.time()
-    try:
-        res = pruning.prune(variables, jax.random.key(args.seed), args.ratio, method=args.method,
-                            model=model, unit=args.unit, sampling=args.sampling,
-                            min_width=args.min_width, leave=tuple(args.leave), data=batch,
-                            **options)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    seconds = time.time() - t0
-    # structured: the smaller model; unstructured: the same model, pruned weights exactly 0
-    small = model if meth.kind == "weights" else res.model(model)
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    report = {**res.report, "seconds": seconds, "widths_before": list(model.widths),
-              "widths_after": list(small.widths)}
-    if batch is not None:
-        report["data_batch"] = int(batch.shape[0])
-    new_meta = {"dataset": args.dataset or meta.get("dataset"),
-                "parent_checkpoint": os.path.abspath(args.checkpoint), "prune": report}
-    checkpoint.save_model(out, small, res.params, meta=new_meta)
-    _write_json(os.path.join(out, "config.json"),
-                {"command": "prune", **{k: v for k, v in vars(args).items() if k != "_run"},
-                 "model": models.model_config(model)})
-    _write_json(os.path.join(out, "results.json"), report)
-    print(json.dumps(checkpoint.to_jsonable(report), sort_keys=True))
+    return options
+
+
+def _run_prune(args) -> int:
+    _print_json(workflows.prune_checkpoint(
+        args.checkpoint, args.out, args.ratio, method=args.method, unit=args.unit,
+        sampling=args.sampling, min_width=args.min_width, leave=args.leave, seed=args.seed,
+        dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
+        data_batch=args.data_batch, options=_prune_options(args),
+        record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
 

@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 __all__ = ["ArrayDataset", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load", "read_idx",
-           "normalize", "train_val_split", "batches", "num_batches", "crop_flip"]
+           "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
+           "evaluation_split", "head", "load_splits", "sample_images"]
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
                "imagenet2012": 1000}
@@ -179,7 +180,7 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool) -> ArrayD
 # ------------------------------------------------------------------------------------- TFDS
 
 def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # lazy: optional heavy dependency
 
     if img.ndim == 2:
         img = img[..., None]
@@ -197,7 +198,7 @@ def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _load_tfds(name: str, split: str, data_dir: Any, image_size: int) -> ArrayDataset:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # lazy: optional heavy dependency
 
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -272,6 +273,35 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
                                     + _how_to_get(name, "<root>"))
         return _load_idx(name, split, pathlib.Path(root), verify_checksums)
     return _load_tfds(name, split, None if root is None else str(root), image_size)
+
+
+def evaluation_split(name: str) -> str:
+    """The split a model is tested on: 'validation' for ImageNet (its test labels are not
+    public), 'test' otherwise."""
+    return "validation" if name == "imagenet2012" else "test"
+
+
+def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:
+    """The first ``n`` examples of ``ds`` (all of them for ``n=None`` or ``n >= len(ds)``)."""
+    return ds if n is None or n >= len(ds) else ds.subset(np.arange(n))
+
+
+def load_splits(name: str, data_dir: str | os.PathLike | None = None, *,
+                limit_train: int | None = None, limit_test: int | None = None,
+                need_train: bool = True) -> tuple[ArrayDataset | None, ArrayDataset]:
+    """``(train or None, evaluation split)`` of ``name``, each cut to its first
+    ``limit_*`` examples. Raises like :func:`load`."""
+    train = head(load(name, "train", data_dir), limit_train) if need_train else None
+    return train, head(load(name, evaluation_split(name), data_dir), limit_test)
+
+
+def sample_images(ds: ArrayDataset, size: int, seed: int, limit: int | None = None
+                  ) -> np.ndarray:
+    """``min(size, n)`` images drawn without replacement (seeded by ``seed``) from the first
+    ``n = limit`` examples (all by default), in dataset order."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
+    return np.asarray(ds.images[idx])
 
 
 def train_val_split(ds: ArrayDataset, val_size: int | float, seed: int = 0

@@ -21,30 +21,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._flax import apply_inference, kernel_calls
+from jaxprune._tree import as_variables, params_of
+
 __all__ = ["param_count", "nonzero_count", "sparsity", "layer_macs", "macs", "flops",
            "measure_latency", "compare_latency"]
 
 
-def _params_of(tree: Any) -> Any:
-    """The 'params' collection of a variables dict, or the tree itself."""
-    if isinstance(tree, dict) or hasattr(tree, "keys"):
-        try:
-            if "params" in tree:
-                return tree["params"]
-        except TypeError:
-            pass
-    return tree
-
-
 def param_count(tree: Any) -> int:
     """Number of scalars in ``tree`` (in its ``'params'`` if a variables dict is given)."""
-    return int(sum(np.size(x) for x in jax.tree.leaves(_params_of(tree))))
+    return int(sum(np.size(x) for x in jax.tree.leaves(params_of(tree))))
 
 
 def nonzero_count(tree: Any) -> int:
     """Number of non-zero scalars (over ``'params'`` if a variables dict is given)."""
     return int(sum(int(np.count_nonzero(np.asarray(x)))
-                   for x in jax.tree.leaves(_params_of(tree))))
+                   for x in jax.tree.leaves(params_of(tree))))
 
 
 def sparsity(tree: Any) -> float:
@@ -58,7 +50,7 @@ def layer_macs(model: nn.Module, variables: Any | None, input_shape: tuple[int, 
     """Per-layer MACs per example, keyed by the layer's '/'-joined module path.
 
     ``input_shape`` is one example's shape (no batch dim). The model is traced abstractly
-    (``jax.eval_shape``, nothing is computed) with ``train=False``; each ``nn.Dense`` /
+    (``jax.eval_shape``, nothing is computed) in inference mode; each ``nn.Dense`` /
     ``nn.Conv`` call contributes ``output.size / batch × prod(kernel.shape[:-1])``, which is
     exact for strides, padding, feature groups and any (pruned) width. ``variables=None``
     uses abstract initial variables. A layer called twice is counted twice.
@@ -67,24 +59,20 @@ def layer_macs(model: nn.Module, variables: Any | None, input_shape: tuple[int, 
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     if variables is None:
         variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    elif not (hasattr(variables, "keys") and "params" in variables):
-        variables = {"params": variables}
+    variables, _ = as_variables(variables)
     counts: dict[str, int] = {}
 
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        mod = context.module
-        if context.method_name == "__call__" and isinstance(mod, (nn.Dense, nn.Conv)):
+    def record(mod, _inp, out):
+        if isinstance(mod, (nn.Dense, nn.Conv)):
             kernel = mod.variables["params"]["kernel"]
             per_example = int(np.prod(out.shape)) // shape[0]
             n = per_example * int(np.prod(kernel.shape[:-1]))
             key = "/".join(mod.path) if mod.path else (mod.name or type(mod).__name__)
             counts[key] = counts.get(key, 0) + n
-        return out
 
     def run(v, inp):
-        with nn.intercept_methods(interceptor):
-            return model.apply(v, inp, train=False, **apply_kwargs)
+        with kernel_calls(record):
+            return apply_inference(model, v, inp, **apply_kwargs)
 
     jax.eval_shape(run, variables, x)
     return counts

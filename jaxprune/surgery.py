@@ -11,17 +11,25 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.structure import ArraySlot, ChannelGroup, path_of
+from jaxprune._tree import map_with_paths
+from jaxprune.structure import ArraySlot, ChannelGroup
 
 
-def _split(arr, slot: ArraySlot, size: int):
-    """View ``arr`` with its channel axis split into (outer, size, inner)."""
+def split_channels(arr, slot: ArraySlot, size: int):
+    """``(view, shape)``: ``arr`` with its channel axis split into ``(outer, size, inner)``
+    (channel ``c`` owns the entries ``(o·size + c)·inner + i`` along ``slot.axis``) and the
+    original shape to reshape back to."""
     shape = arr.shape
     new = shape[: slot.axis] + (slot.outer, size, slot.inner) + shape[slot.axis + 1:]
     return arr.reshape(new), shape
+
+
+def channels_first(arr, slot: ArraySlot, size: int) -> np.ndarray:
+    """``(size, rest)``: one row per channel, every entry the channel owns flattened."""
+    view, _ = split_channels(np.asarray(arr), slot, size)
+    return np.moveaxis(view, slot.axis + 1, 0).reshape(size, -1)
 
 
 def take_channels(arr, slot: ArraySlot, size: int, index) -> np.ndarray:
@@ -29,7 +37,7 @@ def take_channels(arr, slot: ArraySlot, size: int, index) -> np.ndarray:
 
     Surgery changes shapes, so it runs on the host in NumPy (no per-shape compilation).
     """
-    view, shape = _split(np.asarray(arr), slot, size)
+    view, shape = split_channels(np.asarray(arr), slot, size)
     view = np.take(view, np.asarray(index), axis=slot.axis + 1)
     return view.reshape(shape[: slot.axis] + (-1,) + shape[slot.axis + 1:])
 
@@ -37,7 +45,7 @@ def take_channels(arr, slot: ArraySlot, size: int, index) -> np.ndarray:
 def scale_channels(arr, slot: ArraySlot, size: int, factors) -> np.ndarray:
     """Multiply channel ``c`` of ``arr`` along ``slot`` by ``factors[c]``."""
     arr = np.asarray(arr)
-    view, shape = _split(arr, slot, size)
+    view, shape = split_channels(arr, slot, size)
     bshape = [1] * view.ndim
     bshape[slot.axis + 1] = size
     return (view * np.asarray(factors, arr.dtype).reshape(bshape)).reshape(shape)
@@ -48,8 +56,7 @@ def _map_paths(variables, fn):
 
     ``jax.device_put``, not ``jnp.asarray``: the latter compiles a small staging kernel per
     distinct shape, one XLA compile per array of a deep network on the first call."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, leaf: jax.device_put(fn(path_of(p), leaf)), variables)
+    return map_with_paths(lambda path, leaf: jax.device_put(fn(path, leaf)), variables)
 
 
 def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:

@@ -1,4 +1,4 @@
-"""Tests of ``jaxprune.bounds`` (issue 7): closed forms computed by hand, monotonicity and
+"""Tests of ``jaxprune.bounds``: closed forms computed by hand, monotonicity and
 round trips, Lemma 4.1 on hand-built logits, the α-scaling identity of Lemma C.1, the μ(P)
 estimator, and the non-hanging sparsity-first failure."""
 import functools

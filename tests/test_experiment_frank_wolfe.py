@@ -45,7 +45,7 @@ def test_frank_wolfe_study_tiny_and_resume(fwm, tmp_path, data_dir, capsys, monk
     # resume: the finished seed is kept verbatim and nothing is trained again
     def no_training(*a, **k):
         raise AssertionError("a finished seed was trained again")
-    monkeypatch.setattr(fwm.fw, "train_with", no_training)
+    monkeypatch.setattr(fwm, "pretrain", no_training)
     res2 = fwm.main(_argv(data_dir, out, 1) + ["--resume"])
     assert res2["runs"] == json.loads(json.dumps(res["runs"], default=float))
     # a missing seed is run (and trains): the patched trainer proves it is reached

@@ -9,7 +9,7 @@ Almost all of the time here is XLA compilation (tiny models, 8 images), so the r
 to compile as little as possible without skipping what is checked:
 
 * models are initialised under ``jax.threefry_partitionable(False)``: on XLA:CPU the jitted
-  ``model.init`` (``jaxprune.train._init_variables``) with the default, partitionable threefry
+  ``model.init`` (``jaxprune.train.init_variables``) with the default, partitionable threefry
   takes several times longer to compile (tiny VGG-16: ~50 s vs ~7 s on the loaded 2-core
   machine). Only the random bits of the initial weights differ; nothing asserted here depends
   on them.

@@ -1,4 +1,4 @@
-"""Frank-Wolfe pruning: LMO vertices, feasibility of iterates, momentum ρ=0 ≡ SFW, masks,
+"""Frank-Wolfe (jaxprune.optim, jaxprune.methods.frank_wolfe): LMO vertices, feasibility of iterates, momentum ρ=0 ≡ SFW, masks,
 structured keep indices → surgery."""
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from jaxprune import frank_wolfe as fw
-from jaxprune import surgery
+from jaxprune import optim, surgery
+from jaxprune.methods import frank_wolfe as fwm
 from jaxprune.models import LeNet5, LeNet300100
 
 
@@ -26,7 +26,7 @@ def test_ksparse_lmo_is_optimal_vertex(n, data):
     r = data.draw(st.floats(0.1, 5.0))
     seed = data.draw(st.integers(0, 2**31 - 1))
     g = jnp.asarray(np.random.default_rng(seed).normal(size=(n,)), jnp.float32)
-    v = np.asarray(fw.ksparse_lmo(g, k, r))
+    v = np.asarray(optim.ksparse_lmo(g, k, r))
     nz = np.flatnonzero(v)
     assert nz.size == k                                            # exactly K non-zeros
     np.testing.assert_allclose(np.abs(v[nz]), np.float32(r))      # magnitude r
@@ -38,45 +38,45 @@ def test_ksparse_lmo_is_optimal_vertex(n, data):
 
 
 def test_ksparse_lmo_zero_gradient_is_still_a_vertex():
-    v = np.asarray(fw.ksparse_lmo(jnp.zeros((3, 4)), 5, 2.0))
+    v = np.asarray(optim.ksparse_lmo(jnp.zeros((3, 4)), 5, 2.0))
     assert np.count_nonzero(v) == 5 and np.all(np.abs(v[v != 0]) == 2.0)
 
 
 def test_l1_lmo():
     g = jnp.asarray([0.3, -2.0, 1.5, 0.0])
-    np.testing.assert_array_equal(np.asarray(fw.l1_lmo(g, 3.0)), [0, 3.0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(optim.l1_lmo(g, 3.0)), [0, 3.0, 0, 0])
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_pytree_lmo_per_layer_and_global(scope):
     p = _params()
-    c = fw.KSparsePolytope(sparsity=0.75, scope=scope)
-    radii = fw.radii(c, p)
-    v = fw.lmo(c, _params(1), radii)
+    c = optim.KSparsePolytope(sparsity=0.75, scope=scope)
+    radii = optim.radii(c, p)
+    v = optim.lmo(c, _params(1), radii)
     assert np.all(np.asarray(v["a"]["bias"]) == 0)              # free leaf
     if scope == "layer":
         assert len(radii) == 2
-        assert np.count_nonzero(v["a"]["kernel"]) == fw.keep_count(60, 0.75)
-        assert np.count_nonzero(v["b"]["kernel"]) == fw.keep_count(42, 0.75)
+        assert np.count_nonzero(v["a"]["kernel"]) == optim.keep_count(60, 0.75)
+        assert np.count_nonzero(v["b"]["kernel"]) == optim.keep_count(42, 0.75)
     else:
         assert len(radii) == 1
         total = np.count_nonzero(v["a"]["kernel"]) + np.count_nonzero(v["b"]["kernel"])
-        assert total == fw.keep_count(102, 0.75)
-    assert fw.violation(c, p, radii) <= 1e-6                      # radius rule: start feasible
+        assert total == optim.keep_count(102, 0.75)
+    assert optim.violation(c, p, radii) <= 1e-6                      # radius rule: start feasible
 
 
 @pytest.mark.parametrize("constraint,rescale,momentum", [
-    (fw.KSparsePolytope(0.8, "layer"), "none", None),
-    (fw.KSparsePolytope(0.8, "global"), "gradient", 0.9),
-    (fw.KSparsePolytope(0.5, "layer", tau=1.5), "diameter", 0.9),
-    (fw.L1Ball("layer"), "none", 0.5),
-    (fw.L1Ball("global"), "gradient", None),
+    (optim.KSparsePolytope(0.8, "layer"), "none", None),
+    (optim.KSparsePolytope(0.8, "global"), "gradient", 0.9),
+    (optim.KSparsePolytope(0.5, "layer", tau=1.5), "diameter", 0.9),
+    (optim.L1Ball("layer"), "none", 0.5),
+    (optim.L1Ball("global"), "gradient", None),
 ])
 def test_iterates_stay_feasible(constraint, rescale, momentum):
     rng = np.random.default_rng(3)
     params = _params(2)
     etas = rng.uniform(0.0, 1.0, size=60).astype(np.float32)
-    tx = fw.stochastic_frank_wolfe(constraint, lambda t: jnp.asarray(etas)[t], rescale=rescale,
+    tx = optim.stochastic_frank_wolfe(constraint, lambda t: jnp.asarray(etas)[t], rescale=rescale,
                                    momentum=momentum, free_learning_rate=0.1)
     state = tx.init(params)
     update = jax.jit(tx.update)
@@ -84,17 +84,17 @@ def test_iterates_stay_feasible(constraint, rescale, momentum):
         g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 10, x.dtype), params)
         upd, state = update(g, state, params)
         params = optax.apply_updates(params, upd)
-        assert fw.violation(constraint, params, state.radii) <= 1e-5, t
+        assert optim.violation(constraint, params, state.radii) <= 1e-5, t
 
 
 def test_update_is_convex_combination_with_vertex():
     params = _params()
-    c = fw.KSparsePolytope(0.7, "layer")
-    tx = fw.stochastic_frank_wolfe(c, 0.3, rescale="none")
+    c = optim.KSparsePolytope(0.7, "layer")
+    tx = optim.stochastic_frank_wolfe(c, 0.3, rescale="none")
     state = tx.init(params)
     g = _params(5)
     upd, _ = tx.update(g, state, params)
-    v = fw.lmo(c, g, state.radii)
+    v = optim.lmo(c, g, state.radii)
     new = optax.apply_updates(params, upd)
     np.testing.assert_allclose(new["b"]["kernel"], 0.7 * params["b"]["kernel"]
                                + 0.3 * v["b"]["kernel"], rtol=1e-6, atol=1e-6)
@@ -105,8 +105,8 @@ def test_update_is_convex_combination_with_vertex():
 
 @pytest.mark.parametrize("rescale", ["gradient", "diameter", "none"])
 def test_momentum_zero_equals_plain_sfw(rescale):
-    c = fw.KSparsePolytope(0.6, "global")
-    txs = [fw.stochastic_frank_wolfe(c, 0.2, rescale=rescale, momentum=m, free_learning_rate=0.05)
+    c = optim.KSparsePolytope(0.6, "global")
+    txs = [optim.stochastic_frank_wolfe(c, 0.2, rescale=rescale, momentum=m, free_learning_rate=0.05)
            for m in (None, 0.0)]
     ps = [_params(), _params()]
     states = [tx.init(p) for tx, p in zip(txs, ps)]
@@ -121,8 +121,8 @@ def test_momentum_zero_equals_plain_sfw(rescale):
 
 
 def test_momentum_changes_the_direction():
-    c = fw.KSparsePolytope(0.6, "layer")
-    tx = fw.stochastic_frank_wolfe(c, 0.2, momentum=0.9)
+    c = optim.KSparsePolytope(0.6, "layer")
+    tx = optim.stochastic_frank_wolfe(c, 0.2, momentum=0.9)
     p = _params()
     s = tx.init(p)
     g = _params(4)
@@ -134,18 +134,18 @@ def test_momentum_changes_the_direction():
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
 def test_magnitude_mask_sparsity(scope, sparsity):
     p = _params(7)
-    m = fw.magnitude_mask(p, sparsity, scope)
+    m = optim.magnitude_mask(p, sparsity, scope)
     assert np.all(m["a"]["bias"] == 1)
     if scope == "layer":
-        assert m["a"]["kernel"].sum() == fw.keep_count(60, sparsity)
-        assert m["b"]["kernel"].sum() == fw.keep_count(42, sparsity)
+        assert m["a"]["kernel"].sum() == optim.keep_count(60, sparsity)
+        assert m["b"]["kernel"].sum() == optim.keep_count(42, sparsity)
         # kept entries are the largest magnitudes
         a = np.abs(np.asarray(p["b"]["kernel"]))
         assert a[m["b"]["kernel"] == 1].min() >= a[m["b"]["kernel"] == 0].max()
     else:
-        assert m["a"]["kernel"].sum() + m["b"]["kernel"].sum() == fw.keep_count(102, sparsity)
+        assert m["a"]["kernel"].sum() + m["b"]["kernel"].sum() == optim.keep_count(102, sparsity)
     masked = jax.tree.map(lambda x, y: x * y, p, m)
-    want = 1 - fw.keep_count(60, sparsity) / 60 if scope == "layer" else None
+    want = 1 - optim.keep_count(60, sparsity) / 60 if scope == "layer" else None
     if want is not None:
         assert np.mean(np.asarray(masked["a"]["kernel"]) == 0) == pytest.approx(want)
 
@@ -167,7 +167,7 @@ def lenet5():
 
 def test_structured_keep_shrinks_lenet5(lenet5):
     model, v = lenet5
-    struct, keep = fw.structured_keep(model, v, 0.5, input_shape=(16, 16, 1))
+    struct, keep = fwm.structured_keep(model, v, 0.5, input_shape=(16, 16, 1))
     assert {g.name for g in struct.groups if g.prunable} == set(keep) == {
         "conv_0", "conv_1", "dense_0", "dense_1"}
     # kept = the largest ℓ2-norm filters of the iterate
@@ -176,7 +176,7 @@ def test_structured_keep_shrinks_lenet5(lenet5):
     assert norms[keep["conv_1"]].min() >= np.delete(norms, keep["conv_1"]).max()
     # scored by a (momentum-)gradient tree instead; reuse the traced structure
     grads = jax.tree.map(lambda x: np.random.default_rng(1).normal(size=x.shape), v["params"])
-    _, keep_g = fw.structured_keep(model, v, 0.5, input_shape=(16, 16, 1), score_tree=grads,
+    _, keep_g = fwm.structured_keep(model, v, 0.5, input_shape=(16, 16, 1), score_tree=grads,
                                    struct=struct)
     gn = np.linalg.norm(np.asarray(grads["dense_0"]["kernel"]), axis=0)
     assert gn[keep_g["dense_0"]].min() >= np.delete(gn, keep_g["dense_0"]).max()
@@ -198,12 +198,91 @@ def test_fw_prune_end_to_end_tiny():
     rng = np.random.default_rng(0)
     ds = ArrayDataset(rng.normal(size=(64, 16, 16, 1)).astype(np.float32),
                       rng.integers(0, 10, 64).astype(np.int32), 10, "toy")
-    res = fw.fw_prune(model, v, ds, sparsity=0.9, momentum=0.9, epochs=1, batch_size=32)
+    res = fwm.fw_prune(model, v, ds, sparsity=0.9, momentum=0.9, epochs=1, batch_size=32)
     m = res.mask
     for leaf, mk in zip(jax.tree.leaves(res.variables["params"]), jax.tree.leaves(m)):
         if leaf.ndim > 1:
-            assert np.count_nonzero(leaf) <= fw.keep_count(leaf.size, 0.9)
-            assert mk.sum() == fw.keep_count(leaf.size, 0.9)
+            assert np.count_nonzero(leaf) <= optim.keep_count(leaf.size, 0.9)
+            assert mk.sum() == optim.keep_count(leaf.size, 0.9)
     assert res.report["kernel_sparsity"] >= 0.9 - 1e-3
-    c = fw.KSparsePolytope(0.9)
-    assert fw.violation(c, res.fw_variables["params"], res.report["radii"]) <= 1e-5
+    c = optim.KSparsePolytope(0.9)
+    assert optim.violation(c, res.fw_variables["params"], res.report["radii"]) <= 1e-5
+
+
+def test_masked_wrapper_freezes_masked_entries():
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones((2,))}
+    mask = {"w": jnp.array([[1, 0], [0, 1], [1, 1]], jnp.float32), "b": jnp.ones((2,))}
+    tx = optim.masked(optax.adam(0.1), mask)
+    state = tx.init(params)
+    assert isinstance(state, optim.MaskedState)
+    grads = jax.tree.map(jnp.ones_like, params)
+    upd, state = jax.jit(tx.update)(grads, state, params)
+    w = np.asarray(upd["w"])
+    assert np.all(w[np.asarray(mask["w"]) == 0] == 0) and np.all(w[np.asarray(mask["w"]) == 1] != 0)
+    # masked entries never enter the inner optimiser's statistics
+    mu = np.asarray(state.inner[0].mu["w"])
+    assert np.all(mu[np.asarray(mask["w"]) == 0] == 0)
+
+
+def _toy_data(n=64, shape=(16, 16, 1), seed=0):
+    from jaxprune.data import ArrayDataset
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.normal(size=(n,) + shape).astype(np.float32),
+                        rng.integers(0, 10, n).astype(np.int32), 10, "toy")
+
+
+def test_fw_phase_is_the_sfw_update_on_fit_batches():
+    """The FW phase (``train.fit`` with the SFW transformation) equals SFW steps taken by
+    hand on the same (seed, epoch)-ordered batches."""
+    from jaxprune import data, train
+    model = LeNet300100(widths=(12, 8))
+    v = _numpy_init(model, (16, 16, 1))
+    ds = _toy_data()
+    it, state, hist = fwm.fw_phase(model, v, ds, sparsity=0.8, momentum=0.9, epochs=2,
+                                   batch_size=32, seed=3)
+    c = optim.KSparsePolytope(0.8)
+    tx = optim.stochastic_frank_wolfe(c, 0.03, rescale="none", momentum=0.9)
+    p = jax.tree.map(jnp.asarray, v["params"])
+    s = tx.init(p)
+
+    @jax.jit
+    def step(p, s, x, y):
+        g = jax.grad(lambda q: train.cross_entropy(model.apply({"params": q}, x), y).mean())(p)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    for e in range(2):
+        for x, y in data.batches(ds, 32, seed=3, epoch=e):
+            p, s = step(p, s, jnp.asarray(x), jnp.asarray(y))
+    for a, b in zip(jax.tree.leaves(it["params"]), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.momentum["dense_0"]["kernel"], s.momentum["dense_0"]["kernel"],
+                               rtol=1e-5, atol=1e-7)
+    assert int(state.count) == 4 and [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_registered_methods_prepare_and_score():
+    from jaxprune import methods
+    for name, rho in (("frank_wolfe", None), ("frank_wolfe_momentum", 0.9)):
+        m = methods.get(name)
+        assert m.kind == "channels" and m.sampling == "deterministic"
+        opts = m.options()
+        assert opts["momentum"] == rho and {"train_ds", "epochs", "score_by"} <= set(opts)
+    model = LeNet300100(widths=(12, 8))
+    v = _numpy_init(model, (16, 16, 1))
+    ds = _toy_data()
+    prep = methods.get("frank_wolfe_momentum").prepare
+    shrink_v, score_v = prep(model, v, train_ds=ds, batch_size=32)
+    assert score_v is shrink_v
+    shrink_m, score_m = prep(model, v, train_ds=ds, batch_size=32, score_by="momentum")
+    for a, b in zip(jax.tree.leaves(shrink_v), jax.tree.leaves(shrink_m)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(score_m["params"]["dense_0"]["kernel"],
+                           shrink_m["params"]["dense_0"]["kernel"])
+    views = [methods.LayerView(points=jnp.asarray([[3.0, 4.0, 9.0], [1.0, 0.0, 0.0]]),
+                               outgoing=jnp.ones((2, 1)), is_bias=np.array([False, False, True]))]
+    scores = methods.get("frank_wolfe").score(jax.random.key(0), views)
+    np.testing.assert_allclose(np.asarray(scores[0]), [5.0, 1.0])
+    small, small_v = fwm.structured_shrink(model, shrink_v, 0.5, input_shape=(16, 16, 1))
+    assert small.widths == (6, 4)
+    assert small_v["params"]["dense_0"]["kernel"].shape == (256, 6)

@@ -2,7 +2,7 @@
 
 The references below re-state the formulas with explicit loops over examples, patch positions,
 consumer outputs and patch entries; they share nothing with the implementation but the captured
-layer inputs (``jaxprune.activations.layer_inputs``).
+layer inputs (``jaxprune.views.layer_inputs``).
 """
 import flax.linen as nn
 import jax
@@ -12,7 +12,7 @@ import pytest
 
 import jaxprune
 from jaxprune import methods, surgery
-from jaxprune.activations import layer_inputs
+from jaxprune.views import layer_inputs
 from jaxprune.methods import LayerView
 
 
@@ -228,7 +228,7 @@ def test_pfp_without_data_or_model_is_a_clear_error():
         jaxprune.prune(v, jax.random.key(0), {"l0": 0.5}, method="pfp", data=np.ones((2, 3)))
     view = LayerView(points=jnp.ones((4, 4)), outgoing=jnp.ones((4, 2)))
     with pytest.raises(ValueError, match="data-informed"):
-        methods.get("pfp").score(jax.random.key(0), view)
+        methods.get("pfp").score(jax.random.key(0), [view])
     assert methods.get("pfp").needs_data and not methods.get("pvc").needs_data
 
 

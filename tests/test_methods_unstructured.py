@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import jaxprune
-from jaxprune import bounds, checkpoint, cli, metrics, models, unstructured
+from jaxprune import bounds, checkpoint, cli, metrics, models, selection
 from jaxprune.methods import sipp
 from jaxprune.models import LeNet300100
-from jaxprune.unstructured import ConvSpec
+from jaxprune.structure import ConvSpec
 
 
 # ------------------------------------------------------------------------------ references
@@ -164,12 +164,12 @@ def test_magnitude_hand_computed_three_neurons():
 def test_layer_budgets_largest_remainder():
     # ratio 0.5 of (10, 7, 3): R = 10; floors 5, 3, 1; the one leftover goes to the larger
     # remainder, tie between 3.5 and 1.5 -> the earlier layer
-    assert unstructured.layer_budgets([10, 7, 3], 0.5) == [5, 3, 2]
+    assert selection.layer_budgets([10, 7, 3], 0.5) == [5, 3, 2]
     rng = np.random.default_rng(0)
     for _ in range(20):
         sizes = rng.integers(1, 500, size=5).tolist()
         r = float(rng.uniform(0, 0.99))
-        keep = unstructured.layer_budgets(sizes, r, minimum=0)
+        keep = selection.layer_budgets(sizes, r, minimum=0)
         assert sum(sizes) - sum(keep) == int(np.floor(r * sum(sizes) + 0.5))
         assert all(abs((n - k) - r * n) < 1 for n, k in zip(sizes, keep))
 
@@ -292,7 +292,15 @@ def test_exact_sparsity_zeros_mask_shapes_lenet300(lenet300, method, opts):
         np.testing.assert_array_equal(p1[leaf]["bias"], p0[leaf]["bias"])
     assert res.report["nonzero_params"] == metrics.nonzero_count(res.params)
     assert res.report["params_before"] == metrics.param_count(v) == 784 * 40 + 40 + 820 + 210
-    assert res.widths == {} and res.kept == {} and res.scales == {}
+    # the weight-kind fields: kept entries (= the mask), re-weights (none: 1), live neurons
+    assert res.kind == "weights" and set(res.kept) == set(res.scales) == {"dense_0", "dense_1"}
+    for name in ("dense_0", "dense_1"):
+        np.testing.assert_array_equal(res.kept[name], res.mask[name]["kernel"] == 1)
+        assert np.all((res.scales[name] > 0) == res.kept[name])
+        if res.report["sampling"] == "deterministic":
+            np.testing.assert_array_equal(res.scales[name], res.kept[name].astype(np.float32))
+        assert res.widths[name] == int(res.kept[name].any(axis=0).sum())
+    assert [g.name for g in res.groups] == ["dense_0", "dense_1", "head"]
     assert set(res.sensitivities) == {"dense_0", "dense_1"}
     assert res.report["method"] == method and res.report["target_ratio"] == ratio
     if opts.get("scope") != "global":

@@ -8,7 +8,7 @@ import pytest
 import jaxprune
 from jaxprune import metrics, surgery
 from jaxprune.models import LeNet5, LeNet300100
-from jaxprune.pruning import layer_view
+from jaxprune.views import layer_view
 
 
 @pytest.fixture(scope="module")

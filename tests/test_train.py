@@ -85,7 +85,7 @@ def test_device_count_invariance(which):
     r4 = train.fit(model, ds, cfg, devices=4, progress=False)
     assert int(r1.state["step"]) == int(r4.state["step"]) == 8
     # params actually moved, so the comparison is not vacuous
-    init = train._init_variables(model, (1,) + ds.images.shape[1:],
+    init = train.init_variables(model, (1,) + ds.images.shape[1:],
                                  *jax.random.split(jax.random.PRNGKey(3)))
     moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
                 zip(jax.tree.leaves(init["params"]), jax.tree.leaves(r1.variables["params"])))
@@ -102,7 +102,7 @@ def test_dropout_rng_matters():
     ds = tiny_ds(n=64, shape=(28, 28, 1), num_classes=10)
     cfg = TrainConfig(optimizer="sgd", learning_rate=0.1, epochs=1, batch_size=16, seed=3,
                       log_every=0)
-    v = train._init_variables(model, (1, 28, 28, 1), *jax.random.split(jax.random.PRNGKey(0)))
+    v = train.init_variables(model, (1, 28, 28, 1), *jax.random.split(jax.random.PRNGKey(0)))
     a = train.fit(model, ds, cfg, variables=v, devices=4, progress=False)
     b = train.fit(model, ds, dataclasses.replace(cfg, seed=4), variables=v, devices=4,
                   progress=False)
@@ -123,7 +123,7 @@ def test_batch_size_must_divide_devices():
 def test_mask_keeps_zeros_and_others_train():
     ds = tiny_ds(n=64)
     model = MLP()
-    variables = train._init_variables(model, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(9)))
+    variables = train.init_variables(model, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(9)))
     rng = np.random.default_rng(0)
     mask = jax.tree.map(lambda p: (rng.random(p.shape) > 0.5).astype(np.float32),
                         variables["params"])
@@ -185,7 +185,7 @@ def test_distillation_loss_hand_computed():
     cfg = TrainConfig(distill_alpha=0.25, distill_temperature=T)
     labels = jnp.array([1])
     ce = -np.log(softmax(s[0])[1])
-    total = train._total_loss(cfg, jnp.asarray(s), labels, {}, jnp.asarray(t))
+    total = train.total_loss(cfg, jnp.asarray(s), labels, {}, jnp.asarray(t))
     np.testing.assert_allclose(float(total), 0.75 * ce + 0.25 * expected, rtol=1e-5)
 
 
@@ -201,12 +201,12 @@ def test_label_smoothing_cross_entropy():
 def test_kd_fit_runs_and_moves_towards_teacher():
     ds = tiny_ds(n=64)
     teacher = MLP(widths=(32,))
-    tvars = train._init_variables(teacher, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(5)))
+    tvars = train.init_variables(teacher, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(5)))
     cfg = TrainConfig(learning_rate=1e-2, epochs=3, batch_size=16, distill_alpha=1.0,
                       distill_temperature=1.0, log_every=0)
     student = MLP()
     res = train.fit(student, ds, cfg, teacher=(teacher, tvars), devices=1, progress=False)
-    s0 = train._init_variables(student, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(0)))
+    s0 = train.init_variables(student, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(0)))
     t_logits = train.predict_logits(teacher, tvars, ds.images, batch_size=32)
 
     def kd(v):
@@ -222,7 +222,7 @@ def test_kd_fit_runs_and_moves_towards_teacher():
 def test_evaluate_counts_partial_final_batch():
     ds = tiny_ds(n=37)
     model = MLP()
-    v = train._init_variables(model, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(1)))
+    v = train.init_variables(model, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(1)))
     logits = np.asarray(model.apply(v, jnp.asarray(ds.images)))
     acc = float(np.mean(logits.argmax(1) == ds.labels))
     lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
@@ -269,10 +269,17 @@ _RESUME_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, {tests!r})
     from test_train import BNNet, tiny_ds
-    from jaxprune import models, train
+    import os, signal
+    from jaxprune import train
     cfg = train.TrainConfig(optimizer="sgd", learning_rate=0.05, schedule="cosine",
                             epochs=3, batch_size=16, seed=7, log_every=0)
-    train.fit(BNNet(), tiny_ds(n=64), cfg, out_dir=sys.argv[1], devices=2, progress=False)
+
+    def kill_after_first_epoch(epoch, result):  # runs after epoch 1 is checkpointed
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train.fit(BNNet(), tiny_ds(n=64), cfg, out_dir=sys.argv[1], devices=2, progress=False,
+              callbacks=[kill_after_first_epoch])
     print("FINISHED")
 """)
 
@@ -284,8 +291,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
     out = tmp_path / "run"
     script = _RESUME_SCRIPT.format(tests=str(REPO / "tests"))
-    env = dict(os.environ, **{train.KILL_AFTER_EPOCH_ENV: "1"})
-    p = subprocess.run([sys.executable, "-c", script, str(out)], env=env, cwd=REPO,
+    p = subprocess.run([sys.executable, "-c", script, str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr[-2000:]          # SIGKILLed after epoch 1
     assert "FINISHED" not in p.stdout
@@ -296,3 +302,42 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
     _leaves_close(ref.variables, res.variables, rtol=1e-6, atol=1e-7)
     _leaves_close(ref.state["opt_state"], res.state["opt_state"], rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- callbacks / optimizer
+
+def test_callbacks_see_every_epoch():
+    ds = tiny_ds(n=64)
+    cfg = TrainConfig(epochs=3, batch_size=16, log_every=0)
+    seen = []
+
+    def record(epoch, result):
+        seen.append((epoch, len(result.history), int(result.state["step"]),
+                     jax.device_get(result.variables["params"]["head"]["bias"])))
+
+    res = train.fit(MLP(), ds, cfg, devices=1, progress=False, callbacks=[record])
+    assert [s[:3] for s in seen] == [(1, 1, 4), (2, 2, 8), (3, 3, 12)]
+    np.testing.assert_array_equal(seen[-1][3], np.asarray(res.variables["params"]["head"]["bias"]))
+    assert not np.array_equal(seen[0][3], seen[-1][3])
+
+
+def test_optimizer_override_equals_the_config_optimizer():
+    """``fit(optimizer=tx)`` trains with ``tx``: plain SGD given as an optax transformation
+    reproduces the config's SGD (momentum 0, constant rate); masks wrap it too."""
+    import optax
+    from jaxprune import optim
+
+    ds = tiny_ds(n=64)
+    model = MLP()
+    cfg = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.0, epochs=2, batch_size=16,
+                      log_every=0)
+    v = train.init_variables(model, (1, 4, 4, 1), *jax.random.split(jax.random.PRNGKey(2)))
+    a = train.fit(model, ds, cfg, variables=v, devices=1, progress=False)
+    b = train.fit(model, ds, cfg, variables=v, devices=1, progress=False,
+                  optimizer=optax.sgd(0.1))
+    _leaves_close(a.variables, b.variables, rtol=1e-6, atol=1e-7)
+    mask = optim.magnitude_mask(v["params"], 0.5)
+    c = train.fit(model, ds, cfg, variables=v, devices=1, progress=False, mask=mask,
+                  optimizer=optax.sgd(0.1))
+    assert isinstance(c.state["opt_state"], optim.MaskedState)
+    assert optim.kernel_sparsity(c.variables["params"]) == pytest.approx(0.5, abs=0.02)

@@ -31,11 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry._precision import f64, out_dtype, precision
-from jaxprune.geometry.caratheodory import _caratheodory_core
-from jaxprune.geometry.hull import _mnp_core
-from jaxprune.geometry.mvee import _ellipsoid, _mvee_frame
-from jaxprune.geometry.subspace import DEFAULT_RTOL, _frame
+from jaxprune.geometry import (DEFAULT_RTOL, caratheodory_core, ellipsoid_of, f64, frame_of,
+                               min_norm_point_core, mvee_frame, out_dtype, precision)
 
 
 class LinfConfig(NamedTuple):
@@ -70,14 +67,14 @@ def _linf_core(points, mask, cfg: LinfConfig):
     """Masked Algorithm 1; returns :class:`LinfCoreset`.  Pure, fixed shapes, jit/vmap-able."""
     n, d = points.shape
     dt = points.dtype
-    fr = _frame(points, mask, cfg.rtol)
+    fr = frame_of(points, mask, cfg.rtol)
     Y, r = fr.coords, fr.rank
-    u, _, _ = _mvee_frame(Y, mask, r, cfg.tol, cfg.max_iter)
+    u, _, _ = mvee_frame(Y, mask, r, cfg.tol, cfg.max_iter)
     K = _n_cand(n, d, cfg)
     uc, cand = jax.lax.top_k(u, K)
     u_r = jnp.zeros(n, dt).at[cand].set(uc)
     u_r = u_r / jnp.sum(u_r)
-    c, S, _, r_out, r_in = _ellipsoid(Y, mask, r, u_r)
+    c, S, _, r_out, r_in = ellipsoid_of(Y, mask, r, u_r)
     act = jnp.arange(d) < r
     lam, V = jnp.linalg.eigh(S - jnp.diag(1.0 - act.astype(dt)))      # dead block → −1
     axis_ok = lam > 0
@@ -86,9 +83,9 @@ def _linf_core(points, mask, cfg: LinfConfig):
     vvalid = jnp.concatenate([axis_ok, axis_ok])
     Pc = Y[cand]
     cmask = mask[cand] & (uc > 0)                 # E_in ⊆ Conv(supp u') — use only the support
-    fw = jax.vmap(lambda t: _mnp_core(Pc, cmask, t, cfg.fw_tol, cfg.fw_iter))
+    fw = jax.vmap(lambda t: min_norm_point_core(Pc, cmask, t, cfg.fw_tol, cfg.fw_iter))
     wv, _, _ = fw(verts)                                               # (2d, K)
-    wv = jax.vmap(lambda w: _caratheodory_core(Pc, w, cmask, r))(wv)
+    wv = jax.vmap(lambda w: caratheodory_core(Pc, w, cmask, r))(wv)
     wv = wv * vvalid[:, None]
     sel = jnp.any(wv > 0, axis=0)
     S_mask = jnp.zeros(n, bool).at[cand].set(sel) & mask

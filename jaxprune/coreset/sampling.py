@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry._precision import f64, out_dtype, precision
+from jaxprune.geometry import f64, out_dtype, precision
 
 
 class Sample(NamedTuple):

@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.coreset.linf import LinfConfig, _linf_core
-from jaxprune.geometry._precision import f64, out_dtype, precision
-from jaxprune.geometry.subspace import _frame
+from jaxprune.geometry import f64, frame_of, out_dtype, precision
 
 
 PEEL_CONFIG = LinfConfig(tol=2e-2)
@@ -39,7 +38,7 @@ and r = 1 is exact); 1e-3 is ~5× slower on 4096×8 with near-identical layers."
 
 
 def _rank(points, mask, rtol):
-    return _frame(points, mask, rtol).rank
+    return frame_of(points, mask, rtol).rank
 
 
 def _duplicate_classes(points):

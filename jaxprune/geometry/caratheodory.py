@@ -50,7 +50,7 @@ def _null_step(P, w, r):
     return w.at[tgt].set(new, mode="drop")
 
 
-def _caratheodory_core(P, w, mask, r):
+def caratheodory_core(P, w, mask, r):
     """Reduce the support of ``w`` (masked) to ≤ ``r + 1`` points; see module doc."""
     n = P.shape[0]
     w = jnp.where(mask, jnp.maximum(w, 0.0), 0.0)
@@ -86,18 +86,18 @@ def _booster_core(P, w, mask, r, chunks):
         wc = jax.ops.segment_sum(w, cid, chunks + 1)[:chunks]
         mu = jax.ops.segment_sum(w[:, None] * P, cid, chunks + 1)[:chunks]
         mu = mu / jnp.where(wc > 0, wc, 1.0)[:, None]
-        wc_new = _caratheodory_core(mu, wc, wc > 0, r)
+        wc_new = caratheodory_core(mu, wc, wc > 0, r)
         fac = jnp.where(wc > 0, wc_new / jnp.where(wc > 0, wc, 1.0), 0.0)
         fac = jnp.concatenate([fac, jnp.zeros(1, dt)])
         return w * fac[cid], it + 1
 
     w, _ = jax.lax.while_loop(cond, body, (w, jnp.asarray(0, jnp.int32)))
-    return _caratheodory_core(P, w, w > 0, r)
+    return caratheodory_core(P, w, w > 0, r)
 
 
 @jax.jit
 def _cara_jit(P, w, mask):
-    return _caratheodory_core(P, w, mask, P.shape[1])
+    return caratheodory_core(P, w, mask, P.shape[1])
 
 
 @jax.jit

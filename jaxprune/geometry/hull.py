@@ -67,7 +67,7 @@ def _fw_core(P, mask, t, tol, max_iter):
     return w, res, it
 
 
-def _mnp_core(P, mask, t, tol, max_iter):
+def min_norm_point_core(P, mask, t, tol, max_iter):
     """Wolfe's min-norm point; returns (w, residual, iterations).  ``tol`` absolute."""
     n, d = P.shape
     dt = P.dtype
@@ -137,7 +137,7 @@ def _mnp_core(P, mask, t, tol, max_iter):
 def _fw_jit(P, mask, t, tol, max_iter, method="wolfe"):
     cen = jnp.sum(jnp.where(mask[:, None], P, 0.0), 0) / jnp.maximum(jnp.sum(mask), 1)
     scale = jnp.maximum(jnp.max(jnp.where(mask, jnp.linalg.norm(P - cen, axis=1), 0.0)), 1e-30)
-    core = _mnp_core if method == "wolfe" else _fw_core
+    core = min_norm_point_core if method == "wolfe" else _fw_core
     w, res, it = core((P - cen) / scale, mask, (t - cen) / scale, tol, max_iter)
     return w, res * scale, it
 

@@ -276,7 +276,7 @@ def _ellipsoid_from_inv(yt, mask, r, cq, Xinv):
     return c, Sinv, r_out
 
 
-def _ellipsoid(Y, mask, r, u):
+def ellipsoid_of(Y, mask, r, u):
     """(c, S, S⁻¹, R_out, R_in) in frame coordinates from weights ``u`` (see module doc)."""
     k = Y.shape[1]
     dt = Y.dtype
@@ -299,7 +299,7 @@ def _mvee_frame_t(yt, mask, r, tol, max_iter):
     return _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter)
 
 
-def _mvee_frame(Y, mask, r, tol, max_iter):
+def mvee_frame(Y, mask, r, tol, max_iter):
     """MVEE in frame coordinates ``Y`` (n, k): (u, it, converged)."""
     u, it, conv = _mvee_frame_t(Y.T, mask, r, tol, max_iter)[:3]
     return u, it, conv

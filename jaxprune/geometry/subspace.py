@@ -106,7 +106,7 @@ def _frame_t(points, mask, rtol):
     return _frame_pt(points.T, mask, rtol)
 
 
-def _frame(points, mask, rtol):
+def frame_of(points, mask, rtol):
     """Masked affine frame (see :class:`Frame`); pure, jittable, fixed shapes.
 
     Computed by :func:`_frame_t`; only the coordinates are transposed back to ``(n, d)``
@@ -116,7 +116,7 @@ def _frame(points, mask, rtol):
     return Frame(ft.coords_t.T, *ft[1:])
 
 
-_frame_jit = jax.jit(_frame)
+_frame_jit = jax.jit(frame_of)
 
 
 def _prep(points, mask, cdt):

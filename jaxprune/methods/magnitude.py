@@ -1,10 +1,9 @@
-"""``magnitude``: unstructured weight-magnitude pruning (DESIGN §4; Han et al. 2015, "Learning
+"""``magnitude``: unstructured weight-magnitude pruning (Han et al. 2015, "Learning
 both Weights and Connections for Efficient Neural Networks").
 
 Score of kernel entry ``w``: ``|w|``. The smallest scores are set to zero, the rest are kept
 unchanged (no re-weighting); biases, BatchNorm parameters and the output layer's kernel stay
-dense (see :mod:`jaxprune.unstructured` for which kernels are prunable and how ``ratio`` is
-split). Option ``scope``:
+dense (see :func:`jaxprune.prune` for which kernels are prunable and how ``ratio`` is split). Option ``scope``:
 
 * ``"layer"`` (default) — every prunable kernel keeps its own top-``keep_l`` entries, so every
   layer ends up with the same sparsity (within one weight);
@@ -21,21 +20,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxprune.methods import Method, register
-from jaxprune.unstructured import Selection, top_k_mask
+from jaxprune.methods._base import Method, Selection, register
+from jaxprune.selection import top_k_mask
 
 SCOPES = ("layer", "global")
 
 
-def score(key, views, keep, sampling, *, scope: str = "layer") -> list[Selection]:
-    """Keep the largest ``|w|`` per layer (``scope="layer"``) or over all layers (``"global"``)."""
+def score(key, views) -> list[np.ndarray]:
+    """``|w|`` of every prunable kernel; ``key`` is unused."""
     del key
+    return [np.abs(np.asarray(v.kernel, np.float64)) for v in views]
+
+
+def select(key, scores, views, keep, sampling, *, scope: str = "layer") -> list[Selection]:
+    """Keep the largest ``|w|`` per layer (``scope="layer"``) or over all layers (``"global"``)."""
+    del key, views
     if sampling != "deterministic":
         raise ValueError(f"magnitude: only sampling='deterministic' (keep the largest |w|) is "
                          f"defined, got {sampling!r}")
     if scope not in SCOPES:
         raise ValueError(f"magnitude: scope must be one of {SCOPES}, got {scope!r}")
-    scores = [np.abs(np.asarray(v.kernel, np.float64)) for v in views]
     if scope == "layer":
         return [Selection(top_k_mask(s, k), None, s) for s, k in zip(scores, keep)]
     flat = np.concatenate([s.reshape(-1) for s in scores])
@@ -47,6 +51,6 @@ def score(key, views, keep, sampling, *, scope: str = "layer") -> list[Selection
     return out
 
 
-METHOD = register(Method("magnitude", score, sampling="deterministic", kind="weights",
+METHOD = register(Method("magnitude", "weights", score, sampling="deterministic", select=select,
                          description="unstructured |w| pruning, per layer or one global "
                                      "threshold (Han et al. 2015)"))

@@ -1,4 +1,4 @@
-"""``l1_norm`` and ``l2_norm``: filter/neuron norm criteria (DESIGN §4).
+"""``l1_norm`` and ``l2_norm``: filter/neuron norm criteria.
 
 * ``l1_norm`` — "FT", Li et al. 2016 ("Pruning Filters for Efficient ConvNets"):
   ``score_j = ‖W_j‖₁ = Σ_d |W_jd|``;
@@ -11,7 +11,7 @@ re-weight 1); ``prune(..., sampling="sparsity_first")`` samples ∝ the norm ins
 
 The bias. Li et al. and He et al. score the kernel only, so the bias is excluded by default.
 :class:`~jaxprune.methods.LayerView` marks which columns of ``points`` are producer-bias
-columns (``view.is_bias``, built by :func:`jaxprune.pruning.layer_view`): the kernel columns
+columns (``view.is_bias``, built by :func:`jaxprune.views.layer_view`): the kernel columns
 are ``~is_bias``. A bias-free producer (the ResNets' convs, ``use_bias=False``) has no bias
 column, so every kernel entry is counted; a residual-tied group (pruned only with
 ``prune_residual=True``) has one kernel block per producer, each followed by that producer's
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods import LayerView, Method, register
+from jaxprune.methods._base import LayerView, Method, per_view, register
 
 
 def bias_mask(view: LayerView, who: str = "norm") -> np.ndarray:
@@ -83,7 +83,7 @@ def l2_score(key: jax.Array, view: LayerView, *, include_bias: bool = False) -> 
     return _norm(kernel_columns(view, include_bias), 2)
 
 
-L1 = register(Method("l1_norm", l1_score, sampling="deterministic",
+L1 = register(Method("l1_norm", "channels", per_view(l1_score), sampling="deterministic",
                      description="filter/neuron ℓ1 norm of the kernel, top-k (FT, Li et al. 2016)"))
-L2 = register(Method("l2_norm", l2_score, sampling="deterministic",
+L2 = register(Method("l2_norm", "channels", per_view(l2_score), sampling="deterministic",
                      description="filter/neuron ℓ2 norm of the kernel, top-k (SoftNet, He et al. 2018)"))

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods import LayerInput, LayerView, Method, register
+from jaxprune.methods._base import LayerInput, LayerView, Method, per_view, register
 
 HIGHEST = jax.lax.Precision.HIGHEST
 BLOCK_ELEMENTS = 1 << 22
@@ -183,6 +183,7 @@ def score(key: jax.Array, view: LayerView, *, block_elements: int = BLOCK_ELEMEN
     return jnp.max(jnp.stack(per), axis=0).astype(jnp.float32)
 
 
-METHOD = register(Method("pfp", score, sampling="deterministic", needs_data=True,
+METHOD = register(Method("pfp", "channels", per_view(score), sampling="deterministic",
+                         needs_data=True,
                          description="Liebenwein et al. 2020: max over S, patches and next-layer "
                                      "neurons of the channel's share of the pre-activation"))

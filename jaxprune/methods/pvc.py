@@ -1,4 +1,4 @@
-"""``pvc``: data-independent neuron pruning of Mussay et al. 2020 (DESIGN §4).
+"""``pvc``: data-independent neuron pruning of Mussay et al. 2020.
 
 Mussay et al. ("Data-independent neural pruning via coresets", ICLR 2020; Algorithm 3 of
 "When are pruning bounds useful?") sample hidden neurons ∝ a sensitivity built from the
@@ -73,7 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods import LayerInput, LayerView, Method, register
+from jaxprune.methods._base import LayerInput, LayerView, Method, register
 from jaxprune.methods.norms import bias_mask
 from jaxprune.methods.pfp import apply_conv
 
@@ -160,7 +160,7 @@ def betas(views: list, beta: float | None = None) -> tuple[list, list]:
     return values, sources
 
 
-def score_many(key: jax.Array, views: list, *, beta: float | None = None,
+def score(key: jax.Array, views: list, *, beta: float | None = None,
                activation: str = "relu", normalization: str = "total") -> list:
     """Sampling probabilities ``q`` of every group; ``key`` is unused (deterministic)."""
     del key
@@ -180,17 +180,12 @@ def score_many(key: jax.Array, views: list, *, beta: float | None = None,
     return out
 
 
-def score(key: jax.Array, view: LayerView, **options) -> jax.Array:
-    """Sampling probabilities ``q`` (C,) of one group (see :func:`score_many`)."""
-    return score_many(key, [view], **options)[0]
-
-
-def info(views: list, *, beta: float | None = None, **_) -> dict:
+def info(views: list, *, beta: float | None = None) -> dict:
     """``{"beta": [β per group], "beta_source": [...]}`` for ``PruneResult.report``."""
     values, sources = betas(views, beta)
     return {"beta": values, "beta_source": sources}
 
 
-METHOD = register(Method("pvc", score, sampling="sparsity_first", score_many=score_many,
+METHOD = register(Method("pvc", "channels", score, sampling="sparsity_first",
                          uses_data=True, info=info,
                          description="Mussay et al. 2020: max_k |w_kj| φ(β‖W_j‖+|b_j|), sampled"))

@@ -1,7 +1,7 @@
 """``random``: uniform neuron/filter selection (the baseline every structured method must beat)."""
 import jax
 
-from jaxprune.methods import LayerView, Method, register
+from jaxprune.methods._base import LayerView, Method, per_view, register
 
 
 def score(key: jax.Array, view: LayerView) -> jax.Array:
@@ -9,5 +9,5 @@ def score(key: jax.Array, view: LayerView) -> jax.Array:
     return jax.random.uniform(key, (view.points.shape[0],))
 
 
-register(Method("random", score, sampling="deterministic",
+register(Method("random", "channels", per_view(score), sampling="deterministic",
                 description="uniform k-subset of channels, no re-weighting"))

@@ -1,6 +1,6 @@
 """``sipp``: data-informed weight pruning of Baykal et al. 2019 ("SiPPing Neural Networks:
 Sensitivity-informed Provable Pruning of Neural Networks"; Algorithms 1–2 and Theorems A.1–A.2
-of "When are neural pruning approximation bounds useful?", Appendix A), DESIGN §4.
+of "When are neural pruning approximation bounds useful?", Appendix A).
 
 Sensitivities. A prunable layer computes ``z_i(x) = Σ_j w_ij a_j(x)`` for every output unit
 (neuron / filter) ``i``, with ``a(x)`` the layer's input. For each product ``p_ij(x) =
@@ -23,7 +23,7 @@ max runs over examples and positions. Everything is vectorised over examples, po
 neurons (``lax.scan`` over chunks of at most ``chunk_elements`` products, so memory stays
 bounded); the only Python loop is over layers.
 
-Per-layer budget. ``prune`` gives each layer the same fraction (``jaxprune.unstructured``);
+Per-layer budget. ``prune`` gives each layer the same fraction (:func:`jaxprune.prune`);
 a layer keeps at least one weight per output unit.
 
 Selection (``sampling``):
@@ -49,7 +49,7 @@ Selection (``sampling``):
   ``jax.random.fold_in(key, block)`` (fixed key -> same result), made in blocks so that more
   draws extend the same sequence. Zero sensitivities (a weight whose products are 0 on all of
   ``S``) get a floor of ``1e-6·max_j s_ij`` (uniform ``q`` if the whole neuron is 0) so that
-  any budget is reachable, as ``pruning.select`` does for channels; the draw rate uses the
+  any budget is reachable, as :func:`jaxprune.selection.select` does for channels; the draw rate uses the
   unfloored ``S_i`` (itself floored at ``1e-6·max_i S_i``), so an all-zero neuron keeps
   (almost always) just one weight.
 
@@ -65,8 +65,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods import Method, register
-from jaxprune.unstructured import ConvSpec, Selection
+from jaxprune.methods._base import Method, Selection, register
+from jaxprune.structure import ConvSpec
 
 SAMPLINGS = ("deterministic", "sparsity_first")
 NEURON_BUDGETS = ("tail", "sensitivity")
@@ -272,11 +272,27 @@ def sample_sparsity_first(key, s2: np.ndarray, budget: int):
 
 
 # --------------------------------------------------------------------------------------------
-# The method (contract: jaxprune.unstructured)
+# The method (contract: jaxprune.methods._base, kind "weights")
 # --------------------------------------------------------------------------------------------
-def score(key, views, keep, sampling, *, neuron_budget: str | None = None,
-          chunk_elements: int = 1 << 22) -> list[Selection]:
-    """Sensitivities and kept weights of every prunable layer (module doc)."""
+def score(key, views, *, chunk_elements: int = 1 << 22) -> list[np.ndarray]:
+    """Sensitivities ``s_ij`` of every prunable layer (module doc); ``key`` is unused."""
+    del key
+    out = []
+    for view in views:
+        if view.layer not in ("dense", "conv"):
+            raise ValueError(f"sipp: layer {view.name!r} is not supported ({view.why}); sipp "
+                             "covers Dense and Conv layers — keep it dense with leave=")
+        if view.inputs is None:
+            raise ValueError(f"sipp: no input captured for layer {view.name!r}")
+        out.append(sensitivities(view.kernel, view.inputs, view.conv,
+                                 chunk_elements=chunk_elements))
+    return out
+
+
+def select(key, scores, views, keep, sampling, *, neuron_budget: str | None = None
+           ) -> list[Selection]:
+    """Kept weights of every prunable layer from its sensitivities (module doc)."""
+    del views
     if sampling not in SAMPLINGS:
         raise ValueError(f"sipp: sampling must be one of {SAMPLINGS}, got {sampling!r}")
     if neuron_budget is None:
@@ -287,15 +303,9 @@ def score(key, views, keep, sampling, *, neuron_budget: str | None = None,
     if sampling == "sparsity_first" and neuron_budget != "sensitivity":
         raise ValueError("sipp: sampling='sparsity_first' draws m_i ∝ S_i per neuron "
                          "(neuron_budget='sensitivity'); 'tail' is a deterministic rule")
-    keys = jax.random.split(key, max(len(views), 1))
+    keys = jax.random.split(key, max(len(scores), 1))
     out = []
-    for view, budget, lkey in zip(views, keep, keys):
-        if view.layer not in ("dense", "conv"):
-            raise ValueError(f"sipp: layer {view.name!r} is not supported ({view.why}); sipp "
-                             "covers Dense and Conv layers — keep it dense with leave=")
-        if view.inputs is None:
-            raise ValueError(f"sipp: no input captured for layer {view.name!r}")
-        s = sensitivities(view.kernel, view.inputs, view.conv, chunk_elements=chunk_elements)
+    for s, budget, lkey in zip(scores, keep, keys):
         s2 = s.reshape(-1, s.shape[-1])
         d, k = s2.shape
         if budget >= d * k:
@@ -311,7 +321,7 @@ def score(key, views, keep, sampling, *, neuron_budget: str | None = None,
     return out
 
 
-METHOD = register(Method("sipp", score, sampling="deterministic", kind="weights",
+METHOD = register(Method("sipp", "weights", score, sampling="deterministic", select=select,
                          needs_data=True,
                          description="Baykal et al. 2019 SiPP: data-informed weight "
                                      "sensitivities, top per neuron or sampled"))

@@ -1,23 +1,7 @@
-"""Channel groups: which arrays a prunable neuron/filter lives in, derived by tracing the model.
-
-A *channel group* is one output axis of a Dense/Conv kernel (a neuron or a filter index) together
-with every array that indexes the same channels: the producer kernel(s) (their output axis), the
-bias and normalisation parameters/statistics applied to those channels ("members"), and the
-kernels that read the channels (their input axis: "consumers"). Residual adds tie the channels of
-several producers into one group.
-
-Groups are found by abstract interpretation of the jaxpr of ``model.apply``: every Dense/Conv
-output axis gets a label, labels flow through element-wise ops, broadcasts, reshapes (a
-``conv → flatten → dense`` reshape becomes a *layout* ``(outer, size, inner)``: channel ``c`` owns
-the flat indices ``(o·size + c)·inner + i``), pooling and transposes, and are recorded when they
-reach a kernel's contracting axis. Anything the interpreter does not understand (concatenation,
-slicing, depthwise convs, attention-like products) *freezes* the groups it touches, so an
-unfamiliar model is pruned conservatively rather than wrongly. Groups whose channels reach the
-network output (the logits) are never prunable.
-"""
+"""The jaxpr walker: propagates channel labels through the equations of ``model.apply``
+using the per-primitive rules of :mod:`jaxprune.structure._rules`, then collects the groups."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -26,94 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-Path = tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class ArraySlot:
-    """One axis of one array (``path`` into the variables dict) indexed by a group's channels.
-
-    Along ``axis`` the array has ``outer * size * inner`` entries; channel ``c`` owns the
-    entries ``(o * size + c) * inner + i`` for ``o < outer``, ``i < inner``.
-    """
-    path: Path
-    axis: int
-    outer: int = 1
-    inner: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class ChannelGroup:
-    """A set of channels that must be kept or removed together."""
-    name: str                       # path of the first producer module, e.g. "dense_0"
-    size: int                       # number of channels
-    producers: tuple[ArraySlot, ...]  # kernels whose output axis creates the channels
-    members: tuple[ArraySlot, ...]    # biases, norm scale/bias/mean/var over the channels
-    consumers: tuple[ArraySlot, ...]  # kernels whose input axis reads the channels
-    prunable: bool
-    reason: str = ""                # why a group is not prunable
-
-    @property
-    def residual(self) -> bool:
-        """True when a residual add ties the outputs of several producers together."""
-        return len(self.producers) > 1
-
-    @property
-    def producer_modules(self) -> tuple[str, ...]:
-        return tuple("/".join(s.path[1:-1]) for s in self.producers)
-
-
-def path_of(key_path) -> Path:
-    """Flax/JAX key path -> tuple of string keys."""
-    out = []
-    for k in key_path:
-        out.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
-    return tuple(out)
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: list[int] = []
-
-    def new(self) -> int:
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-
-@dataclasses.dataclass
-class _Info:
-    """Abstract value of a jaxpr variable.
-
-    ``chan``: axis -> (group id, outer, inner) for axes indexed by channels.
-    ``porig``: tuple of (leaf index, {param axis: var axis}) for values derived only from
-    parameters (e.g. a reshaped bias, ``scale * rsqrt(var + eps)``).
-    """
-    chan: dict = dataclasses.field(default_factory=dict)
-    porig: tuple = ()
-
-
-_ELEMENTWISE = {
-    "add", "sub", "mul", "div", "max", "min", "pow", "neg", "exp", "exp2", "log", "log1p",
-    "tanh", "logistic", "rsqrt", "sqrt", "abs", "sign", "integer_pow", "erf", "erfc",
-    "convert_element_type", "copy", "copy_p", "select_n", "square", "expm1", "sin", "cos",
-    "stop_gradient", "reduce_precision", "clamp", "nextafter", "atan2", "rem", "floor", "ceil",
-    "round", "is_finite", "not", "and", "or", "gt", "ge", "lt", "le", "eq", "ne", "cbrt",
-}
-_REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
-               "reduce_and", "reduce_or"}
-_WINDOWED = {"reduce_window_max", "reduce_window_sum", "reduce_window_min", "reduce_window",
-             "cumsum", "cummax"}
+from jaxprune._flax import apply_inference
+from jaxprune._tree import get_path, params_of, path_of
+from jaxprune.structure._groups import ArraySlot, ChannelGroup, Path, Structure
+from jaxprune.structure._labels import _Info, _UnionFind
+from jaxprune.structure._layers import dense_chain
+from jaxprune.structure._rules import RULES
 
 
 class _Tracer:
@@ -181,7 +83,7 @@ class _Tracer:
     def _slot(self, leaf: int, axis: int, outer: int = 1, inner: int = 1) -> ArraySlot:
         return ArraySlot(self.leaf_paths[leaf], axis, outer, inner)
 
-    # -- primitive rules -------------------------------------------------------------------
+    # -- label algebra used by the rules -------------------------------------------------------------------
     def _elementwise(self, ins: list[_Info], in_shapes, out_shape) -> _Info:
         """Same-rank operands (size-1 axes broadcast); scalars carry nothing."""
         out = _Info()
@@ -331,53 +233,10 @@ class _Tracer:
         if sub is not None:
             return self.run(sub, ins)[: len(eqn.outvars)] + [_Info()] * max(
                 0, len(eqn.outvars) - len(sub.outvars))
-        if name == "dot_general":
-            return self._dot_general(eqn, ins[0], ins[1])
-        if name == "conv_general_dilated":
-            return self._conv(eqn, ins[0], ins[1])
-        if name in _ELEMENTWISE and len(eqn.outvars) == 1:
-            return [self._elementwise(ins, in_shapes, out_shapes[0])]
-        if name == "broadcast_in_dim":
-            dims = eqn.params["broadcast_dimensions"]
-            amap = {a: dims[a] for a in range(len(in_shapes[0]))
-                    if in_shapes[0][a] == out_shapes[0][dims[a]]}
-            return [self._map_axes(ins[0], amap)]
-        if name == "reshape":
-            return [self._reshape(ins[0], in_shapes[0], out_shapes[0])]
-        if name == "squeeze":
-            dims = {d % len(in_shapes[0]) for d in eqn.params["dimensions"]}
-            keep = [a for a in range(len(in_shapes[0])) if a not in dims]
-            return [self._map_axes(ins[0], {a: k for k, a in enumerate(keep)})]
-        if name == "expand_dims":
-            return [self._reshape(ins[0], in_shapes[0], out_shapes[0])]
-        if name == "transpose":
-            perm = eqn.params["permutation"]
-            return [self._map_axes(ins[0], {p: k for k, p in enumerate(perm)})]
-        if name in _REDUCTIONS:
-            axes = set(eqn.params["axes"])
-            keep = [a for a in range(len(in_shapes[0])) if a not in axes]
-            return [self._map_axes(ins[0], {a: k for k, a in enumerate(keep)})]
-        if name in _WINDOWED:
-            info = ins[0]
-            dims = eqn.params.get("window_dimensions")
-            strides = eqn.params.get("window_strides")
-            for ax, (gid, _, _) in info.chan.items():
-                if dims is None or dims[ax] != 1 or strides[ax] != 1:
-                    self.frozen.setdefault(gid, f"{name} mixes channels")
-            return [_Info(chan=dict(info.chan))] + [_Info()] * (len(eqn.outvars) - 1)
-        if name == "pad":
-            cfg = eqn.params["padding_config"]
-            info = ins[0]
-            out = _Info(chan=dict(info.chan))
-            for ax, (gid, _, _) in info.chan.items():
-                if tuple(cfg[ax]) != (0, 0, 0):
-                    self.frozen.setdefault(gid, "padding along the channel axis")
-                    # the padded axis indexes other channels than the input's group: label it
-                    # with a fresh frozen pseudo-group of the new size (not the old group)
-                    out.chan[ax] = self._opaque(
-                        [n if a == ax else 1 for a, n in enumerate(out_shapes[0])],
-                        "merged with a value padded along its channel axis").chan[ax]
-            return [out]
+        rule = RULES.get(name)
+        outs = None if rule is None else rule(self, eqn, ins, in_shapes, out_shapes)
+        if outs is not None:
+            return outs
         # Unknown op: anything it touches is frozen (conservative, never wrong).
         for info in ins:
             self._freeze(info, f"unsupported op '{name}'")
@@ -425,52 +284,6 @@ def _sub_jaxpr(eqn):
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Structure:
-    """Everything pruning needs to know about a network's shape.
-
-    ``groups``: the channel groups; ``shapes``: path -> shape of every variable;
-    ``kernel_positions``: path -> output positions per example at which a kernel is applied
-    (1 for a Dense layer, ``H_out·W_out`` for a conv), so MACs = kernel size × positions.
-    """
-    groups: tuple[ChannelGroup, ...]
-    shapes: dict
-    kernel_positions: dict
-
-    def group(self, name: str) -> ChannelGroup:
-        for g in self.groups:
-            if g.name == name:
-                return g
-        raise KeyError(f"no channel group named {name!r}; groups: {[g.name for g in self.groups]}")
-
-    def new_shapes(self, widths: dict) -> dict:
-        """Shape of every variable when group ``g`` keeps ``widths[g.name]`` channels."""
-        shapes = {p: list(s) for p, s in self.shapes.items()}
-        for g in self.groups:
-            if g.name not in widths:  # untouched groups keep their shapes (a frozen group
-                continue              # may tie axes the tracer could not size consistently)
-            k = widths[g.name]
-            for slot in (*g.producers, *g.members, *g.consumers):
-                shapes[slot.path][slot.axis] = slot.outer * k * slot.inner
-        return {p: tuple(s) for p, s in shapes.items()}
-
-    def touched(self, only_prunable: bool = True) -> set:
-        """Paths of the arrays that some (prunable) group shrinks."""
-        return {s.path for g in self.groups if g.prunable or not only_prunable
-                for s in (*g.producers, *g.members, *g.consumers)}
-
-    def count_params(self, widths: dict | None = None, paths=None, collection: str = "params") -> int:
-        """Number of entries of the ``collection`` arrays (restricted to ``paths``) at ``widths``."""
-        shapes = self.new_shapes(widths or {})
-        return int(sum(math.prod(s) for p, s in shapes.items()
-                       if p[0] == collection and (paths is None or p in paths)))
-
-    def count_macs(self, widths: dict | None = None) -> int:
-        """Multiply-accumulates per example of all Dense/Conv kernels at ``widths``."""
-        shapes = self.new_shapes(widths or {})
-        return int(sum(math.prod(shapes[p]) * n for p, n in self.kernel_positions.items()))
-
-
 def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -> Structure:
     """Structure of ``apply_fn(variables, x)`` found by tracing its jaxpr.
 
@@ -510,46 +323,21 @@ def from_model(model, variables, input_shape: Sequence[int]) -> Structure:
     coincides with a size-1 channel axis.
     """
     x = jnp.zeros((2, *tuple(input_shape)), jnp.float32)
-
-    def apply(v, inp):
-        try:
-            return model.apply(v, inp, train=False)
-        except TypeError:
-            return model.apply(v, inp)
-
-    return trace_groups(apply, variables, x)
+    return trace_groups(lambda v, inp: apply_inference(model, v, inp), variables, x)
 
 
 def from_params(variables) -> tuple[Structure, Callable]:
     """Structure of a bare parameter pytree of a Dense chain (used when no model is given).
 
-    Kernels are taken in the pytree's order and must chain (``out_i == in_{i+1}``); each is
+    Kernels are taken in the pytree's order and must chain (:func:`dense_chain`); each is
     followed by its bias (if any) and a ReLU. Returns the structure and the apply function.
     """
-    params = variables.get("params", variables) if isinstance(variables, dict) else variables
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    kernels = [(path_of(p)[:-1], leaf) for p, leaf in flat if path_of(p)[-1] == "kernel"]
-    other = [path_of(p) for p, leaf in flat if path_of(p)[-1] not in ("kernel", "bias")]
-    if not kernels or other or any(np.ndim(k) != 2 for _, k in kernels):
-        raise ValueError(
-            "the parameter pytree matches no known structure: without `model=` only a chain of "
-            "Dense layers ({'kernel': (in, out), 'bias': (out,)} per layer) is understood; "
-            "pass the Flax module as `model=` (and `input_shape=`) for other networks")
-    for (p0, k0), (p1, k1) in zip(kernels, kernels[1:]):
-        if k0.shape[1] != k1.shape[0]:
-            raise ValueError(
-                f"Dense kernels {'/'.join(p0)} {k0.shape} and {'/'.join(p1)} {k1.shape} do not "
-                "chain; pass the Flax module as `model=` so the structure can be traced")
-
-    def get(tree, path):
-        for k in path:
-            tree = tree[k]
-        return tree
+    kernels = dense_chain(variables)
 
     def apply(v, x):
-        p = v.get("params", v)
+        p = params_of(v)
         for n, (path, _) in enumerate(kernels):
-            layer = get(p, path)
+            layer = get_path(p, path)
             x = x @ layer["kernel"]
             if "bias" in layer:
                 x = x + layer["bias"]
@@ -557,5 +345,5 @@ def from_params(variables) -> tuple[Structure, Callable]:
                 x = jax.nn.relu(x)
         return x
 
-    x = jnp.zeros((2, kernels[0][1].shape[0]), jnp.float32)
+    x = jnp.zeros((2, np.shape(kernels[0][1])[0]), jnp.float32)
     return trace_groups(apply, variables, x), apply

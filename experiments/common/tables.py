@@ -47,9 +47,9 @@ def save_outputs(out, result: dict, table: str, plot: Callable) -> None:
 def plot_error_vs_ratio(result: dict, ratios: Sequence[float], methods: Sequence[str], path,
                         x_of: Callable[[dict], float], xlabel: str, title: str) -> None:
     """Two panels (right after pruning, after fine-tuning): mean ± std error vs achieved ratio."""
-    import matplotlib
+    import matplotlib  # lazy: optional heavy dependency
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional heavy dependency
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, key, panel in zip(axes, ("err_before_ft", "err_after_ft"),

@@ -1,5 +1,6 @@
 """One pruning trial in the shared harness: prune the trained network with a method, fine-tune
-with the same budget as every other method, and measure it (issue 6: like with like).
+with the same budget as every other method, and measure it, so that methods are compared like
+with like.
 
 A method entry is ``name`` or ``name:sampling`` (``coreset:sparsity_first``). Structured methods
 (``Method.kind == "channels"``) shrink the network and fine-tune the smaller model;

@@ -1,0 +1,466 @@
+"""``prune(params, key, ratio)``: one pipeline for every registered method.
+
+    variables ─► [method.prepare] ─► units (traced channel groups | kernel layers) ─► views
+              ─► method.score ─► budgets ─► selection ─► surgery (smaller arrays | masks) ─► report
+
+Structured methods (``kind="channels"``) remove neurons/filters: the result is a smaller
+network. Weight methods (``kind="weights"``) zero individual kernel entries: the result keeps
+the input's shapes and is fine-tuned with ``result.mask`` held fixed. The two kinds differ only
+in their units (channel groups vs kernels), their budgets and their surgery.
+
+Units. ``ratio`` is the fraction to remove, counted in ``unit``: ``"params"`` (default) —
+parameters of the arrays the prunable groups live in (for LeNet-300-100 that is every FC
+parameter, the unit of the main paper's Table 1); ``"neurons"`` — channels of the prunable
+groups; ``"flops"`` — multiply-accumulates of the whole network. Weight methods count kernel
+entries (``unit="params"`` only). The report gives every unit plus the whole-model ratio.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import numbers
+import time
+import warnings
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import metrics, methods, models, selection, structure, surgery, views
+from jaxprune._tree import as_variables, get_path, leaves_with_paths, map_with_paths, restore_form
+from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune` returns; every field has a meaning for both kinds of method.
+
+    ``params``: the pruned pytree, same structure as the input (a variables dict stays a
+    variables dict). Channels: smaller arrays; weights: the input's shapes, pruned entries 0.
+    ``widths``: per pruned unit, its output units left (channels: the new width of the group;
+    weights: the neurons/filters of the layer that keep at least one weight).
+    ``kept``: channels: sorted kept channel indices per group; weights: the bool mask of kept
+    kernel entries per layer. ``scales``: the re-weights applied (channels: per kept channel,
+    multiplied into the consumers; weights: per kernel entry). ``sensitivities``: the method's
+    scores per unit. ``groups``: the units the network was cut into (channel groups / kernel
+    layers). ``report``: counts and ratios. ``kind``: ``"channels"`` or ``"weights"``.
+    """
+    params: Any
+    widths: dict
+    kept: dict
+    scales: dict
+    sensitivities: dict
+    groups: tuple
+    report: dict
+    kind: str = "channels"
+    weight_mask: Any = dataclasses.field(default=None, repr=False)
+    dense_shapes: Any = dataclasses.field(default=None, repr=False)
+
+    @functools.cached_property
+    def mask(self):
+        """0/1 float32 pytree shaped like the *input's* ``'params'``: the entries the pruned
+        network still uses (weights: the kept kernel entries, ones elsewhere; channels: zeros
+        on the removed channels of every producer, member and consumer array)."""
+        if self.kind == "weights":
+            return self.weight_mask
+        ones = jax.tree.map(lambda s: np.ones(s.shape, np.float32), self.dense_shapes)
+        return surgery.mask(ones, self.groups, self.kept)["params"]
+
+    def model(self, module):
+        """The smaller Flax module: ``module.clone(widths=...)`` for jaxprune-style models.
+
+        Works for any module with a ``widths`` field and a ``prunable_layers()`` method naming
+        the params path of the layer behind each width (see ``jaxprune.models``); other width
+        fields follow ``tied_width_layers()`` when the module has it. Weight pruning keeps the
+        shapes: the module is returned as it is.
+        """
+        if self.kind == "weights":
+            return module
+        if not (hasattr(module, "widths") and hasattr(module, "prunable_layers")):
+            raise TypeError(
+                f"{type(module).__name__} has no `widths` field / `prunable_layers()` method, so "
+                "the smaller module cannot be built automatically; build it with these widths: "
+                f"{self.widths}")
+        by_module = {}
+        for g in self.groups:
+            if g.name in self.widths:
+                for m in g.producer_modules:
+                    by_module[m] = self.widths[g.name]
+        layers = tuple(module.prunable_layers())
+        new = tuple(by_module.get(layer, w) for layer, w in zip(layers, module.widths))
+        small = module.clone(widths=new)
+        tied = getattr(module, "tied_width_layers", None)
+        if tied is None:
+            return small
+        updates = {}
+        for field, field_layers in tied().items():
+            current = getattr(module, field)
+            if isinstance(current, int):
+                updates[field] = by_module.get(field_layers[0], current)
+            else:
+                updates[field] = tuple(by_module.get(layer, w)
+                                       for layer, w in zip(field_layers, current))
+        return small.clone(**updates)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def _check_ratio(ratio) -> None:
+    def one(r, what):
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not (0.0 <= float(r) < 1.0):
+            raise ValueError(f"{what} must be a number in [0, 1), got {r!r}")
+    if isinstance(ratio, Mapping):
+        if not ratio:
+            raise ValueError("a per-layer ratio dict must name at least one group")
+        for name, r in ratio.items():
+            one(r, f"ratio for group {name!r}")
+    else:
+        one(ratio, "ratio")
+
+
+def _check_finite(variables) -> None:
+    for path, leaf in leaves_with_paths(variables):
+        arr = np.asarray(leaf)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"non-finite (NaN/inf) values in {'/'.join(path)}; "
+                             "pruning needs finite weights")
+        if arr.size == 0:
+            raise ValueError(f"empty array at {'/'.join(path)}")
+
+
+def _check_data(data, input_shape):
+    """``(data as a host array or None, input_shape)``, consistent with each other."""
+    if data is None:
+        return None, input_shape
+    data = np.asarray(data)
+    if data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError(f"data must be a non-empty batch (N, *input_shape), got shape "
+                         f"{data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("data contains NaN or inf")
+    if input_shape is None:
+        return data, data.shape[1:]
+    if tuple(input_shape) != data.shape[1:]:
+        raise ValueError(f"data has per-example shape {data.shape[1:]} but input_shape is "
+                         f"{tuple(input_shape)}")
+    return data, input_shape
+
+
+def _input_shape(model, input_shape):
+    if input_shape is not None:
+        return tuple(input_shape)
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    try:
+        return tuple(models.default_input_shape(models.model_config(model)["name"]))
+    except TypeError:  # not a registered jaxprune model
+        pass
+    raise ValueError(f"cannot infer the input shape of {type(model).__name__}; pass "
+                     "input_shape=(H, W, C) (or (features,)), without the batch axis")
+
+
+PHASES = ("prepare", "structure", "views", "scores", "allocation", "selection", "surgery")
+
+
+def _phase(on_phase, name):
+    """The caller's context manager for phase ``name`` (see :func:`phase_timer`)."""
+    return contextlib.nullcontext() if on_phase is None else on_phase(name)
+
+
+def phase_timer(timings: dict):
+    """An ``on_phase`` hook for :func:`prune` that adds each phase's wall time [s] to
+    ``timings[phase]``; a benchmark may pass its own hook (CPU time, compile events)."""
+    @contextlib.contextmanager
+    def on_phase(name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    return on_phase
+
+
+def _shapes(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+def _blocked(tree):
+    return jax.block_until_ready(tree)
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
+          unit: str = "params", sampling: str | None = None, allocation: str = "bound",
+          leave=(), min_width: int = 1, prune_residual: bool = False,
+          prune_output: bool = False, data=None, on_phase=None, **options) -> PruneResult:
+    """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
+
+    Args:
+      params: trained params, or the full variables dict (``{'params', 'batch_stats'}``).
+      key: a JAX PRNG key (selection and JL projections are random; fixed key, same result).
+      ratio: float in [0, 1), or ``{unit name: fraction}`` (a channel group's or a kernel
+        layer's name) to prune only the named units.
+      method: a registered method (``jaxprune.methods.names()``).
+      model: the Flax module (needed for anything but a plain Dense chain); its jaxpr is
+        traced to find the channel groups. ``input_shape``: per-example input shape.
+      unit: ``"params"`` | ``"neurons"`` | ``"flops"`` — what ``ratio`` counts.
+      sampling: ``"sparsity_first"`` (re-weighted) or ``"deterministic"`` (top-k); default:
+        the method's own.
+      allocation: how a float ratio is split over groups: ``"bound"`` (balance the sampling
+        error bounds, :func:`jaxprune.selection.allocate_widths`) or ``"uniform"``. Weight
+        methods always give every kernel the same sparsity (the report says so).
+      leave: unit names never pruned. min_width: channels a pruned group keeps at least.
+      prune_residual: also prune channel groups tied by residual adds (default: only the
+        inner channels of residual blocks, as the coreset papers do).
+      prune_output: weight methods only — also sparsify the output layer's kernel.
+      data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods.
+      on_phase: ``on_phase(name)`` -> a context manager wrapped around each phase of
+        :data:`PHASES` (benchmarks; :func:`phase_timer` records wall times).
+      **options: the method's options (``jaxprune.methods.get(method).options()``).
+    """
+    meth = methods.get(method)
+    routed = meth.route(options)
+    _check_ratio(ratio)
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    if int(min_width) < 1:
+        raise ValueError("min_width must be >= 1: a layer may not end up with zero width")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    if not isinstance(prune_output, bool):
+        raise ValueError(f"prune_output must be a bool, got {prune_output!r}")
+    sampling = sampling or meth.sampling
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; use one of {SAMPLINGS}")
+    if meth.needs_data and data is None:
+        raise ValueError(f"method {method!r} is data-informed: pass data= (a small batch of "
+                         "inputs, e.g. from the validation split)")
+    data, input_shape = _check_data(data, input_shape)
+    reads_data = data is not None and (meth.needs_data or meth.uses_data)
+    if reads_data and model is None and meth.kind == "channels":
+        raise ValueError(f"method {method!r} reads the layers' inputs on data=: pass model= "
+                         "(the Flax module) as well")
+    leave = (leave,) if isinstance(leave, str) else tuple(leave)
+    variables, wrapped = as_variables(params)
+    _check_finite(variables)
+    score_vars = variables
+    if meth.prepare is not None:
+        if model is None:
+            raise ValueError(f"method {method!r} trains before it prunes: pass model=")
+        with _phase(on_phase, "prepare"):
+            variables, score_vars = meth.prepare(model, variables, **routed["prepare"])
+        variables, _ = as_variables(variables)
+        score_vars, _ = as_variables(score_vars)
+
+    run = _prune_channels if meth.kind == "channels" else _prune_weights
+    return run(meth, variables, score_vars, wrapped, key, ratio, routed, model=model,
+               input_shape=input_shape, unit=unit, sampling=sampling, allocation=allocation,
+               leave=leave, min_width=int(min_width), prune_residual=prune_residual,
+               prune_output=prune_output, data=data if reads_data else None, on_phase=on_phase)
+
+
+def _method_info(meth, unit_names, views_, routed) -> dict | None:
+    if meth.info is None:
+        return None
+    values = meth.info(views_, **routed["info"])
+    return {k: dict(zip(unit_names, v)) for k, v in values.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Channels: traced groups -> widths -> kept channels -> smaller arrays
+# --------------------------------------------------------------------------------------------
+def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
+                    input_shape, unit, sampling, allocation, leave, min_width, prune_residual,
+                    prune_output, data, on_phase) -> PruneResult:
+    if prune_output:
+        raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
+                         "channels, and channels that reach the output are never pruned")
+    with _phase(on_phase, "structure"):
+        if model is None:
+            struct, _ = structure.from_params(variables)
+        else:
+            struct = structure.from_model(model, variables, _input_shape(model, input_shape))
+    groups = selection.prunable_groups(struct, leave, prune_residual, ratio)
+    score_key, select_key = jax.random.split(key)
+    with _phase(on_phase, "views"):
+        group_views = views.channel_views(score_vars, groups, model, data)
+    with _phase(on_phase, "scores"):
+        scores = meth.score(score_key, group_views, **routed["score"])
+        sens = {g.name: np.asarray(s) for g, s in zip(groups, scores)}
+    info = _method_info(meth, [g.name for g in groups], group_views, routed)
+    del group_views  # captured activations are not needed past scoring
+    with _phase(on_phase, "allocation"):
+        widths = selection.allocate_widths(struct, groups, ratio, unit, min_width, sens,
+                                           allocation)
+    kept, scales, draws = {}, {}, {}
+    with _phase(on_phase, "selection"):
+        for g, k in zip(groups, jax.random.split(select_key, len(groups))):
+            kept[g.name], scales[g.name], draws[g.name] = selection.select(
+                k, sens[g.name], widths[g.name], sampling)
+    with _phase(on_phase, "surgery"):
+        small = _blocked(surgery.shrink(variables, struct.groups, kept, scales))
+    report = _channel_report(struct, groups, widths, ratio, unit, meth.name, sampling, draws)
+    if info is not None:
+        report["method_info"] = info
+    return PruneResult(params=restore_form(small, wrapped), widths=widths, kept=kept,
+                       scales=scales, sensitivities=sens, groups=struct.groups, report=report,
+                       kind="channels", dense_shapes=_shapes(variables))
+
+
+def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws) -> dict:
+    achieved = {u: selection.removed_fraction(struct, groups, widths, u) for u in UNITS}
+    report = {
+        "method": method, "kind": "channels", "sampling": sampling, "unit": unit,
+        "target_ratio": ratio if not isinstance(ratio, Mapping) else dict(ratio),
+        "achieved_ratio": achieved[unit],
+        "ratios": {"params_prunable": achieved["params"], "neurons": achieved["neurons"],
+                   "flops": achieved["flops"],
+                   "params_model": 1.0 - struct.count_params(widths) / struct.count_params()},
+        "params_before": struct.count_params(), "params_after": struct.count_params(widths),
+        "flops_before": 2 * struct.count_macs(), "flops_after": 2 * struct.count_macs(widths),
+        "neurons": {g.name: [g.size, widths[g.name]] for g in groups},
+        "draws": draws,
+    }
+    if not isinstance(ratio, Mapping) and abs(achieved[unit] - ratio) > 0.01:
+        warnings.warn(f"achieved {unit} ratio {achieved[unit]:.4f} is more than 1% from the "
+                      f"target {ratio} (layer widths are integers / min_width binds)")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Weights: kernel layers -> per-layer budgets -> kept entries -> masked arrays
+# --------------------------------------------------------------------------------------------
+def _prunable_layers(layers, ratio, leave, prune_output) -> list:
+    """Every kernel but the output layer's (the one called last) and the ``leave=`` ones;
+    with a ratio dict, only the named layers."""
+    names = [layer.name for layer in layers]
+    unknown = sorted(set(leave) - set(names))
+    if unknown:
+        raise ValueError(f"leave= names unknown layers {unknown}; kernel layers: {names}")
+    candidates = layers if prune_output else layers[:-1]
+    prunable = [layer for layer in candidates if layer.name not in set(leave)]
+    if isinstance(ratio, Mapping):
+        unknown = sorted(set(ratio) - {layer.name for layer in prunable})
+        if unknown:
+            raise ValueError(f"ratio names unknown or non-prunable layers {unknown}; prunable: "
+                             f"{[layer.name for layer in prunable]} (the output layer "
+                             f"{names[-1]!r} needs prune_output=True)")
+        prunable = [layer for layer in prunable if layer.name in ratio]
+    if not prunable:
+        raise ValueError(f"no prunable kernel: the output layer {names[-1]!r} is kept dense and "
+                         f"the others ({names[:-1]}) were left alone")
+    return prunable
+
+
+def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
+    """Default weight selection: the ``keep_l`` largest scores of each layer."""
+    del key, views_
+    if sampling != "deterministic":
+        raise ValueError(f"this method keeps the top scores per layer (sampling="
+                         f"'deterministic'); sampling={sampling!r} is not defined for it")
+    return [methods.Selection(selection.top_k_mask(s, k), None, np.asarray(s))
+            for s, k in zip(scores, keep)]
+
+
+def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
+                   input_shape, unit, sampling, allocation, leave, min_width, prune_residual,
+                   prune_output, data, on_phase) -> PruneResult:
+    """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
+    removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
+    in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
+    ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
+    report records ``allocation: "uniform"``)."""
+    del score_vars, min_width, prune_residual
+    if unit != "params":
+        raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
+                         f"entries (unit='params'); unit={unit!r} is not supported (it removes "
+                         "no neuron and no FLOP of a dense kernel)")
+    with _phase(on_phase, "structure"):
+        if model is None:
+            layers = structure.kernel_layers(variables)
+        else:
+            layers = structure.kernel_layers(variables, model, _input_shape(model, input_shape))
+    prunable = _prunable_layers(layers, ratio, leave, prune_output)
+    with _phase(on_phase, "views"):
+        layer_views = views.weight_views(variables, layers, prunable, model, data)
+    kernels = [v.kernel for v in layer_views]
+    sizes = [k.size for k in kernels]
+    if isinstance(ratio, Mapping):
+        keep = [selection.layer_budgets([n], float(ratio[layer.name]))[0]
+                for layer, n in zip(prunable, sizes)]
+    else:
+        keep = selection.layer_budgets(sizes, float(ratio))
+    with _phase(on_phase, "scores"):
+        scores = meth.score(key, layer_views, **routed["score"])
+    with _phase(on_phase, "selection"):
+        select = meth.select or _top_k_per_layer
+        chosen = select(key, scores, layer_views, keep, sampling, **routed["select"])
+    if len(chosen) != len(prunable):
+        raise RuntimeError(f"method {meth.name!r} returned {len(chosen)} selections for "
+                           f"{len(prunable)} layers")
+    with _phase(on_phase, "surgery"):
+        pruned, mask, kept, scales = _apply_selections(meth.name, variables, prunable, kernels,
+                                                       chosen)
+    report = _weight_report(meth.name, sampling, ratio, allocation, prunable, kernels, chosen,
+                            variables, pruned, leave, layers[-1].name, prune_output)
+    widths = {layer.name: int(np.count_nonzero(k.reshape(-1, k.shape[-1]).any(axis=0)))
+              for layer, k in zip(prunable, kept.values())}
+    return PruneResult(params=restore_form(pruned, wrapped), widths=widths, kept=kept,
+                       scales=scales, groups=tuple(layers), report=report,
+                       sensitivities={layer.name: np.asarray(sel.scores)
+                                      for layer, sel in zip(prunable, chosen)},
+                       kind="weights", weight_mask=mask)
+
+
+def _apply_selections(name, variables, prunable, kernels, chosen):
+    new_kernels, kernel_masks, kept, scales = {}, {}, {}, {}
+    for layer, k, sel in zip(prunable, kernels, chosen):
+        keep = np.asarray(sel.keep, bool)
+        if keep.shape != k.shape:
+            raise RuntimeError(f"method {name!r}: keep mask of {layer.name} has shape "
+                               f"{keep.shape}, kernel {k.shape}")
+        scale = np.ones(k.shape, k.dtype) if sel.scale is None else np.asarray(sel.scale, k.dtype)
+        new_kernels[layer.path] = jnp.asarray(np.where(keep, k * scale, 0).astype(k.dtype))
+        kernel_masks[layer.path[1:]] = keep.astype(np.float32)
+        kept[layer.name], scales[layer.name] = keep, np.where(keep, scale, 0)
+    pruned = map_with_paths(lambda p, leaf: new_kernels.get(p, leaf), variables)
+    mask = map_with_paths(lambda p, leaf: kernel_masks.get(p, np.ones(np.shape(leaf), np.float32)),
+                          variables["params"])
+    return pruned, mask, kept, scales
+
+
+def _weight_report(method, sampling, ratio, allocation, prunable, kernels, chosen, variables,
+                   pruned, leave, output, prune_output) -> dict:
+    total = sum(k.size for k in kernels)
+    kept = [int(np.count_nonzero(s.keep)) for s in chosen]
+    zeros = sum(int(k.size - np.count_nonzero(get_path(pruned, layer.path)))
+                for layer, k in zip(prunable, kernels))
+    achieved = 1.0 - sum(kept) / total
+    params_before = metrics.param_count(variables)
+    nonzero = metrics.nonzero_count(pruned)
+    draws = {layer.name: s.draws for layer, s in zip(prunable, chosen) if s.draws is not None}
+    report = {
+        "method": method, "kind": "weights", "sampling": sampling, "unit": "params",
+        "allocation": "uniform", "allocation_requested": allocation,
+        "target_ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
+        "achieved_ratio": achieved,                       # kernel entries removed by the mask
+        "kernel_sparsity": zeros / total,                 # zero entries of the pruned kernels
+        "prunable_params": total, "prunable_kept": sum(kept),
+        "ratios": {"params_prunable": achieved, "params_model": 1.0 - nonzero / params_before},
+        "params_before": params_before, "params_after": params_before,
+        "nonzero_params_before": metrics.nonzero_count(variables), "nonzero_params": nonzero,
+        "layers": {layer.name: {"size": int(k.size), "kept": n, "sparsity": 1.0 - n / k.size}
+                   for layer, k, n in zip(prunable, kernels, kept)},
+        "dense_layers": [*leave, *([] if prune_output else [output])],
+        "draws": draws,
+    }
+    if not isinstance(ratio, Mapping) and abs(achieved - float(ratio)) > 0.01:
+        warnings.warn(f"achieved weight sparsity {achieved:.4f} is more than 1% from the target "
+                      f"{ratio} (minimum kept weights per layer/neuron bind)")
+    return report

@@ -1,0 +1,27 @@
+"""Channel groups: which arrays a prunable neuron/filter lives in, derived by tracing the model.
+
+A *channel group* is one output axis of a Dense/Conv kernel (a neuron or a filter index) together
+with every array that indexes the same channels: the producer kernel(s) (their output axis), the
+bias and normalisation parameters/statistics applied to those channels ("members"), and the
+kernels that read the channels (their input axis: "consumers"). Residual adds tie the channels of
+several producers into one group.
+
+Groups are found by abstract interpretation of the jaxpr of ``model.apply``: every Dense/Conv
+output axis gets a label, labels flow through element-wise ops, broadcasts, reshapes (a
+``conv → flatten → dense`` reshape becomes a *layout* ``(outer, size, inner)``: channel ``c`` owns
+the flat indices ``(o·size + c)·inner + i``), pooling and transposes, and are recorded when they
+reach a kernel's contracting axis. The per-primitive rules live in one table
+(:data:`RULES`). Anything no rule covers (concatenation, slicing, depthwise convs,
+attention-like products) *freezes* the groups it touches, so an unfamiliar model is pruned
+conservatively rather than wrongly. Groups whose channels reach the
+network output (the logits) are never prunable.
+"""
+from jaxprune._tree import path_of
+from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
+from jaxprune.structure._layers import ConvSpec, KernelLayer, dense_chain, kernel_layers
+from jaxprune.structure._rules import RULES
+from jaxprune.structure._trace import from_model, from_params, trace_groups
+
+__all__ = ["ArraySlot", "ChannelGroup", "ConvSpec", "KernelLayer", "RULES", "Structure",
+           "dense_chain", "from_model", "from_params", "kernel_layers", "path_of",
+           "trace_groups"]

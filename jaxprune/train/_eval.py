@@ -1,0 +1,82 @@
+"""Evaluation: accuracy / mean cross-entropy over a whole dataset, and logits, on one device.
+
+The final partial batch is padded and masked out, so every example counts and there is one
+compiled program per (model, batch size).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune._tree import as_variables
+from jaxprune.train._step import apply_eval, cross_entropy
+
+__all__ = ["evaluate", "predict_logits"]
+
+
+def _eval_batch_impl(model, variables, images, labels, weights):
+    logits = apply_eval(model, variables, images)
+    ce = cross_entropy(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return jnp.sum(correct * weights), jnp.sum(ce * weights)
+
+
+_eval_batch = jax.jit(_eval_batch_impl, static_argnums=(0,))
+_predict_batch = jax.jit(apply_eval, static_argnums=(0,))
+
+
+def _padded_chunks(n: int, batch_size: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[0] == size:
+        return x
+    pad = np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)
+    return np.concatenate([x, pad], axis=0)
+
+
+def _eval_device_vars(variables):
+    """Host copies of ``variables`` (or bare params) on the first local device."""
+    variables, _ = as_variables(variables)
+    dev = jax.local_devices()[0]
+    return jax.device_put(jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables), dev)
+
+
+def evaluate(model, variables, ds, batch_size: int = 1000) -> dict:
+    """Accuracy and mean cross-entropy over ALL examples of ``ds``:
+    ``{'accuracy', 'loss', 'n'}``."""
+    n = len(ds.labels)
+    if n == 0:
+        return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
+    bs = min(int(batch_size), n)
+    variables = _eval_device_vars(variables)
+    correct = 0.0
+    loss = 0.0
+    for a, b in _padded_chunks(n, bs):
+        images = _pad(np.asarray(ds.images[a:b], np.float32), bs)
+        labels = _pad(np.asarray(ds.labels[a:b], np.int32), bs)
+        weights = _pad(np.ones((b - a,), np.float32), bs)
+        c, l_ = _eval_batch(model, variables, images, labels, weights)
+        correct += float(c)
+        loss += float(l_)
+    return {"accuracy": correct / n, "loss": loss / n, "n": int(n)}
+
+
+def predict_logits(model, variables, images, batch_size: int = 1000) -> np.ndarray:
+    """Logits (numpy, float32) of ``model`` in eval mode for every row of ``images``."""
+    images = np.asarray(images, np.float32)
+    n = images.shape[0]
+    if n == 0:
+        return np.zeros((0,), np.float32)
+    bs = min(int(batch_size), n)
+    variables = _eval_device_vars(variables)
+    out = []
+    for a, b in _padded_chunks(n, bs):
+        logits = _predict_batch(model, variables, _pad(images[a:b], bs))
+        out.append(np.asarray(logits)[: b - a])
+    return np.concatenate(out, axis=0)

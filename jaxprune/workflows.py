@@ -1,0 +1,268 @@
+"""End-to-end jobs on saved models: train, evaluate, prune and fine-tune a checkpoint.
+
+Each job reads its inputs (a dataset, a model directory written by
+:func:`jaxprune.checkpoint.save_model`), runs the library and writes its output directory;
+:mod:`jaxprune.cli` maps command-line flags onto these functions. Problems the user can fix
+(unknown model or dataset, missing files, a checkpoint that does not record its dataset)
+raise :class:`UsageError` with a one-line message.
+
+The output directories are described in :mod:`jaxprune.cli`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+import jaxprune
+from jaxprune import checkpoint, data, methods, metrics, models, train
+from jaxprune._tree import map_with_paths
+
+__all__ = ["UsageError", "load_datasets", "check_model_name", "load_checkpoint",
+           "checkpoint_dataset", "size_report", "write_json", "is_unstructured", "zeros_mask",
+           "train_and_save", "train_new", "finetune_checkpoint", "evaluate_checkpoint",
+           "prune_checkpoint"]
+
+#: ``make_config(model_name) -> TrainConfig`` (the CLI builds it from its flags).
+ConfigFactory = Callable[[str], train.TrainConfig]
+
+
+class UsageError(Exception):
+    """A problem the user can fix; the message is one line, fit for ``jaxprune: error:``."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+@contextlib.contextmanager
+def _dataset_errors(name: str):
+    """Unknown dataset names and unreadable/missing files -> :class:`UsageError`."""
+    if name not in data.DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(data.DATASETS)}")
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"dataset {name!r} not available: {e}") from None
+
+
+def load_datasets(name: str, data_dir=None, limit_train=None, limit_test=None,
+                  need_train: bool = True):
+    """(train split or None, evaluation split) of ``name``, cut to the first ``limit_*``."""
+    with _dataset_errors(name):
+        return data.load_splits(name, data_dir, limit_train=limit_train, limit_test=limit_test,
+                                need_train=need_train)
+
+
+def check_model_name(name: str) -> None:
+    if name not in models.model_names():
+        raise UsageError(f"unknown model {name!r}; known models: "
+                         f"{', '.join(models.model_names())}")
+
+
+def load_checkpoint(directory):
+    """``(model, variables, meta)`` of a model directory."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"checkpoint directory does not exist: {directory}")
+    try:
+        return checkpoint.load_model(directory)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+
+
+def checkpoint_dataset(directory, meta: dict, dataset: str | None) -> str:
+    """``dataset`` if given, else the dataset the checkpoint's metadata records."""
+    dataset = dataset or meta.get("dataset")
+    if not dataset:
+        raise UsageError(f"{directory} does not record its dataset; pass --dataset")
+    return dataset
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def size_report(model, variables, input_shape) -> dict:
+    """``params``, ``nonzero_params`` and ``flops`` (``None`` plus ``flops_error`` when the
+    FLOP count fails: a finished run is never lost over a metric)."""
+    out = {"params": metrics.param_count(variables),
+           "nonzero_params": metrics.nonzero_count(variables)}
+    try:
+        out["flops"] = int(metrics.flops(model, variables, tuple(input_shape)))
+    except Exception as e:  # noqa: BLE001 — any failure of the FLOP count is reported, not raised
+        out["flops"] = None
+        out["flops_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def write_json(path, obj) -> None:
+    """``obj`` as indented, key-sorted JSON, written atomically (temporary file + rename)."""
+    tmp = str(path) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(checkpoint.to_jsonable(obj), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- training
+
+def is_unstructured(meta: dict) -> bool:
+    """True when the checkpoint's metadata records an unstructured (weight) prune, directly
+    (:func:`prune_checkpoint` wrote it) or through a fine-tune that kept its zeros."""
+    prune = meta.get("prune")
+    return bool((isinstance(prune, dict) and prune.get("kind") == "weights")
+                or meta.get("keep_zeros") is True)
+
+
+def zeros_mask(params):
+    """0/1 mask like ``params``: kernels -> (w != 0); every other leaf (biases, norms) -> 1."""
+    def leaf(path, x):
+        x = np.asarray(x)
+        if path[-1] == "kernel":
+            return (x != 0).astype(np.float32)
+        return np.ones(x.shape, np.float32)
+
+    return map_with_paths(leaf, params)
+
+
+def train_and_save(out, command: str, model, dataset: str, config: train.TrainConfig,
+                   train_ds, test_ds, *, variables=None, mask=None, teacher=None,
+                   extra_meta: dict | None = None, run_info: dict | None = None,
+                   devices=None, progress: bool = True, eval_batch_size: int = 1000) -> dict:
+    """fit -> evaluate -> ``save_model(out)`` + ``config.json`` + ``results.json``.
+
+    ``run_info`` (e.g. the command line) goes into ``config.json``, ``extra_meta`` into both
+    ``config.json`` and the saved model's metadata. Returns the results.
+    """
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    model_cfg = models.model_config(model)
+    cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
+               "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
+               **(extra_meta or {})}
+    write_json(os.path.join(out, "config.json"), cfg_doc)
+    t0 = time.time()
+    try:
+        res = train.fit(model, train_ds, config, variables=variables, out_dir=out,
+                        eval_ds=test_ds, mask=mask, teacher=teacher, devices=devices,
+                        progress=progress, eval_batch_size=eval_batch_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    wall = time.time() - t0
+    ev = train.evaluate(model, res.variables, test_ds, batch_size=eval_batch_size)
+    size = size_report(model, res.variables, test_ds.images.shape[1:])
+    results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
+               **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
+               "model": model_cfg["name"], "widths": model_cfg.get("widths")}
+    meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
+            "test_accuracy": ev["accuracy"], **(extra_meta or {})}
+    checkpoint.save_model(out, model, res.variables, meta=meta)
+    write_json(os.path.join(out, "results.json"), results)
+    return results
+
+
+def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
+              data_dir=None, limit_train=None, limit_test=None, **options) -> dict:
+    """Train a registered model from scratch (``options``: those of :func:`train_and_save`)."""
+    check_model_name(model_name)
+    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
+    model = models.get_model(model_name, num_classes=train_ds.num_classes)
+    return train_and_save(out, "train", model, dataset, make_config(model_name), train_ds,
+                          test_ds, **options)
+
+
+def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=None,
+                        data_dir=None, limit_train=None, limit_test=None,
+                        keep_zeros: bool | None = None, teacher=None, **options) -> dict:
+    """Fine-tune a saved model. ``keep_zeros``: kernel weights that are exactly 0 stay 0
+    (``None``: on when the checkpoint records an unstructured prune, see
+    :func:`is_unstructured`). ``teacher``: a model directory to distil from."""
+    model, variables, meta = load_checkpoint(directory)
+    dataset = checkpoint_dataset(directory, meta, dataset)
+    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
+    config = make_config(models.model_config(model)["name"])
+    if keep_zeros is None:
+        keep_zeros = is_unstructured(meta)
+        if keep_zeros:
+            print("jaxprune finetune: the checkpoint is unstructured-pruned; its zero kernel "
+                  "weights stay 0 (--no-keep-zeros releases them)", file=sys.stderr)
+    mask = zeros_mask(variables["params"]) if keep_zeros else None
+    teacher_pair = None
+    if teacher:
+        t_model, t_vars, _ = load_checkpoint(teacher)
+        teacher_pair = (t_model, t_vars)
+    extra = {"parent_checkpoint": os.path.abspath(directory), "teacher": teacher,
+             "keep_zeros": bool(keep_zeros)}
+    return train_and_save(out, "finetune", model, dataset, config, train_ds, test_ds,
+                          variables=variables, mask=mask, teacher=teacher_pair,
+                          extra_meta=extra, **options)
+
+
+# ----------------------------------------------------------------------------- evaluate, prune
+
+def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=None,
+                        batch_size: int = 1000) -> dict:
+    """Accuracy, loss and size of a saved model on its dataset's evaluation split."""
+    model, variables, meta = load_checkpoint(directory)
+    dataset = checkpoint_dataset(directory, meta, dataset)
+    _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False)
+    ev = train.evaluate(model, variables, test_ds, batch_size=batch_size)
+    return {"accuracy": ev["accuracy"], "loss": ev["loss"], "n": ev["n"],
+            **size_report(model, variables, test_ds.images.shape[1:]),
+            "model": models.model_config(model)["name"], "dataset": dataset,
+            "checkpoint": os.path.abspath(directory)}
+
+
+def _data_batch(method: str, directory, dataset, data_dir, size: int, seed: int,
+                limit_train=None) -> np.ndarray:
+    """``size`` training images (seeded choice) of the checkpoint's dataset."""
+    if not dataset:
+        raise UsageError(f"--method {method} needs data and {directory} does not record its "
+                         "dataset; pass --dataset")
+    with _dataset_errors(dataset):
+        train_ds = data.load(dataset, "train", data_dir)
+    return data.sample_images(train_ds, size, seed, limit_train)
+
+
+def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
+                     unit: str = "params", sampling=None, min_width: int = 1, leave=(),
+                     seed: int = 0, dataset=None, data_dir=None, limit_train=None,
+                     data_batch: int = 128, options: dict[str, Any] | None = None,
+                     record: dict | None = None) -> dict:
+    """Prune a saved model and save the result under ``out``.
+
+    Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
+    same model with the pruned kernel entries exactly 0. Data-informed methods get
+    ``data_batch`` training images. ``options`` go to :func:`jaxprune.prune`; ``record``
+    (e.g. the parsed flags) goes into ``config.json``. Returns the report (also
+    ``results.json`` and ``meta["prune"]`` of the saved model).
+    """
+    model, variables, meta = load_checkpoint(directory)
+    dataset = dataset or meta.get("dataset")
+    meth = methods.get(method)
+    batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
+             if meth.needs_data else None)
+    t0 = time.time()
+    try:
+        res = jaxprune.prune(variables, jax.random.key(seed), ratio, method=method, model=model,
+                             unit=unit, sampling=sampling, min_width=min_width,
+                             leave=tuple(leave), data=batch, **(options or {}))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    seconds = time.time() - t0
+    small = model if meth.kind == "weights" else res.model(model)
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    report = {**res.report, "seconds": seconds, "widths_before": list(model.widths),
+              "widths_after": list(small.widths)}
+    if batch is not None:
+        report["data_batch"] = int(batch.shape[0])
+    new_meta = {"dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
+                "prune": report}
+    checkpoint.save_model(out, small, res.params, meta=new_meta)
+    write_json(os.path.join(out, "config.json"),
+               {"command": "prune", **(record or {}), "model": models.model_config(model)})
+    write_json(os.path.join(out, "results.json"), report)
+    return report
