@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jaxprune
-from jaxprune import bounds, checkpoint, cli, metrics, models, selection
+from jaxprune import bounds, checkpoint, cli, metrics, models, selection, workflows
 from jaxprune.methods import sipp
 from jaxprune.models import LeNet300100
 from jaxprune.structure import ConvSpec
@@ -454,7 +454,7 @@ def test_cli_prune_evaluate_finetune_keeps_zeros(tmp_path, capsys, data_dir):
     fm, fv, fmeta = checkpoint.load_model(ft)
     k = np.asarray(fv["params"]["dense_0"]["kernel"])
     assert np.all(k[zeros] == 0) and np.any(k[~zeros] != k0[~zeros])
-    assert fmeta["keep_zeros"] is True and cli._is_unstructured(fmeta)
+    assert fmeta["keep_zeros"] is True and workflows.is_unstructured(fmeta)
     assert np.any(np.asarray(fv["params"]["dense_0"]["bias"])
                   != np.asarray(pv["params"]["dense_0"]["bias"]))       # biases still train
     # magnitude with --scope global; --scope is magnitude-only
@@ -466,4 +466,4 @@ def test_cli_prune_evaluate_finetune_keeps_zeros(tmp_path, capsys, data_dir):
     rc = cli.main(["prune", "--checkpoint", str(dense), "--method", "sipp", "--scope",
                    "global", "--ratio", "0.5", "--out", str(tmp_path / "x")])
     assert rc == 2 and "--scope only applies" in capsys.readouterr().err
-    assert not cli._is_unstructured({"dataset": "mnist"})
+    assert not workflows.is_unstructured({"dataset": "mnist"})

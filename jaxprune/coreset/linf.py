@@ -1,4 +1,4 @@
-"""ℓ∞-coreset for ℓ1 regression (paper Algorithm 1, Lemma 2.5; DESIGN §3.1–3.5).
+"""ℓ∞-coreset for ℓ1 regression (paper Algorithm 1, Lemma 2.5).
 
 Steps, all on fixed shapes inside one jitted function:
 

@@ -1,4 +1,4 @@
-"""Sensitivity sampling (paper Algorithm 2, lines 12–14; DESIGN §3.8).
+"""Sensitivity sampling (paper Algorithm 2, lines 12–14).
 
 ``t = Σ s_j``, ``q_j = s_j / t``; ``m`` i.i.d. draws with replacement ∝ ``q`` (inverse-CDF on
 ``cumsum(q)``, ``O(m log n)``, no (m, n) Gumbel table); a drawn point gets weight

@@ -1,4 +1,4 @@
-"""Peeling sensitivities (paper Algorithm 2, lines 1–11; DESIGN §3.6).
+"""Peeling sensitivities (paper Algorithm 2, lines 1–11).
 
 ``Q = P, i = 1``; while ``|Q| ≥ 2 rank(Q)²``: ``S_i = ℓ∞-coreset(Q)`` (Algorithm 1),
 ``s(p) = 2 rank(Q)^1.5 / i`` for ``p ∈ S_i``, ``Q = Q \\ S_i``, ``i += 1``; the remaining

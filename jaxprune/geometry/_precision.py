@@ -7,13 +7,15 @@ context only changes the dtypes created inside it).
 """
 from __future__ import annotations
 
-
 import contextlib
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+# DynamicJaxprTracer (the tracer of a value being staged into a jaxpr by jit) has no alias in
+# jax.core; jax.interpreters.partial_eval is the public module that exposes it.
+from jax.interpreters import partial_eval as pe
 
 
 def x64():
@@ -36,8 +38,10 @@ def out_dtype(x) -> np.dtype:
 
 def _under_jit(x) -> bool:
     """True when ``x`` is (or wraps) a jit-staging tracer: lowering will happen later, outside
-    any local x64 context, so float64 cannot be used unless x64 is already on."""
-    from jax._src.interpreters import partial_eval as pe
+    any local x64 context, so float64 cannot be used unless x64 is already on.
+
+    Transformation tracers (``vmap``'s ``val``, ``jvp``'s ``primal``) are unwrapped until a
+    concrete value (False) or a staging tracer (True) is reached."""
     seen = 0
     while isinstance(x, jax.core.Tracer) and seen < 32:
         if isinstance(x, pe.DynamicJaxprTracer):

@@ -1,4 +1,4 @@
-"""Carathéodory's theorem, constructively (paper Thm 2.2, supp. Alg. 4; DESIGN §3.4).
+"""Carathéodory's theorem, constructively (paper Thm 2.2, supp. Alg. 4).
 
 ``caratheodory``: while more than ``r + 1`` weights are positive, take ``r + 2`` support points,
 find a null vector ``v`` of their lifted matrix ``[p_i; 1]`` (so ``Σ v_i p_i = 0`` and

@@ -11,7 +11,7 @@ Two solvers of ``min_w ‖Σ w_i p_i − t‖`` over the (masked) simplex:
 ``min_w ½‖Σ w_i p_i − t‖²`` over the (masked) simplex, exact line search.  Linear
 convergence for targets in the hull; the FW gap ``g = (y−t)·(y−p_s) ≥ ‖y−t‖²`` is the stop
 test (``g ≤ tol²`` ⇒ residual ``≤ tol``).  Used for the ellipsoid vertices of Algorithm 1,
-line 8 (DESIGN §3.4).  One ``lax.while_loop``, fixed shapes.
+line 8.  One ``lax.while_loop``, fixed shapes.
 """
 from __future__ import annotations
 

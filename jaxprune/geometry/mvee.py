@@ -1,4 +1,4 @@
-"""Minimum-volume enclosing ellipsoid (Löwner/John ellipsoid, paper Thm 2.1; DESIGN §3.2).
+"""Minimum-volume enclosing ellipsoid (Löwner/John ellipsoid, paper Thm 2.1).
 
 Khachiyan's algorithm with Todd–Yıldırım (Wolfe) away steps on the lifted points
 ``q_i = (y_i, 1)``: weights ``u`` on the simplex, ``X(u) = Σ u_i q_i q_iᵀ``,
@@ -395,7 +395,7 @@ def _check_full_rank(points, rtol):
 
 def mvee(points, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
          rtol: float = DEFAULT_RTOL) -> MVEEResult:
-    """Löwner ellipsoid ``E(G, c) ⊇ P`` of full-dimensional points (paper Thm 2.1, DESIGN §3.2).
+    """Löwner ellipsoid ``E(G, c) ⊇ P`` of full-dimensional points (paper Thm 2.1).
 
     ``(1 − tol)``-approximate in the Todd–Yıldırım sense; ``shape = S⁻¹/R`` with the measured
     radius ``R`` so that every point is inside.  Raises ``ValueError`` for non-finite input,

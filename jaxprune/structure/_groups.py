@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-Path = tuple[str, ...]
+from jaxprune._tree import Path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,9 +8,7 @@ import numpy as np
 from flax.linen.linear import canonicalize_padding
 
 from jaxprune._flax import module_path, trace_kernel_calls
-from jaxprune._tree import leaves_with_paths, params_of
-
-Path = tuple[str, ...]
+from jaxprune._tree import Path, leaves_with_paths, params_of
 
 
 class ConvSpec(NamedTuple):
@@ -116,4 +114,7 @@ def kernel_layers(variables, model=None, input_shape=None) -> list[KernelLayer]:
     if model is None:
         return [KernelLayer("/".join(p), ("params", *p, "kernel"), "dense")
                 for p, _ in dense_chain(variables)]
+    if input_shape is None:
+        raise ValueError(f"kernel_layers: pass input_shape= (one example, no batch axis) to "
+                         f"trace {type(model).__name__}")
     return _model_layers(model, variables, input_shape)

@@ -1,9 +1,13 @@
-"""The jaxpr walker: propagates channel labels through the equations of ``model.apply``
-using the per-primitive rules of :mod:`jaxprune.structure._rules`, then collects the groups."""
+"""The jaxpr walker and the entry points that build a :class:`Structure`.
+
+:class:`Tracer` runs through the equations of ``jax.make_jaxpr(apply)``, dispatching each one
+to ``RULES[primitive name]`` (:mod:`jaxprune.structure._rules`), and keeps the union-find of
+channel groups with their producers, members and consumers.
+"""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -11,19 +15,27 @@ import numpy as np
 from jax.extend import core as jcore
 
 from jaxprune._flax import apply_inference
-from jaxprune._tree import get_path, params_of, path_of
-from jaxprune.structure._groups import ArraySlot, ChannelGroup, Path, Structure
+from jaxprune._tree import Path, get_path, leaves_with_paths, params_of
+from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
 from jaxprune.structure._labels import _Info, _UnionFind
 from jaxprune.structure._layers import dense_chain
 from jaxprune.structure._rules import RULES
 
 
-class _Tracer:
-    """Walks a jaxpr, propagating channel labels and collecting group slots."""
+class Tracer:
+    """Walks a jaxpr, propagating channel labels (:class:`_Info`) equation by equation with
+    ``rules[primitive name]`` and collecting each group's producers, members and consumers.
 
-    def __init__(self, leaf_paths: Sequence[Path], leaf_shapes: Sequence[tuple[int, ...]]):
+    Group ids are union-find nodes: an element-wise merge of two labelled axes unions their
+    groups. ``frozen[g]`` records why a group may not be pruned (the first reason wins);
+    ``output`` holds the groups that reach the network output.
+    """
+
+    def __init__(self, leaf_paths: Sequence[Path], leaf_shapes: Sequence[tuple[int, ...]],
+                 rules: Mapping[str, Callable] = RULES):
         self.leaf_paths = list(leaf_paths)
         self.leaf_shapes = list(leaf_shapes)
+        self.rules = rules
         self.uf = _UnionFind()
         self.group_size: list[int] = []
         self.producers: list[list[ArraySlot]] = []
@@ -33,21 +45,39 @@ class _Tracer:
         self.output: set[int] = set()
         self.kernel_positions: dict[Path, int] = {}  # output positions per kernel (x batch)
 
-    def _count_use(self, leaf: int, out_shape, out_channels: int) -> None:
-        path = self.leaf_paths[leaf]
-        positions = math.prod(out_shape) // max(out_channels, 1)
-        self.kernel_positions[path] = self.kernel_positions.get(path, 0) + positions
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _new_group(self, size: int, producer: ArraySlot) -> int:
+    # -- bookkeeping used by the rules ------------------------------------------------------
+    def new_group(self, size: int, producer: ArraySlot | None = None) -> int:
+        """A fresh group of ``size`` channels created by ``producer`` (None: a pseudo-group)."""
         gid = self.uf.new()
-        self.group_size.append(size)
-        self.producers.append([producer])
+        self.group_size.append(int(size))
+        self.producers.append([] if producer is None else [producer])
         self.members.append(set())
         self.consumers.append([])
         return gid
 
-    def _opaque(self, shape, why: str) -> _Info:
+    def merge(self, a: int, b: int) -> None:
+        self.uf.union(a, b)
+
+    def freeze_group(self, gid: int, why: str) -> None:
+        self.frozen.setdefault(gid, why)
+
+    def freeze(self, info: _Info, why: str) -> None:
+        for gid, _, _ in info.chan.values():
+            self.freeze_group(gid, why)
+
+    def add_member(self, gid: int, slot: ArraySlot) -> None:
+        self.members[gid].add(slot)
+
+    def add_consumer(self, gid: int, slot: ArraySlot) -> None:
+        self.consumers[gid].append(slot)
+
+    def count_use(self, leaf: int, out_shape, out_channels: int) -> None:
+        """Add the output positions ``prod(out_shape) / out_channels`` of one kernel call."""
+        path = self.leaf_paths[leaf]
+        positions = math.prod(out_shape) // max(out_channels, 1)
+        self.kernel_positions[path] = self.kernel_positions.get(path, 0) + positions
+
+    def opaque(self, shape, why: str) -> _Info:
         """Labels for a value the tracer cannot follow (the network input, the result of an
         unsupported op, a channel-padded value): every axis of size > 1 gets a fresh *frozen*
         pseudo-group without producers. A channel group that is later merged with it
@@ -56,20 +86,12 @@ class _Tracer:
         out = _Info()
         for ax, n in enumerate(shape):
             if n > 1:
-                gid = self.uf.new()
-                self.group_size.append(int(n))
-                self.producers.append([])
-                self.members.append(set())
-                self.consumers.append([])
+                gid = self.new_group(n)
                 self.frozen[gid] = why
                 out.chan[ax] = (gid, 1, 1)
         return out
 
-    def _freeze(self, info: _Info, why: str) -> None:
-        for gid, _, _ in info.chan.values():
-            self.frozen.setdefault(gid, why)
-
-    def _kernel_leaf(self, info: _Info, ndim: int):
+    def kernel_leaf(self, info: _Info, ndim: int):
         """Leaf index if ``info`` is a kernel parameter passed straight in, else None."""
         if len(info.porig) != 1:
             return None
@@ -80,135 +102,12 @@ class _Tracer:
             return None
         return leaf
 
-    def _slot(self, leaf: int, axis: int, outer: int = 1, inner: int = 1) -> ArraySlot:
+    def slot(self, leaf: int, axis: int, outer: int = 1, inner: int = 1) -> ArraySlot:
         return ArraySlot(self.leaf_paths[leaf], axis, outer, inner)
 
-    # -- label algebra used by the rules -------------------------------------------------------------------
-    def _elementwise(self, ins: list[_Info], in_shapes, out_shape) -> _Info:
-        """Same-rank operands (size-1 axes broadcast); scalars carry nothing."""
-        out = _Info()
-        rank = len(out_shape)
-
-        def aligned(shape, ax):
-            return len(shape) == rank and shape[ax] == out_shape[ax]
-
-        for info, shape in zip(ins, in_shapes):
-            for ax, lab in info.chan.items():
-                if not aligned(shape, ax):
-                    self.frozen.setdefault(lab[0], "implicit broadcast of a channel axis")
-                elif ax in out.chan:
-                    g0, o0, i0 = out.chan[ax]
-                    if (o0, i0) != lab[1:]:
-                        self.frozen.setdefault(g0, "incompatible element-wise merge")
-                        self.frozen.setdefault(lab[0], "incompatible element-wise merge")
-                    self.uf.union(g0, lab[0])
-                else:
-                    out.chan[ax] = lab
-        if out.chan:
-            for info, shape in zip(ins, in_shapes):
-                for leaf, amap in info.porig:
-                    for pax, vax in amap.items():
-                        if vax in out.chan and aligned(shape, vax):
-                            gid, o, i = out.chan[vax]
-                            self.members[gid].add(self._slot(leaf, pax, o, i))
-            return out
-        out.porig = tuple(o for info, shape in zip(ins, in_shapes) if len(shape) == rank
-                          for o in info.porig)
-        return out
-
-    def _map_axes(self, info: _Info, amap: dict[int, int]) -> _Info:
-        """Relabel axes by ``amap`` (input axis -> output axis); unmapped labels freeze."""
-        out = _Info()
-        for ax, lab in info.chan.items():
-            if ax in amap:
-                out.chan[amap[ax]] = lab
-            else:
-                self.frozen.setdefault(lab[0], "channel axis removed")
-        out.porig = tuple((leaf, {p: amap[v] for p, v in m.items() if v in amap})
-                          for leaf, m in info.porig)
-        return out
-
-    def _reshape(self, info: _Info, old: tuple[int, ...], new: tuple[int, ...]) -> _Info:
-        """Split the reshape into blocks of equal product; merge blocks keep a layout."""
-        out = _Info()
-        i = j = 0
-        porig_map: dict[int, int] = {}
-        while i < len(old) or j < len(new):
-            bi, bj = [i], [j]
-            pi = old[i] if i < len(old) else 1
-            pj = new[j] if j < len(new) else 1
-            i, j = i + 1, j + 1
-            while pi != pj:
-                if pi < pj and i < len(old):
-                    pi *= old[i]; bi.append(i); i += 1
-                elif j < len(new):
-                    pj *= new[j]; bj.append(j); j += 1
-                else:
-                    break
-            bi = [a for a in bi if a < len(old)]
-            bj = [b for b in bj if b < len(new)]
-            big_i = [a for a in bi if old[a] != 1]
-            big_j = [b for b in bj if new[b] != 1]
-            if len(big_i) == 1 and len(big_j) == 1:
-                porig_map[big_i[0]] = big_j[0]
-            for a in bi:
-                if a not in info.chan:
-                    continue
-                gid, o, inn = info.chan[a]
-                if old[a] == 1:
-                    continue
-                if len(big_j) == 1:  # merge (or identity): labelled axis becomes a layout
-                    before = math.prod(old[b] for b in big_i if b < a)
-                    after = math.prod(old[b] for b in big_i if b > a)
-                    out.chan[big_j[0]] = (gid, o * before, inn * after)
-                elif len(big_i) == 1 and o == 1 and inn == 1:
-                    self.frozen.setdefault(gid, "reshape splits a channel axis")
-                else:
-                    self.frozen.setdefault(gid, "unsupported reshape")
-        out.porig = tuple((leaf, {p: porig_map[v] for p, v in m.items() if v in porig_map})
-                          for leaf, m in info.porig)
-        return out
-
-    def _dot_general(self, eqn, lhs: _Info, rhs: _Info) -> list[_Info]:
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        leaf = self._kernel_leaf(rhs, 2)
-        if leaf is None or lb or rb or len(lc) != 1 or tuple(rc) != (0,):
-            self._freeze(lhs, "dot_general that is not input @ kernel")
-            self._freeze(rhs, "dot_general that is not input @ kernel")
-            return [_Info()]
-        kshape = self.leaf_shapes[leaf]
-        out = _Info()
-        for ax, (gid, o, inn) in lhs.chan.items():
-            if ax == lc[0]:
-                self.consumers[gid].append(self._slot(leaf, 0, o, inn))
-            else:
-                self._freeze(lhs, "channels on a non-contracting axis of a dense layer")
-        out_ndim = len(eqn.outvars[0].aval.shape)
-        self._count_use(leaf, eqn.outvars[0].aval.shape, kshape[1])
-        out.chan[out_ndim - 1] = (self._new_group(kshape[1], self._slot(leaf, 1)), 1, 1)
-        return [out]
-
-    def _conv(self, eqn, lhs: _Info, rhs: _Info) -> list[_Info]:
-        dn = eqn.params["dimension_numbers"]
-        leaf = self._kernel_leaf(rhs, 4)
-        if (leaf is None or eqn.params["feature_group_count"] != 1
-                or eqn.params["batch_group_count"] != 1):
-            self._freeze(lhs, "grouped/depthwise or non-parameter convolution")
-            self._freeze(rhs, "grouped/depthwise or non-parameter convolution")
-            return [_Info()]
-        out = _Info()
-        for ax, (gid, o, inn) in lhs.chan.items():
-            if ax == dn.lhs_spec[1] and o == 1 and inn == 1:
-                self.consumers[gid].append(self._slot(leaf, dn.rhs_spec[1]))
-            else:
-                self._freeze(lhs, "channels on a spatial/batch axis of a convolution")
-        size = self.leaf_shapes[leaf][dn.rhs_spec[0]]
-        self._count_use(leaf, eqn.outvars[0].aval.shape, size)
-        out.chan[dn.out_spec[1]] = (self._new_group(size, self._slot(leaf, dn.rhs_spec[0])), 1, 1)
-        return [out]
-
-    # -- the walk --------------------------------------------------------------------------
+    # -- the walk ---------------------------------------------------------------------------
     def run(self, jaxpr, in_infos: list[_Info]) -> list[_Info]:
+        """Labels of ``jaxpr``'s outputs given those of its inputs."""
         env: dict[Any, _Info] = {}
 
         def read(v):
@@ -219,32 +118,29 @@ class _Tracer:
         for v, info in zip(jaxpr.invars, in_infos):
             env[v] = info
         for eqn in jaxpr.eqns:
-            ins = [read(v) for v in eqn.invars]
-            name = eqn.primitive.name
-            in_shapes = [tuple(getattr(v.aval, "shape", ())) for v in eqn.invars]
-            outs = self._eqn(eqn, name, ins, in_shapes)
-            for v, info in zip(eqn.outvars, outs):
+            for v, info in zip(eqn.outvars, self.apply_rule(eqn, [read(v) for v in eqn.invars])):
                 env[v] = info
         return [read(v) for v in jaxpr.outvars]
 
-    def _eqn(self, eqn, name: str, ins: list[_Info], in_shapes) -> list[_Info]:
-        out_shapes = [tuple(getattr(v.aval, "shape", ())) for v in eqn.outvars]
-        sub = _sub_jaxpr(eqn)
-        if sub is not None:
-            return self.run(sub, ins)[: len(eqn.outvars)] + [_Info()] * max(
-                0, len(eqn.outvars) - len(sub.outvars))
-        rule = RULES.get(name)
+    def apply_rule(self, eqn, ins: list[_Info]) -> list[_Info]:
+        """``rules[name](...)``; an op without a rule (or whose rule declines) freezes every
+        group it touches and gives its outputs frozen pseudo-labels: conservative, never wrong."""
+        name = eqn.primitive.name
+        in_shapes = [_shape(v) for v in eqn.invars]
+        out_shapes = [_shape(v) for v in eqn.outvars]
+        rule = self.rules.get(name)
         outs = None if rule is None else rule(self, eqn, ins, in_shapes, out_shapes)
         if outs is not None:
             return outs
-        # Unknown op: anything it touches is frozen (conservative, never wrong).
         for info in ins:
-            self._freeze(info, f"unsupported op '{name}'")
-        return [self._opaque(shape, f"merged with the output of unsupported op '{name}'")
+            self.freeze(info, f"unsupported op '{name}'")
+        return [self.opaque(shape, f"merged with the output of unsupported op '{name}'")
                 for shape in out_shapes]
 
-    # -- result ----------------------------------------------------------------------------
+    # -- result -----------------------------------------------------------------------------
     def groups(self) -> list[ChannelGroup]:
+        """One :class:`ChannelGroup` per union-find class with a producer; it is prunable
+        unless frozen, reaching the output, or read by no layer."""
         roots: dict[int, list[int]] = {}
         for gid in range(len(self.group_size)):
             roots.setdefault(self.uf.find(gid), []).append(gid)
@@ -276,12 +172,8 @@ class _Tracer:
         return result
 
 
-def _sub_jaxpr(eqn):
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        sub = eqn.params.get(key)
-        if sub is not None:
-            return getattr(sub, "jaxpr", sub)
-    return None
+def _shape(v) -> tuple[int, ...]:
+    return tuple(getattr(v.aval, "shape", ()))
 
 
 def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -> Structure:
@@ -290,21 +182,21 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -
     ``variables`` is the full variables dict (``{'params': ..., 'batch_stats': ...}``);
     ``apply_fn`` must run the network in inference mode.
     """
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(variables)
-    paths = [path_of(p) for p, _ in leaves_with_path]
-    leaves = [leaf for _, leaf in leaves_with_path]
+    flat = leaves_with_paths(variables)
+    paths = [p for p, _ in flat]
+    leaves = [leaf for _, leaf in flat]
+    treedef = jax.tree_util.tree_structure(variables)
 
     def flat_apply(flat, x):
         return apply_fn(jax.tree_util.tree_unflatten(treedef, flat), x)
 
     closed = jax.make_jaxpr(flat_apply)(leaves, example_input)
-    tracer = _Tracer(paths, [tuple(np.shape(l)) for l in leaves])
+    tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves])
     in_infos = [_Info(porig=((k, {a: a for a in range(np.ndim(l))}),))
                 for k, l in enumerate(leaves)]
     # the example input indexes no prunable channels, but a group merged with it element-wise
     # (a residual add of the raw input) must not be pruned: label it with frozen pseudo-groups
-    in_infos.append(tracer._opaque(tuple(example_input.shape),
-                                   "merged with the network input"))
+    in_infos.append(tracer.opaque(tuple(example_input.shape), "merged with the network input"))
     outs = tracer.run(closed.jaxpr, in_infos)
     for info in outs:
         for gid, _, _ in info.chan.values():

@@ -9,22 +9,23 @@ Main entry points::
 
 * :mod:`._config`: :class:`TrainConfig`, the per-model recipes (:func:`default_config`),
   :func:`make_schedule`, :func:`make_optimizer`.
-* :mod:`._step`: losses (:func:`cross_entropy`, :func:`distillation_loss`, :func:`total_loss`),
-  :func:`init_variables`, :func:`init_opt_state` and the pure train step
+* :mod:`._step`: losses (:func:`cross_entropy`, :func:`distillation_loss`, :func:`logit_mse`,
+  :func:`total_loss`), :func:`init_variables`, :func:`init_opt_state` and the pure train step
   (:func:`train_step_fn`, compiled by :func:`make_train_step`).
 * :mod:`._loop`: :func:`fit` (data-parallel loop, orbax checkpoint/resume, ``metrics.jsonl``,
-  progress, ``callbacks``; ``mask=`` for masked fine-tunes, ``teacher=`` for distillation,
-  ``optimizer=`` for any optax transformation such as stochastic Frank-Wolfe).
+  progress, ``callbacks``; ``mask=`` for masked fine-tunes, ``teacher=`` for distillation
+  (Hinton KD or logit matching), ``optimizer=`` for any optax transformation such as
+  stochastic Frank-Wolfe).
 * :mod:`._eval`: :func:`evaluate`, :func:`predict_logits`.
 """
 from jaxprune.train._config import TrainConfig, default_config, make_optimizer, make_schedule
 from jaxprune.train._eval import evaluate, predict_logits
 from jaxprune.train._loop import MAX_IN_FLIGHT_STEPS, Callback, FitResult, fit
 from jaxprune.train._step import (cross_entropy, distillation_loss, init_opt_state,
-                                  init_variables, make_train_step, total_loss, train_step_fn,
-                                  variables_of)
+                                  init_variables, logit_mse, make_train_step, total_loss,
+                                  train_step_fn, variables_of)
 
 __all__ = ["MAX_IN_FLIGHT_STEPS", "Callback", "FitResult", "TrainConfig", "cross_entropy",
            "default_config", "distillation_loss", "evaluate", "fit", "init_opt_state",
-           "init_variables", "make_optimizer", "make_schedule", "make_train_step",
+           "init_variables", "logit_mse", "make_optimizer", "make_schedule", "make_train_step",
            "predict_logits", "total_loss", "train_step_fn", "variables_of"]

@@ -49,6 +49,7 @@ class TrainConfig:
     augment: str | None = None           # None | 'crop_flip'
     distill_alpha: float = 0.5           # weight of the KD term (used only with a teacher)
     distill_temperature: float = 4.0
+    distill_loss: str = "kl"             # 'kl' (Hinton soft targets) | 'logit_mse' (logit matching)
     log_every: int = 100                 # steps between 'step' log lines (0: none)
 
     def __post_init__(self):
@@ -65,6 +66,9 @@ class TrainConfig:
             raise ValueError("distill_alpha must be in [0, 1]")
         if self.distill_temperature <= 0:
             raise ValueError("distill_temperature must be > 0")
+        if self.distill_loss not in ("kl", "logit_mse"):
+            raise ValueError(f"distill_loss must be 'kl' or 'logit_mse', got "
+                             f"{self.distill_loss!r}")
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
 
     def to_dict(self) -> dict:

@@ -3,7 +3,10 @@
 Loss
     ``(1 - a) * CE(logits, labels; label_smoothing) + a * KD + l1 * sum_kernels |w|`` where the
     KD term (only with a teacher; ``a = distill_alpha``, else ``a = 0``) is the Hinton
-    soft-target loss ``T^2 * KL(softmax(t / T) || softmax(s / T))`` (:func:`distillation_loss`).
+    soft-target loss ``T^2 * KL(softmax(t / T) || softmax(s / T))`` (:func:`distillation_loss`,
+    ``distill_loss="kl"``) or logit matching, the mean squared difference of the student's and
+    the teacher's pre-softmax outputs (:func:`logit_mse`, ``distill_loss="logit_mse"``; with
+    ``distill_alpha=1`` a pure regression on the teacher's logits).
     "Kernels" are all params leaves with ``ndim > 1`` (Dense/Conv weights; not biases or BN
     scales).
 
@@ -22,7 +25,7 @@ import optax
 from jaxprune.optim import is_kernel, masked
 from jaxprune.train._config import TrainConfig, make_optimizer
 
-__all__ = ["cross_entropy", "distillation_loss", "total_loss", "init_variables",
+__all__ = ["cross_entropy", "distillation_loss", "logit_mse", "total_loss", "init_variables",
            "init_opt_state", "train_step_fn", "make_train_step"]
 
 
@@ -47,6 +50,11 @@ def distillation_loss(student_logits, teacher_logits, temperature: float):
     return (t * t) * kl
 
 
+def logit_mse(student_logits, teacher_logits):
+    """Per-example logit-matching loss ``mean_k (s_k − t_k)²``."""
+    return jnp.mean(jnp.square(student_logits - teacher_logits), axis=-1)
+
+
 def _l1_penalty(params):
     leaves = [jnp.sum(jnp.abs(p)) for p in jax.tree.leaves(params) if is_kernel(p)]
     return sum(leaves) if leaves else jnp.zeros((), jnp.float32)
@@ -58,7 +66,10 @@ def total_loss(config: TrainConfig, logits, labels, params, teacher_logits=None)
     loss = ce
     if teacher_logits is not None:
         a = float(config.distill_alpha)
-        kd = distillation_loss(logits, teacher_logits, config.distill_temperature).mean()
+        if config.distill_loss == "kl":
+            kd = distillation_loss(logits, teacher_logits, config.distill_temperature).mean()
+        else:
+            kd = logit_mse(logits, teacher_logits).mean()
         loss = (1.0 - a) * ce + a * kd
     if config.l1 > 0:
         loss = loss + float(config.l1) * _l1_penalty(params)
