@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxprune import metrics, optim, structure, surgery, train
+from jaxprune import metrics, optim, selection, structure, surgery, train
 from jaxprune._tree import get_path, params_of
 from jaxprune.methods._base import Method, per_view, register
 from jaxprune.methods.norms import l2_score
@@ -144,13 +144,13 @@ def structured_keep(model, variables, keep_fraction: float, *, input_shape,
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
     if struct is None:
         struct = structure.from_model(model, variables, input_shape)
-    groups = [g for g in struct.groups if g.prunable and not g.residual]
+    groups = selection.prunable_groups(struct)
     scores = channel_scores(params_of(variables) if score_tree is None else score_tree,
                             groups, norm)
     keep = {}
     for g in groups:
         k = min(g.size, max(int(min_width), int(round(float(keep_fraction) * g.size))))
-        keep[g.name] = np.sort(np.argsort(-scores[g.name], kind="stable")[:k])
+        keep[g.name] = selection.top_k_indices(scores[g.name], k)
     return struct, keep
 
 

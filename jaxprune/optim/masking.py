@@ -18,6 +18,7 @@ import optax
 
 from jaxprune.optim.constraints import blocks, concat, split_back
 from jaxprune.optim.lmo import keep_count
+from jaxprune.selection import top_k_mask
 
 __all__ = ["MaskedState", "masked", "apply_mask", "magnitude_mask", "kernel_sparsity"]
 
@@ -61,8 +62,7 @@ def magnitude_mask(params, sparsity: float, scope: str = "layer"):
     for b in blocks(leaves, scope):
         flat = np.abs(np.asarray(concat(leaves, b), np.float32))
         k = keep_count(flat.size, sparsity)
-        keep = np.zeros(flat.size, np.float32)
-        keep[np.argsort(-flat, kind="stable")[:k]] = 1.0
+        keep = top_k_mask(flat, k).astype(np.float32)
         for i, arr in split_back(keep, leaves, b).items():
             out[i] = np.asarray(arr)
     return jax.tree.unflatten(treedef, out)
