@@ -210,3 +210,20 @@ def test_frank_wolfe_methods_run_their_data_phase_inside_prune():
         jaxprune.prune(v, jax.random.key(0), 0.5, method="frank_wolfe", train_ds=ds)
     with pytest.raises(TypeError, match="train_ds"):
         jaxprune.prune(v, jax.random.key(0), 0.5, model=model, method="frank_wolfe")
+
+
+def test_structured_result_mask_marks_what_the_smaller_network_uses():
+    """``result.mask`` (input shapes) zeroes exactly the removed channels: the dense params
+    times the mask compute what the smaller network computes (top-k, no re-weights)."""
+    model = LeNet300100(widths=(24, 12))
+    v = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))
+    res = jaxprune.prune(v, jax.random.key(2), 0.6, model=model, sampling="deterministic")
+    assert res.kind == "channels"
+    mask = res.mask
+    assert jax.tree.structure(mask) == jax.tree.structure(v["params"])
+    kept = sum(int(m.sum()) for m in jax.tree.leaves(mask))
+    assert kept == metrics.param_count(res.params)
+    x = jax.random.normal(jax.random.key(3), (5, 28, 28, 1))
+    masked = jax.tree.map(lambda p, m: p * m, v["params"], mask)
+    np.testing.assert_allclose(model.apply({"params": masked}, x),
+                               res.model(model).apply(res.params, x), rtol=1e-5, atol=1e-5)

@@ -10,11 +10,16 @@ Groups are found by abstract interpretation of the jaxpr of ``model.apply``: eve
 output axis gets a label, labels flow through element-wise ops, broadcasts, reshapes (a
 ``conv → flatten → dense`` reshape becomes a *layout* ``(outer, size, inner)``: channel ``c`` owns
 the flat indices ``(o·size + c)·inner + i``), pooling and transposes, and are recorded when they
-reach a kernel's contracting axis. The per-primitive rules live in one table
-(:data:`RULES`). Anything no rule covers (concatenation, slicing, depthwise convs,
-attention-like products) *freezes* the groups it touches, so an unfamiliar model is pruned
-conservatively rather than wrongly. Groups whose channels reach the
-network output (the logits) are never prunable.
+reach a kernel's contracting axis. The per-primitive rules live in one table,
+:data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`); anything no rule
+covers (concatenation, slicing, depthwise convs, attention-like products) *freezes* the groups
+it touches, so an unfamiliar model is pruned conservatively rather than wrongly. Groups whose
+channels reach the network output (the logits) are never prunable.
+
+Modules: ``_groups`` (the data model and its parameter/MAC counts), ``_labels`` (the labels
+and the union-find of groups), ``_rules`` (the table), ``_trace`` (the walker and
+:func:`trace_groups` / :func:`from_model` / :func:`from_params`), ``_layers`` (kernel layers
+in call order for weight pruning, and the bare Dense-chain check :func:`dense_chain`).
 """
 from jaxprune._tree import path_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure

@@ -34,8 +34,7 @@ from jaxprune.bounds.lab.samplers import (KIND, MAX_DRAW, METHOD_LABEL, METHODS,
                                           neuron_epsilon_first, neuron_scores,
                                           neuron_sparsity_first, sipp_epsilon_first, sipp_parts,
                                           sipp_sparsity_first, sparsity_of)
-from jaxprune.bounds.lab.tuning import (adam_cosine, distill_logits, finetune,
-                                        logit_matching_loss, logit_matching_step)
+from jaxprune.bounds.lab.tuning import adam_cosine, distill_logits, finetune
 
 __all__ = [
     "LabConfig", "log", "progress",
@@ -46,7 +45,7 @@ __all__ = [
     "METHODS", "METHOD_LABEL", "KIND", "WEIGHT_METHODS", "MAX_DRAW", "SippParts", "sipp_parts",
     "sipp_epsilon_first", "sipp_sparsity_first", "NeuronScores", "neuron_scores",
     "neuron_epsilon_first", "neuron_sparsity_first", "layer_size", "sparsity_of",
-    "adam_cosine", "logit_matching_loss", "logit_matching_step", "distill_logits", "finetune",
+    "adam_cosine", "distill_logits", "finetune",
     "Net", "prepare", "error_summary", "metrics_of", "analyse", "finetune_gap",
     "hidden_vs_output", "alpha_scaling",
     "PAPER_CARD", "PAPER_HIDDEN", "jsonable", "unjson", "fmt_count", "fmt_pm", "fmt_eps",
