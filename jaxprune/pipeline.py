@@ -185,7 +185,9 @@ def phase_timer(timings: dict):
 
 
 def _shapes(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+    """Shapes and dtypes of every leaf (no copy of device arrays to the host)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", None)
+                                                       or np.asarray(x).dtype), tree)
 
 
 def _blocked(tree):
