@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import pipeline
-from jaxprune._tree import path_of
+from jaxprune.structure import path_of
 
 PHASES = pipeline.PHASES
 _JAX_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
