@@ -68,8 +68,3 @@ def split_variables(variables) -> tuple[Any, dict]:
     """``(params, other collections)`` of a variables dict (or bare params)."""
     variables, _ = as_variables(variables)
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
-
-
-def join_variables(params, others: Mapping) -> dict:
-    """Inverse of :func:`split_variables`."""
-    return {"params": params, **dict(others)}

@@ -190,10 +190,6 @@ def _shapes(tree):
                                                        or np.asarray(x).dtype), tree)
 
 
-def _blocked(tree):
-    return jax.block_until_ready(tree)
-
-
 # --------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------
@@ -306,7 +302,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
             kept[g.name], scales[g.name], draws[g.name] = selection.select(
                 k, sens[g.name], widths[g.name], sampling)
     with _phase(on_phase, "surgery"):
-        small = _blocked(surgery.shrink(variables, struct.groups, kept, scales))
+        small = jax.block_until_ready(surgery.shrink(variables, struct.groups, kept, scales))
     report = _channel_report(struct, groups, widths, ratio, unit, meth.name, sampling, draws)
     if info is not None:
         report["method_info"] = info

@@ -227,3 +227,23 @@ def test_structured_result_mask_marks_what_the_smaller_network_uses():
     masked = jax.tree.map(lambda p, m: p * m, v["params"], mask)
     np.testing.assert_allclose(model.apply({"params": masked}, x),
                                res.model(model).apply(res.params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_on_phase_hook_wraps_every_phase_that_runs():
+    """``prune(on_phase=...)``: each phase of a structured prune is entered once, in order,
+    and :func:`jaxprune.pipeline.phase_timer` records a time for each."""
+    from jaxprune import pipeline
+
+    model = LeNet300100(widths=(16, 8))
+    v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    timings, seen = {}, []
+    timer = pipeline.phase_timer(timings)
+
+    def on_phase(name):
+        seen.append(name)
+        return timer(name)
+
+    jaxprune.prune(v, jax.random.key(1), 0.5, model=model, on_phase=on_phase)
+    expected = [p for p in pipeline.PHASES if p != "prepare"]  # coreset has no data phase
+    assert seen == expected
+    assert set(timings) == set(expected) and all(t >= 0.0 for t in timings.values())
