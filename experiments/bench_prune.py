@@ -5,11 +5,8 @@ Measured in ONE process run:
 1. ``prune`` of LeNet-300-100 (ratio 0.9), LeNet-5 (0.8), VGG-16 (0.8) and ResNet-50 (ImageNet
    shape 224×224×3, 1000 classes; 62 % of ALL parameters removed, the paper's Table 3 PR, by
    pruning the inner channels of the bottlenecks and the stem, ``prune``'s default), unit
-   ``params``, random-init weights (``jax.eval_shape`` + NumPy fill).  ``prune`` counts its
-   ratio over the arrays the pruned groups live in; for ResNet-50 that ratio is calibrated as
-   the Table 3 script does (every removed parameter lies in those arrays, so the whole-model
-   fraction is ``ratio · touched / total`` for any allocation; the table shows both), then
-   JAX's caches are cleared so that the first call is cold.  First call (tracing + compilation
+   ``params`` (the whole model's parameters), random-init weights (``jax.eval_shape`` + NumPy
+   fill).  First call (tracing + compilation
    included) vs a second call with another key (steady state).  Both calls are broken down by
    phase through ``prune``'s ``on_phase`` hook (``jaxprune.pipeline.PHASES``: structure, views,
    scores, allocation, selection, surgery).  JAX's own monitoring events split each phase's
@@ -30,7 +27,9 @@ XLA's thread pool on this 2-core CPU, one 512×512 ``eigh`` took 0.1–3.5 s ins
 the projection of ResNet-50 took 12–30 s instead of ~2 s. ``OPENBLAS_NUM_THREADS=2 python
 experiments/bench_prune.py`` shows the default behaviour.
 
-4. ``--peel-compile both``: per model, cold first call and second call of ``prune`` with the
+4. VGG-16 latency with widths rounded to multiples of 8 (``prune(..., round_to=8)``) vs
+   unrounded (``round_to=1``), same ratio, measured interleaved.
+5. ``--peel-compile both``: per model, cold first call and second call of ``prune`` with the
    peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``, the
    CPU default) and at XLA's default (``"optimised"``), alternating in two rounds.
 
@@ -53,14 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprune
-from common import calibrate_ratio
 from common.bench import PHASES, PhaseClock, listening, max_rss_mib, random_variables
 from jaxprune import metrics, models
 
-RATIOS = {"lenet300": 0.9, "lenet5": 0.8, "vgg16": 0.8, "resnet50": 0.62}
-# ratios that count ALL parameters of the model (the paper's PR), not prune's `unit` over the
-# pruned layers: calibrated before the timed calls (see module doc)
-WHOLE_MODEL = {"resnet50"}
+RATIOS = {"lenet300": 0.9, "lenet5": 0.8, "vgg16": 0.8, "resnet50": 0.62}  # of ALL params
 # targets, end to end with compilation: VGG-16 < 10 s, ResNet-50 < 30 s (2-core CPU)
 TARGET_S = {"vgg16": 10.0, "resnet50": 30.0}
 QUICK_FIELDS = {"lenet300": dict(widths=(32, 16)), "lenet5": dict(widths=(4, 8, 24, 16)),
@@ -84,16 +79,6 @@ def build(name: str, quick: bool):
     return model, tuple(shape or models.default_input_shape(name))
 
 
-def unit_ratio(name: str, model, variables, shape) -> float:
-    """``prune``'s ``unit='params'`` ratio over the pruned layers for ``RATIOS[name]``: the
-    ratio itself, or for a whole-model ratio (``WHOLE_MODEL``) the calibration the Table 3
-    script uses (``common.calibrate_ratio``: ``ratio · total / touched``, exact)."""
-    if name not in WHOLE_MODEL:
-        return RATIOS[name]
-    opts = argparse.Namespace(unit="params", prune_residual=False)
-    return calibrate_ratio(model, variables, shape, RATIOS[name], opts)
-
-
 # --------------------------------------------------------------------------------------------
 # 1 + 3: prune timings
 # --------------------------------------------------------------------------------------------
@@ -102,11 +87,7 @@ def time_prune(name: str, quick: bool, seed: int) -> dict:
     t0 = time.perf_counter()
     variables = random_variables(model, shape, seed)
     init_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ratio = unit_ratio(name, model, variables, shape)
-    calibrate_s = time.perf_counter() - t0
-    if name in WHOLE_MODEL:
-        jax.clear_caches()  # the calibration traced the model: keep the first call cold
+    ratio = RATIOS[name]
     rss_before = max_rss_mib()
     clock, calls = PhaseClock(), []
     with listening(clock):
@@ -124,14 +105,14 @@ def time_prune(name: str, quick: bool, seed: int) -> dict:
                               cpu_phase=dict(clock.cpu),
                               jax={p: dict(v) for p, v in clock.jax.items()}, result=res))
     return dict(name=name, model=model, shape=shape, variables=variables, init_s=init_s,
-                ratio=ratio, calibrate_s=calibrate_s, calls=calls, rss_before=rss_before,
+                ratio=ratio, calls=calls, rss_before=rss_before,
                 rss_after=max_rss_mib())
 
 
 def print_prune_tables(runs):
     print("## Prune time, `jaxprune.prune(method='coreset', unit='params')`, random init\n")
-    print("| model | input | ratio (`unit='params'` of the pruned layers) | params before → "
-          "after | achieved (whole model) | groups | init [s] | "
+    print("| model | input | ratio | params before → "
+          "after | achieved (of the pruned layers' arrays) | groups | init [s] | "
           "1st call [s] (CPU s) | of which trace+lower+XLA compile [s] | 2nd call [s] (CPU s) | "
           "peak RSS after [MiB] (+Δ) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -142,16 +123,10 @@ def print_prune_tables(runs):
         shape = "×".join(map(str, r["shape"]))
         print(f"| {r['name']} | {shape} | {r['ratio']:.4g} | {rep['params_before']:,} → "
               f"{rep['params_after']:,} | {rep['achieved_ratio']:.3f} "
-              f"({rep['ratios']['params_model']:.3f}) | {len(rep['neurons'])} | "
+              f"({rep['ratios']['params_prunable']:.3f}) | {len(rep['neurons'])} | "
               f"{r['init_s']:.2f} | {first['total']:.2f} ({first['cpu']:.1f}) | {comp:.2f} | "
               f"{second['total']:.2f} ({second['cpu']:.1f}) | "
               f"{r['rss_after']:.0f} (+{r['rss_after'] - r['rss_before']:.0f}) |")
-    for r in runs:
-        if r["name"] in WHOLE_MODEL:
-            print(f"\n{r['name']}: {RATIOS[r['name']]:.0%} of all parameters = ratio "
-                  f"{r['ratio']:.4f} of the pruned layers' arrays (calibration: one structure "
-                  f"trace, {r['calibrate_s']:.2f} s, not in the prune times; JAX caches cleared "
-                  "after it)")
     for r in runs:
         print(f"\n### {r['name']}: per-phase breakdown [s] (1st call: wall = trace + lower + "
               "XLA compile + run/Python; 2nd call: steady state; CPU = process CPU seconds, all "
@@ -194,8 +169,7 @@ def latency_table(run, plan):
     small_model, small_vars = res.model(dense_model), res.params
     rng = np.random.default_rng(0)
     print(f"\n## Inference latency, {run['name']} ({'×'.join(map(str, shape))}) dense vs pruned "
-          f"({RATIOS[run['name']]:.0%} "
-          f"{'of all parameters' if run['name'] in WHOLE_MODEL else 'params'}), jitted apply "
+          f"({RATIOS[run['name']]:.0%} of all parameters), jitted apply "
           "(train=False), compile and warm-up calls excluded, median of the timed calls\n")
     print("| model | params | FLOPs/example | " +
           " | ".join(f"batch {b} (median of {n})" for b, n, _ in plan) + " |")
@@ -218,6 +192,29 @@ def latency_table(run, plan):
     return lat
 
 
+def round_to_latency(run, batch: int = 64, repeats: int = 10, rounds: int = 3) -> dict:
+    """Pruned-model latency at ``round_to=1`` vs ``8`` (same ratio and key), interleaved."""
+    model, shape, variables = run["model"], run["shape"], run["variables"]
+    nets = {}
+    for n in (1, 8):
+        res = jaxprune.prune(variables, jax.random.key(1), run["ratio"], method="coreset",
+                             model=model, input_shape=shape, round_to=n)
+        nets[n] = (res.model(model), res.params, res.report["achieved_ratio"])
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, *shape)), jnp.float32)
+    times = {1: [], 8: []}
+    for _ in range(rounds):
+        for n, (m, v, _) in nets.items():
+            times[n].append(metrics.measure_latency(lambda vv, xx, m=m: m.apply(vv, xx), v, x,
+                                                    repeats=repeats, warmup=2))
+    print(f"\n## {run['name']}: widths rounded to multiples of 8 vs not (batch {batch}, median "
+          f"of {repeats} calls, best of {rounds} interleaved rounds)\n")
+    print("| round_to | achieved ratio | widths | latency |\n|---:|---:|---|---:|")
+    for n, (m, _, achieved) in nets.items():
+        print(f"| {n} | {achieved:.3f} | {m.widths} | {_fmt_time(min(times[n]))} |")
+    print(f"\nround_to=8 / round_to=1 latency: {min(times[8]) / min(times[1]):.2f}×")
+    return {n: min(t) for n, t in times.items()}
+
+
 def peel_compile_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
     """``prune`` first (cold: ``jax.clear_caches()`` before it) and second call with the
     peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``) and
@@ -225,7 +222,7 @@ def peel_compile_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[
     load hits both alike."""
     model, shape = build(name, quick)
     variables = random_variables(model, shape, seed)
-    ratio = unit_ratio(name, model, variables, shape)
+    ratio = RATIOS[name]
     rows = []
     for rnd in range(rounds):
         for mode in ("fast", "optimised"):
@@ -283,6 +280,8 @@ def main(argv=None):
             if args.repeats:
                 plan = tuple((b, args.repeats, w) for b, _, w in plan)
             out["latency"][r["name"]] = latency_table(r, plan)
+        if r["name"] == "vgg16" and not args.no_latency:
+            out["round_to"] = round_to_latency(r, batch=8 if args.quick else 64)
     if args.peel_compile == "both":
         out["peel_compile"] = [row for name in args.models
                                for row in peel_compile_ab(name, args.quick, args.seed)]

@@ -8,9 +8,12 @@ inputs, their configuration, their call order, their MACs) goes through one help
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+from flax import errors as flax_errors
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,12 +32,63 @@ def has_kernel(module: nn.Module) -> bool:
     return isinstance(params, Mapping) and "kernel" in params
 
 
-def apply_inference(model: nn.Module, variables, x, **kwargs):
-    """``model.apply(variables, x)`` in inference mode (``train=False`` when accepted)."""
+# Flags by which Flax modules switch between training and inference, and their value in
+# *training* mode; inference is the negation.
+MODE_FLAGS = {"train": True, "training": True, "is_training": True,
+              "deterministic": False, "use_running_average": False}
+
+
+def _call_signature(model: nn.Module):
+    """``inspect.signature`` of the ``__call__`` that ``model.apply`` runs (a wrapper that
+    forwards ``*args, **kwargs`` to an inner ``module`` is looked through)."""
+    target = getattr(model, "wrapped_module", None)
+    target = model if target is None else target
     try:
-        return model.apply(variables, x, train=False, **kwargs)
-    except TypeError:
+        return inspect.signature(type(target).__call__)
+    except (TypeError, ValueError):
+        return None
+
+
+def mode_kwargs(model: nn.Module, train: bool) -> dict:
+    """The keyword arguments that put ``model`` in training (``train=True``) or inference
+    mode, found from its ``__call__`` signature (:data:`MODE_FLAGS`); ``{}`` when it takes
+    none of them (a module without a mode, e.g. ``nn.Sequential``)."""
+    sig = _call_signature(model)
+    if sig is None:
+        return {}
+    return {name: (value if train else not value) for name, value in MODE_FLAGS.items()
+            if name in sig.parameters}
+
+
+def inference_kwargs(model: nn.Module, apply_kwargs: Mapping | None = None) -> dict:
+    """``apply_kwargs`` when given, else :func:`mode_kwargs` ``(model, train=False)``."""
+    if apply_kwargs is not None:
+        if not isinstance(apply_kwargs, Mapping):
+            raise ValueError(f"apply_kwargs must be a dict of keyword arguments for "
+                             f"model.apply, got {type(apply_kwargs).__name__}")
+        return dict(apply_kwargs)
+    return mode_kwargs(model, train=False)
+
+
+def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None = None):
+    """``model.apply(variables, x, **inference_kwargs(model, apply_kwargs))``.
+
+    Never falls back to training mode: a module that needs randomness or updates state in
+    the call it was given raises a ``ValueError`` that names ``apply_kwargs``.
+    """
+    kwargs = inference_kwargs(model, apply_kwargs)
+    try:
         return model.apply(variables, x, **kwargs)
+    except (flax_errors.InvalidRngError, flax_errors.ModifyScopeVariableError,
+            TypeError) as err:
+        if isinstance(err, TypeError) and not any(
+                s in str(err) for s in ("keyword argument", "required positional argument")):
+            raise
+        raise ValueError(
+            f"cannot run {type(model).__name__} in inference mode with "
+            f"model.apply(variables, x, **{kwargs}): {type(err).__name__}: "
+            f"{str(err).splitlines()[0]} -- pass apply_kwargs={{...}} (the keyword arguments "
+            "of its inference call, e.g. {'deterministic': True})") from None
 
 
 @contextlib.contextmanager
@@ -52,25 +106,37 @@ def kernel_calls(on_call: Callable[[nn.Module, Any, Any], None]):
         yield
 
 
+def scope_path(scope) -> Path:
+    """Variables path of a Flax scope, read from its parent chain (a scope re-rooted by
+    ``nn.share_scope`` keeps a stale ``scope.path``)."""
+    names = []
+    while scope is not None and scope.parent is not None:
+        names.append(scope.name)
+        scope = scope.parent
+    return tuple(reversed(names))
+
+
 def module_path(module: nn.Module) -> Path:
     """Params path of a bound module (``('dense_0',)``, ``('stage_1', 'block_0', 'conv_0')``)."""
-    return tuple(module.scope.path)
+    return scope_path(module.scope)
 
 
-def trace_kernel_calls(model: nn.Module, variables, input_shape, on_call) -> None:
+def trace_kernel_calls(model: nn.Module, variables, input_shape, on_call,
+                       apply_kwargs: Mapping | None = None) -> None:
     """Run :func:`kernel_calls` over one abstract (``jax.eval_shape``) inference call of
     ``model`` on a batch of one example of ``input_shape``; nothing is computed."""
     variables, _ = as_variables(variables)
 
     def run(v, x):
         with kernel_calls(on_call):
-            return apply_inference(model, v, x)
+            return apply_inference(model, v, x, apply_kwargs)
 
     jax.eval_shape(run, variables,
                    jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32))
 
 
-def kernel_modules(model: nn.Module, variables, input_shape) -> dict[Path, nn.Module]:
+def kernel_modules(model: nn.Module, variables, input_shape,
+                   apply_kwargs: Mapping | None = None) -> dict[Path, nn.Module]:
     """``{module path: the kernel-bearing module, unbound}`` in the order of their last call
     (their configuration: a Conv's strides, padding, dilation)."""
     found: dict[Path, nn.Module] = {}
@@ -80,26 +146,49 @@ def kernel_modules(model: nn.Module, variables, input_shape) -> dict[Path, nn.Mo
         found.pop(path, None)  # re-insert: order of the last call
         found[path] = module.clone(parent=None)
 
-    trace_kernel_calls(model, variables, input_shape, record)
+    trace_kernel_calls(model, variables, input_shape, record, apply_kwargs)
     return found
 
 
-def _capture_impl(model: nn.Module, variables, images):
+def _capture_impl(model: nn.Module, apply_kwargs, variables, images):
     captured = {}
 
     def record(module, x, _out):
         captured[module_path(module)] = x
 
     with kernel_calls(record):
-        apply_inference(model, variables, images)
+        apply_inference(model, variables, images, dict(apply_kwargs))
     return captured
 
 
-_capture = jax.jit(_capture_impl, static_argnums=0)
+_capture = jax.jit(_capture_impl, static_argnums=(0, 1))
 
 
-def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256
-                  ) -> dict[Path, np.ndarray]:
+def _freeze_value(value):
+    if isinstance(value, nn.Module):
+        return hashable(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze_value(v) for v in value)
+    return value
+
+
+def hashable(model: nn.Module) -> nn.Module:
+    """``model``, or an equal module whose list fields are tuples (e.g. ``nn.Sequential([...])``),
+    so that it can be a static argument of ``jax.jit`` (compiled once per model)."""
+    try:
+        hash(model)
+        return model
+    except TypeError:
+        pass
+    updates = {f.name: _freeze_value(getattr(model, f.name)) for f in dataclasses.fields(model)
+               if f.init and f.name not in ("parent", "name")}
+    frozen = model.clone(**updates)
+    hash(frozen)  # a field that is neither a list nor hashable: let the caller see it
+    return frozen
+
+
+def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
+                  apply_kwargs: Mapping | None = None) -> dict[Path, np.ndarray]:
     """``{module path: its input on images}`` (host arrays) for every kernel-bearing module.
 
     ``images``: (N, *input_shape); the model runs in inference mode in chunks of
@@ -109,10 +198,12 @@ def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256
     images = np.asarray(images)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty batch (N, ...), got shape {images.shape}")
+    static = hashable(model)
+    kwargs = tuple(sorted(inference_kwargs(model, apply_kwargs).items()))
     chunks = []
     for start in range(0, images.shape[0], int(batch_size)):
         part = jnp.asarray(images[start:start + int(batch_size)], jnp.float32)
-        chunks.append(jax.device_get(_capture(model, variables, part)))
+        chunks.append(jax.device_get(_capture(static, kwargs, variables, part)))
     if not chunks[0]:
         raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
                          "called; nothing to capture")

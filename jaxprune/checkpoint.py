@@ -3,13 +3,14 @@
 Model directory layout (written by :func:`save_model`, read by :func:`load_model`)::
 
     <directory>/model.json     {"format": "jaxprune-model/1",
-                                "model": jaxprune.models.model_config(model),   # incl. widths
+                                "model": model_record(model),   # incl. widths
                                 "collections": ["params", "batch_stats"],
                                 "meta": {...user metadata, e.g. dataset, accuracy...}}
     <directory>/variables/     orbax StandardCheckpointer tree {'params': ..., 'batch_stats': ...}
 
-The layer widths travel inside ``model.json`` so a pruned model (same class, smaller
-``widths``) round-trips; restoring reads array shapes/dtypes from the orbax metadata, so no
+The layer widths travel inside ``model.json`` so a pruned model round-trips (a jaxprune model
+by its registry config and smaller ``widths``, any other Linen module by its importable class,
+its fields and the pruned layer sizes); restoring reads array shapes/dtypes from the orbax metadata, so no
 template of the right shape is needed. Arrays are restored onto one device (the first local
 device, or ``device=``), independent of the device count that saved them.
 
@@ -30,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxprune import models
+from jaxprune._spec import module_from_spec, module_spec
 from jaxprune._tree import as_variables
 
 MODEL_JSON = "model.json"
@@ -37,7 +39,8 @@ VARIABLES_DIR = "variables"
 FORMAT = "jaxprune-model/1"
 
 __all__ = [
-    "save_model", "load_model", "is_model_dir", "read_model_json",
+    "save_model", "load_model", "is_model_dir", "read_model_json", "model_record",
+    "model_from_record",
     "training_manager", "save_training_state", "restore_training_state",
     "latest_training_step", "read_training_meta", "to_jsonable",
 ]
@@ -82,7 +85,7 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     directory = _abs(directory)
     directory.mkdir(parents=True, exist_ok=True)
     variables, _ = as_variables(variables)
-    cfg = models.model_config(model)
+    cfg = model_record(model)
     host_vars = _to_host(variables)
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / VARIABLES_DIR, host_vars, force=True)
@@ -98,6 +101,24 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
     os.replace(tmp, directory / MODEL_JSON)
     return directory
+
+
+def model_record(model) -> dict:
+    """How ``model.json`` records a module: a jaxprune model by its registry config
+    (``{"name": ..., widths...}``), any other Linen module (a pruned
+    :class:`jaxprune.rebuild.Resized` one included) by its class and fields
+    (``{"spec": ...}``, :func:`jaxprune._spec.module_spec`)."""
+    try:
+        return models.model_config(model)
+    except TypeError:
+        return {"spec": module_spec(model)}
+
+
+def model_from_record(record: dict):
+    """Inverse of :func:`model_record`."""
+    if "spec" in record:
+        return module_from_spec(record["spec"])
+    return models.model_from_config(record)
 
 
 def is_model_dir(directory) -> bool:
@@ -138,7 +159,7 @@ def load_model(directory, *, device=None):
     """
     d = _abs(directory)
     doc = read_model_json(d)
-    model = models.model_from_config(doc["model"])
+    model = model_from_record(doc["model"])
     device = device or jax.local_devices()[0]
     sharding = jax.sharding.SingleDeviceSharding(device)
     target = _abstract_from_metadata(d / VARIABLES_DIR, sharding)

@@ -222,11 +222,21 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object ({{...}}), got {text!r}")
+    return value
+
+
 def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     p.add_argument("--method", default="coreset", choices=methods.names())
     p.add_argument("--ratio", type=_ratio, required=True,
-                   help="fraction to remove, counted in --unit (default: prunable parameters)")
+                   help="fraction to remove, counted in --unit (default: the whole model's parameters)")
     p.add_argument("--unit", default="params", choices=selection.UNITS)
     p.add_argument("--sampling", default=None, choices=selection.SAMPLINGS,
                    help="default: the method's own")
@@ -234,6 +244,11 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                    help="coreset: projection of the neuron points (default pca)")
     p.add_argument("--projection-dim", type=_positive_int, default=None)
     p.add_argument("--min-width", type=_positive_int, default=1)
+    p.add_argument("--round-to", type=_positive_int, default=1,
+                   help="layer widths are multiples of this (e.g. 8 for tensor cores)")
+    p.add_argument("--apply-kwargs", type=_json_object, default=None, metavar="JSON",
+                   help="keyword arguments of the model's inference call, e.g. "
+                        "'{\"deterministic\": true}' (default: from its signature)")
     p.add_argument("--scope", default=None, choices=("layer", "global"),
                    help="magnitude: same sparsity per kernel (layer, default) or one global "
                         "threshold")
@@ -266,8 +281,8 @@ def _run_prune(args) -> int:
         args.checkpoint, args.out, args.ratio, method=args.method, unit=args.unit,
         sampling=args.sampling, min_width=args.min_width, leave=args.leave, seed=args.seed,
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
-        data_batch=args.data_batch, options=_prune_options(args),
-        record={k: v for k, v in vars(args).items() if k != "_run"}))
+        data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
+        apply_kwargs=args.apply_kwargs, record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
 

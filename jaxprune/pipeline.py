@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import metrics, methods, models, selection, structure, surgery, views
+from jaxprune import _flax, metrics, methods, models, rebuild, selection, structure, surgery, views
 from jaxprune._tree import as_variables, get_path, leaves_with_paths, map_with_paths, restore_form
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
 
@@ -57,6 +57,9 @@ class PruneResult:
     kind: str = "channels"
     weight_mask: Any = dataclasses.field(default=None, repr=False)
     dense_shapes: Any = dataclasses.field(default=None, repr=False)
+    dense_variables: Any = dataclasses.field(default=None, repr=False)
+    input_shape: tuple | None = None
+    apply_kwargs: dict | None = None
 
     @functools.cached_property
     def mask(self):
@@ -68,21 +71,35 @@ class PruneResult:
         ones = jax.tree.map(lambda s: np.ones(s.shape, np.float32), self.dense_shapes)
         return surgery.mask(ones, self.groups, self.kept)["params"]
 
-    def model(self, module):
-        """The smaller Flax module: ``module.clone(widths=...)`` for jaxprune-style models.
+    @functools.cached_property
+    def masked(self):
+        """The pruned network at the original shapes, as a variables dict: removed channels
+        zeroed in every producer, member and consumer array and kept consumer rows re-weighted
+        (weights: the pruned entries zeroed). ``model.apply(result.masked, x)`` equals
+        ``result.model(model).apply(result.params, x)``."""
+        if self.kind == "weights":
+            return as_variables(self.params)[0]
+        return surgery.mask(self.dense_variables, self.groups, self.kept, self.scales)
 
-        Works for any module with a ``widths`` field and a ``prunable_layers()`` method naming
-        the params path of the layer behind each width (see ``jaxprune.models``); other width
-        fields follow ``tied_width_layers()`` when the module has it. Weight pruning keeps the
-        shapes: the module is returned as it is.
+    def model(self, module, *, input_shape=None, fields=None):
+        """The smaller Flax module that ``result.params`` fit.
+
+        jaxprune's own models (a ``widths`` field and ``prunable_layers()``) come back as
+        ``module.clone(widths=...)``; any other Linen module as a
+        :class:`jaxprune.rebuild.Resized` wrapper that builds each layer whose output shrank
+        with its new ``features`` (keyed by module path), so ``small.init`` creates exactly
+        the pruned shapes. ``fields``: ``{'path/to/layer': {field: value}}`` for layers whose
+        size lives in another field. Weight pruning keeps the shapes: ``module`` is returned.
         """
         if self.kind == "weights":
             return module
-        if not (hasattr(module, "widths") and hasattr(module, "prunable_layers")):
-            raise TypeError(
-                f"{type(module).__name__} has no `widths` field / `prunable_layers()` method, so "
-                "the smaller module cannot be built automatically; build it with these widths: "
-                f"{self.widths}")
+        if hasattr(module, "widths") and hasattr(module, "prunable_layers"):
+            return self._clone_widths(module)
+        shape = input_shape or self.input_shape or _input_shape(module, None)
+        return rebuild.smaller_module(module, self.dense_shapes, as_variables(self.params)[0],
+                                      shape, apply_kwargs=self.apply_kwargs, fields=fields)
+
+    def _clone_widths(self, module):
         by_module = {}
         for g in self.groups:
             if g.name in self.widths:
@@ -108,27 +125,44 @@ class PruneResult:
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-def _check_ratio(ratio) -> None:
-    def one(r, what):
-        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not (0.0 <= float(r) < 1.0):
-            raise ValueError(f"{what} must be a number in [0, 1), got {r!r}")
+class PruneWarning(UserWarning):
+    """The pruned network differs from what was asked (a ratio out of reach, layers at their
+    minimum width); the message names the groups and why."""
+
+
+def _as_ratio(r, what) -> float:
+    """A Python, NumPy or JAX real scalar in [0, 1) as a float."""
+    arr = np.asarray(r) if not isinstance(r, (str, bytes)) else None
+    if arr is None or arr.ndim != 0 or arr.dtype.kind not in "fiu" or isinstance(r, bool):
+        raise ValueError(f"{what} must be a number in [0, 1), got {r!r}")
+    value = float(arr)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return value
+
+
+def _check_ratio(ratio):
+    """``ratio`` as a float or a ``{name: float}`` dict (clear errors otherwise)."""
     if isinstance(ratio, Mapping):
         if not ratio:
             raise ValueError("a per-layer ratio dict must name at least one group")
-        for name, r in ratio.items():
-            one(r, f"ratio for group {name!r}")
-    else:
-        one(ratio, "ratio")
+        return {name: _as_ratio(r, f"ratio for group {name!r}") for name, r in ratio.items()}
+    return _as_ratio(ratio, "ratio")
 
 
-def _check_finite(variables) -> None:
+def _check_arrays(variables) -> None:
     for path, leaf in leaves_with_paths(variables):
         arr = np.asarray(leaf)
+        name = "/".join(path)
+        if path[0] == "params" and arr.dtype.kind not in "fc":
+            raise ValueError(f"{name} has dtype {arr.dtype}: pruning needs floating-point "
+                             "weights (re-weighted kernels cannot be stored in integers); "
+                             "cast the params to float32 first")
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"non-finite (NaN/inf) values in {'/'.join(path)}; "
+            raise ValueError(f"non-finite (NaN/inf) values in {name}; "
                              "pruning needs finite weights")
         if arr.size == 0:
-            raise ValueError(f"empty array at {'/'.join(path)}")
+            raise ValueError(f"empty array at {name}")
 
 
 def _check_data(data, input_shape):
@@ -195,8 +229,9 @@ def _shapes(tree):
 # --------------------------------------------------------------------------------------------
 def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
           unit: str = "params", sampling: str | None = None, allocation: str = "bound",
-          leave=(), min_width: int = 1, prune_residual: bool = False,
-          prune_output: bool = False, data=None, on_phase=None, **options) -> PruneResult:
+          leave=(), min_width: int = 1, round_to: int = 1, prune_residual: bool = False,
+          prune_output: bool = False, data=None, apply_kwargs=None, on_phase=None,
+          **options) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -214,21 +249,30 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         error bounds, :func:`jaxprune.selection.allocate_widths`) or ``"uniform"``. Weight
         methods always give every kernel the same sparsity (the report says so).
       leave: unit names never pruned. min_width: channels a pruned group keeps at least.
+      round_to: widths are multiples of this (hardware-friendly shapes; a group smaller
+        than it is left whole).
       prune_residual: also prune channel groups tied by residual adds (default: only the
         inner channels of residual blocks, as the coreset papers do).
       prune_output: weight methods only — also sparsify the output layer's kernel.
       data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods.
+      apply_kwargs: keyword arguments of the model's inference call (``{'train': False}``);
+        default: found from its ``__call__`` signature (``train``, ``training``,
+        ``is_training``, ``deterministic``, ``use_running_average``).
       on_phase: ``on_phase(name)`` -> a context manager wrapped around each phase of
         :data:`PHASES` (benchmarks; :func:`phase_timer` records wall times).
       **options: the method's options (``jaxprune.methods.get(method).options()``).
     """
     meth = methods.get(method)
     routed = meth.route(options)
-    _check_ratio(ratio)
+    ratio = _check_ratio(ratio)
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if int(min_width) < 1:
         raise ValueError("min_width must be >= 1: a layer may not end up with zero width")
+    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+    if model is not None:
+        apply_kwargs = _flax.inference_kwargs(model, apply_kwargs)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
     if not isinstance(prune_output, bool):
@@ -246,7 +290,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                          "(the Flax module) as well")
     leave = (leave,) if isinstance(leave, str) else tuple(leave)
     variables, wrapped = as_variables(params)
-    _check_finite(variables)
+    _check_arrays(variables)
     score_vars = variables
     if meth.prepare is not None:
         if model is None:
@@ -259,8 +303,10 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     run = _prune_channels if meth.kind == "channels" else _prune_weights
     return run(meth, variables, score_vars, wrapped, key, ratio, routed, model=model,
                input_shape=input_shape, unit=unit, sampling=sampling, allocation=allocation,
-               leave=leave, min_width=int(min_width), prune_residual=prune_residual,
-               prune_output=prune_output, data=data if reads_data else None, on_phase=on_phase)
+               leave=leave, min_width=int(min_width), round_to=int(round_to),
+               prune_residual=prune_residual, prune_output=prune_output,
+               data=data if reads_data else None, apply_kwargs=apply_kwargs,
+               on_phase=on_phase)
 
 
 def _method_info(meth, unit_names, views_, routed) -> dict | None:
@@ -273,21 +319,30 @@ def _method_info(meth, unit_names, views_, routed) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # Channels: traced groups -> widths -> kept channels -> smaller arrays
 # --------------------------------------------------------------------------------------------
+def _structure(model, variables, input_shape, apply_kwargs):
+    """``(structure, per-example input shape)`` of the network, traced in inference mode."""
+    if model is None:
+        struct, _ = structure.from_params(variables)
+        first = struct.groups[0].producers[0] if struct.groups else None
+        return struct, (None if first is None else (struct.shapes[first.path][0],))
+    shape = _input_shape(model, input_shape)
+    x = jnp.zeros((2, *shape), jnp.float32)
+    return structure.trace_groups(
+        lambda v, inp: _flax.apply_inference(model, v, inp, apply_kwargs), variables, x), shape
+
+
 def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
-                    input_shape, unit, sampling, allocation, leave, min_width, prune_residual,
-                    prune_output, data, on_phase) -> PruneResult:
+                    input_shape, unit, sampling, allocation, leave, min_width, round_to,
+                    prune_residual, prune_output, data, apply_kwargs, on_phase) -> PruneResult:
     if prune_output:
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
-        if model is None:
-            struct, _ = structure.from_params(variables)
-        else:
-            struct = structure.from_model(model, variables, _input_shape(model, input_shape))
+        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs)
     groups = selection.prunable_groups(struct, leave, prune_residual, ratio)
     score_key, select_key = jax.random.split(key)
     with _phase(on_phase, "views"):
-        group_views = views.channel_views(score_vars, groups, model, data)
+        group_views = views.channel_views(score_vars, groups, model, data, apply_kwargs)
     with _phase(on_phase, "scores"):
         scores = meth.score(score_key, group_views, **routed["score"])
         sens = {g.name: np.asarray(s) for g, s in zip(groups, scores)}
@@ -295,7 +350,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
     del group_views  # captured activations are not needed past scoring
     with _phase(on_phase, "allocation"):
         widths = selection.allocate_widths(struct, groups, ratio, unit, min_width, sens,
-                                           allocation)
+                                           allocation, round_to)
     kept, scales, draws = {}, {}, {}
     with _phase(on_phase, "selection"):
         for g, k in zip(groups, jax.random.split(select_key, len(groups))):
@@ -303,31 +358,53 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
                 k, sens[g.name], widths[g.name], sampling)
     with _phase(on_phase, "surgery"):
         small = jax.block_until_ready(surgery.shrink(variables, struct.groups, kept, scales))
-    report = _channel_report(struct, groups, widths, ratio, unit, meth.name, sampling, draws)
+    report = _channel_report(struct, groups, widths, ratio, unit, meth.name, sampling, draws,
+                             min_width)
     if info is not None:
         report["method_info"] = info
     return PruneResult(params=restore_form(small, wrapped), widths=widths, kept=kept,
                        scales=scales, sensitivities=sens, groups=struct.groups, report=report,
-                       kind="channels", dense_shapes=_shapes(variables))
+                       kind="channels", dense_shapes=_shapes(variables),
+                       dense_variables=variables, input_shape=input_shape,
+                       apply_kwargs=apply_kwargs)
 
 
-def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws) -> dict:
+def _frozen_summary(struct, groups, limit: int = 8) -> str:
+    """``name (reason); ...`` for the groups that are not pruned."""
+    pruned = {g.name for g in groups}
+    left = [f"{g.name} ({g.reason or 'tied by a residual add / left alone'})"
+            for g in struct.groups if g.name not in pruned]
+    more = f"; and {len(left) - limit} more" if len(left) > limit else ""
+    return "; ".join(left[:limit]) + more if left else "none"
+
+
+def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws,
+                    min_width) -> dict:
     achieved = {u: selection.removed_fraction(struct, groups, widths, u) for u in UNITS}
     report = {
         "method": method, "kind": "channels", "sampling": sampling, "unit": unit,
         "target_ratio": ratio if not isinstance(ratio, Mapping) else dict(ratio),
         "achieved_ratio": achieved[unit],
-        "ratios": {"params_prunable": achieved["params"], "neurons": achieved["neurons"],
+        "ratios": {"params_model": achieved["params"], "neurons": achieved["neurons"],
                    "flops": achieved["flops"],
-                   "params_model": 1.0 - struct.count_params(widths) / struct.count_params()},
+                   "params_prunable": selection.removed_fraction(struct, groups, widths,
+                                                                 "params_prunable")},
         "params_before": struct.count_params(), "params_after": struct.count_params(widths),
         "flops_before": 2 * struct.count_macs(), "flops_after": 2 * struct.count_macs(widths),
         "neurons": {g.name: [g.size, widths[g.name]] for g in groups},
+        "frozen": {g.name: g.reason or "tied by a residual add / left alone"
+                   for g in struct.groups if g.name not in widths},
         "draws": draws,
     }
     if not isinstance(ratio, Mapping) and abs(achieved[unit] - ratio) > 0.01:
-        warnings.warn(f"achieved {unit} ratio {achieved[unit]:.4f} is more than 1% from the "
-                      f"target {ratio} (layer widths are integers / min_width binds)")
+        warnings.warn(f"achieved {unit} ratio {achieved[unit]:.4f} of the whole model is more "
+                      f"than 1% from the target {ratio} (integer widths, min_width, or channels "
+                      f"that cannot be pruned). Not pruned: {_frozen_summary(struct, groups)}",
+                      PruneWarning, stacklevel=4)
+    floor = sorted(g.name for g in groups if widths[g.name] <= min_width < g.size)
+    if floor and not isinstance(ratio, Mapping):
+        warnings.warn(f"layers cut to min_width={min_width}: {', '.join(floor)}; the ratio "
+                      "asks more of them than they can give", PruneWarning, stacklevel=4)
     return report
 
 
@@ -367,14 +444,14 @@ def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
 
 
 def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
-                   input_shape, unit, sampling, allocation, leave, min_width, prune_residual,
-                   prune_output, data, on_phase) -> PruneResult:
+                   input_shape, unit, sampling, allocation, leave, min_width, round_to,
+                   prune_residual, prune_output, data, apply_kwargs, on_phase) -> PruneResult:
     """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
     removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
     in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
     ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
     report records ``allocation: "uniform"``)."""
-    del score_vars, min_width, prune_residual
+    del score_vars, min_width, round_to, prune_residual
     if unit != "params":
         raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
                          f"entries (unit='params'); unit={unit!r} is not supported (it removes "
@@ -383,10 +460,11 @@ def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, 
         if model is None:
             layers = structure.kernel_layers(variables)
         else:
-            layers = structure.kernel_layers(variables, model, _input_shape(model, input_shape))
+            input_shape = _input_shape(model, input_shape)
+            layers = structure.kernel_layers(variables, model, input_shape, apply_kwargs)
     prunable = _prunable_layers(layers, ratio, leave, prune_output)
     with _phase(on_phase, "views"):
-        layer_views = views.weight_views(variables, layers, prunable, model, data)
+        layer_views = views.weight_views(variables, layers, prunable, model, data, apply_kwargs)
     kernels = [v.kernel for v in layer_views]
     sizes = [k.size for k in kernels]
     if isinstance(ratio, Mapping):
@@ -413,7 +491,8 @@ def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, 
                        scales=scales, groups=tuple(layers), report=report,
                        sensitivities={layer.name: np.asarray(sel.scores)
                                       for layer, sel in zip(prunable, chosen)},
-                       kind="weights", weight_mask=mask)
+                       kind="weights", weight_mask=mask, dense_shapes=_shapes(variables),
+                       input_shape=input_shape, apply_kwargs=apply_kwargs)
 
 
 def _apply_selections(name, variables, prunable, kernels, chosen):

@@ -22,7 +22,7 @@ import numpy as np
 from jaxprune import coreset
 from jaxprune.structure import Structure
 
-UNITS = ("params", "neurons", "flops")
+UNITS = ("params", "neurons", "flops")  # "params" counts the whole model's parameters
 ALLOCATIONS = ("bound", "uniform")
 SAMPLINGS = ("sparsity_first", "deterministic")
 
@@ -46,12 +46,18 @@ def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, r
 
 
 def removed_fraction(struct: Structure, groups, widths: Mapping[str, int], unit: str) -> float:
-    """Fraction removed, in ``unit``, when ``groups`` shrink to ``widths``."""
+    """Fraction removed, in ``unit``, when ``groups`` shrink to ``widths``: ``"params"`` of
+    the whole model, ``"params_prunable"`` of the arrays the groups live in, ``"neurons"`` of
+    the groups' channels, ``"flops"`` of the whole network."""
     if unit == "neurons":
         before = sum(g.size for g in groups)
         return 1.0 - sum(widths.get(g.name, g.size) for g in groups) / before
     if unit == "flops":
         return 1.0 - struct.count_macs(widths) / struct.count_macs()
+    if unit == "params":
+        return 1.0 - struct.count_params(widths) / struct.count_params()
+    if unit != "params_prunable":
+        raise ValueError(f"unknown unit {unit!r}; use one of {UNITS} or 'params_prunable'")
     touched = {s.path for g in groups for s in (*g.producers, *g.members, *g.consumers)}
     return 1.0 - struct.count_params(widths, touched) / struct.count_params({}, touched)
 
@@ -85,7 +91,8 @@ def _fit_scale(struct, groups, ratio, unit, width_at) -> dict:
 
 
 def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_width: int = 1,
-                    scores: Mapping[str, Any] | None = None, allocation: str = "bound") -> dict:
+                    scores: Mapping[str, Any] | None = None, allocation: str = "bound",
+                    round_to: int = 1) -> dict:
     """Per-group widths for ``ratio``.
 
     ``allocation="uniform"``: one keep fraction ``q`` for every group, ``m_g = round(q·C_g)``.
@@ -95,8 +102,9 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
     Minimising ``Σ_g ε_g`` subject to ``Σ_g c_g m_g = budget`` (``c_g`` = cost of one
     channel in ``unit``) gives ``m_g ∝ t_g^{1/3} c_g^{-2/3}``. Costs depend on the
     neighbours' widths, so ``c_g`` is re-evaluated at the allocated widths (5 fixed-point
-    rounds). Widths are clipped to ``[min_width, C_g]`` and the common scale is found by
-    bisection so that the achieved ratio is closest to ``ratio``.
+    rounds). Widths are clipped to ``[min_width, C_g]`` (and rounded to multiples of
+    ``round_to``) and the common scale is found by bisection so that the achieved ratio is
+    closest to ``ratio``.
     """
     if isinstance(ratio, Mapping):
         names = {g.name: g for g in groups}
@@ -113,6 +121,8 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
         return widths
 
     def clip(g, value):
+        if round_to > 1:  # a multiple of round_to, at least one step; small groups stay whole
+            value = round_to * max(round(value / round_to), -(-min_width // round_to), 1)
         return int(min(g.size, max(min_width, round(value))))
 
     if allocation == "uniform" or scores is None:

@@ -64,12 +64,13 @@ def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
                      is_bias=np.concatenate(is_bias), **extra)
 
 
-def channel_views(variables, groups, model=None, data=None) -> list[LayerView]:
+def channel_views(variables, groups, model=None, data=None,
+                  apply_kwargs: Mapping | None = None) -> list[LayerView]:
     """One view per group; with ``data``, each view also holds its layers' inputs on it."""
     inputs = modules = None
     if data is not None:
-        inputs = _flax.kernel_inputs(model, variables, data)
-        modules = _flax.kernel_modules(model, variables, np.shape(data)[1:])
+        inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
+        modules = _flax.kernel_modules(model, variables, np.shape(data)[1:], apply_kwargs)
     return [layer_view(variables, g, inputs, modules) for g in groups]
 
 
@@ -93,7 +94,8 @@ def chain_inputs(variables, layers, data) -> dict[str, np.ndarray]:
     return out
 
 
-def weight_views(variables, layers, prunable, model=None, data=None) -> list[WeightView]:
+def weight_views(variables, layers, prunable, model=None, data=None,
+                 apply_kwargs: Mapping | None = None) -> list[WeightView]:
     """One view per prunable kernel layer; with ``data``, each holds the layer's input on it
     (for a bare Dense chain, computed through the ReLU chain itself)."""
     inputs = {}
@@ -101,14 +103,16 @@ def weight_views(variables, layers, prunable, model=None, data=None) -> list[Wei
         if model is None:
             inputs = chain_inputs(variables, layers, data)
         else:
-            captured = _flax.kernel_inputs(model, variables, data)
+            captured = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
             inputs = {"/".join(p): a for p, a in captured.items()}
     return [WeightView(layer.name, np.asarray(get_path(variables, layer.path)), layer.layer,
                        layer.conv, inputs.get(layer.name), layer.why) for layer in prunable]
 
 
-def layer_inputs(model, variables, images, *, batch_size: int = 256) -> dict:
+def layer_inputs(model, variables, images, *, batch_size: int = 256,
+                 apply_kwargs: Mapping | None = None) -> dict:
     """``{module path: its input on images}`` for every kernel-bearing module of ``model``
     (inference mode; what the data-informed methods read). See
     :func:`jaxprune._flax.kernel_inputs`."""
-    return _flax.kernel_inputs(model, variables, images, batch_size=batch_size)
+    return _flax.kernel_inputs(model, variables, images, batch_size=batch_size,
+                               apply_kwargs=apply_kwargs)

@@ -230,14 +230,17 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      unit: str = "params", sampling=None, min_width: int = 1, leave=(),
                      seed: int = 0, dataset=None, data_dir=None, limit_train=None,
                      data_batch: int = 128, options: dict[str, Any] | None = None,
+                     round_to: int = 1, apply_kwargs: dict | None = None,
                      record: dict | None = None) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
     same model with the pruned kernel entries exactly 0. Data-informed methods get
     ``data_batch`` training images. ``options`` go to :func:`jaxprune.prune`; ``record``
-    (e.g. the parsed flags) goes into ``config.json``. Returns the report (also
-    ``results.json`` and ``meta["prune"]`` of the saved model).
+    (e.g. the parsed flags) goes into ``config.json``. ``apply_kwargs``: the model's inference
+    call (default: from its signature, or the checkpoint's ``meta["apply_kwargs"]``); the
+    input shape of a model jaxprune did not define comes from ``meta["input_shape"]``.
+    Returns the report (also ``results.json`` and ``meta["prune"]`` of the saved model).
     """
     model, variables, meta = load_checkpoint(directory)
     dataset = dataset or meta.get("dataset")
@@ -246,23 +249,27 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
              if meth.needs_data else None)
     t0 = time.time()
     try:
+        apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
         res = jaxprune.prune(variables, jax.random.key(seed), ratio, method=method, model=model,
-                             unit=unit, sampling=sampling, min_width=min_width,
-                             leave=tuple(leave), data=batch, **(options or {}))
+                             input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
+                             min_width=min_width, round_to=round_to, leave=tuple(leave),
+                             data=batch, apply_kwargs=apply_kwargs, **(options or {}))
+        small = model if meth.kind == "weights" else res.model(model)
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.time() - t0
-    small = model if meth.kind == "weights" else res.model(model)
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
-    report = {**res.report, "seconds": seconds, "widths_before": list(model.widths),
-              "widths_after": list(small.widths)}
+    report = {**res.report, "seconds": seconds}
+    if hasattr(model, "widths"):
+        report.update(widths_before=list(model.widths), widths_after=list(small.widths))
     if batch is not None:
         report["data_batch"] = int(batch.shape[0])
-    new_meta = {"dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
+    new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
+                "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
                 "prune": report}
     checkpoint.save_model(out, small, res.params, meta=new_meta)
     write_json(os.path.join(out, "config.json"),
-               {"command": "prune", **(record or {}), "model": models.model_config(model)})
+               {"command": "prune", **(record or {}), "model": checkpoint.model_record(model)})
     write_json(os.path.join(out, "results.json"), report)
     return report

@@ -10,12 +10,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxprune"
 
 # Bottom to top: a module may import only from its own layer's package or from lower layers.
 LAYERS = [
-    ("jaxprune._tree", "jaxprune._flax"),
+    ("jaxprune._tree", "jaxprune._flax", "jaxprune._spec"),
     ("jaxprune.geometry",),
     ("jaxprune.coreset",),
     ("jaxprune.data", "jaxprune.models", "jaxprune.gates", "jaxprune.metrics"),
     ("jaxprune.structure",),
-    ("jaxprune.surgery",),
+    ("jaxprune.surgery", "jaxprune.rebuild"),
     ("jaxprune.selection",),
     ("jaxprune.optim",),
     ("jaxprune.checkpoint",),

@@ -145,7 +145,7 @@ def test_magnitude_hand_computed_three_neurons():
     w = np.array([[0.5, -2.0, 0.1],
                   [-0.1, 1.0, 3.0]], np.float32)
     params = {"a": {"kernel": w, "bias": np.array([0.0, 1.0, -1.0], np.float32)},
-              "b": {"kernel": np.ones((3, 2), np.float32), "bias": np.zeros(2, np.float32)}}
+              "b": {"kernel": np.ones((3, 4), np.float32), "bias": np.zeros(4, np.float32)}}
     res = jaxprune.prune(params, jax.random.key(0), 0.5, method="magnitude")
     keep = np.array([[0, 1, 0], [0, 1, 1]], bool)                     # |w| = 3, 2, 1
     np.testing.assert_array_equal(res.params["a"]["kernel"], np.where(keep, w, 0))

@@ -158,9 +158,11 @@ def test_other_bad_input(lenet):
     m = NoShape()
     with pytest.raises(ValueError, match="input_shape"):
         jaxprune.prune(m.init(key, jnp.zeros((1, 3))), key, 0.5, model=m)
-    with pytest.raises(TypeError, match="widths"):
-        jaxprune.prune(m.init(key, jnp.zeros((1, 3))), key, 0.5, model=m,
-                       input_shape=(3,)).model(m)
+    with pytest.raises(ValueError, match="integer|floating"):
+        jaxprune.prune({"d": {"kernel": jnp.ones((3, 4), jnp.int32)}}, key, 0.5)
+    with pytest.raises(ValueError, match="apply_kwargs"):
+        jaxprune.prune(m.init(key, jnp.zeros((1, 3))), key, 0.5, model=m, input_shape=(3,),
+                       apply_kwargs={"train": False})
 
 
 def test_padded_batched_peeling_equals_per_layer_peeling():

@@ -109,31 +109,25 @@ def train_config(args, model_name: str, finetune: bool, seed: int) -> train.Trai
 
 
 def calibrate_ratio(model, variables, input_shape, target: float, args, leave=()) -> float:
-    """The ``unit`` ratio (over the pruned layers) that removes ``target`` of ALL parameters.
+    """The ``unit`` ratio that removes ``target`` of ALL parameters (the paper's PR).
 
-    The paper's PR counts the whole model; ``prune``'s ratio counts ``unit`` over the pruned
-    layers only, which for a ResNet (inner channels only, or a frozen stem/head) is less than
-    the whole model. ``unit='params'``: every removed parameter lies in an array a pruned group
-    lives in, so removing ``r`` of those arrays removes ``r · touched / total`` of the model
-    whatever the per-layer allocation, and ``r = target · total / touched`` exactly. Other
-    units: bisection on cheap structure counts with a uniform allocation (no scores needed).
-    ``prune`` is then called with the returned ratio and the table reports the PR achieved.
+    ``unit='params'`` already counts the whole model, so the ratio is ``target`` itself.
+    Other units: bisection on cheap structure counts with a uniform allocation (no scores
+    needed). ``prune`` is then called with the returned ratio and the table reports the PR
+    achieved.
     """
+    if args.unit == "params":
+        return float(target)
     st = structure.from_model(model, variables, input_shape)
     groups = [g for g in st.groups if g.prunable and g.name not in set(leave)
               and (args.prune_residual or not g.residual)]
     total = st.count_params()
     lo, hi = 0.0, 0.995
-    if args.unit == "params":
-        touched = {s.path for g in groups for s in (*g.producers, *g.members, *g.consumers)}
-        ratio = target * total / st.count_params({}, touched)
-        if ratio < hi:
-            return ratio
 
     def whole(r):
         w = selection.allocate_widths(st, groups, r, args.unit, 1, None, "uniform")
         return 1.0 - st.count_params(w) / total
-    if args.unit == "params" or whole(hi) < target:
+    if whole(hi) < target:
         print(f"  note: a whole-model PR of {target:g} is out of reach for the pruned layers "
               f"(at most {whole(hi):.4f}); pruning as far as they allow", flush=True)
         return hi

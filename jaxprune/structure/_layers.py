@@ -1,7 +1,8 @@
 """Kernel layers in call order (for weight pruning) and the bare Dense-chain check."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import re
+from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
 import numpy as np
@@ -33,10 +34,46 @@ class KernelLayer(NamedTuple):
     why: str = ""
 
 
+def _natural_key(path: Path):
+    """Sort key that orders ``dense_2`` before ``dense_10`` (digit runs compare as numbers)."""
+    return [tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part))
+            for part in path]
+
+
+def _numbered(paths) -> bool:
+    """True when the module paths differ only in integers (``Dense_0, Dense_1, ...``,
+    ``layers_0/...``): Flax numbers auto-named modules in creation order."""
+    return len({tuple(re.sub(r"\d+", "#", part) for part in p) for p in paths}) == 1
+
+
+def _order_by_shapes(kernels):
+    """The one order in which the kernels chain (``out_i == in_{i+1}``), or None when the
+    shapes allow no order or several."""
+    dims = [np.shape(k) for _, k in kernels]
+
+    def chain_from(start):
+        order, left = [start], set(range(len(dims))) - {start}
+        while left:
+            nxt = [j for j in left if dims[j][0] == dims[order[-1]][1]]
+            if len(nxt) != 1:
+                return None
+            order.append(nxt[0])
+            left.discard(nxt[0])
+        return order
+
+    chains = [c for c in map(chain_from, range(len(dims))) if c is not None]
+    return [kernels[i] for i in chains[0]] if len(chains) == 1 else None
+
+
 def dense_chain(variables) -> list[tuple[Path, object]]:
-    """``[(module path, kernel), ...]`` of a bare Dense chain in pytree order; a clear
+    """``[(module path, kernel), ...]`` of a bare Dense chain in call order; a clear
     ``ValueError`` unless every module is ``{'kernel': (in, out)[, 'bias']}`` and the kernels
-    chain (``out_i == in_{i+1}``)."""
+    chain (``out_i == in_{i+1}``).
+
+    Without the model the call order is not in the pytree (its keys are sorted as strings,
+    ``dense_10`` before ``dense_2``): numbered names (``Dense_0 … Dense_11``) are taken in
+    numeric order; otherwise the shapes must admit exactly one chaining order.
+    """
     flat = leaves_with_paths(params_of(variables))
     kernels = [(p[:-1], leaf) for p, leaf in flat if p[-1] == "kernel"]
     others = [p for p, _ in flat if p[-1] not in ("kernel", "bias")]
@@ -45,6 +82,16 @@ def dense_chain(variables) -> list[tuple[Path, object]]:
             "the parameter pytree matches no known structure: without `model=` only a chain of "
             "Dense layers ({'kernel': (in, out), 'bias': (out,)} per layer) is understood; "
             "pass the Flax module as `model=` (and `input_shape=`) for other networks")
+    if _numbered([p for p, _ in kernels]):
+        kernels = sorted(kernels, key=lambda pk: _natural_key(pk[0]))
+    else:
+        ordered = _order_by_shapes(kernels)
+        if ordered is None:
+            raise ValueError(
+                f"the call order of the Dense layers {['/'.join(p) for p, _ in kernels]} is "
+                "ambiguous without the model (their names carry no numbers and their shapes "
+                "chain in several orders or none); pass the Flax module as `model=`")
+        kernels = ordered
     for (p0, k0), (p1, k1) in zip(kernels, kernels[1:]):
         if np.shape(k0)[1] != np.shape(k1)[0]:
             raise ValueError(
@@ -89,7 +136,7 @@ def _describe(module: nn.Module, kernel_ndim: int) -> tuple[str, ConvSpec | None
     return "other", None, f"{type(module).__name__} layer"
 
 
-def _model_layers(model, variables, input_shape) -> list[KernelLayer]:
+def _model_layers(model, variables, input_shape, apply_kwargs) -> list[KernelLayer]:
     """Kernel modules of ``model`` in the order of their last call (abstract trace only)."""
     records: dict[Path, tuple] = {}
 
@@ -99,14 +146,15 @@ def _model_layers(model, variables, input_shape) -> list[KernelLayer]:
         records.pop(path, None)             # re-insert: order of the last call
         records[path] = _describe(module, np.ndim(kernel))
 
-    trace_kernel_calls(model, variables, input_shape, record)
+    trace_kernel_calls(model, variables, input_shape, record, apply_kwargs)
     if not records:
         raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
                          "called; nothing to prune")
     return [KernelLayer("/".join(p), ("params", *p, "kernel"), *d) for p, d in records.items()]
 
 
-def kernel_layers(variables, model=None, input_shape=None) -> list[KernelLayer]:
+def kernel_layers(variables, model=None, input_shape=None,
+                  apply_kwargs: Mapping | None = None) -> list[KernelLayer]:
     """The kernel layers of a network in call order (the last one is the output layer).
 
     With ``model``, found by tracing it abstractly at ``input_shape``; without, the params
@@ -117,4 +165,4 @@ def kernel_layers(variables, model=None, input_shape=None) -> list[KernelLayer]:
     if input_shape is None:
         raise ValueError(f"kernel_layers: pass input_shape= (one example, no batch axis) to "
                          f"trace {type(model).__name__}")
-    return _model_layers(model, variables, input_shape)
+    return _model_layers(model, variables, input_shape, apply_kwargs)

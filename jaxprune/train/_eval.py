@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._flax import hashable
 from jaxprune._tree import as_variables
 from jaxprune.train._step import apply_eval, cross_entropy
 
@@ -61,7 +62,7 @@ def evaluate(model, variables, ds, batch_size: int = 1000) -> dict:
         images = _pad(np.asarray(ds.images[a:b], np.float32), bs)
         labels = _pad(np.asarray(ds.labels[a:b], np.int32), bs)
         weights = _pad(np.ones((b - a,), np.float32), bs)
-        c, l_ = _eval_batch(model, variables, images, labels, weights)
+        c, l_ = _eval_batch(hashable(model), variables, images, labels, weights)
         correct += float(c)
         loss += float(l_)
     return {"accuracy": correct / n, "loss": loss / n, "n": int(n)}
@@ -77,6 +78,6 @@ def predict_logits(model, variables, images, batch_size: int = 1000) -> np.ndarr
     variables = _eval_device_vars(variables)
     out = []
     for a, b in _padded_chunks(n, bs):
-        logits = _predict_batch(model, variables, _pad(images[a:b], bs))
+        logits = _predict_batch(hashable(model), variables, _pad(images[a:b], bs))
         out.append(np.asarray(logits)[: b - a])
     return np.concatenate(out, axis=0)

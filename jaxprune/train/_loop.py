@@ -48,6 +48,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxprune import checkpoint, data, models
+from jaxprune._flax import hashable
 from jaxprune._tree import split_variables
 from jaxprune.optim import apply_mask
 from jaxprune.train._config import TrainConfig, make_schedule
@@ -287,6 +288,7 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     list; default all. With ``out_dir`` checkpoints every epoch and resumes from the latest
     one (see the module docstring).
     """
+    model = hashable(model)  # a static argument of the compiled steps
     place = _placement(devices)
     spe = _steps_per_epoch(train_ds, config, len(place.devices))
     state, mask = _initial_state(model, train_ds, config, variables, mask, optimizer, spe)
@@ -294,6 +296,7 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     if mask is not None:
         mask = jax.device_put(mask, place.replicated)
     teacher_model, teacher_vars = (None, None) if teacher is None else teacher
+    teacher_model = None if teacher_model is None else hashable(teacher_model)
     if teacher_vars is not None:
         teacher_vars = jax.device_put(jax.tree.map(jnp.asarray, dict(teacher_vars)),
                                       place.replicated)

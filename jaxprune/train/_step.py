@@ -13,6 +13,10 @@ Loss
 Train state
     A dict ``{'params', 'batch_stats', 'opt_state', 'step', 'rng'}``; ``batch_stats`` is ``{}``
     for models without BatchNorm. The dropout key of step ``s`` is ``fold_in(rng, s)``.
+
+Mode
+    Training and evaluation calls pass the module's own mode flag (``train``, ``training``,
+    ``deterministic``, ... from its ``__call__`` signature, :func:`jaxprune._flax.mode_kwargs`).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune._flax import mode_kwargs
 from jaxprune.optim import is_kernel, masked
 from jaxprune.train._config import TrainConfig, make_optimizer
 
@@ -85,7 +90,7 @@ def variables_of(params, batch_stats) -> dict:
 
 
 def apply_eval(model, variables, images):
-    return model.apply(variables, images, train=False)
+    return model.apply(variables, images, **mode_kwargs(model, train=False))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -93,7 +98,8 @@ def init_variables(model, shape, params_key, dropout_key):
     """``model.init`` on zeros of ``shape`` (batch axis included) as one compiled program
     (op-by-op init is slow), cached per model/shape."""
     x = jnp.zeros(shape, jnp.float32)
-    return model.init({"params": params_key, "dropout": dropout_key}, x, train=False)
+    return model.init({"params": params_key, "dropout": dropout_key}, x,
+                      **mode_kwargs(model, train=False))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -116,6 +122,8 @@ def train_step_fn(model, config: TrainConfig, optimizer: optax.GradientTransform
     {'loss', 'accuracy'})`` with ``optimizer`` (wrapped in ``optim.masked(·, mask)`` when
     ``has_mask``; ``mask`` and ``teacher_vars`` are ignored otherwise / without a teacher)."""
 
+    train_kwargs = mode_kwargs(model, train=True)
+
     def step_fn(state, images, labels, mask, teacher_vars):
         dropout_key = jax.random.fold_in(state["rng"], state["step"])
         teacher_logits = None
@@ -124,7 +132,7 @@ def train_step_fn(model, config: TrainConfig, optimizer: optax.GradientTransform
 
         def loss_fn(params):
             variables = variables_of(params, state["batch_stats"])
-            logits, updates = model.apply(variables, images, train=True,
+            logits, updates = model.apply(variables, images, **train_kwargs,
                                           rngs={"dropout": dropout_key},
                                           mutable=["batch_stats"])
             loss = total_loss(config, logits, labels, params, teacher_logits)

@@ -1,0 +1,131 @@
+"""The smaller Linen module for pruned variables, whoever wrote the module.
+
+Pruning changes array shapes, and a Flax layer creates its arrays from its fields (a Dense's
+kernel is ``(in, features)``; its input size comes from the input). So a smaller network needs
+only the layers whose *output* shrank rebuilt with their new ``features``. :class:`Resized`
+does that for any module without touching its code: it shares the wrapped module's scope (the
+variables keep their paths) and, through :func:`flax.linen.intercept_methods`, sets the fields
+of the layer at each recorded path before that layer runs. :func:`smaller_module` finds which
+fields change by comparing the pruned kernels with the layers that own them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune._flax import hashable, inference_kwargs, module_path, scope_path, \
+    trace_kernel_calls
+from jaxprune._tree import Path, get_path, leaves_with_paths
+
+__all__ = ["Resized", "smaller_module"]
+
+
+class Resized(nn.Module):
+    """``module`` with the fields of some of its layers replaced.
+
+    ``sizes``: ``((layer path, ((field, value), ...)), ...)``, paths relative to ``module``
+    (the params paths, ``('block_0', 'conv_1')``). Parameters live where ``module`` puts them,
+    so ``Resized(m, sizes).apply(variables, x)`` takes variables of ``m``'s layout.
+    """
+    module: nn.Module
+    sizes: tuple = ()
+
+    @property
+    def wrapped_module(self) -> nn.Module:
+        return self.module
+
+    def setup(self):
+        nn.share_scope(self, self.module)
+
+    def __call__(self, *args, **kwargs):
+        table = {tuple(path): fields for path, fields in self.sizes}
+        root = len(scope_path(self.scope))
+
+        def interceptor(next_fun, call_args, call_kwargs, context):
+            layer = context.module
+            fields = table.get(scope_path(layer.scope)[root:]) if layer.scope else None
+            if fields:
+                for name, value in fields:  # a bound layer is a fresh clone per apply
+                    object.__setattr__(layer, name, value)
+            return next_fun(*call_args, **call_kwargs)
+
+        with nn.intercept_methods(interceptor):
+            return self.module(*args, **kwargs)
+
+
+def _new_fields(layer: nn.Module, dense_kernel, small_kernel) -> dict:
+    """The fields of ``layer`` that make it create ``small_kernel`` instead of ``dense_kernel``:
+    ``features`` (int: the kernel's last axis; tuple of n: its last n axes) or, for layers
+    described by their kernel ``shape`` (``nn.Einsum``), the new shape."""
+    dense, small = tuple(dense_kernel), tuple(small_kernel)
+    features = getattr(layer, "features", None)
+    if isinstance(features, int):
+        return {} if small[-1] == dense[-1] else {"features": small[-1]}
+    if isinstance(features, tuple):
+        n = len(features)
+        return {} if small[-n:] == dense[-n:] else {"features": small[-n:]}
+    if dense == small:
+        return {}
+    if tuple(getattr(layer, "shape", ()) or ()) == dense:
+        return {"shape": small}
+    raise ValueError(f"cannot rebuild {type(layer).__name__}: its kernel shrank {dense} -> "
+                     f"{small} but it has no `features` or `shape` field; pass "
+                     "fields={path: {field: value}} to result.model()")
+
+
+def _shapes(tree) -> dict[Path, tuple]:
+    return {p: tuple(np.shape(x)) for p, x in leaves_with_paths(tree)}
+
+
+def smaller_module(module: nn.Module, dense_variables, small_variables, input_shape, *,
+                   apply_kwargs: Mapping | None = None,
+                   fields: Mapping[str, Mapping[str, Any]] | None = None) -> Resized:
+    """A :class:`Resized` ``module`` whose ``init`` creates exactly ``small_variables``' shapes.
+
+    ``dense_variables``: the variables ``module`` was pruned from (arrays or
+    ``ShapeDtypeStruct``); one abstract inference call finds every kernel-bearing layer.
+    ``fields``: extra ``{'a/b/layer': {field: value}}`` for layers whose size lives in a field
+    that is not ``features`` (checked like the rest). Raises ``ValueError`` naming the arrays
+    when the rebuilt module would create other shapes than the pruned ones.
+    """
+    base, sizes = module, {}
+    if isinstance(module, Resized):  # pruned before: start from its sizes
+        base = module.module
+        sizes = {tuple(p): dict(f) for p, f in module.sizes}
+    layers: dict[Path, nn.Module] = {}
+
+    def record(layer, _x, _out):
+        layers[module_path(layer)] = layer
+
+    trace_kernel_calls(module, dense_variables, input_shape, record, apply_kwargs)
+    for path, layer in layers.items():
+        dense = np.shape(get_path(dense_variables["params"], path + ("kernel",)))
+        small = np.shape(get_path(small_variables["params"], path + ("kernel",)))
+        new = _new_fields(layer, dense, small)
+        if new:
+            sizes.setdefault(path, {}).update(new)
+    for name, extra in (fields or {}).items():
+        sizes.setdefault(tuple(name.split("/")), {}).update(extra)
+    table = tuple(sorted((p, tuple(sorted(f.items()))) for p, f in sizes.items() if f))
+    small = Resized(hashable(base), table)
+    _check_shapes(small, small_variables, input_shape, apply_kwargs)
+    return small
+
+
+def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) -> None:
+    x = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
+    kwargs = inference_kwargs(small, apply_kwargs)
+    created = _shapes(jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
+                                     jax.random.key(0), x))
+    wanted = _shapes(small_variables)
+    bad = sorted(p for p in set(created) | set(wanted) if created.get(p) != wanted.get(p))
+    if bad:
+        listed = "; ".join(f"{'/'.join(p)}: builds {created.get(p)}, pruned {wanted.get(p)}"
+                           for p in bad[:6])
+        raise ValueError(f"the rebuilt {type(small.module).__name__} does not create the pruned "
+                         f"shapes ({listed}); a layer takes its size from a field jaxprune "
+                         "cannot see: pass fields={'path/to/layer': {field: value}}")
