@@ -22,6 +22,7 @@ step holds two items: ``state`` (params, batch_stats, opt_state, step, rng; Stan
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -32,7 +33,8 @@ import orbax.checkpoint as ocp
 
 from jaxprune import models
 from jaxprune._spec import module_from_spec, module_spec
-from jaxprune._tree import as_variables
+from jaxprune._flax import mode_kwargs
+from jaxprune._tree import as_variables, leaves_with_paths
 
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
@@ -69,9 +71,30 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _finite(obj, path: str, bad: list):
+    """``obj`` with every NaN/inf float replaced by ``None`` (their paths appended to ``bad``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        bad.append(path or "<value>")
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v, f"{path}[{i}]", bad) for i, v in enumerate(obj)]
+    return obj
+
+
 def to_jsonable(obj):
-    """Round-trip through json so metadata is plain dict/list/str/float/int/bool/None."""
-    return json.loads(json.dumps(obj, default=_json_default))
+    """Round-trip through json so metadata is plain dict/list/str/float/int/bool/None.
+
+    Strict JSON: NaN and inf become ``null``; a dict gets a ``"non_finite"`` entry naming
+    where they were (strict parsers reject the bare ``NaN`` Python's json writes)."""
+    plain = json.loads(json.dumps(obj, default=_json_default))
+    bad: list = []
+    clean = _finite(plain, "", bad)
+    if bad and isinstance(clean, dict):
+        clean["non_finite"] = sorted(set(clean.get("non_finite") or []) | set(bad))
+    json.dumps(clean, allow_nan=False)
+    return clean
 
 
 def save_model(directory, model, variables, meta: dict | None = None) -> pathlib.Path:
@@ -167,7 +190,30 @@ def load_model(directory, *, device=None):
     variables = ckpt.restore(d / VARIABLES_DIR, target)
     ckpt.close()
     variables = {k: v for k, v in dict(variables).items()}
-    return model, variables, doc.get("meta", {})
+    meta = doc.get("meta", {})
+    if meta.get("input_shape"):
+        _check_fits(d, model, variables, tuple(meta["input_shape"]))
+    return model, variables, meta
+
+
+def _check_fits(directory, model, variables, input_shape) -> None:
+    """``ValueError`` when the arrays are not the ones ``model.json``'s model creates."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+    try:
+        created = jax.eval_shape(lambda k, inp: model.init(k, inp, **mode_kwargs(model, False)),
+                                 jax.random.key(0), x)
+    except Exception as err:  # noqa: BLE001 - the saved description itself is broken
+        raise ValueError(f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
+                         f"inputs {input_shape}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0]}") from None
+    want = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(created)}
+    have = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(variables)}
+    bad = sorted(p for p in set(want) | set(have) if want.get(p) != have.get(p))
+    if bad:
+        listed = "; ".join(f"{'/'.join(p)}: model {want.get(p)}, arrays {have.get(p)}"
+                           for p in bad[:4])
+        raise ValueError(f"{directory}: {MODEL_JSON} and {VARIABLES_DIR}/ do not match "
+                         f"({listed})")
 
 
 # ----------------------------------------------------------------------------- training state

@@ -88,8 +88,8 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
 
     ``dense_variables``: the variables ``module`` was pruned from (arrays or
     ``ShapeDtypeStruct``); one abstract inference call finds every kernel-bearing layer.
-    ``fields``: extra ``{'a/b/layer': {field: value}}`` for layers whose size lives in a field
-    that is not ``features`` (checked like the rest). Raises ``ValueError`` naming the arrays
+    ``fields``: extra ``{'a/b/layer': {field: value}}`` (``''``: the top module) for layers
+    whose size lives in a field that is not ``features`` (checked like the rest). Raises ``ValueError`` naming the arrays
     when the rebuilt module would create other shapes than the pruned ones.
     """
     base, sizes = module, {}
@@ -109,7 +109,7 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
         if new:
             sizes.setdefault(path, {}).update(new)
     for name, extra in (fields or {}).items():
-        sizes.setdefault(tuple(name.split("/")), {}).update(extra)
+        sizes.setdefault(tuple(p for p in name.split("/") if p), {}).update(extra)
     table = tuple(sorted((p, tuple(sorted(f.items()))) for p, f in sizes.items() if f))
     small = Resized(hashable(base), table)
     _check_shapes(small, small_variables, input_shape, apply_kwargs)
@@ -119,13 +119,18 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
 def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) -> None:
     x = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
     kwargs = inference_kwargs(small, apply_kwargs)
-    created = _shapes(jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
-                                     jax.random.key(0), x))
+    hint = ("a layer takes its size from a field jaxprune cannot see: pass "
+            "fields={'path/to/layer': {field: value}} ('' for the top module)")
+    try:
+        created = _shapes(jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
+                                         jax.random.key(0), x))
+    except Exception as err:  # noqa: BLE001 - any failure of the user's code, reported whole
+        raise ValueError(f"the rebuilt {type(small.module).__name__} fails to initialise "
+                         f"({type(err).__name__}: {str(err).splitlines()[0]}); {hint}") from err
     wanted = _shapes(small_variables)
     bad = sorted(p for p in set(created) | set(wanted) if created.get(p) != wanted.get(p))
     if bad:
         listed = "; ".join(f"{'/'.join(p)}: builds {created.get(p)}, pruned {wanted.get(p)}"
                            for p in bad[:6])
         raise ValueError(f"the rebuilt {type(small.module).__name__} does not create the pruned "
-                         f"shapes ({listed}); a layer takes its size from a field jaxprune "
-                         "cannot see: pass fields={'path/to/layer': {field: value}}")
+                         f"shapes ({listed}); {hint}")

@@ -70,8 +70,16 @@ def load_checkpoint(directory):
         raise UsageError(f"checkpoint directory does not exist: {directory}")
     try:
         return checkpoint.load_model(directory)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise UsageError(f"cannot load the model in {directory}: {e}") from None
+
+
+def model_name(model) -> str:
+    """The registry name of a jaxprune model, else the class name of the (wrapped) module."""
+    try:
+        return models.model_config(model)["name"]
+    except TypeError:
+        return type(getattr(model, "wrapped_module", None) or model).__name__
 
 
 def checkpoint_dataset(directory, meta: dict, dataset: str | None) -> str:
@@ -138,7 +146,7 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
     """
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
-    model_cfg = models.model_config(model)
+    model_cfg = checkpoint.model_record(model)
     cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
                "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
                **(extra_meta or {})}
@@ -155,9 +163,10 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
     size = size_report(model, res.variables, test_ds.images.shape[1:])
     results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
                **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
-               "model": model_cfg["name"], "widths": model_cfg.get("widths")}
+               "model": model_name(model), "widths": model_cfg.get("widths")}
     meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
-            "test_accuracy": ev["accuracy"], **(extra_meta or {})}
+            "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
+            **(extra_meta or {})}
     checkpoint.save_model(out, model, res.variables, meta=meta)
     write_json(os.path.join(out, "results.json"), results)
     return results
@@ -182,7 +191,7 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
     model, variables, meta = load_checkpoint(directory)
     dataset = checkpoint_dataset(directory, meta, dataset)
     train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
-    config = make_config(models.model_config(model)["name"])
+    config = make_config(model_name(model))
     if keep_zeros is None:
         keep_zeros = is_unstructured(meta)
         if keep_zeros:
@@ -211,7 +220,7 @@ def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=No
     ev = train.evaluate(model, variables, test_ds, batch_size=batch_size)
     return {"accuracy": ev["accuracy"], "loss": ev["loss"], "n": ev["n"],
             **size_report(model, variables, test_ds.images.shape[1:]),
-            "model": models.model_config(model)["name"], "dataset": dataset,
+            "model": model_name(model), "dataset": dataset,
             "checkpoint": os.path.abspath(directory)}
 
 

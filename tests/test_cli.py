@@ -144,3 +144,53 @@ def test_train_evaluate_finetune_end_to_end(tmp_path, capsys, data_dir):
     assert fm.widths == (100, 50) and fmeta["dataset"] == "mnist"
     k = np.asarray(fv["params"]["dense_0"]["kernel"])
     assert np.all(k[zeros] == 0) and np.any(k[~zeros] != small["dense_0"]["kernel"][~zeros])
+
+
+def _tiny_checkpoint(directory, **meta):
+    from jaxprune import models
+    model = models.get_model("lenet300", widths=(12, 8))
+    variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    checkpoint.save_model(directory, model, variables,
+                          meta={"dataset": "mnist", "input_shape": [28, 28, 1], **meta})
+    return model, variables
+
+
+def test_checkpoint_whose_model_json_disagrees_with_its_arrays_exit_2(tmp_path, capsys):
+    _tiny_checkpoint(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["model"]["widths"] = [13, 8]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    rc, out, err = _run(["evaluate", "--checkpoint", str(tmp_path / "m")], capsys)
+    assert rc == 2 and "do not match" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_of_nan_weights_prints_strict_json(tmp_path, capsys, data_dir):
+    model, variables = _tiny_checkpoint(tmp_path / "ok")
+    bad = jax.tree.map(lambda a: np.full(np.shape(a), np.nan, np.float32), variables)
+    checkpoint.save_model(tmp_path / "nan", model, bad,
+                          meta={"dataset": "mnist", "input_shape": [28, 28, 1]})
+    rc, out, err = _run(["evaluate", "--checkpoint", str(tmp_path / "nan"), "--data-dir",
+                         str(data_dir), "--limit-test", "50"], capsys)
+    assert rc == 0, err
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert doc["loss"] is None and "loss" in doc["non_finite"]
+
+
+def test_prune_a_user_module_from_the_command_line(tmp_path, capsys):
+    import flax.linen as nn
+    model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(12), nn.relu, nn.Dense(3)])
+    variables = model.init(jax.random.key(0), np.zeros((1, 6), np.float32))
+    checkpoint.save_model(tmp_path / "user", model, variables, meta={"input_shape": [6]})
+    rc, out, err = _run(["prune", "--checkpoint", str(tmp_path / "user"), "--ratio", "0.5",
+                         "--round-to", "2", "--out", str(tmp_path / "small")], capsys)
+    assert rc == 0, err
+    report = json.loads(out)
+    small, small_vars, meta = checkpoint.load_model(tmp_path / "small")
+    assert report["neurons"] and all(w % 2 == 0 for _, w in report["neurons"].values())
+    x = np.ones((2, 6), np.float32)
+    assert np.shape(small.apply(small_vars, x)) == (2, 3)
+    assert meta["input_shape"] == [6]
+    rc, _, err = _run(["prune", "--checkpoint", str(tmp_path / "user"), "--ratio", "0.5",
+                       "--apply-kwargs", "[1]", "--out", str(tmp_path / "x")], capsys)
+    assert rc == 2 and "JSON object" in err
