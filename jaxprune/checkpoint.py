@@ -110,6 +110,9 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     variables, _ = as_variables(variables)
     cfg = model_record(model)
     host_vars = _to_host(variables)
+    # model.json goes last (atomically): until it is there the directory holds no model, so an
+    # interrupted save never leaves arrays that load_model/evaluate would accept
+    (directory / MODEL_JSON).unlink(missing_ok=True)
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / VARIABLES_DIR, host_vars, force=True)
     ckpt.wait_until_finished()

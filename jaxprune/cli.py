@@ -25,7 +25,8 @@ Output directory of ``train`` / ``finetune`` (``--out``)::
     results.json               test accuracy/loss, params, nonzero params, FLOPs, wall time
 
 Errors the user can fix (bad flag, unknown model/dataset, missing data or checkpoint) print a
-one-line message on stderr and exit with status 2 (set ``JAXPRUNE_DEBUG=1`` for tracebacks).
+one-line message on stderr and exit with status 2 (``jaxprune --debug ...`` or
+``JAXPRUNE_DEBUG=1`` for tracebacks).
 
 Adding a subcommand: write ``add_arguments(parser)`` and ``run(args) -> int`` and append
 ``Command(name, help, add_arguments, run)`` to :data:`COMMANDS` (or call
@@ -249,6 +250,13 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply-kwargs", type=_json_object, default=None, metavar="JSON",
                    help="keyword arguments of the model's inference call, e.g. "
                         "'{\"deterministic\": true}' (default: from its signature)")
+    p.add_argument("--fw-epochs", type=_positive_int, default=None,
+                   help="frank_wolfe[_momentum]: epochs of the Frank-Wolfe phase on the "
+                        "checkpoint's training split (default 1)")
+    p.add_argument("--fw-sparsity", type=_ratio, default=None,
+                   help="frank_wolfe[_momentum]: sparsity of the K-sparse polytope (default 0.9)")
+    p.add_argument("--fw-step-size", type=float, default=None,
+                   help="frank_wolfe[_momentum]: constant step size γ (default 0.03)")
     p.add_argument("--scope", default=None, choices=("layer", "global"),
                    help="magnitude: same sparsity per kernel (layer, default) or one global "
                         "threshold")
@@ -269,6 +277,12 @@ def _prune_options(args) -> dict:
                                  ("projection_dim", args.projection_dim)) if v is not None}
     if options and args.method != "coreset":
         raise CLIError("--projection/--projection-dim only apply to --method coreset")
+    fw = {k: v for k, v in (("epochs", args.fw_epochs), ("sparsity", args.fw_sparsity),
+                            ("step_size", args.fw_step_size)) if v is not None}
+    if fw and not args.method.startswith("frank_wolfe"):
+        raise CLIError("--fw-epochs/--fw-sparsity/--fw-step-size only apply to --method "
+                       "frank_wolfe and frank_wolfe_momentum")
+    options.update(fw)
     if args.scope is not None:
         if args.method != "magnitude":
             raise CLIError("--scope only applies to --method magnitude")
@@ -306,6 +320,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxprune", description="Coreset pruning of neural networks in JAX.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for errors (also JAXPRUNE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for cmd in COMMANDS:
@@ -323,10 +339,11 @@ def main(argv=None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         return int(args._run(args) or 0)
-    except CLIError as e:
-        if os.environ.get("JAXPRUNE_DEBUG"):
+    except (CLIError, ValueError, FileNotFoundError) as e:  # the library's user errors
+        if args.debug or os.environ.get("JAXPRUNE_DEBUG"):
             raise
-        print(f"jaxprune {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line
+        print(f"jaxprune {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxprune: interrupted (re-run with the same --out to resume)", file=sys.stderr)

@@ -256,13 +256,20 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
     meth = methods.get(method)
     batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
              if meth.needs_data else None)
+    options = dict(options or {})
+    if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
+        if not dataset:
+            raise UsageError(f"--method {method} trains before it prunes and {directory} does "
+                             "not record its dataset; pass --dataset")
+        train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1)
+        options.setdefault("train_ds", train_ds)
     t0 = time.time()
     try:
         apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
         res = jaxprune.prune(variables, jax.random.key(seed), ratio, method=method, model=model,
                              input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
                              min_width=min_width, round_to=round_to, leave=tuple(leave),
-                             data=batch, apply_kwargs=apply_kwargs, **(options or {}))
+                             data=batch, apply_kwargs=apply_kwargs, **options)
         small = model if meth.kind == "weights" else res.model(model)
     except ValueError as e:
         raise UsageError(str(e)) from None

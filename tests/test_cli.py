@@ -194,3 +194,36 @@ def test_prune_a_user_module_from_the_command_line(tmp_path, capsys):
     rc, _, err = _run(["prune", "--checkpoint", str(tmp_path / "user"), "--ratio", "0.5",
                        "--apply-kwargs", "[1]", "--out", str(tmp_path / "x")], capsys)
     assert rc == 2 and "JSON object" in err
+
+
+def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+    """SIGKILL a `jaxprune finetune` once its first epoch is checkpointed (the second is under
+    way), rerun the same command: the final weights equal an uninterrupted run's."""
+    import signal
+    import time
+    _tiny_checkpoint(tmp_path / "m")
+    env = {**__import__("os").environ, "JAXPRUNE_DATA_DIR": str(data_dir)}
+
+    def command(out):
+        return [sys.executable, "-m", "jaxprune", "finetune", "--checkpoint",
+                str(tmp_path / "m"), "--epochs", "3", "--limit-train", "4096", "--limit-test",
+                "100", "--batch-size", "32", "--no-progress", "--out", str(out)]
+
+    subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
+    proc = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "checkpoints" / "1"
+    deadline = time.time() + 300
+    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "killed" / "model.json").exists()
+    subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
+    _, a, _ = checkpoint.load_model(tmp_path / "straight")
+    _, b, _ = checkpoint.load_model(tmp_path / "killed")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -55,3 +55,29 @@ def test_prune_missing_checkpoint_exit_2(tmp_path, capsys):
     rc = cli.main(["prune", "--checkpoint", str(tmp_path / "nope"), "--ratio", "0.5",
                    "--out", str(tmp_path / "o")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["frank_wolfe", "frank_wolfe_momentum"])
+def test_frank_wolfe_methods_run_from_the_command_line(dense_dir, tmp_path, capsys, data_dir,
+                                                       method):
+    d, model, _ = dense_dir
+    out = tmp_path / "fw"
+    rc = cli.main(["prune", "--checkpoint", str(d), "--method", method, "--ratio", "0.5",
+                   "--fw-epochs", "1", "--fw-sparsity", "0.8", "--data-dir", str(data_dir),
+                   "--limit-train", "256", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    small, sv, _ = checkpoint.load_model(out)
+    report = json.loads(captured.out)
+    assert small.widths != model.widths and abs(report["achieved_ratio"] - 0.5) < 0.02
+    assert small.apply(sv, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+    rc = cli.main(["prune", "--checkpoint", str(d), "--method", "coreset", "--ratio", "0.5",
+                   "--fw-epochs", "1", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "only apply to --method frank_wolfe" in capsys.readouterr().err
+
+
+def test_frank_wolfe_without_training_data_is_a_clear_api_error(dense_dir):
+    _, model, v = dense_dir
+    with pytest.raises(ValueError, match="train_ds"):
+        __import__("jaxprune").prune(v, jax.random.key(0), 0.5, method="frank_wolfe",
+                                     model=model)

@@ -137,13 +137,20 @@ class Method:
         return out
 
     def route(self, options: dict) -> dict[str, dict]:
-        """``{hook: the options it declares}``; unknown options raise ``ValueError``."""
+        """``{hook: the options it declares}``; unknown or missing required options raise
+        ``ValueError``."""
         valid = self.options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
             listed = ", ".join(sorted(valid)) or "none"
             raise ValueError(f"unknown option(s) {unknown} for method {self.name!r}; its "
                              f"options are: {listed}")
+        missing = sorted(name for hook in _HOOKS
+                         for name, default in keyword_options(getattr(self, hook)).items()
+                         if default is inspect.Parameter.empty and name not in options)
+        if missing:
+            raise ValueError(f"method {self.name!r} needs the option(s) {missing} (e.g. "
+                             "train_ds=: the training set its prepare phase trains on)")
         return {hook: {k: v for k, v in options.items()
                        if k in keyword_options(getattr(self, hook))} for hook in _HOOKS}
 
