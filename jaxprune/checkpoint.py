@@ -208,7 +208,7 @@ def _check_fits(directory, model, variables, input_shape) -> None:
     except Exception as err:  # noqa: BLE001 - the saved description itself is broken
         raise ValueError(f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
                          f"inputs {input_shape}: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0]}") from None
+                         f"{(str(err).splitlines() or [''])[0]}") from None
     want = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(created)}
     have = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(variables)}
     bad = sorted(p for p in set(want) | set(have) if want.get(p) != have.get(p))

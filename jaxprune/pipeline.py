@@ -339,7 +339,15 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
         struct, input_shape = _structure(model, variables, input_shape, apply_kwargs)
-    groups = selection.prunable_groups(struct, leave, prune_residual, ratio)
+    groups = selection.prunable_groups(struct, leave, prune_residual, ratio, allow_empty=True)
+    if not groups:  # nothing can be cut: the network comes back whole, and the warning says why
+        report = _channel_report(struct, groups, {}, ratio, unit, meth.name, sampling, {},
+                                 min_width)
+        return PruneResult(params=restore_form(variables, wrapped), widths={}, kept={},
+                           scales={}, sensitivities={}, groups=struct.groups, report=report,
+                           kind="channels", dense_shapes=_shapes(variables),
+                           dense_variables=variables, input_shape=input_shape,
+                           apply_kwargs=apply_kwargs)
     score_key, select_key = jax.random.split(key)
     with _phase(on_phase, "views"):
         group_views = views.channel_views(score_vars, groups, model, data, apply_kwargs)
@@ -539,5 +547,6 @@ def _weight_report(method, sampling, ratio, allocation, prunable, kernels, chose
     }
     if not isinstance(ratio, Mapping) and abs(achieved - float(ratio)) > 0.01:
         warnings.warn(f"achieved weight sparsity {achieved:.4f} is more than 1% from the target "
-                      f"{ratio} (minimum kept weights per layer/neuron bind)")
+                      f"{ratio} (integer counts / minimum kept weights per layer bind)",
+                      PruneWarning, stacklevel=4)
     return report

@@ -64,7 +64,13 @@ def _new_fields(layer: nn.Module, dense_kernel, small_kernel) -> dict:
     dense, small = tuple(dense_kernel), tuple(small_kernel)
     features = getattr(layer, "features", None)
     if isinstance(features, int):
-        return {} if small[-1] == dense[-1] else {"features": small[-1]}
+        if small[-1] == dense[-1]:
+            return {}
+        new = {"features": small[-1]}
+        groups = getattr(layer, "feature_group_count", 1)
+        if groups > 1:  # a depthwise conv keeps one group per (kept) input channel
+            new["feature_group_count"] = groups * small[-1] // dense[-1]
+        return new
     if isinstance(features, tuple):
         n = len(features)
         return {} if small[-n:] == dense[-n:] else {"features": small[-n:]}
@@ -126,7 +132,7 @@ def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) ->
                                          jax.random.key(0), x))
     except Exception as err:  # noqa: BLE001 - any failure of the user's code, reported whole
         raise ValueError(f"the rebuilt {type(small.module).__name__} fails to initialise "
-                         f"({type(err).__name__}: {str(err).splitlines()[0]}); {hint}") from err
+                         f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]}); {hint}") from err
     wanted = _shapes(small_variables)
     bad = sorted(p for p in set(created) | set(wanted) if created.get(p) != wanted.get(p))
     if bad:

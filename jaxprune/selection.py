@@ -27,10 +27,12 @@ ALLOCATIONS = ("bound", "uniform")
 SAMPLINGS = ("sparsity_first", "deterministic")
 
 
-def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, ratio=None) -> list:
+def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, ratio=None,
+                    allow_empty: bool = False) -> list:
     """The groups :func:`jaxprune.prune` cuts: prunable (not reaching the output, not frozen),
     not named in ``leave``, not tied by a residual add unless ``prune_residual``; with a ratio
-    dict, only the groups it names."""
+    dict, only the groups it names. None at all: ``[]`` with ``allow_empty``, else an error
+    that lists every group and why it is left whole."""
     names = {g.name for g in struct.groups}
     unknown = set(leave) - names
     if unknown:
@@ -38,8 +40,11 @@ def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, r
     groups = [g for g in struct.groups if g.prunable and g.name not in set(leave)
               and (prune_residual or not g.residual)]
     if not groups:
-        raise ValueError("no prunable channel group found (every group reaches the output, is "
-                         "tied by a residual add, or was left alone)")
+        if allow_empty and not isinstance(ratio, Mapping):
+            return []
+        why = "; ".join(f"{g.name}: {g.reason or 'tied by a residual add / left alone'}"
+                        for g in struct.groups) or "the network has no Dense/Conv layer"
+        raise ValueError(f"no prunable channel group found ({why})")
     if isinstance(ratio, Mapping):  # only the named groups are pruned
         groups = [g for g in groups if g.name in ratio] or groups
     return groups
@@ -49,6 +54,8 @@ def removed_fraction(struct: Structure, groups, widths: Mapping[str, int], unit:
     """Fraction removed, in ``unit``, when ``groups`` shrink to ``widths``: ``"params"`` of
     the whole model, ``"params_prunable"`` of the arrays the groups live in, ``"neurons"`` of
     the groups' channels, ``"flops"`` of the whole network."""
+    if not groups and unit in ("neurons", "params_prunable"):
+        return 0.0
     if unit == "neurons":
         before = sum(g.size for g in groups)
         return 1.0 - sum(widths.get(g.name, g.size) for g in groups) / before
