@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import data, metrics, optim, train
+from jaxprune.checkpoint import to_jsonable
 from jaxprune.methods import frank_wolfe as fw
 from jaxprune.models import LeNet5
 
@@ -144,7 +145,7 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed) -> dict:
 
 
 def _save(results, out: pathlib.Path) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "results.json").write_text(json.dumps(to_jsonable(results), indent=1))
 
 
 def _kept_runs(args, saved: pathlib.Path) -> list:

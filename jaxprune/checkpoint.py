@@ -31,7 +31,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxprune import models
+from flax import nnx
+
+from jaxprune import models, rebuild
+from jaxprune._nnx import variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
 from jaxprune._flax import mode_kwargs
 from jaxprune._tree import as_variables, leaves_with_paths
@@ -42,7 +45,7 @@ FORMAT = "jaxprune-model/1"
 
 __all__ = [
     "save_model", "load_model", "is_model_dir", "read_model_json", "model_record",
-    "model_from_record",
+    "model_from_record", "save_nnx", "load_nnx",
     "training_manager", "save_training_state", "restore_training_state",
     "latest_training_step", "read_training_meta", "to_jsonable",
 ]
@@ -145,6 +148,56 @@ def model_from_record(record: dict):
     if "spec" in record:
         return module_from_spec(record["spec"])
     return models.model_from_config(record)
+
+
+NNX_JSON = "nnx.json"
+
+
+def save_nnx(directory, module) -> pathlib.Path:
+    """Save an NNX module's ``Param``/``BatchStat`` arrays (orbax) and their shapes.
+
+    NNX modules are rebuilt by their own constructors, which jaxprune cannot call; so
+    :func:`load_nnx` takes the constructor of the *dense* module and shrinks it to the shapes
+    recorded here (``jaxprune.rebuild.smaller_nnx``) before restoring the arrays.
+    """
+    directory = _abs(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / NNX_JSON).unlink(missing_ok=True)
+    variables = _to_host(variables_of(module))
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(directory / VARIABLES_DIR, variables, force=True)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    doc = {"format": "jaxprune-nnx/1", "class": type(module).__qualname__,
+           "shapes": {"/".join(p): list(np.shape(a)) for p, a in leaves_with_paths(variables)}}
+    tmp = directory / (NNX_JSON + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp, directory / NNX_JSON)
+    return directory
+
+
+def load_nnx(directory, build):
+    """Restore a module saved by :func:`save_nnx`: ``build()`` makes the dense module (its
+    constructor call, run under ``nnx.eval_shape`` so nothing is initialised), which is
+    shrunk to the saved shapes and filled with the saved arrays."""
+    d = _abs(directory)
+    if not (d / NNX_JSON).is_file():
+        raise FileNotFoundError(f"no saved NNX module in {d}: expected {NNX_JSON} and "
+                                f"{VARIABLES_DIR}/ (written by jaxprune.checkpoint.save_nnx)")
+    doc = json.loads((d / NNX_JSON).read_text())
+    abstract = nnx.eval_shape(build)
+    target = _abstract_from_metadata(d / VARIABLES_DIR,
+                                     jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    built = {"/".join(p) for p, _ in leaves_with_paths(variables_of(abstract))}
+    if built != set(doc["shapes"]):
+        raise ValueError(f"{d}: build() makes a module with other arrays than the saved one "
+                         f"(missing {sorted(set(doc['shapes']) - built)[:4]}, extra "
+                         f"{sorted(built - set(doc['shapes']))[:4]})")
+    small = rebuild.smaller_nnx(abstract, target)
+    ckpt = ocp.StandardCheckpointer()
+    variables = ckpt.restore(d / VARIABLES_DIR, target)
+    ckpt.close()
+    return with_variables(small, variables)
 
 
 def is_model_dir(directory) -> bool:

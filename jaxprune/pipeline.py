@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import _flax, metrics, methods, models, rebuild, selection, structure, surgery, views
+from jaxprune import _flax, _nnx, metrics, methods, models, rebuild, selection, structure, surgery, views
 from jaxprune._tree import as_variables, get_path, leaves_with_paths, map_with_paths, restore_form
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
 
@@ -60,6 +60,18 @@ class PruneResult:
     dense_variables: Any = dataclasses.field(default=None, repr=False)
     input_shape: tuple | None = None
     apply_kwargs: dict | None = None
+    nnx_module: Any = dataclasses.field(default=None, repr=False)
+
+    @functools.cached_property
+    def module(self):
+        """NNX input: the smaller ``nnx.Module`` (a new object; the input is untouched), its
+        layers' ``in_features``/``out_features``/``num_features`` set to the pruned sizes."""
+        if self.nnx_module is None:
+            raise AttributeError("result.module is for NNX modules; for Linen use "
+                                 "result.model(module)")
+        if self.kind == "weights":
+            return _nnx.with_variables(self.nnx_module, self.params)
+        return rebuild.smaller_nnx(self.nnx_module, self.params)
 
     @functools.cached_property
     def mask(self):
@@ -76,10 +88,12 @@ class PruneResult:
         """The pruned network at the original shapes, as a variables dict: removed channels
         zeroed in every producer, member and consumer array and kept consumer rows re-weighted
         (weights: the pruned entries zeroed). ``model.apply(result.masked, x)`` equals
-        ``result.model(model).apply(result.params, x)``."""
+        ``result.model(model).apply(result.params, x)``. NNX input: the masked module."""
         if self.kind == "weights":
-            return as_variables(self.params)[0]
-        return surgery.mask(self.dense_variables, self.groups, self.kept, self.scales)
+            dense = as_variables(self.params)[0]
+        else:
+            dense = surgery.mask(self.dense_variables, self.groups, self.kept, self.scales)
+        return dense if self.nnx_module is None else _nnx.with_variables(self.nnx_module, dense)
 
     def model(self, module, *, input_shape=None, fields=None):
         """The smaller Flax module that ``result.params`` fit.
@@ -91,6 +105,8 @@ class PruneResult:
         the pruned shapes. ``fields``: ``{'path/to/layer': {field: value}}`` for layers whose
         size lives in another field. Weight pruning keeps the shapes: ``module`` is returned.
         """
+        if _nnx.is_module(module):
+            return self.module
         if self.kind == "weights":
             return module
         if hasattr(module, "widths") and hasattr(module, "prunable_layers"):
@@ -235,7 +251,9 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
-      params: trained params, or the full variables dict (``{'params', 'batch_stats'}``).
+      params: trained params, or the full variables dict (``{'params', 'batch_stats'}``), or
+        a Flax NNX module (then ``input_shape`` is needed; ``result.module`` is the smaller
+        module and ``result.params`` its variables as a dict).
       key: a JAX PRNG key (selection and JL projections are random; fixed key, same result).
       ratio: float in [0, 1), or ``{unit name: fraction}`` (a channel group's or a kernel
         layer's name) to prune only the named units.
@@ -285,6 +303,10 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                          "inputs, e.g. from the validation split)")
     data, input_shape = _check_data(data, input_shape)
     reads_data = data is not None and (meth.needs_data or meth.uses_data)
+    nnx_module = None
+    if _nnx.is_module(params):
+        nnx_module, params = params, _nnx.variables_of(params)
+        _check_nnx(meth, model, input_shape, reads_data)
     if reads_data and model is None and meth.kind == "channels":
         raise ValueError(f"method {method!r} reads the layers' inputs on data=: pass model= "
                          "(the Flax module) as well")
@@ -301,12 +323,26 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         score_vars, _ = as_variables(score_vars)
 
     run = _prune_channels if meth.kind == "channels" else _prune_weights
-    return run(meth, variables, score_vars, wrapped, key, ratio, routed, model=model,
+    result = run(meth, variables, score_vars, wrapped, key, ratio, routed, model=model,
                input_shape=input_shape, unit=unit, sampling=sampling, allocation=allocation,
                leave=leave, min_width=int(min_width), round_to=int(round_to),
                prune_residual=prune_residual, prune_output=prune_output,
                data=data if reads_data else None, apply_kwargs=apply_kwargs,
-               on_phase=on_phase)
+               nnx_module=nnx_module, on_phase=on_phase)
+    return result if nnx_module is None else dataclasses.replace(result, nnx_module=nnx_module)
+
+
+def _check_nnx(meth, model, input_shape, reads_data) -> None:
+    """What an NNX module can be pruned with (the data-free structured methods)."""
+    if model is not None:
+        raise ValueError("an NNX module is the model itself: pass it as the first argument "
+                         "and no model=")
+    if input_shape is None:
+        raise ValueError("pass input_shape= (one example, no batch axis) with an NNX module")
+    if meth.kind != "channels" or reads_data or meth.prepare is not None:
+        raise ValueError(f"method {meth.name!r} is not available for NNX modules yet (it reads "
+                         "layer inputs, trains, or masks weights); the data-free structured "
+                         "methods are: coreset, l1_norm, l2_norm, random, pvc without data")
 
 
 def _method_info(meth, unit_names, views_, routed) -> dict | None:
@@ -319,8 +355,12 @@ def _method_info(meth, unit_names, views_, routed) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # Channels: traced groups -> widths -> kept channels -> smaller arrays
 # --------------------------------------------------------------------------------------------
-def _structure(model, variables, input_shape, apply_kwargs):
+def _structure(model, variables, input_shape, apply_kwargs, nnx_module=None):
     """``(structure, per-example input shape)`` of the network, traced in inference mode."""
+    if nnx_module is not None:
+        x = jnp.zeros((2, *input_shape), jnp.float32)
+        return structure.trace_groups(_nnx.inference_apply(nnx_module), variables, x), \
+            tuple(input_shape)
     if model is None:
         struct, _ = structure.from_params(variables)
         first = struct.groups[0].producers[0] if struct.groups else None
@@ -333,12 +373,14 @@ def _structure(model, variables, input_shape, apply_kwargs):
 
 def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                     input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                    prune_residual, prune_output, data, apply_kwargs, on_phase) -> PruneResult:
+                    prune_residual, prune_output, data, apply_kwargs, nnx_module,
+                    on_phase) -> PruneResult:
     if prune_output:
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
-        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs)
+        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs,
+                                         nnx_module)
     groups = selection.prunable_groups(struct, leave, prune_residual, ratio, allow_empty=True)
     if not groups:  # nothing can be cut: the network comes back whole, and the warning says why
         report = _channel_report(struct, groups, {}, ratio, unit, meth.name, sampling, {},
@@ -377,11 +419,19 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
                        apply_kwargs=apply_kwargs)
 
 
+def _why_whole(group) -> str:
+    """Why a traced group was not pruned: its tracer reason, else a tie or ``leave=``."""
+    if group.reason:
+        return group.reason
+    if group.residual:
+        return "tied with other producers (a residual add or a shared layer; prune_residual=True)"
+    return "left alone (leave= / not named in the ratio dict)"
+
+
 def _frozen_summary(struct, groups, limit: int = 8) -> str:
     """``name (reason); ...`` for the groups that are not pruned."""
     pruned = {g.name for g in groups}
-    left = [f"{g.name} ({g.reason or 'tied by a residual add / left alone'})"
-            for g in struct.groups if g.name not in pruned]
+    left = [f"{g.name} ({_why_whole(g)})" for g in struct.groups if g.name not in pruned]
     more = f"; and {len(left) - limit} more" if len(left) > limit else ""
     return "; ".join(left[:limit]) + more if left else "none"
 
@@ -400,8 +450,7 @@ def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws
         "params_before": struct.count_params(), "params_after": struct.count_params(widths),
         "flops_before": 2 * struct.count_macs(), "flops_after": 2 * struct.count_macs(widths),
         "neurons": {g.name: [g.size, widths[g.name]] for g in groups},
-        "frozen": {g.name: g.reason or "tied by a residual add / left alone"
-                   for g in struct.groups if g.name not in widths},
+        "frozen": {g.name: _why_whole(g) for g in struct.groups if g.name not in widths},
         "draws": draws,
     }
     if not isinstance(ratio, Mapping) and abs(achieved[unit] - ratio) > 0.01:
@@ -453,13 +502,14 @@ def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
 
 def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                    input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                   prune_residual, prune_output, data, apply_kwargs, on_phase) -> PruneResult:
+                   prune_residual, prune_output, data, apply_kwargs, nnx_module,
+                   on_phase) -> PruneResult:
     """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
     removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
     in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
     ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
     report records ``allocation: "uniform"``)."""
-    del score_vars, min_width, round_to, prune_residual
+    del score_vars, min_width, round_to, prune_residual, nnx_module
     if unit != "params":
         raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
                          f"entries (unit='params'); unit={unit!r} is not supported (it removes "

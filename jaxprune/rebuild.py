@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune._nnx import submodules, with_variables
 from jaxprune._flax import hashable, inference_kwargs, module_path, scope_path, \
     trace_kernel_calls
 from jaxprune._tree import Path, get_path, leaves_with_paths
 
-__all__ = ["Resized", "smaller_module"]
+__all__ = ["Resized", "smaller_module", "smaller_nnx"]
 
 
 class Resized(nn.Module):
@@ -140,3 +141,46 @@ def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) ->
                            for p in bad[:6])
         raise ValueError(f"the rebuilt {type(small.module).__name__} does not create the pruned "
                          f"shapes ({listed}); {hint}")
+
+
+def _nnx_fields(layer, small: Mapping[str, tuple]) -> dict:
+    """The size attributes of one NNX layer for its pruned arrays ``small`` (name -> shape):
+    ``in_features``/``out_features`` from the kernel (a conv's input from its kernel and
+    groups; a depthwise conv keeps one group per kept channel), ``num_features`` of norms
+    from their scale or statistics."""
+    new = {}
+    kernel = small.get("kernel")
+    if kernel is not None:
+        out = getattr(layer, "out_features", None)
+        if isinstance(out, int):
+            new["out_features"] = kernel[-1]
+        elif isinstance(out, tuple):
+            new["out_features"] = tuple(kernel[-len(out):])
+        groups = getattr(layer, "feature_group_count", 1)
+        if isinstance(getattr(layer, "in_features", None), int):
+            if len(kernel) == 2:
+                new["in_features"] = kernel[0]
+            elif groups > 1 and groups == layer.in_features:  # depthwise
+                multiplier = layer.out_features // layer.in_features
+                new["in_features"] = new["feature_group_count"] = kernel[-1] // multiplier
+            else:
+                new["in_features"] = kernel[-2] * groups
+    for name in ("scale", "mean", "bias"):
+        if name in small and kernel is None and isinstance(getattr(layer, "num_features", None),
+                                                           int):
+            new["num_features"] = small[name][-1]
+            break
+    return new
+
+
+def smaller_nnx(module, small_variables):
+    """A copy of the NNX ``module`` holding ``small_variables`` (a variables dict with the
+    pruned shapes, arrays or ``ShapeDtypeStruct``), every layer's size attributes made
+    consistent with its arrays (:func:`_nnx_fields`). The input module is not changed."""
+    new = with_variables(module, small_variables)
+    shapes = _shapes(small_variables)
+    for path, layer in submodules(new):
+        own = {p[-1]: s for p, s in shapes.items() if p[1:-1] == path}
+        for name, value in _nnx_fields(layer, own).items():
+            setattr(layer, name, value)
+    return new

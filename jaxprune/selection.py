@@ -42,7 +42,7 @@ def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, r
     if not groups:
         if allow_empty and not isinstance(ratio, Mapping):
             return []
-        why = "; ".join(f"{g.name}: {g.reason or 'tied by a residual add / left alone'}"
+        why = "; ".join(f"{g.name}: {g.reason or 'tied with other producers / left alone'}"
                         for g in struct.groups) or "the network has no Dense/Conv layer"
         raise ValueError(f"no prunable channel group found ({why})")
     if isinstance(ratio, Mapping):  # only the named groups are pruned

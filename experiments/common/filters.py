@@ -19,6 +19,7 @@ import numpy as np
 
 import jaxprune
 from jaxprune import metrics, models, selection, structure, train
+from jaxprune.checkpoint import to_jsonable
 
 DATA_HOWTO = (
     "Data: this script reads {name} through TFDS (ArrayRecord, no TensorFlow needed) and never "
@@ -223,5 +224,5 @@ def write_results(out: pathlib.Path, results, args, text: str):
     out.mkdir(parents=True, exist_ok=True)
     payload = {"args": {k: v for k, v in vars(args).items()}, "devices": jax.device_count(),
                "results": results}
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=2))
     (out / "table.md").write_text(text + "\n")

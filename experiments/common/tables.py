@@ -7,6 +7,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jaxprune.checkpoint import to_jsonable
+
 
 def rows_of(result: dict, ratio: float, method: str) -> list[dict]:
     return [r for r in result["rows"] if r["ratio"] == ratio and r["method"] == method]
@@ -38,7 +40,7 @@ def markdown_table(result: dict, ratios: Sequence[float], methods: Sequence[str]
 
 def save_outputs(out, result: dict, table: str, plot: Callable) -> None:
     """``results.json``, ``table.md`` (also printed) and ``error_vs_ratio.png`` under ``out``."""
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    (out / "results.json").write_text(json.dumps(to_jsonable(result), indent=2))
     (out / "table.md").write_text(table + "\n")
     print(table)
     plot(out / "error_vs_ratio.png")

@@ -46,9 +46,9 @@ def _numbered(paths) -> bool:
     return len({tuple(re.sub(r"\d+", "#", part) for part in p) for p in paths}) == 1
 
 
-def _order_by_shapes(kernels):
-    """The one order in which the kernels chain (``out_i == in_{i+1}``), or None when the
-    shapes allow no order or several."""
+def _orders_by_shapes(kernels) -> list:
+    """Every order in which the kernels chain (``out_i == in_{i+1}``) with one successor
+    possible at each step."""
     dims = [np.shape(k) for _, k in kernels]
 
     def chain_from(start):
@@ -61,8 +61,7 @@ def _order_by_shapes(kernels):
             left.discard(nxt[0])
         return order
 
-    chains = [c for c in map(chain_from, range(len(dims))) if c is not None]
-    return [kernels[i] for i in chains[0]] if len(chains) == 1 else None
+    return [[kernels[i] for i in c] for c in map(chain_from, range(len(dims))) if c is not None]
 
 
 def dense_chain(variables) -> list[tuple[Path, object]]:
@@ -85,13 +84,13 @@ def dense_chain(variables) -> list[tuple[Path, object]]:
     if _numbered([p for p, _ in kernels]):
         kernels = sorted(kernels, key=lambda pk: _natural_key(pk[0]))
     else:
-        ordered = _order_by_shapes(kernels)
-        if ordered is None:
+        orders = _orders_by_shapes(kernels)
+        if len(orders) > 1:
             raise ValueError(
                 f"the call order of the Dense layers {['/'.join(p) for p, _ in kernels]} is "
                 "ambiguous without the model (their names carry no numbers and their shapes "
-                "chain in several orders or none); pass the Flax module as `model=`")
-        kernels = ordered
+                "chain in several orders); pass the Flax module as `model=`")
+        kernels = orders[0] if orders else kernels  # no order: the check below says so
     for (p0, k0), (p1, k1) in zip(kernels, kernels[1:]):
         if np.shape(k0)[1] != np.shape(k1)[0]:
             raise ValueError(

@@ -201,7 +201,7 @@ class _Reporter:
 
     def _write(self, record: dict) -> None:
         if self.log is not None:
-            self.log.write(json.dumps(record) + "\n")
+            self.log.write(json.dumps(checkpoint.to_jsonable(record)) + "\n")
             self.log.flush()
 
     def step(self, record: dict) -> None:
