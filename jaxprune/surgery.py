@@ -19,11 +19,15 @@ from jaxprune.structure import ArraySlot, ChannelGroup
 
 def split_channels(arr, slot: ArraySlot, size: int):
     """``(view, shape)``: ``arr`` with its channel axis split into ``(outer, size, inner)``
-    (channel ``c`` owns the entries ``(o·size + c)·inner + i`` along ``slot.axis``) and the
-    original shape to reshape back to."""
+    (channel ``c`` owns the entries ``(o·period + offset + c)·inner + i`` along ``slot.axis``;
+    when the axis also holds other groups' channels the view is the group's slice of it) and
+    the original shape."""
     shape = arr.shape
-    new = shape[: slot.axis] + (slot.outer, size, slot.inner) + shape[slot.axis + 1:]
-    return arr.reshape(new), shape
+    period = size if slot.period is None else slot.period
+    view = arr.reshape(shape[: slot.axis] + (slot.outer, period, slot.inner) + shape[slot.axis + 1:])
+    if period != size:
+        view = view[(slice(None),) * (slot.axis + 1) + (slice(slot.offset, slot.offset + size),)]
+    return view, shape
 
 
 def channels_first(arr, slot: ArraySlot, size: int) -> np.ndarray:
@@ -32,23 +36,28 @@ def channels_first(arr, slot: ArraySlot, size: int) -> np.ndarray:
     return np.moveaxis(view, slot.axis + 1, 0).reshape(size, -1)
 
 
-def take_channels(arr, slot: ArraySlot, size: int, index) -> np.ndarray:
-    """Keep the channels ``index`` of ``arr`` along ``slot`` (layout-aware).
+def _axis_plan(n: int, ops) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept entries, factor per entry)`` of one array axis of ``n`` entries from the
+    channel operations ``(slot, size, kept indices, factor or None)`` of every group on it:
+    an entry is kept unless a removed channel owns it, and scaled by the factors of the
+    channels owning it. One combined index, so groups at different offsets of one axis (a
+    concatenation) or interleaved on it (a flattened ``(H, D)``) do not shift each other."""
+    keep = np.ones(n, bool)
+    factor = np.ones(n, np.float64)
+    for slot, size, idx, f in ops:
+        owned = slot.entries(size)
+        gone = np.ones(size, bool)
+        gone[idx] = False
+        keep[owned[gone]] = False
+        if f is not None:
+            factor[owned] *= f[:, None]
+    return np.flatnonzero(keep), factor
 
-    Surgery changes shapes, so it runs on the host in NumPy (no per-shape compilation).
-    """
-    view, shape = split_channels(np.asarray(arr), slot, size)
-    view = np.take(view, np.asarray(index), axis=slot.axis + 1)
-    return view.reshape(shape[: slot.axis] + (-1,) + shape[slot.axis + 1:])
 
-
-def scale_channels(arr, slot: ArraySlot, size: int, factors) -> np.ndarray:
-    """Multiply channel ``c`` of ``arr`` along ``slot`` by ``factors[c]``."""
-    arr = np.asarray(arr)
-    view, shape = split_channels(arr, slot, size)
-    bshape = [1] * view.ndim
-    bshape[slot.axis + 1] = size
-    return (view * np.asarray(factors, arr.dtype).reshape(bshape)).reshape(shape)
+def _scale_axis(arr: np.ndarray, axis: int, factor: np.ndarray) -> np.ndarray:
+    shape = [1] * arr.ndim
+    shape[axis] = -1
+    return arr * factor.astype(arr.dtype).reshape(shape)
 
 
 def _map_paths(variables, fn):
@@ -60,10 +69,13 @@ def _map_paths(variables, fn):
 
 
 def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:
-    """Per array path, the channel operations of every group that keeps ``keep[g.name]``.
+    """Per array path and axis, the channel operations of every group that keeps
+    ``keep[g.name]``.
 
     Each entry is ``(slot, size, kept indices, factor)`` where ``factor`` (size,) is the
-    consumer re-weight (0 for removed channels) or ``None`` for producer/member slots.
+    consumer re-weight (0 for removed channels) or ``None`` for producer/member slots. Kept
+    indices are sorted (the re-weights follow their channels), so every array of a group
+    keeps its channels in the same order.
     """
     names = {g.name for g in groups}
     unknown = set(keep) - names
@@ -80,27 +92,31 @@ def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:
             raise ValueError(f"group {g.name!r}: kept indices must be distinct and in [0, {g.size})")
         factor = np.zeros(g.size, np.float64)
         factor[idx] = np.asarray(scales[g.name]) if g.name in scales else 1.0
+        idx = np.sort(idx)
         for slot in (*g.producers, *g.members):
-            ops.setdefault(slot.path, []).append((slot, g.size, idx, None))
+            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append((slot, g.size, idx, None))
         for slot in g.consumers:
-            ops.setdefault(slot.path, []).append((slot, g.size, idx, factor))
+            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append((slot, g.size, idx, factor))
     return ops
 
 
 def shrink(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, Any],
            scales: Mapping[str, Any] | None = None) -> Any:
-    """Smaller variables: group ``g`` keeps ``keep[g.name]`` (sorted int indices).
+    """Smaller variables: group ``g`` keeps ``keep[g.name]`` (int indices).
 
-    ``scales[g.name]`` (one factor per kept channel) multiplies the consumer rows of the kept
-    channels. Groups not in ``keep`` are left whole. Same pytree structure, smaller arrays.
+    ``scales[g.name]`` (one factor per kept channel, in the order of ``keep[g.name]``)
+    multiplies the consumer rows of the kept channels. Groups not in ``keep`` are left whole.
+    Same pytree structure, smaller arrays.
     """
     ops = _plan(groups, keep, scales or {})
 
     def apply(path, leaf):
-        for slot, size, idx, factor in ops.get(path, ()):
-            if factor is not None:
-                leaf = scale_channels(leaf, slot, size, factor)
-            leaf = take_channels(leaf, slot, size, idx)
+        leaf = np.asarray(leaf)
+        for axis, axis_ops in ops.get(path, {}).items():
+            kept, factor = _axis_plan(leaf.shape[axis], axis_ops)
+            if any(f is not None for *_, f in axis_ops):
+                leaf = _scale_axis(leaf, axis, factor)
+            leaf = np.take(leaf, kept, axis=axis)
         return leaf
 
     return _map_paths(variables, apply)
@@ -117,13 +133,22 @@ def mask(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, An
     ops = _plan(groups, keep, scales or {})
 
     def apply(path, leaf):
-        for slot, size, idx, factor in ops.get(path, ()):
-            if factor is None:
-                if path[0] != "params":
-                    continue
-                factor = np.zeros(size, np.float64)
-                factor[idx] = 1.0
-            leaf = scale_channels(leaf, slot, size, factor)
+        leaf = np.asarray(leaf)
+        for axis, axis_ops in ops.get(path, {}).items():
+            if path[0] != "params":  # statistics: only consumer re-weights (none) apply
+                axis_ops = [op for op in axis_ops if op[3] is not None]
+            if not axis_ops:
+                continue
+            axis_ops = [(slot, size, idx, _indicator(size, idx) if f is None else f)
+                        for slot, size, idx, f in axis_ops]
+            _, factor = _axis_plan(leaf.shape[axis], axis_ops)
+            leaf = _scale_axis(leaf, axis, factor)
         return leaf
 
     return _map_paths(variables, apply)
+
+
+def _indicator(size: int, idx) -> np.ndarray:
+    out = np.zeros(size, np.float64)
+    out[idx] = 1.0
+    return out

@@ -1,22 +1,43 @@
-"""The main job (experiments/lenet300_mnist.py) end to end on a slice of real MNIST."""
+"""The main job (experiments/lenet300_mnist.py) end to end on a slice of real MNIST: two dense
+nets, both fine-tune recipes, random subsets, resume and the report written from the rows."""
 import json
 
 import _scripts
 
+ARGS = ["--limit-train", "2048", "--train-epochs", "1", "--max-epochs", "2", "--patience", "1",
+        "--ratios", "0.9", "--methods", "coreset", "random", "--widths", "64", "32",
+        "--dense-seeds", "2", "--finetune", "both", "--random-subsets", "5"]
 
-def test_lenet300_table1_tiny(tmp_path, capsys, data_dir):
+
+def test_lenet300_protocol_tiny_resume_and_report(tmp_path, capsys, data_dir):
     mod = _scripts.load("lenet300_mnist")
     out = tmp_path / "out"
-    args = mod.parse_args(["--limit-train", "2048", "--train-epochs", "1", "--finetune-epochs", "1",
-                           "--ratios", "0.9", "--methods", "coreset", "random",
-                           "--widths", "64", "32", "--data-dir", str(data_dir), "--out", str(out)])
-    result = mod.run(args)
+    common = [*ARGS, "--data-dir", str(data_dir), "--out", str(out)]
+    result = mod.run(mod.parse_args(common))
     text = capsys.readouterr().out
-    assert "| Method | PR target (%) | PR achieved (%)" in text
     rows = result["rows"]
-    assert [r["method"] for r in rows] == ["coreset", "random"]
-    assert rows[0]["widths"] == rows[1]["widths"]           # same budget for every method
-    assert all(abs(r["achieved_pr"] - 0.9) <= 0.01 for r in rows)
-    assert all(0 <= r["err_after_ft"] <= 100 and 0 <= r["err_before_ft"] <= 100 for r in rows)
-    assert json.loads((out / "results.json").read_text())["baseline_err"] == result["baseline_err"]
-    assert (out / "error_vs_ratio.png").stat().st_size > 1000
+    assert len(rows) == 2 * 2 * 2                       # nets x methods x recipes
+    need = {"method", "ratio", "dense_seed", "seed", "finetune", "dense_err", "err_before_ft",
+            "err_after_ft", "pr_achieved", "random_percentile_before_ft", "epochs_to_converge"}
+    assert all(need <= set(r) for r in rows)
+    assert {r["dense_seed"] for r in rows} == {0, 1} and {r["finetune"] for r in rows} == {
+        "plain", "kd"}
+    by = {(r["method"], r["dense_seed"], r["finetune"]): r for r in rows}
+    assert by["coreset", 0, "plain"]["widths"] == by["random", 0, "plain"]["widths"]
+    assert all(abs(r["pr_achieved"] - 0.9) <= 0.01 for r in rows)
+    assert all(0 <= r["random_percentile_before_ft"] <= 100 for r in rows)
+    assert all(0 <= r["epochs_to_converge"] <= 2 for r in rows)
+    # the paired difference over the 2 nets is reported, with its interval
+    (vs,) = [s["vs_reference"] for s in result["summary"]
+             if s["method"] == "random" and s["finetune"] == "plain"]
+    assert vs["n"] == 2 and vs["lo"] <= vs["mean"] <= vs["hi"]
+    assert "coreset − method" in text and (out / "error_vs_ratio.png").stat().st_size > 1000
+    # resume: nothing is trained again, the rows are kept verbatim
+    again = mod.run(mod.parse_args([*common, "--resume"]))
+    assert again["rows"] == json.loads((out / "results.json").read_text())["rows"] == rows
+    # the README block is written from results.json alone
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table1:begin -->\nold\n<!-- table1:end -->\nrest\n")
+    mod.run(mod.parse_args([*common, "--report-only", "--readme", str(readme)]))
+    body = readme.read_text()
+    assert "old" not in body and "| PR target |" in body and body.endswith("rest\n")

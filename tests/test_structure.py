@@ -42,7 +42,7 @@ class TinyResNet(nn.Module):
 
 
 class ConcatNet(nn.Module):
-    """Concatenation is not understood by the tracer: the groups it touches must freeze."""
+    """Two branches concatenated along the features and read by one Dense layer."""
 
     @nn.compact
     def __call__(self, x, train=False):
@@ -103,13 +103,14 @@ def test_residual_add_ties_producers_into_one_group():
     assert by["inner"].prunable and not by["inner"].residual
 
 
-def test_unknown_ops_freeze_groups():
+def test_concatenated_branches_are_read_at_their_offsets():
     model = ConcatNet()
     v = _init(model, (7,))
     st = structure.from_model(model, v, (7,))
     by = {g.name: g for g in st.groups}
-    assert not by["a"].prunable and not by["b"].prunable and "concatenate" in by["a"].reason
-    assert by["c"].prunable
+    assert by["a"].prunable and by["b"].prunable and by["c"].prunable
+    (ca,), (cb,) = by["a"].consumers, by["b"].consumers
+    assert ca.path == cb.path and {ca.offset, cb.offset} == {0, by["a"].size}
 
 
 @pytest.mark.parametrize("model,shape", [(LeNet300100(widths=(20, 10)), (28, 28, 1)),

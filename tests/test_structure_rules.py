@@ -16,7 +16,8 @@ def _params(conv=False):
     a = rng.standard_normal((3, 3, 2, 4) if conv else (5, 4)).astype(np.float32)
     return {"a": {"kernel": jnp.asarray(a), "bias": jnp.zeros(4)},
             "c": {"kernel": jnp.ones((5, 4))},
-            "g": {"kernel": jnp.ones((3, 3, 1, 4))}}
+            "g": {"kernel": jnp.ones((3, 3, 1, 4))},
+            "g2": {"kernel": jnp.ones((3, 3, 2, 4))}}
 
 
 def _groups(body, conv=False, head=4):
@@ -53,6 +54,10 @@ PASS = {
         h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID").max((1, 2)), True),
     "pad (spatial)": (lambda h, p: _spatial_mean(jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))),
                       True),
+    "depthwise convolution": (lambda h, p: _spatial_mean(jax.lax.conv_general_dilated(
+        h, p["g"]["kernel"], (1, 1), "SAME", dimension_numbers=DN, feature_group_count=4)), True),
+    "slice / split / dynamic_slice along other axes": (lambda h, p: _spatial_mean(
+        jax.lax.dynamic_slice_in_dim(jnp.split(h[:, 2:, ::2], 2, axis=1)[1], 1, 1, axis=2)), True),
     "call (jit, remat, custom_jvp)": (
         lambda h, p: jax.checkpoint(jax.nn.relu)(jax.jit(jnp.tanh)(h)), False),
 }
@@ -66,15 +71,20 @@ FREEZE = {
     "windowed along the channel axis": (
         lambda h, p: jnp.cumsum(h, axis=-1), False, "cumsum mixes channels"),
     "pad along the channel axis": (
-        lambda h, p: jnp.pad(h, ((0, 0), (0, 1)))[:, :4], False, "padding along the channel"),
+        lambda h, p: jnp.pad(h, ((0, 0), (0, 1)))[:, :4], False, "padded along the channel"),
     "dot_general that is not input @ kernel": (
         lambda h, p: (h @ h.T) @ h, False, "dot_general that is not input @ kernel"),
     "grouped convolution": (
         lambda h, p: _spatial_mean(jax.lax.conv_general_dilated(
-            h, p["g"]["kernel"], (1, 1), "SAME", dimension_numbers=DN, feature_group_count=4)),
-        True, "grouped/depthwise"),
+            h, p["g2"]["kernel"], (1, 1), "SAME", dimension_numbers=DN, feature_group_count=2)),
+        True, "grouped convolution"),
+    "slice of the channel axis": (
+        lambda h, p: jnp.pad(h[:, 1:], ((0, 0), (0, 1))), False, "slice cuts a channel axis"),
+    "split of the channel axis": (
+        lambda h, p: jnp.concatenate(jnp.split(h, 2, -1)[::-1], -1), False,
+        "split cuts a channel axis"),
     "op without a rule": (
-        lambda h, p: jnp.concatenate([h, h], -1)[:, :4], False, "unsupported op 'concatenate'"),
+        lambda h, p: jnp.sort(h, -1), False, "unsupported op 'sort'"),
 }
 
 
@@ -128,6 +138,7 @@ def test_conv_records_consumer_and_positions():
 def test_the_rule_table_maps_primitive_names_to_callables():
     assert all(isinstance(k, str) and callable(v) for k, v in structure.RULES.items())
     for name in ("add", "dot_general", "conv_general_dilated", "reshape", "transpose",
-                 "reduce_sum", "reduce_window_max", "pad", "jit", "custom_jvp_call"):
+                 "reduce_sum", "reduce_window_max", "pad", "jit", "custom_jvp_call",
+                 "slice", "dynamic_slice", "split", "concatenate"):
         assert name in structure.RULES
-    assert "concatenate" not in structure.RULES
+    assert "sort" not in structure.RULES

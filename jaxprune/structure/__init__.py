@@ -4,16 +4,20 @@ A *channel group* is one output axis of a Dense/Conv kernel (a neuron or a filte
 with every array that indexes the same channels: the producer kernel(s) (their output axis), the
 bias and normalisation parameters/statistics applied to those channels ("members"), and the
 kernels that read the channels (their input axis: "consumers"). Residual adds tie the channels of
-several producers into one group.
+several producers into one group; a layer called at several sites (weight sharing) produces one
+group, and the groups it reads at its call sites are tied.
 
 Groups are found by abstract interpretation of the jaxpr of ``model.apply``: every Dense/Conv
 output axis gets a label, labels flow through element-wise ops, broadcasts, reshapes (a
 ``conv → flatten → dense`` reshape becomes a *layout* ``(outer, size, inner)``: channel ``c`` owns
 the flat indices ``(o·size + c)·inner + i``), pooling and transposes, and are recorded when they
-reach a kernel's contracting axis. The per-primitive rules live in one table,
-:data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`); anything no rule
-covers (concatenation, slicing, depthwise convs, attention-like products) *freezes* the groups
-it touches, so an unfamiliar model is pruned conservatively rather than wrongly. Groups whose
+reach a kernel's contracting axis. An axis may carry several groups at offsets (*segments*:
+``concatenate`` along channels, DenseNet blocks and U-Net skips; a flattened ``(heads, dim)``
+output), and a depthwise conv carries its input's groups through, its kernel a member. The
+per-primitive rules live in one table, :data:`RULES` (primitive name -> rule,
+:mod:`jaxprune.structure._rules`); anything no rule covers (a slice that cuts a channel axis,
+grouped convs, attention-like products of two activations, gathers) *freezes* the groups it
+touches, so an unfamiliar model is pruned conservatively rather than wrongly. Groups whose
 channels reach the network output (the logits) are never prunable.
 
 Modules: ``_groups`` (the data model and its parameter/MAC counts), ``_labels`` (the labels

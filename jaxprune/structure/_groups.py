@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from jaxprune._tree import Path
 
 
@@ -11,13 +13,25 @@ from jaxprune._tree import Path
 class ArraySlot:
     """One axis of one array (``path`` into the variables dict) indexed by a group's channels.
 
-    Along ``axis`` the array has ``outer * size * inner`` entries; channel ``c`` owns the
-    entries ``(o * size + c) * inner + i`` for ``o < outer``, ``i < inner``.
+    Along ``axis`` the array has ``outer * period * inner`` entries (``period`` defaults to
+    the group size); channel ``c`` owns the entries ``(o * period + offset + c) * inner + i``
+    for ``o < outer``, ``i < inner``. Several slots on one axis (a concatenation: one per
+    operand, at different offsets) are applied together.
     """
     path: Path
     axis: int
     outer: int = 1
     inner: int = 1
+    offset: int = 0
+    period: int | None = None
+
+    def entries(self, size: int) -> np.ndarray:
+        """``(size, outer·inner)``: the indices along ``axis`` each channel owns."""
+        period = size if self.period is None else self.period
+        o = np.arange(self.outer)[None, :, None]
+        c = np.arange(size)[:, None, None]
+        i = np.arange(self.inner)[None, None, :]
+        return ((o * period + self.offset + c) * self.inner + i).reshape(size, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +44,15 @@ class ChannelGroup:
     consumers: tuple[ArraySlot, ...]  # kernels whose input axis reads the channels
     prunable: bool
     reason: str = ""                # why a group is not prunable
+    # merged with another group by an element-wise op (a residual add): pruned only with
+    # ``prune(..., prune_residual=True)``. Ties that are not adds (the heads of q/k/v joined
+    # by an attention-like product, the groups a shared layer reads) do not make it residual.
+    residual: bool = False
 
     @property
-    def residual(self) -> bool:
-        """True when a residual add ties the outputs of several producers together."""
+    def tied(self) -> bool:
+        """True when several producers create the channels (a residual add, the q/k/v heads
+        of an attention, a layer shared by several branches)."""
         return len(self.producers) > 1
 
     @property
@@ -62,12 +81,23 @@ class Structure:
     def new_shapes(self, widths: dict) -> dict:
         """Shape of every variable when group ``g`` keeps ``widths[g.name]`` channels."""
         shapes = {p: list(s) for p, s in self.shapes.items()}
+        axes: dict = {}  # (path, axis) -> [(slot, size, kept width)]
         for g in self.groups:
             if g.name not in widths:  # untouched groups keep their shapes (a frozen group
                 continue              # may tie axes the tracer could not size consistently)
-            k = widths[g.name]
             for slot in (*g.producers, *g.members, *g.consumers):
-                shapes[slot.path][slot.axis] = slot.outer * k * slot.inner
+                axes.setdefault((slot.path, slot.axis), []).append((slot, g.size, widths[g.name]))
+        for (path, axis), slots in axes.items():
+            if len(slots) == 1 and slots[0][0].period is None:
+                slot, _, k = slots[0]
+                shapes[path][axis] = slot.outer * k * slot.inner
+                continue
+            # several groups on one axis: count the entries no removed channel owns (the
+            # count does not depend on which channels are kept, so keep the first k)
+            kept = np.ones(shapes[path][axis], bool)
+            for slot, size, k in slots:
+                kept[slot.entries(size)[k:]] = False
+            shapes[path][axis] = int(kept.sum())
         return {p: tuple(s) for p, s in shapes.items()}
 
     def touched(self, only_prunable: bool = True) -> set:

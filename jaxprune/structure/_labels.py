@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 
 class _UnionFind:
@@ -24,13 +25,32 @@ class _UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
+class Seg(NamedTuple):
+    """One group's channels on an axis of ``outer · period · inner`` entries: channel ``c``
+    of group ``gid`` owns the entries ``(o · period + offset + c) · inner + i``
+    (``o < outer``, ``i < inner``). A plain channel axis is ``Seg(g, 1, 1, 0, size)``; a
+    concatenation puts several segments (at different offsets) on one axis."""
+    gid: int
+    outer: int
+    inner: int
+    offset: int
+    period: int
+
+
 @dataclasses.dataclass
 class _Info:
     """Abstract value of a jaxpr variable.
 
-    ``chan``: axis -> (group id, outer, inner) for axes indexed by channels.
+    ``chan``: axis -> tuple of :class:`Seg` for axes indexed by channels.
     ``porig``: tuple of (leaf index, {param axis: var axis}) for values derived only from
     parameters (e.g. a reshaped bias, ``scale * rsqrt(var + eps)``).
+    ``act``: the value depends on the network input (an activation); an activation is never
+    taken for a parameter, so a bias added to it is not mistaken for the bias itself.
+    ``uniform``: axes along which the value is constant (stretched or added by a broadcast,
+    e.g. an attention mask ``(B, 1, q, k)`` broadcast over the heads): they index no
+    channels, so an activation unlabelled there does not freeze the groups it meets.
     """
     chan: dict = dataclasses.field(default_factory=dict)
     porig: tuple = ()
+    act: bool = False
+    uniform: frozenset = frozenset()

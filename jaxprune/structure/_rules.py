@@ -1,20 +1,26 @@
 """Per-primitive rules of the channel tracer: ``RULES[primitive name] -> rule``.
 
 A rule is ``rule(tracer, eqn, ins, in_shapes, out_shapes) -> list[_Info] | None``: it maps the
-labels of the equation's inputs (``ins[k].chan``: axis -> (group, outer, inner)) to labels of
-its outputs, using the tracer's bookkeeping (:class:`jaxprune.structure._trace.Tracer`:
-``new_group``, ``merge``, ``freeze``, ``add_member``, ``add_consumer``, ``opaque``). Returning
-``None`` means "not understood": the tracer then freezes every group the equation touches.
-Supporting a new primitive is one entry in :data:`RULES` plus one test in
-``tests/test_structure_rules.py``.
+labels of the equation's inputs (``ins[k].chan``: axis -> segments) to labels of its outputs,
+using the tracer's bookkeeping (:class:`jaxprune.structure._trace.Tracer`: ``new_group``,
+``merge_segs``, ``freeze``, ``bind``, ``produce``, ``opaque``). Returning ``None`` means "not
+understood": the tracer then freezes every group the equation touches. Supporting a new
+primitive is one entry in :data:`RULES` plus one test in ``tests/test_structure_rules.py``.
 
-Layouts. A label ``(g, outer, inner)`` on an axis of ``outer · size_g · inner`` entries says
-that channel ``c`` of group ``g`` owns the entries ``(o · size_g + c) · inner + i``; a reshape
-that merges a labelled axis with its neighbours multiplies ``outer`` by the product of the
-merged axes before it and ``inner`` by the product of those after it.
+Layouts. A segment ``Seg(g, outer, inner, offset, period)`` on an axis of
+``outer · period · inner`` entries says that channel ``c`` of group ``g`` owns the entries
+``(o · period + offset + c) · inner + i``; a plain channel axis is one segment with
+``offset = 0, period = size_g``, a concatenation along the channel axis gives one segment
+per operand. A reshape that merges a labelled axis with its neighbours multiplies ``outer``
+by the product of the merged axes before it and ``inner`` by the product of those after it.
+
+Rules never leave an activation's channel axis unlabelled: what they cannot follow gets
+frozen pseudo-labels (``tracer.opaque``), so a bias added to it is never taken for a bare
+parameter and no group merged with it can be pruned.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from jaxprune.structure._labels import _Info
@@ -38,24 +44,34 @@ _CALLS = {"jit", "pjit", "closed_call", "call", "core_call", "remat2", "checkpoi
 # -- label algebra ----------------------------------------------------------------------------
 def map_axes(tracer, info: _Info, amap: dict[int, int]) -> _Info:
     """Relabel axes by ``amap`` (input axis -> output axis); unmapped labels freeze."""
-    out = _Info()
-    for ax, lab in info.chan.items():
+    out = _Info(act=info.act)
+    for ax, segs in info.chan.items():
         if ax in amap:
-            out.chan[amap[ax]] = lab
+            out.chan[amap[ax]] = segs
         else:
-            tracer.freeze_group(lab[0], "channel axis removed")
+            tracer.freeze_segs(segs, "channel axis removed")
     out.porig = tuple((leaf, {p: amap[v] for p, v in m.items() if v in amap})
                       for leaf, m in info.porig)
     return out
 
 
+def untracked(tracer, info: _Info, out: _Info, axes, shape, why: str) -> _Info:
+    """Give axes ``axes`` of ``out`` (derived from ``info``) frozen pseudo-labels when ``info``
+    is not a plain constant: an activation or a parameter whose channels the tracer lost
+    there must freeze any group it is later merged with, never pass as untouched."""
+    if info.act or info.chan or info.porig:
+        out.chan.update(tracer.opaque(shape, why, axes=set(axes)).chan)
+    return out
+
+
 def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ...]) -> _Info:
     """Split the reshape ``old -> new`` into blocks of equal product; a block that merges
-    several input axes into one output axis keeps a labelled axis as a layout
+    several input axes into one output axis keeps each labelled axis as a layout
     (``outer·before``, ``inner·after``); a block that splits a labelled axis freezes it."""
-    out = _Info()
+    out = _Info(act=info.act)
     i = j = 0
     porig_map: dict[int, int] = {}
+    lost: list[int] = []  # output axes of blocks that are not 1:1 (parameter axes lost there)
     while i < len(old) or j < len(new):
         bi, bj = [i], [j]
         pi = old[i] if i < len(old) else 1
@@ -74,70 +90,105 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
         big_j = [b for b in bj if new[b] != 1]
         if len(big_i) == 1 and len(big_j) == 1:
             porig_map[big_i[0]] = big_j[0]
+        else:
+            lost += big_j
         for a in bi:
-            if a not in info.chan:
+            if a not in info.chan or old[a] == 1:
                 continue
-            gid, o, inn = info.chan[a]
-            if old[a] == 1:
-                continue
+            segs = info.chan[a]
             if len(big_j) == 1:  # merge (or identity): labelled axis becomes a layout
                 before = math.prod(old[b] for b in big_i if b < a)
                 after = math.prod(old[b] for b in big_i if b > a)
-                out.chan[big_j[0]] = (gid, o * before, inn * after)
-            elif len(big_i) == 1 and o == 1 and inn == 1:
-                tracer.freeze_group(gid, "reshape splits a channel axis")
+                out.chan[big_j[0]] = out.chan.get(big_j[0], ()) + tuple(
+                    s._replace(outer=s.outer * before, inner=s.inner * after) for s in segs)
+            elif len(big_i) == 1 and all(s[1:3] == (1, 1) for s in segs):
+                tracer.freeze_segs(segs, "reshape splits a channel axis")
             else:
-                tracer.freeze_group(gid, "unsupported reshape")
+                tracer.freeze_segs(segs, "unsupported reshape")
     out.porig = tuple((leaf, {p: porig_map[v] for p, v in m.items() if v in porig_map})
                       for leaf, m in info.porig)
+    if info.porig and not info.act:
+        untracked(tracer, _Info(porig=info.porig), out, [b for b in lost if b not in out.chan],
+                  new, "merged with a reshaped parameter")
     return out
 
 
-# -- rules ------------------------------------------------------------------------------------
-def elementwise(tracer, eqn, ins, in_shapes, out_shapes):
-    """Same-rank operands (size-1 axes broadcast); labels on the same axis merge their groups
-    (a residual add ties producers); scalars carry nothing. Parameter-derived operands
-    (``porig``) aligned with a labelled axis become members of its group (bias, BN)."""
-    if len(eqn.outvars) != 1:
-        return None
-    out_shape = out_shapes[0]
-    out = _Info()
+def combine(tracer, ins, in_shapes, out_shape, skip=None) -> _Info:
+    """Labels of an op whose operands line up axis by axis with its output (element-wise
+    ops; a concatenation, except along its axis ``skip``). Labels on the same axis merge
+    their groups segment by segment (a residual add ties producers); parameter-derived
+    operands (``porig``) aligned with a labelled axis are bound to its groups as members
+    (bias, BN); an activation that carries no label on a labelled axis freezes it (its
+    channels are not tracked)."""
+    out = _Info(act=any(info.act for info in ins))
     rank = len(out_shape)
 
     def aligned(shape, ax):
         return len(shape) == rank and shape[ax] == out_shape[ax]
 
     for info, shape in zip(ins, in_shapes):
-        for ax, lab in info.chan.items():
+        for ax, segs in info.chan.items():
+            if ax == skip:
+                continue
             if not aligned(shape, ax):
-                tracer.freeze_group(lab[0], "implicit broadcast of a channel axis")
+                tracer.freeze_segs(segs, "implicit broadcast of a channel axis")
             elif ax in out.chan:
-                g0, o0, i0 = out.chan[ax]
-                if (o0, i0) != lab[1:]:
-                    tracer.freeze_group(g0, "incompatible element-wise merge")
-                    tracer.freeze_group(lab[0], "incompatible element-wise merge")
-                tracer.merge(g0, lab[0])
+                tracer.merge_segs(out.chan[ax], segs, "incompatible element-wise merge",
+                                  residual=True)
             else:
-                out.chan[ax] = lab
+                out.chan[ax] = segs
+    for info, shape in zip(ins, in_shapes):
+        for ax, segs in out.chan.items():
+            if info.act and ax not in info.chan and ax not in info.uniform and aligned(shape, ax):
+                tracer.freeze_segs(segs, "merged with a value whose channels are not tracked")
+    out.uniform = frozenset(ax for ax in range(rank) if ax not in out.chan and all(
+        len(shape) != rank or shape[ax] == 1 or ax in info.uniform or not (info.act or info.chan)
+        for info, shape in zip(ins, in_shapes)))
     if out.chan:
         for info, shape in zip(ins, in_shapes):
             for leaf, amap in info.porig:
                 for pax, vax in amap.items():
                     if vax in out.chan and aligned(shape, vax):
-                        gid, o, i = out.chan[vax]
-                        tracer.add_member(gid, tracer.slot(leaf, pax, o, i))
-        return [out]
-    out.porig = tuple(o for info, shape in zip(ins, in_shapes) if len(shape) == rank
-                      for o in info.porig)
-    return [out]
+                        tracer.bind(leaf, pax, out.chan[vax], "member")
+    elif not out.act:  # a value computed from parameters only (e.g. scale * rsqrt(var + eps))
+        out.porig = tuple(o for info, shape in zip(ins, in_shapes) if len(shape) == rank
+                          for o in info.porig)
+    return out
+
+
+def cut(tracer, info: _Info, axes, out_shape, why: str, merged_why: str) -> _Info:
+    """Labels of ``info`` cut (sliced, padded) along ``axes``: labels on the other axes pass;
+    a cut channel axis freezes its groups (``why``) and gets frozen pseudo-labels
+    (``merged_why``: it cannot be merged with a prunable group), as does a cut parameter
+    axis."""
+    cut_axes = set(axes)
+    out = _Info(chan={a: s for a, s in info.chan.items() if a not in cut_axes}, act=info.act,
+                porig=tuple((leaf, {p: v for p, v in m.items() if v not in cut_axes})
+                            for leaf, m in info.porig))
+    for ax in cut_axes & set(info.chan):
+        tracer.freeze_segs(info.chan[ax], why)
+    lost = [a for a in cut_axes if a in info.chan or any(a in m.values() for _, m in info.porig)]
+    return untracked(tracer, info, out, lost, out_shape, merged_why)
+
+
+# -- rules ------------------------------------------------------------------------------------
+def elementwise(tracer, eqn, ins, in_shapes, out_shapes):
+    """Same-rank operands (size-1 axes broadcast): :func:`combine`; scalars carry nothing."""
+    if len(eqn.outvars) != 1:
+        return None
+    return [combine(tracer, ins, in_shapes, out_shapes[0])]
 
 
 def broadcast_in_dim(tracer, eqn, ins, in_shapes, out_shapes):
-    """Input axis ``a`` becomes output axis ``broadcast_dimensions[a]`` (if not stretched)."""
+    """Input axis ``a`` becomes output axis ``broadcast_dimensions[a]`` (if not stretched);
+    new and stretched axes are ``uniform`` (the value does not vary along them)."""
     dims = eqn.params["broadcast_dimensions"]
     amap = {a: dims[a] for a in range(len(in_shapes[0]))
             if in_shapes[0][a] == out_shapes[0][dims[a]]}
-    return [map_axes(tracer, ins[0], amap)]
+    out = map_axes(tracer, ins[0], amap)
+    kept = {amap[a] for a in amap if a in ins[0].uniform}
+    out.uniform = frozenset(kept | (set(range(len(out_shapes[0]))) - set(amap.values())))
+    return [out]
 
 
 def reshape(tracer, eqn, ins, in_shapes, out_shapes):
@@ -168,77 +219,187 @@ def windowed(tracer, eqn, ins, in_shapes, out_shapes):
     info = ins[0]
     dims = eqn.params.get("window_dimensions")
     strides = eqn.params.get("window_strides")
-    for ax, (gid, _, _) in info.chan.items():
-        if dims is None or dims[ax] != 1 or strides[ax] != 1:
-            tracer.freeze_group(gid, f"{eqn.primitive.name} mixes channels")
-    return [_Info(chan=dict(info.chan))] + [_Info()] * (len(eqn.outvars) - 1)
+    for ax, segs in info.chan.items():
+        if dims is None:  # cumulative op along ``axis``
+            mixes = eqn.params.get("axis", ax) == ax
+        else:
+            mixes = dims[ax] != 1 or strides[ax] != 1
+        if mixes:
+            tracer.freeze_segs(segs, f"{eqn.primitive.name} mixes channels")
+    out = _Info(chan=dict(info.chan), act=info.act)
+    return [out] + [tracer.opaque(s, f"merged with an output of {eqn.primitive.name}")
+                    for s in out_shapes[1:]]
 
 
 def pad(tracer, eqn, ins, in_shapes, out_shapes):
     """Padding along a channel axis freezes the group; the padded axis indexes other channels
     than the input's group, so it gets a fresh frozen pseudo-group of the new size."""
     cfg = eqn.params["padding_config"]
-    info = ins[0]
-    out = _Info(chan=dict(info.chan))
-    for ax, (gid, _, _) in info.chan.items():
-        if tuple(cfg[ax]) != (0, 0, 0):
-            tracer.freeze_group(gid, "padding along the channel axis")
-            out.chan[ax] = tracer.opaque(
-                [n if a == ax else 1 for a, n in enumerate(out_shapes[0])],
-                "merged with a value padded along its channel axis").chan[ax]
+    padded = [ax for ax in range(len(cfg)) if tuple(cfg[ax]) != (0, 0, 0)]
+    return [cut(tracer, ins[0], padded, out_shapes[0], "padded along the channel axis",
+                "merged with a value padded along its channel axis")]
+
+
+def slice_(tracer, eqn, ins, in_shapes, out_shapes):
+    """``slice`` / ``dynamic_slice``: an axis is cut unless the whole of it is taken."""
+    shape = in_shapes[0]
+    if eqn.primitive.name == "slice":
+        strides = eqn.params["strides"] or (1,) * len(shape)
+        spans = zip(eqn.params["start_indices"], eqn.params["limit_indices"], strides)
+        whole = [tuple(s) == (0, n, 1) for s, n in zip(spans, shape)]
+    else:
+        whole = [k == n for k, n in zip(eqn.params["slice_sizes"], shape)]
+    axes = [a for a, w in enumerate(whole) if not w]
+    name = eqn.primitive.name
+    return [cut(tracer, ins[0], axes, out_shapes[0], f"{name} cuts a channel axis",
+                f"merged with a value cut by {name}")]
+
+
+def split(tracer, eqn, ins, in_shapes, out_shapes):
+    """Every output is a cut of the input along ``axis``."""
+    return [cut(tracer, ins[0], [eqn.params["axis"]], s, "split cuts a channel axis",
+                "merged with a value cut by split") for s in out_shapes]
+
+
+def concatenate(tracer, eqn, ins, in_shapes, out_shapes):
+    """Other axes merge as in :func:`combine`; along the concatenated axis each operand's
+    segments move to its offset (a layout with ``outer > 1`` or an offset that is not a
+    multiple of ``inner`` freezes the axis)."""
+    dim = eqn.params["dimension"]
+    out_shape = out_shapes[0]
+    out = combine(tracer, ins, in_shapes, out_shape, skip=dim)
+    if out.porig:  # concatenated parameters: their channels are not followed
+        out = untracked(tracer, out, _Info(), range(len(out_shape)), out_shape,
+                        "merged with concatenated parameters")
+    n = out_shape[dim]
+    shifts = [0, *itertools.accumulate(s[dim] for s in in_shapes)]
+    segs = [s._replace(offset=s.offset + shift // s.inner, period=n // s.inner)
+            for info, shift in zip(ins, shifts) for s in info.chan.get(dim, ())
+            if s.outer == 1 and shift % s.inner == 0 and n % s.inner == 0]
+    labelled = [s for info in ins for s in info.chan.get(dim, ())]
+    if len(segs) != len(labelled):
+        tracer.freeze_segs(labelled, "concatenation of a flattened channel layout")
+        out.chan.update(tracer.opaque(out_shape, "merged with a concatenation of a flattened "
+                                      "channel layout", axes={dim}).chan)
+    elif segs:
+        out.chan[dim] = tuple(segs)
+    # operands the tracer lost track of (parameters, activations without labels) keep their
+    # part of the axis untracked: nothing prunes it, and no group is merged into it
+    return [out]
+
+
+def activation_product(tracer, eqn, ins, in_shapes, out_shapes):
+    """A ``dot_general`` of two activations (attention scores ``q·kᵀ``, ``weights @ v``).
+
+    Entry ``(b, i, j)`` of the output only combines entries of the operands at the same
+    batch index ``b``: labels on matching batch axes are tied (the head axis of q, k and v
+    becomes one group: a whole head is removed from all of them, and the output's batch axis
+    carries the tied label). The contracting and free axes are mixed by the product: their
+    groups freeze (q/k/v ``head_dim``), and the output's free axes get frozen pseudo-labels."""
+    lhs, rhs = ins
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    why = ("mixed by a dot_general that is not input @ kernel (an attention-like product of "
+           "two activations)")
+    out = _Info(act=True)
+    for k, (a, b) in enumerate(zip(lb, rb)):
+        ls, rs = lhs.chan.get(a, ()), rhs.chan.get(b, ())
+        if ls and rs:
+            tracer.merge_segs(ls, rs, "differently laid-out batch axes of an attention-like "
+                              "product")
+            out.chan[k] = ls
+        elif (ls and b in rhs.uniform) or (rs and a in lhs.uniform):  # e.g. one key head
+            out.chan[k] = ls or rs                            # broadcast to every query head
+        elif ls or rs:  # the other operand's channels on this axis are not tracked
+            tracer.freeze_segs((*ls, *rs), "batch axis of an attention-like product with a "
+                               "value whose channels are not tracked")
+            out.chan[k] = ls or rs
+    for info, batch in ((lhs, lb), (rhs, rb)):
+        for ax, segs in info.chan.items():
+            if ax not in batch:
+                tracer.freeze_segs(segs, why)
+    free = len(out_shapes[0]) - len(lb)
+    rest = tracer.opaque(out_shapes[0], f"merged with a value {why}",
+                         axes=set(range(len(lb), len(lb) + free)))
+    out.chan.update(rest.chan)
     return [out]
 
 
 def dot_general(tracer, eqn, ins, in_shapes, out_shapes):
-    """``x @ kernel`` (kernel ``(in, out)`` a parameter): the channels on ``x``'s contracting
-    axis are read by kernel axis 0 (a consumer, with their layout); kernel axis 1 creates a
-    new group on the last output axis. Any other contraction freezes its operands."""
-    lhs, rhs = ins[0], ins[1]
+    """``x @ kernel`` with a parameter kernel of any rank whose contracting axes are its
+    first ones: each labelled contracting axis of ``x`` is read by the matching kernel axis
+    (a consumer, with its layout); labels on ``x``'s other axes pass; each free kernel axis
+    creates a group on its output axis. A product of two activations is
+    :func:`activation_product`; any other contraction freezes its operands."""
+    lhs, rhs = ins
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    leaf = tracer.kernel_leaf(rhs, 2)
-    if leaf is None or lb or rb or len(lc) != 1 or tuple(rc) != (0,):
-        tracer.freeze(lhs, "dot_general that is not input @ kernel")
-        tracer.freeze(rhs, "dot_general that is not input @ kernel")
-        return [_Info()]
+    leaf = tracer.kernel_leaf(rhs, len(in_shapes[1]))
+    if leaf is None and lhs.act and rhs.act:
+        return activation_product(tracer, eqn, ins, in_shapes, out_shapes)
+    if leaf is None or lb or rb or tuple(rc) != tuple(range(len(rc))):
+        why = "dot_general that is not input @ kernel"
+        tracer.freeze(lhs, why)
+        tracer.freeze(rhs, why)
+        return [tracer.opaque(out_shapes[0], f"merged with the output of a {why}")]
     kshape = tracer.leaf_shapes[leaf]
-    out = _Info()
-    for ax, (gid, o, inn) in lhs.chan.items():
-        if ax == lc[0]:
-            tracer.add_consumer(gid, tracer.slot(leaf, 0, o, inn))
-        else:
-            tracer.freeze(lhs, "channels on a non-contracting axis of a dense layer")
-    tracer.count_use(leaf, out_shapes[0], kshape[1])
-    out.chan[len(out_shapes[0]) - 1] = (tracer.new_group(kshape[1], tracer.slot(leaf, 1)), 1, 1)
+    free = [a for a in range(len(in_shapes[0])) if a not in lc]
+    out = _Info(act=True)
+    for k, ax in enumerate(lc):
+        tracer.bind(leaf, k, lhs.chan.get(ax, ()), "consumer")
+    for ax, segs in lhs.chan.items():
+        if ax in free:
+            out.chan[free.index(ax)] = segs
+    for k in range(len(rc), len(kshape)):
+        out.chan[len(free) + k - len(rc)] = tracer.produce(leaf, k)
+    tracer.count_use(leaf, out_shapes[0], math.prod(kshape[len(rc):]))
     return [out]
 
 
 def conv(tracer, eqn, ins, in_shapes, out_shapes):
-    """Ungrouped convolution with a parameter kernel: the input's feature axis (plain layout)
-    is read by the kernel's input-feature axis; its output-feature axis creates a new group.
-    Grouped/depthwise convolutions and channels on spatial axes freeze."""
-    lhs, rhs = ins[0], ins[1]
+    """Convolution with a parameter kernel. Ungrouped: the input's feature axis is read by
+    the kernel's input-feature axis and its output-feature axis creates a new group.
+    Depthwise (``feature_group_count`` = input features, ``m`` outputs each): output feature
+    ``f·m + j`` is computed from input feature ``f`` alone, so the output carries the input's
+    groups with ``inner·m`` and the kernel's output-feature axis is a member of them. Other
+    grouped convolutions and channels on spatial axes freeze."""
+    lhs, rhs = ins
     dn = eqn.params["dimension_numbers"]
-    leaf = tracer.kernel_leaf(rhs, 4)
-    if (leaf is None or eqn.params["feature_group_count"] != 1
-            or eqn.params["batch_group_count"] != 1):
-        tracer.freeze(lhs, "grouped/depthwise or non-parameter convolution")
-        tracer.freeze(rhs, "grouped/depthwise or non-parameter convolution")
-        return [_Info()]
-    out = _Info()
-    for ax, (gid, o, inn) in lhs.chan.items():
-        if ax == dn.lhs_spec[1] and o == 1 and inn == 1:
-            tracer.add_consumer(gid, tracer.slot(leaf, dn.rhs_spec[1]))
-        else:
+    leaf = tracer.kernel_leaf(rhs, len(in_shapes[1]))
+    groups = eqn.params["feature_group_count"]
+    feat, kin, kout = dn.lhs_spec[1], dn.rhs_spec[1], dn.rhs_spec[0]
+    c_in = in_shapes[0][feat]
+    kshape = None if leaf is None else tracer.leaf_shapes[leaf]
+    if leaf is None or eqn.params["batch_group_count"] != 1:
+        why = "non-parameter convolution"
+    elif groups != 1 and (groups != c_in or kshape[kin] != 1):
+        why = "grouped convolution (1 < groups < input channels)"
+    else:
+        why = ""
+    if why:
+        tracer.freeze(lhs, why)
+        tracer.freeze(rhs, why)
+        return [tracer.opaque(out_shapes[0], f"merged with the output of a {why}")]
+    for ax in lhs.chan:
+        if ax != feat:
             tracer.freeze(lhs, "channels on a spatial/batch axis of a convolution")
-    size = tracer.leaf_shapes[leaf][dn.rhs_spec[0]]
-    tracer.count_use(leaf, out_shapes[0], size)
-    out.chan[dn.out_spec[1]] = (tracer.new_group(size, tracer.slot(leaf, dn.rhs_spec[0])), 1, 1)
+    out = _Info(act=True)
+    c_out = kshape[kout]
+    tracer.count_use(leaf, out_shapes[0], c_out)
+    if groups == 1:
+        tracer.bind(leaf, kin, lhs.chan.get(feat, ()), "consumer")
+        out.chan[dn.out_spec[1]] = tracer.produce(leaf, kout)
+        return [out]
+    m = c_out // c_in
+    segs = lhs.chan.get(feat) or tracer.opaque(
+        (c_in,), "depthwise convolution of an untracked value").chan[0]
+    segs = tuple(s._replace(inner=s.inner * m) for s in segs)
+    tracer.bind(leaf, kout, segs, "member")
+    out.chan[dn.out_spec[1]] = segs
     return [out]
 
 
 def call(tracer, eqn, ins, in_shapes, out_shapes):
     """A call of a sub-jaxpr (``jit``, ``remat``, ``custom_jvp``/``custom_vjp``): walk it with
-    the equation's input labels; outputs it does not produce carry nothing."""
+    the equation's input labels; outputs it does not produce are untracked."""
     sub = None
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         if eqn.params.get(key) is not None:
@@ -248,10 +409,17 @@ def call(tracer, eqn, ins, in_shapes, out_shapes):
     if sub is None:
         return None
     outs = tracer.run(sub, ins)[: len(eqn.outvars)]
-    return outs + [_Info()] * max(0, len(eqn.outvars) - len(sub.outvars))
+    return outs + [tracer.opaque(s, f"merged with an output of {eqn.primitive.name}")
+                   for s in out_shapes[len(outs):]]
+
+
+def constant(tracer, eqn, ins, in_shapes, out_shapes):
+    """``iota`` (``jnp.arange``, causal masks): a constant, no channels."""
+    return [_Info() for _ in out_shapes]
 
 
 RULES = {
+    "iota": constant,
     "dot_general": dot_general,
     "conv_general_dilated": conv,
     "broadcast_in_dim": broadcast_in_dim,
@@ -260,6 +428,10 @@ RULES = {
     "squeeze": squeeze,
     "transpose": transpose,
     "pad": pad,
+    "slice": slice_,
+    "dynamic_slice": slice_,
+    "split": split,
+    "concatenate": concatenate,
     **{name: elementwise for name in _ELEMENTWISE},
     **{name: reduction for name in _REDUCTIONS},
     **{name: windowed for name in _WINDOWED},

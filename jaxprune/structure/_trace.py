@@ -3,6 +3,11 @@
 :class:`Tracer` runs through the equations of ``jax.make_jaxpr(apply)``, dispatching each one
 to ``RULES[primitive name]`` (:mod:`jaxprune.structure._rules`), and keeps the union-find of
 channel groups with their producers, members and consumers.
+
+A parameter used at several call sites (a module called twice, a recurrent kernel) is one
+set of arrays: every axis of it is *bound* to the groups it indexes (:meth:`Tracer.bind`),
+and a second call site that binds it to other groups ties them (or freezes them when their
+layouts differ). A kernel's output axis produces one group however often it is called.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from jax.extend import core as jcore
 from jaxprune._flax import apply_inference
 from jaxprune._tree import Path, get_path, leaves_with_paths, params_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
-from jaxprune.structure._labels import _Info, _UnionFind
+from jaxprune.structure._labels import Seg, _Info, _UnionFind
 from jaxprune.structure._layers import dense_chain
 from jaxprune.structure._rules import RULES
 
@@ -43,6 +48,9 @@ class Tracer:
         self.consumers: list[list[ArraySlot]] = []
         self.frozen: dict[int, str] = {}
         self.output: set[int] = set()
+        self.added: set[int] = set()  # groups merged with another by an element-wise op
+        self.bound: dict[tuple[int, int], tuple] = {}     # (leaf, axis) -> segments
+        self.produced: dict[tuple[int, int], tuple] = {}  # (leaf, axis) -> its group's label
         self.kernel_positions: dict[Path, int] = {}  # output positions per kernel (x batch)
 
     # -- bookkeeping used by the rules ------------------------------------------------------
@@ -55,21 +63,64 @@ class Tracer:
         self.consumers.append([])
         return gid
 
-    def merge(self, a: int, b: int) -> None:
+    def merge(self, a: int, b: int, residual: bool = False) -> None:
+        """Tie groups ``a`` and ``b``; ``residual``: by an element-wise op (a residual add),
+        not by a shared parameter or the batch axes of an attention-like product."""
+        if residual and self.uf.find(a) != self.uf.find(b):
+            self.added.update((a, b))
         self.uf.union(a, b)
 
     def freeze_group(self, gid: int, why: str) -> None:
         self.frozen.setdefault(gid, why)
 
     def freeze(self, info: _Info, why: str) -> None:
-        for gid, _, _ in info.chan.values():
-            self.freeze_group(gid, why)
+        for segs in info.chan.values():
+            self.freeze_segs(segs, why)
 
-    def add_member(self, gid: int, slot: ArraySlot) -> None:
-        self.members[gid].add(slot)
+    def freeze_segs(self, segs, why: str) -> None:
+        for s in segs:
+            self.freeze_group(s.gid, why)
 
-    def add_consumer(self, gid: int, slot: ArraySlot) -> None:
-        self.consumers[gid].append(slot)
+    def layout(self, seg: Seg) -> tuple:
+        """What two segments must share to be merged: group size and layout."""
+        return (self.group_size[seg.gid], *seg[1:])
+
+    def merge_segs(self, a, b, why: str, residual: bool = False) -> None:
+        """Tie the groups of two labellings of one axis segment by segment (same layouts),
+        else freeze all of them with ``why``; ``residual`` as in :meth:`merge`."""
+        if [self.layout(s) for s in a] == [self.layout(s) for s in b]:
+            for x, y in zip(a, b):
+                self.merge(x.gid, y.gid, residual)
+        else:
+            self.freeze_segs((*a, *b), why)
+
+    def bind(self, leaf: int, axis: int, segs, role: str) -> None:
+        """Record that axis ``axis`` of parameter ``leaf`` is indexed by ``segs``, as a
+        ``role`` ("member" or "consumer") slot of their groups. Binding the same axis again
+        (another call site of a shared module) ties the groups, or freezes them when the
+        layouts differ."""
+        key = (leaf, axis)
+        if key in self.bound:
+            self.merge_segs(self.bound[key], segs,
+                            "a shared parameter indexes differently laid-out channels "
+                            "at two call sites")
+        else:
+            self.bound[key] = tuple(segs)
+        for s in segs:
+            if role == "member":
+                self.members[s.gid].add(self.slot(leaf, axis, s))
+            else:
+                self.consumers[s.gid].append(self.slot(leaf, axis, s))
+
+    def produce(self, leaf: int, axis: int) -> tuple[Seg]:
+        """Label of the channels that kernel axis ``axis`` creates: one group per kernel axis,
+        the same at every call site."""
+        key = (leaf, axis)
+        if key not in self.produced:
+            size = self.leaf_shapes[leaf][axis]
+            self.produced[key] = (Seg(self.new_group(size, ArraySlot(self.leaf_paths[leaf], axis)),
+                                      1, 1, 0, size),)
+        return self.produced[key]
 
     def count_use(self, leaf: int, out_shape, out_channels: int) -> None:
         """Add the output positions ``prod(out_shape) / out_channels`` of one kernel call."""
@@ -77,23 +128,24 @@ class Tracer:
         positions = math.prod(out_shape) // max(out_channels, 1)
         self.kernel_positions[path] = self.kernel_positions.get(path, 0) + positions
 
-    def opaque(self, shape, why: str) -> _Info:
+    def opaque(self, shape, why: str, axes=None) -> _Info:
         """Labels for a value the tracer cannot follow (the network input, the result of an
-        unsupported op, a channel-padded value): every axis of size > 1 gets a fresh *frozen*
-        pseudo-group without producers. A channel group that is later merged with it
-        element-wise (e.g. a residual add of a sliced/padded shortcut) is thereby frozen too,
-        instead of being pruned as if the other operand did not index its channels."""
-        out = _Info()
+        unsupported op, a channel-padded value): every axis of size > 1 (of ``axes``, default
+        all) gets a fresh *frozen* pseudo-group without producers. A channel group that is
+        later merged with it element-wise (e.g. a residual add of a sliced/padded shortcut) is
+        thereby frozen too, instead of being pruned as if the other operand did not index its
+        channels."""
+        out = _Info(act=True)
         for ax, n in enumerate(shape):
-            if n > 1:
+            if n > 1 and (axes is None or ax in axes):
                 gid = self.new_group(n)
                 self.frozen[gid] = why
-                out.chan[ax] = (gid, 1, 1)
+                out.chan[ax] = (Seg(gid, 1, 1, 0, n),)
         return out
 
     def kernel_leaf(self, info: _Info, ndim: int):
         """Leaf index if ``info`` is a kernel parameter passed straight in, else None."""
-        if len(info.porig) != 1:
+        if len(info.porig) != 1 or info.act or info.chan:
             return None
         leaf, amap = info.porig[0]
         path = self.leaf_paths[leaf]
@@ -102,8 +154,10 @@ class Tracer:
             return None
         return leaf
 
-    def slot(self, leaf: int, axis: int, outer: int = 1, inner: int = 1) -> ArraySlot:
-        return ArraySlot(self.leaf_paths[leaf], axis, outer, inner)
+    def slot(self, leaf: int, axis: int, seg: Seg) -> ArraySlot:
+        """The :class:`ArraySlot` of ``seg`` on axis ``axis`` of parameter ``leaf``."""
+        period = None if seg.period == self.group_size[seg.gid] else seg.period
+        return ArraySlot(self.leaf_paths[leaf], axis, seg.outer, seg.inner, seg.offset, period)
 
     # -- the walk ---------------------------------------------------------------------------
     def run(self, jaxpr, in_infos: list[_Info]) -> list[_Info]:
@@ -140,7 +194,9 @@ class Tracer:
     # -- result -----------------------------------------------------------------------------
     def groups(self) -> list[ChannelGroup]:
         """One :class:`ChannelGroup` per union-find class with a producer; it is prunable
-        unless frozen, reaching the output, or read by no layer."""
+        unless frozen, reaching the output, or read by no layer, and ``residual`` when an
+        element-wise op merged it with another group. It is named after its first producer's
+        module (``module:axis`` when that kernel creates several groups)."""
         roots: dict[int, list[int]] = {}
         for gid in range(len(self.group_size)):
             roots.setdefault(self.uf.find(gid), []).append(gid)
@@ -160,15 +216,19 @@ class Tracer:
                     reason = "channels reach the network output"
             if not consumers and not reason:
                 reason = "no layer reads these channels"
-            prod_paths = {s.path for s in producers}
-            members = sorted((m for m in members if m.path not in prod_paths),
-                             key=lambda s: s.path)
+            prod_axes = {(s.path, s.axis) for s in producers}
+            members = sorted((m for m in members if (m.path, m.axis) not in prod_axes),
+                             key=lambda s: (s.path, s.axis, s.offset))
             name = "/".join(producers[0].path[1:-1])
+            leaf = self.leaf_paths.index(producers[0].path)
+            if sum(k[0] == leaf for k in self.produced) > 1:  # e.g. DenseGeneral((H, D))
+                name += f":{producers[0].axis}"
             size = self.group_size[next(g for g in gids if self.producers[g])]
             result.append(ChannelGroup(
                 name=name, size=size, producers=tuple(producers),
                 members=tuple(members), consumers=tuple(dict.fromkeys(consumers)),
-                prunable=not reason, reason=reason))
+                prunable=not reason, reason=reason,
+                residual=any(g in self.added for g in gids)))
         return result
 
 
@@ -199,8 +259,8 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -
     in_infos.append(tracer.opaque(tuple(example_input.shape), "merged with the network input"))
     outs = tracer.run(closed.jaxpr, in_infos)
     for info in outs:
-        for gid, _, _ in info.chan.values():
-            tracer.output.add(gid)
+        for segs in info.chan.values():
+            tracer.output.update(s.gid for s in segs)
     batch = example_input.shape[0]
     return Structure(
         groups=tuple(tracer.groups()),

@@ -72,7 +72,8 @@ class FitResult(NamedTuple):
 
 # ``callback(epoch, result)`` after epoch ``epoch`` (1-based) has been logged and checkpointed;
 # ``result`` is the run so far. The state's arrays are donated to the next train step: copy
-# (``jax.device_get``) whatever the callback keeps.
+# (``jax.device_get``) whatever the callback keeps. A callback that returns ``True`` ends the
+# run after this epoch (early stopping); ``fit`` then returns the run so far.
 Callback = Callable[[int, FitResult], Any]
 
 
@@ -335,8 +336,8 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
                     "step": int(state["step"]), "history": history})
             so_far = FitResult(variables_of(state["params"], state["batch_stats"]),
                                list(history), state)
-            for callback in callbacks:
-                callback(epoch + 1, so_far)
+            if any([callback(epoch + 1, so_far) is True for callback in callbacks]):
+                break  # a callback asked to stop (early stopping): the run so far is the result
     finally:
         if reporter is not None:
             reporter.close()

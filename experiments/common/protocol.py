@@ -1,0 +1,221 @@
+"""The Table-1 protocol: several dense nets, fine-tuning to convergence, a random-subset null
+distribution, and paired statistics over nets.
+
+* :func:`dense_nets` trains (or restores) one dense network per seed (init and data order).
+* :func:`finetune` fine-tunes until the validation error stops improving (``patience``
+  epochs, at most ``max_epochs``) with plain cross-entropy (``"plain"``) or with logit
+  distillation from the dense net (``"kd"``: ``(1-α)·CE + α·mean (z_s - z_t)²``), and keeps
+  the best epoch's weights.
+* :func:`random_subset_errors` evaluates ``K`` uniformly random channel subsets at given
+  widths right after pruning (no re-weighting): the null distribution a data-free criterion
+  must beat; :func:`percentile` places a row in it.
+* :func:`paired` is the mean and the 95% t-interval of the per-net differences ``a − b``.
+* :class:`Rows` is the results file: one row per trial, written after every trial, so an
+  interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+import time
+
+import jax
+import numpy as np
+from scipy import stats as scipy_stats
+
+import jaxprune
+from common import harness
+from jaxprune import checkpoint, structure, surgery, train
+from jaxprune import methods as jaxprune_methods
+from jaxprune.checkpoint import to_jsonable
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), for the record of where numbers came from."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Rows:
+    """``<out>/results.json`` = ``{"config": ..., "rows": [...]}``, rewritten after each row.
+
+    ``config`` holds the arguments that define the experiment; a resume with other values is
+    refused rather than silently mixed."""
+
+    def __init__(self, out: pathlib.Path, config: dict, resume: bool):
+        self.path = out / "results.json"
+        self.config = to_jsonable(config)
+        self.rows: list[dict] = []
+        if resume and self.path.exists():
+            doc = json.loads(self.path.read_text())
+            if doc.get("config") != self.config:
+                raise SystemExit(f"{self.path} was made with other settings "
+                                 f"({doc.get('config')}); use another --out or drop --resume")
+            self.rows = doc["rows"]
+
+    def key(self, row: dict) -> tuple:
+        return tuple(row[k] for k in ("method", "ratio", "dense_seed", "seed", "finetune"))
+
+    def has(self, **key) -> bool:
+        return any(self.key(r) == self.key(key) for r in self.rows)
+
+    def add(self, row: dict, extra: dict | None = None) -> None:
+        self.rows.append(to_jsonable(row))
+        self.save(extra)
+
+    def save(self, extra: dict | None = None) -> None:
+        doc = {"config": self.config, "rows": self.rows, **(extra or {})}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False))
+        tmp.replace(self.path)
+
+
+def dense_nets(model, recipe: str, train_ds, test_ds, out: pathlib.Path, seeds, epochs: int,
+               batch_size: int) -> dict[int, dict]:
+    """``{seed: variables}``: one dense net per seed (``train.default_config(recipe)``),
+    restored from ``out/dense_<seed>`` when it is there."""
+    nets = {}
+    for seed in seeds:
+        path = out / f"dense_{seed}"
+        if path.exists():
+            saved, variables, _ = checkpoint.load_model(path)
+            if saved == model:
+                nets[seed] = variables
+                continue
+        cfg = train.default_config(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
+        t0 = time.time()
+        res = train.fit(model, train_ds, cfg, out_dir=out / f"dense_{seed}_train",
+                        eval_ds=test_ds, progress=False)
+        print(f"dense net {seed}: trained in {time.time() - t0:.0f}s, test error "
+              f"{harness.error(model, res.variables, test_ds):.2f}%", flush=True)
+        checkpoint.save_model(path, model, res.variables)
+        nets[seed] = res.variables
+    return nets
+
+
+def finetune(model, variables, train_ds, val_ds, *, recipe: str, teacher, seed: int,
+             max_epochs: int, patience: int, lr: float, batch_size: int, mask=None,
+             kd_alpha: float = 0.5):
+    """``(best variables, epochs to converge)``: Adam + cosine over ``max_epochs``, stopped
+    when the validation error has not improved for ``patience`` epochs. ``teacher``: the
+    ``(dense model, dense variables)`` that ``"kd"`` distils from."""
+    cfg = train.TrainConfig(optimizer="adam", learning_rate=lr, schedule="cosine",
+                            epochs=max_epochs, batch_size=batch_size, seed=seed, log_every=0,
+                            distill_alpha=kd_alpha if recipe == "kd" else 0.0,
+                            distill_loss="logit_mse")
+    best = {"err": harness.error(model, variables, val_ds), "epoch": 0,
+            "vars": jax.device_get(variables)}
+
+    def watch(epoch, so_far):
+        err = harness.error(model, so_far.variables, val_ds)
+        if err < best["err"]:
+            best.update(err=err, epoch=epoch, vars=jax.device_get(so_far.variables))
+        return epoch - best["epoch"] >= patience
+
+    train.fit(model, train_ds, cfg, variables=variables, mask=mask, progress=False,
+              teacher=teacher if recipe == "kd" else None, callbacks=[watch])
+    return best["vars"], best["epoch"]
+
+
+def random_subset_errors(model, small, dense, widths: dict, test_ds, k: int,
+                         seed: int) -> np.ndarray:
+    """Test errors (%) of ``k`` random channel subsets at ``widths`` (no re-weighting);
+    ``small`` is the smaller module of those widths."""
+    struct = structure.from_model(model, dense, test_ds.images.shape[1:])
+    groups = [g for g in struct.groups if g.name in widths]
+    rng = np.random.default_rng(seed)
+    errs = []
+    for _ in range(k):
+        kept = {g.name: np.sort(rng.choice(g.size, widths[g.name], replace=False))
+                for g in groups}
+        errs.append(harness.error(small, surgery.shrink(dense, struct.groups, kept), test_ds))
+    return np.asarray(errs)
+
+
+def percentile(value: float, null: np.ndarray) -> float:
+    """Percent of the null distribution with a lower error than ``value`` (ties count half)."""
+    null = np.asarray(null, np.float64)
+    return float(100.0 * (np.sum(null < value) + 0.5 * np.sum(null == value)) / len(null))
+
+
+def paired(a, b) -> dict:
+    """Mean, std and 95% t-interval of the paired differences ``a_i − b_i`` (n = len(a));
+    ``significant`` when the interval excludes 0 (None for n < 2)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    if n < 2:
+        return {"n": n, "mean": float(d.mean()) if n else None, "lo": None, "hi": None,
+                "significant": None}
+    half = float(scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    return {"n": n, "mean": float(d.mean()), "lo": float(d.mean() - half),
+            "hi": float(d.mean() + half), "significant": bool(abs(d.mean()) > half)}
+
+
+def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, input_shape):
+    """``(smaller model, its variables, mask or None, report, widths or None)`` of one prune;
+    ``reweight=False`` drops the sampled methods' count/(m q) re-weights (kept rows as they
+    were)."""
+    name, sampling = harness.parse_entry(entry)
+    meth = jaxprune_methods.get(name)
+    res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=name, model=model,
+                         input_shape=input_shape, sampling=sampling, allocation=allocation,
+                         data=data_batch if (meth.needs_data or meth.uses_data) else None)
+    if meth.kind == "weights":
+        return model, res.params, res.mask, res.report, None
+    params = res.params if reweight else surgery.shrink(dense, res.groups, res.kept)
+    return res.model(model), params, None, res.report, dict(res.widths)
+
+
+def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch) -> None:
+    """Every (dense net, ratio, method, prune seed, recipe) row not yet in ``rows``."""
+    train_ds, val_ds, test_ds = splits
+    recipes = ("plain", "kd") if args.finetune == "both" else (args.finetune,)
+    for dense_seed, dense in nets.items():
+        dense_err = harness.error(model, dense, test_ds)
+        for ratio in args.ratios:
+            null_cache: dict = {}
+            for entry in args.methods:
+                for seed in range(args.seeds):
+                    key = dict(method=entry, ratio=ratio, dense_seed=dense_seed, seed=seed)
+                    todo = [r for r in recipes if not rows.has(**key, finetune=r)]
+                    if not todo:
+                        continue
+                    small, params, mask, report, widths = _pruned(
+                        model, dense, entry, ratio, seed, data_batch, args.allocation,
+                        args.reweight == "on", input_shape)
+                    before = harness.error(small, params, test_ds)
+                    pct, band = None, (None, None)
+                    if widths is not None and args.random_subsets > 0:
+                        wkey = tuple(sorted(widths.items()))
+                        if wkey not in null_cache:
+                            null_cache[wkey] = random_subset_errors(
+                                model, small, dense, widths, test_ds, args.random_subsets,
+                                seed=1000 + dense_seed)
+                        pct = percentile(before, null_cache[wkey])
+                        band = tuple(float(q) for q in np.percentile(null_cache[wkey], [5, 95]))
+                    for recipe in todo:
+                        t0 = time.time()
+                        tuned, epochs = finetune(
+                            small, params, train_ds, val_ds, recipe=recipe,
+                            teacher=(model, dense), seed=seed, max_epochs=args.max_epochs,
+                            patience=args.patience, lr=args.finetune_lr,
+                            batch_size=args.batch_size, mask=mask, kd_alpha=args.kd_alpha)
+                        row = {**key, "finetune": recipe, "dense_err": dense_err,
+                               "err_before_ft": before,
+                               "err_after_ft": harness.error(small, tuned, test_ds),
+                               "pr_achieved": report["ratios"]["params_model"],
+                               "random_percentile_before_ft": pct,
+                               "random_err_p05": band[0], "random_err_p95": band[1],
+                               "epochs_to_converge": epochs, "widths": widths,
+                               "kind": report["kind"], "reweight": args.reweight,
+                               "seconds": time.time() - t0}
+                        rows.add(row)
+                        print(f"  net {dense_seed} {entry:22s} ratio {ratio:.3f} seed {seed} "
+                              f"{recipe:5s}: err {before:.2f}% -> {row['err_after_ft']:.2f}% "
+                              f"({epochs} ep), random pct {pct}", flush=True)

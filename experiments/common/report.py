@@ -1,0 +1,149 @@
+"""Tables, sentences and the plot of a multi-net pruning protocol, from its rows only.
+
+Per (ratio, fine-tune recipe, method): the per-net mean over prune seeds, then mean ± std over
+nets; the paired difference ``reference − method`` over nets with its 95% t-interval
+(:func:`common.protocol.paired`). :func:`write_block` replaces the text between two markers in
+a file (the README), so the README's table cannot drift from ``results.json``.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from common.protocol import paired
+
+
+def _per_net(rows, key: str) -> dict[int, float]:
+    nets: dict[int, list] = {}
+    for r in rows:
+        if r[key] is not None:
+            nets.setdefault(r["dense_seed"], []).append(r[key])
+    return {n: float(np.mean(v)) for n, v in nets.items()}
+
+
+def summarize(rows: list[dict], reference: str) -> list[dict]:
+    """One summary per (ratio, recipe, method), in the rows' order of first appearance."""
+    keys = list(dict.fromkeys((r["ratio"], r["finetune"], r["method"]) for r in rows))
+    out = []
+    for ratio, recipe, method in keys:
+        mine = [r for r in rows if (r["ratio"], r["finetune"], r["method"]) == (ratio, recipe,
+                                                                                method)]
+        ref = [r for r in rows if (r["ratio"], r["finetune"], r["method"]) == (ratio, recipe,
+                                                                               reference)]
+        after, before = _per_net(mine, "err_after_ft"), _per_net(mine, "err_before_ft")
+        ref_after = _per_net(ref, "err_after_ft")
+        common = sorted(set(after) & set(ref_after))
+        pct = _per_net(mine, "random_percentile_before_ft")
+        out.append({
+            "ratio": ratio, "finetune": recipe, "method": method, "nets": len(after),
+            "pr": float(np.mean([r["pr_achieved"] for r in mine])),
+            "dense_err": float(np.mean([r["dense_err"] for r in mine])),
+            "before_mean": float(np.mean(list(before.values()))),
+            "before_std": float(np.std(list(before.values()))),
+            "after_mean": float(np.mean(list(after.values()))),
+            "after_std": float(np.std(list(after.values()))),
+            "after_best": float(min(r["err_after_ft"] for r in mine)),
+            "random_pct": float(np.mean(list(pct.values()))) if pct else None,
+            "epochs": float(np.mean([r["epochs_to_converge"] for r in mine])),
+            "vs_reference": None if method == reference else paired(
+                [ref_after[n] for n in common], [after[n] for n in common]),
+        })
+    return out
+
+
+def _diff(d) -> str:
+    if d is None:
+        return "—"
+    if d["lo"] is None:
+        return f"{d['mean']:+.2f} (1 net)"
+    star = " *" if d["significant"] else ""
+    return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{star}"
+
+
+def markdown(summary: list[dict], reference: str, paper: dict) -> str:
+    """The table: errors in %, mean ± std over nets, and the paired difference."""
+    lines = [f"| PR target | fine-tune | method | nets | PR achieved | dense err | err before FT "
+             f"| random pct before FT | err after FT (mean ± std) | best | epochs | "
+             f"{reference} − method, 95% CI | paper ({reference}) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for s in summary:
+        pct = "—" if s["random_pct"] is None else f"{s['random_pct']:.0f}"
+        lines.append(
+            f"| {100 * s['ratio']:.1f} | {s['finetune']} | {s['method']} | {s['nets']} | "
+            f"{100 * s['pr']:.2f} | {s['dense_err']:.2f} | {s['before_mean']:.2f} ± "
+            f"{s['before_std']:.2f} | {pct} | {s['after_mean']:.2f} ± {s['after_std']:.2f} | "
+            f"{s['after_best']:.2f} | {s['epochs']:.1f} | {_diff(s['vs_reference'])} | "
+            f"{paper.get(str(s['ratio']), '–') if s['method'] == reference else ''} |")
+    return "\n".join(lines)
+
+
+def sentences(summary: list[dict], reference: str) -> str:
+    """What the numbers say, written from them: per ratio and recipe, which differences
+    ``reference − baseline`` (after fine-tuning) have a 95% interval that excludes 0."""
+    out = []
+    for ratio, recipe in dict.fromkeys((s["ratio"], s["finetune"]) for s in summary):
+        diffs = [s for s in summary if (s["ratio"], s["finetune"]) == (ratio, recipe)
+                 and s["vs_reference"] is not None and s["vs_reference"]["lo"] is not None]
+        if not diffs:
+            out.append(f"- PR {100 * ratio:.1f} %, {recipe}: one net only — no interval, no "
+                       "claim.")
+            continue
+        better = [s["method"] for s in diffs if s["vs_reference"]["significant"]
+                  and s["vs_reference"]["mean"] < 0]
+        worse = [s["method"] for s in diffs if s["vs_reference"]["significant"]
+                 and s["vs_reference"]["mean"] > 0]
+        tied = [s["method"] for s in diffs if not s["vs_reference"]["significant"]]
+        n = diffs[0]["vs_reference"]["n"]
+        out.append(f"- PR {100 * ratio:.1f} %, {recipe} fine-tuning ({n} nets): {reference} is "
+                   f"significantly better than {', '.join(better) or 'no baseline'}; "
+                   f"significantly worse than {', '.join(worse) or 'no baseline'}; "
+                   f"not distinguishable from {', '.join(tied) or 'none'}.")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], summary: list[dict], methods, path, title: str) -> None:
+    """Error vs achieved PR with error bars (std over nets) per method and recipe; the panel
+    right after pruning shades the 5–95 % band of the random subsets' errors."""
+    import matplotlib  # lazy: optional heavy dependency
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: optional heavy dependency
+
+    recipes = list(dict.fromkeys(s["finetune"] for s in summary))
+    fig, axes = plt.subplots(1, 1 + len(recipes), figsize=(4.2 * (1 + len(recipes)), 3.6))
+    panels = [("before_mean", "before_std", recipes[0], "right after pruning")] + [
+        ("after_mean", "after_std", r, f"after {r} fine-tuning") for r in recipes]
+    axes = np.atleast_1d(axes)
+    band = sorted({r["ratio"]: (r["pr_achieved"], r["random_err_p05"], r["random_err_p95"])
+                   for r in rows if r.get("random_err_p05") is not None}.values())
+    if band:
+        x, lo, hi = zip(*band)
+        axes[0].fill_between(100 * np.asarray(x), lo, hi, color="0.85",
+                             label="random subsets, 5–95 %")
+    for ax, (mean, std, recipe, name) in zip(axes, panels):
+        for method in methods:
+            pts = sorted((s["pr"], s[mean], s[std]) for s in summary
+                         if s["method"] == method and s["finetune"] == recipe)
+            if pts:
+                x, y, e = zip(*pts)
+                ax.errorbar(100 * np.asarray(x), y, yerr=e, marker="o", capsize=3, label=method)
+        ax.set_xlabel("parameters removed (%)")
+        ax.set_ylabel("test error (%)")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_block(path: pathlib.Path, name: str, text: str) -> None:
+    """Replace the lines between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {begin} ... {end} block to write into")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
