@@ -91,30 +91,24 @@ def test_imagenet_resnet50_end_to_end_on_mock_data(tmp_path, capsys):
     assert any((tmp_path / "out" / "resnet50" / "dense" / "checkpoints").iterdir())
 
 
-def test_lenet5_mnist_tiny_mode(tmp_path, capsys):
+def test_lenet5_mnist_tiny_protocol(tmp_path, capsys, data_dir):
     lm = _scripts.load("lenet5_mnist")
-    tiny = ["--limit-train", "256", "--limit-test", "256", "--train-epochs", "1",
-            "--finetune-epochs", "1", "--seeds", "1", "--ratios", "0.6"]
-    args = lm.parse_args([*tiny, "--methods", "coreset", "l1_norm", "random",
-                          "--out", str(tmp_path / "out")])
-    with jax.threefry_partitionable(False):
-        result = lm.run(args)
+    tiny = ["--limit-train", "1024", "--train-epochs", "1", "--max-epochs", "1",
+            "--ratios", "0.6", "--random-subsets", "3", "--data-dir", str(data_dir),
+            "--out", str(tmp_path / "out")]
+    args = lm.parse_args([*tiny, "--methods", "coreset", "l1_norm", "random"])
+    result = lm.run(args)
     text = capsys.readouterr().out
-    assert "| Method | target (% params) | PR (%) | FR (%)" in text
-    assert len(result["rows"]) == 3
-    for r in result["rows"]:
-        assert 0 < r["pr"] < 1 and 0 <= r["err_after_ft"] <= 100   # pr is a fraction
-    for q in (0.6,):
-        prs = [r["pr"] for r in result["rows"] if r["ratio"] == q]
-        assert max(prs) - min(prs) < 0.05  # same budget for every method
-        assert all(abs(p - q) < 0.05 for p in prs)  # ... and it is the requested one
+    assert "| PR target | fine-tune | method |" in text
+    rows = result["rows"]
+    assert [r["method"] for r in rows] == ["coreset", "l1_norm", "random"]
+    assert all(abs(r["pr_achieved"] - 0.6) < 0.02 for r in rows)  # the whole model's PR
+    assert all(0 <= r["err_after_ft"] <= 100 and r["random_percentile_before_ft"] is not None
+               for r in rows)
     out = tmp_path / "out"
     assert (out / "error_vs_ratio.png").stat().st_size > 1000
-    assert json.loads((out / "results.json").read_text())["rows"]
-    # a second run restores the dense model instead of retraining it (same ratio and seed as
-    # above, so the pruned network it fine-tunes is already compiled)
-    with jax.threefry_partitionable(False):
-        again = lm.run(lm.parse_args([*tiny, "--methods", "random", "--out", str(out)]))
-    assert "restored dense model" in capsys.readouterr().out
-    assert again["rows"][0]["widths"] == [r for r in result["rows"]
-                                          if r["method"] == "random"][0]["widths"]
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    # a second run restores the dense net, and --resume keeps the finished rows
+    again = lm.run(lm.parse_args([*tiny, "--methods", "coreset", "l1_norm", "random",
+                                  "--resume"]))
+    assert again["rows"] == rows and "dense net 0: trained" not in capsys.readouterr().out

@@ -3,15 +3,16 @@
 A script run as ``python experiments/<script>.py`` has ``experiments/`` on ``sys.path``, so
 ``from common import harness`` finds this package.
 
-* :mod:`common.harness`: one pruning trial (prune -> same fine-tune budget -> measure) and the
-  (ratio × method × seed) grid of the MNIST scripts.
-* :mod:`common.tables`: per-(ratio, method) summaries, markdown tables, error-vs-ratio plots.
+* :mod:`common.harness`: method entries, test error, the validation batch ``S``.
+* :mod:`common.protocol`: the multi-net Table-1 protocol of the MNIST scripts (dense nets,
+  fine-tuning to convergence, random-subset null distribution, resumable rows, driver).
+* :mod:`common.report`: its table, paired statistics, sentences, plot and README block.
 * :mod:`common.filters`: the filter-pruning pipeline of the CIFAR-10 / ImageNet scripts
   (shared flags, whole-model ratio calibration, data-parallel train/prune/fine-tune driver,
   table).
 * :mod:`common.numpy_reference`: plain-NumPy geometry/coreset algorithms for benchmarks.
 """
-from . import filters, harness, numpy_reference, tables
+from . import filters, harness, numpy_reference, protocol, report
 from .filters import calibrate_ratio
 
-__all__ = ["filters", "harness", "numpy_reference", "tables", "calibrate_ratio"]
+__all__ = ["filters", "harness", "numpy_reference", "protocol", "report", "calibrate_ratio"]

@@ -9,12 +9,15 @@ distribution, and paired statistics over nets.
 * :func:`random_subset_errors` evaluates ``K`` uniformly random channel subsets at given
   widths right after pruning (no re-weighting): the null distribution a data-free criterion
   must beat; :func:`percentile` places a row in it.
-* :func:`paired` is the mean and the 95% t-interval of the per-net differences ``a − b``.
 * :class:`Rows` is the results file: one row per trial, written after every trial, so an
   interrupted run resumes where it stopped.
+* :func:`add_arguments` / :func:`finish_arguments` / :func:`run` are the scripts' shared
+  command line and driver; :func:`write_report` the table, sentences, plot and README block
+  (:mod:`common.report`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import platform
@@ -22,11 +25,10 @@ import time
 
 import jax
 import numpy as np
-from scipy import stats as scipy_stats
 
 import jaxprune
-from common import harness
-from jaxprune import checkpoint, structure, surgery, train
+from common import harness, report
+from jaxprune import checkpoint, data, structure, surgery, train
 from jaxprune import methods as jaxprune_methods
 from jaxprune.checkpoint import to_jsonable
 
@@ -144,20 +146,8 @@ def percentile(value: float, null: np.ndarray) -> float:
     return float(100.0 * (np.sum(null < value) + 0.5 * np.sum(null == value)) / len(null))
 
 
-def paired(a, b) -> dict:
-    """Mean, std and 95% t-interval of the paired differences ``a_i − b_i`` (n = len(a));
-    ``significant`` when the interval excludes 0 (None for n < 2)."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    n = len(d)
-    if n < 2:
-        return {"n": n, "mean": float(d.mean()) if n else None, "lo": None, "hi": None,
-                "significant": None}
-    half = float(scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
-    return {"n": n, "mean": float(d.mean()), "lo": float(d.mean() - half),
-            "hi": float(d.mean() + half), "significant": bool(abs(d.mean()) > half)}
-
-
-def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, input_shape):
+def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, input_shape,
+            unit="params"):
     """``(smaller model, its variables, mask or None, report, widths or None)`` of one prune;
     ``reweight=False`` drops the sampled methods' count/(m q) re-weights (kept rows as they
     were)."""
@@ -165,6 +155,7 @@ def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, 
     meth = jaxprune_methods.get(name)
     res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=name, model=model,
                          input_shape=input_shape, sampling=sampling, allocation=allocation,
+                         unit=unit if meth.kind == "channels" else "params",
                          data=data_batch if (meth.needs_data or meth.uses_data) else None)
     if meth.kind == "weights":
         return model, res.params, res.mask, res.report, None
@@ -188,7 +179,7 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
                         continue
                     small, params, mask, report, widths = _pruned(
                         model, dense, entry, ratio, seed, data_batch, args.allocation,
-                        args.reweight == "on", input_shape)
+                        args.reweight == "on", input_shape, getattr(args, "unit", "params"))
                     before = harness.error(small, params, test_ds)
                     pct, band = None, (None, None)
                     if widths is not None and args.random_subsets > 0:
@@ -219,3 +210,114 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
                         print(f"  net {dense_seed} {entry:22s} ratio {ratio:.3f} seed {seed} "
                               f"{recipe:5s}: err {before:.2f}% -> {row['err_after_ft']:.2f}% "
                               f"({epochs} ep), random pct {pct}", flush=True)
+
+
+# the arguments that define an experiment (a --resume must match them)
+DEFINING = ("ratios", "methods", "allocation", "dense_seeds", "seeds", "finetune", "max_epochs",
+            "patience", "finetune_lr", "kd_alpha", "random_subsets", "reweight", "train_epochs",
+            "batch_size", "widths", "val_size", "data_batch", "dataset", "limit_train")
+
+
+def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
+    """The protocol's flags, shared by the MNIST scripts."""
+    p.add_argument("--full", action="store_true",
+                   help="the paper's protocol: 5 dense nets, every structured method and sipp, "
+                        "both recipes, 30 epochs max, 100 random subsets")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(ratios))
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="method[:sampling] entries, e.g. coreset:sparsity_first magnitude")
+    p.add_argument("--allocation", default="bound", choices=("bound", "uniform"))
+    p.add_argument("--dense-seeds", type=int, default=None, help="independently trained nets")
+    p.add_argument("--seeds", type=int, default=1, help="prune seeds per net")
+    p.add_argument("--finetune", default=None, choices=("plain", "kd", "both"))
+    p.add_argument("--max-epochs", type=int, default=None, help="fine-tune epochs at most")
+    p.add_argument("--patience", type=int, default=3,
+                   help="stop when the validation error has not improved for this many epochs")
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit-MSE term")
+    p.add_argument("--random-subsets", type=int, default=None)
+    p.add_argument("--reweight", default="on", choices=("on", "off"),
+                   help="off: drop the sampled methods' count/(m q) re-weights")
+    p.add_argument("--train-epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="training images held out as the validation split (not trained on)")
+    p.add_argument("--data-batch", type=int, default=128,
+                   help="validation images S given to data-informed methods (sipp, pfp)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=out)
+    p.add_argument("--resume", action="store_true", help="keep the rows already in results.json")
+    p.add_argument("--report-only", action="store_true",
+                   help="no training: table, plot (and --readme) from results.json")
+    p.add_argument("--readme", default=None, help="README to write the table block into")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def finish_arguments(p, args, methods, full_methods, reference: str):
+    """Quick / ``--full`` defaults, and the method entries checked."""
+    args.methods = args.methods or list(full_methods if args.full else methods)
+    args.dense_seeds = args.dense_seeds or (5 if args.full else 1)
+    args.finetune = args.finetune or ("both" if args.full else "plain")
+    args.max_epochs = args.max_epochs or (30 if args.full else 8)
+    if args.random_subsets is None:
+        args.random_subsets = 100 if args.full else 20
+    for entry in args.methods:
+        try:
+            harness.parse_entry(entry)
+        except ValueError as err:
+            p.error(str(err))
+    if reference not in args.methods:
+        p.error(f"--methods must include the reference method {reference!r}")
+    return args
+
+
+def run(args, make_model, recipe: str, reference: str, paper: dict, title: str,
+        block: str = "table1") -> dict:
+    """The whole protocol (or, with ``--report-only``, just its report) for one model."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return write_report(json.loads((out / "results.json").read_text()), args, out,
+                            reference, paper, title, block)
+    full_train = data.head(data.load(args.dataset, "train", args.data_dir), args.limit_train)
+    test_ds = data.load(args.dataset, "test", args.data_dir)
+    train_ds, val_ds = data.train_val_split(full_train, min(args.val_size, len(full_train) // 2))
+    print(f"{args.dataset}: {len(train_ds)} train / {len(val_ds)} validation / {len(test_ds)} "
+          f"test images; CPU: {cpu_name()}", flush=True)
+    model = make_model(train_ds)
+    rows = Rows(out, {k: getattr(args, k) for k in DEFINING + getattr(args, "defining", ())},
+                args.resume)
+    nets = dense_nets(model, recipe, train_ds, test_ds, out, range(args.dense_seeds),
+                      args.train_epochs, args.batch_size)
+    batch = harness.validation_batch(val_ds, args.data_batch)
+    trials(args, model, nets, (train_ds, val_ds, test_ds), rows, train_ds.images.shape[1:],
+           batch)
+    doc = {"config": rows.config, "rows": rows.rows, "cpu": cpu_name()}
+    rows.save({"cpu": doc["cpu"]})
+    return write_report(doc, args, out, reference, paper, title, block)
+
+
+def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict, title: str,
+                 block: str) -> dict:
+    """``table.md``, the plot and (``--readme``) the README block, from the rows alone."""
+    rows = doc["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    summary = report.summarize(rows, reference)
+    cfg = doc["config"]
+    text = (f"{report.markdown(summary, reference, paper)}\n\nErrors in % on the test set; "
+            f"mean ± std over {cfg['dense_seeds']} dense net(s) (× {cfg['seeds']} prune "
+            f"seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
+            f"0 (negative = {reference} lower). Fine-tuning: Adam {cfg['finetune_lr']} cosine, "
+            f"early stopping on the validation split (patience {cfg['patience']}, at most "
+            f"{cfg['max_epochs']} epochs); kd = logit MSE to the dense net, α = "
+            f"{cfg['kd_alpha']}. Random pct: percentile of the error right after pruning among "
+            f"{cfg['random_subsets']} random channel subsets at the same widths (lower = "
+            f"better than random). Measured on: {doc.get('cpu', 'unknown CPU')}.\n\n"
+            f"{report.sentences(summary, reference)}\n")
+    (out / "table.md").write_text(text)
+    print(text)
+    report.plot(rows, summary, methods, out / "error_vs_ratio.png", title)
+    if args.readme:
+        report.write_block(pathlib.Path(args.readme), block, text)
+    return {"rows": rows, "summary": summary, "config": cfg}

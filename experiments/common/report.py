@@ -2,7 +2,7 @@
 
 Per (ratio, fine-tune recipe, method): the per-net mean over prune seeds, then mean ± std over
 nets; the paired difference ``reference − method`` over nets with its 95% t-interval
-(:func:`common.protocol.paired`). :func:`write_block` replaces the text between two markers in
+(:func:`paired`). :func:`write_block` replaces the text between two markers in
 a file (the README), so the README's table cannot drift from ``results.json``.
 """
 from __future__ import annotations
@@ -10,8 +10,21 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+from scipy import stats as scipy_stats
 
-from common.protocol import paired
+
+
+def paired(a, b) -> dict:
+    """Mean, std and 95% t-interval of the paired differences ``a_i − b_i`` (n = len(a));
+    ``significant`` when the interval excludes 0 (None for n < 2)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    if n < 2:
+        return {"n": n, "mean": float(d.mean()) if n else None, "lo": None, "hi": None,
+                "significant": None}
+    half = float(scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    return {"n": n, "mean": float(d.mean()), "lo": float(d.mean() - half),
+            "hi": float(d.mean() + half), "significant": bool(abs(d.mean()) > half)}
 
 
 def _per_net(rows, key: str) -> dict[int, float]:
