@@ -208,3 +208,27 @@ def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
         raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
                          "called; nothing to capture")
     return {path: np.concatenate([c[path] for c in chunks], axis=0) for path in chunks[0]}
+
+
+def kernel_io(model: nn.Module, variables, images, *, paths=None,
+              apply_kwargs: Mapping | None = None) -> dict[Path, tuple[Any, Any]]:
+    """``{module path: (its input, its output)}`` of the kernel-bearing modules in ONE
+    inference call of ``model`` on the batch ``images`` (traceable: meant to run inside
+    ``jax.jit``; nothing is chunked or moved to the host).
+
+    ``paths``: only these module paths are kept (the others are not returned, so under jit
+    their activations are not materialised as outputs); ``None``: all. The output is the
+    module's return value (a Dense/Conv: the pre-activation, bias included). A module called
+    more than once keeps its last call.
+    """
+    keep = None if paths is None else {tuple(p) for p in paths}
+    captured: dict[Path, tuple[Any, Any]] = {}
+
+    def record(module, x, out):
+        path = module_path(module)
+        if keep is None or path in keep:
+            captured[path] = (x, out)
+
+    with kernel_calls(record):
+        apply_inference(model, as_variables(variables)[0], images, apply_kwargs)
+    return captured

@@ -264,8 +264,15 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                    help="layers (module paths, e.g. dense_1) not to prune; the output layer is "
                         "never pruned")
     p.add_argument("--data-batch", type=_positive_int, default=128,
-                   help="data-informed methods (sipp, pfp): size of the batch S, drawn with "
-                        "--seed from the training split of the checkpoint's dataset")
+                   help="data-informed methods (sipp, pfp) and --reconstruct: size of the batch "
+                        "S, drawn with --seed from the training split of the checkpoint's "
+                        "dataset")
+    p.add_argument("--reconstruct", default=None, choices=("lstsq",),
+                   help="refit every consumer of a pruned group on S by ridge least squares")
+    p.add_argument("--ridge", type=float, default=1e-3,
+                   help="--reconstruct: ridge relative to the Gram matrix's mean eigenvalue")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="--reconstruct: re-estimate BatchNorm statistics on S afterwards")
     add_data_arguments(p, dataset_required=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory for the pruned model")
@@ -296,7 +303,8 @@ def _run_prune(args) -> int:
         sampling=args.sampling, min_width=args.min_width, leave=args.leave, seed=args.seed,
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
-        apply_kwargs=args.apply_kwargs, record={k: v for k, v in vars(args).items() if k != "_run"}))
+        apply_kwargs=args.apply_kwargs, reconstruct=args.reconstruct, ridge=args.ridge,
+        recalibrate_bn=args.recalibrate_bn, record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
 

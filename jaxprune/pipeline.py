@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import _flax, _nnx, metrics, methods, models, rebuild, selection, structure, surgery, views
+from jaxprune import (_flax, _nnx, metrics, methods, models, rebuild, selection, structure,
+                      surgery, views)
+from jaxprune import reconstruct as reconstruct_lib
 from jaxprune._tree import as_variables, get_path, leaves_with_paths, map_with_paths, restore_form
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
 
@@ -85,14 +87,15 @@ class PruneResult:
 
     @functools.cached_property
     def masked(self):
-        """The pruned network at the original shapes, as a variables dict: removed channels
-        zeroed in every producer, member and consumer array and kept consumer rows re-weighted
-        (weights: the pruned entries zeroed). ``model.apply(result.masked, x)`` equals
+        """The pruned network at the original shapes, as a variables dict: ``result.params``
+        placed back at the kept channels, zeros at the removed ones (weights: the pruned
+        entries zeroed). ``model.apply(result.masked, x)`` equals
         ``result.model(model).apply(result.params, x)``. NNX input: the masked module."""
         if self.kind == "weights":
             dense = as_variables(self.params)[0]
         else:
-            dense = surgery.mask(self.dense_variables, self.groups, self.kept, self.scales)
+            dense = surgery.expand(as_variables(self.params)[0], self.dense_variables,
+                                   self.groups, self.kept)
         return dense if self.nnx_module is None else _nnx.with_variables(self.nnx_module, dense)
 
     def model(self, module, *, input_shape=None, fields=None):
@@ -213,7 +216,8 @@ def _input_shape(model, input_shape):
                      "input_shape=(H, W, C) (or (features,)), without the batch axis")
 
 
-PHASES = ("prepare", "structure", "views", "scores", "allocation", "selection", "surgery")
+PHASES = ("prepare", "structure", "views", "scores", "allocation", "selection", "surgery",
+          "reconstruct")
 
 
 def _phase(on_phase, name):
@@ -246,8 +250,9 @@ def _shapes(tree):
 def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
           unit: str = "params", sampling: str | None = None, allocation: str = "bound",
           leave=(), min_width: int = 1, round_to: int = 1, prune_residual: bool = False,
-          prune_output: bool = False, data=None, apply_kwargs=None, on_phase=None,
-          **options) -> PruneResult:
+          prune_output: bool = False, data=None, apply_kwargs=None,
+          reconstruct: str | None = None, ridge: float = 1e-3, recalibrate_bn: bool = False,
+          on_phase=None, **options) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -273,6 +278,11 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         inner channels of residual blocks, as the coreset papers do).
       prune_output: weight methods only — also sparsify the output layer's kernel.
       data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods.
+      reconstruct: ``"lstsq"`` refits every consumer of a pruned group on ``data`` by ridge
+        least squares (:func:`jaxprune.reconstruct.refit`; Linen models, structured methods);
+        ``ridge``: its relative ridge; ``recalibrate_bn``: re-estimate BatchNorm statistics
+        on ``data`` afterwards. The report's ``"reconstruct"`` has each layer's relative
+        pre-activation error before and after.
       apply_kwargs: keyword arguments of the model's inference call (``{'train': False}``);
         default: found from its ``__call__`` signature (``train``, ``training``,
         ``is_training``, ``deterministic``, ``use_running_average``).
@@ -303,6 +313,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                          "inputs, e.g. from the validation split)")
     data, input_shape = _check_data(data, input_shape)
     reads_data = data is not None and (meth.needs_data or meth.uses_data)
+    _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data)
     nnx_module = None
     if _nnx.is_module(params):
         nnx_module, params = params, _nnx.variables_of(params)
@@ -329,7 +340,40 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                prune_residual=prune_residual, prune_output=prune_output,
                data=data if reads_data else None, apply_kwargs=apply_kwargs,
                nnx_module=nnx_module, on_phase=on_phase)
-    return result if nnx_module is None else dataclasses.replace(result, nnx_module=nnx_module)
+    if nnx_module is not None:
+        return dataclasses.replace(result, nnx_module=nnx_module)
+    if reconstruct is not None and result.kept:
+        result = _refit(result, model, data, ridge, recalibrate_bn, on_phase)
+    return result
+
+
+def _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data) -> None:
+    if reconstruct is None:
+        if recalibrate_bn:
+            raise ValueError("recalibrate_bn=True goes with reconstruct='lstsq'")
+        return
+    if reconstruct != "lstsq":
+        raise ValueError(f"unknown reconstruct mode {reconstruct!r}; use 'lstsq' or None")
+    if data is None:
+        raise ValueError("reconstruct='lstsq' refits the layers on data=: pass a small batch "
+                         "of inputs (N, *input_shape), e.g. from the validation split")
+    if meth.kind != "channels" or model is None:
+        raise ValueError("reconstruct='lstsq' needs a structured method and the Linen model= "
+                         f"(method {meth.name!r}, model={type(model).__name__})")
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or ridge < 0:
+        raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
+
+
+def _refit(result, model, data, ridge, recalibrate_bn, on_phase):
+    """``result`` with every consumer of a pruned group refit on ``data``."""
+    with _phase(on_phase, "reconstruct"):
+        params, rep = reconstruct_lib.refit(
+            model, result.dense_variables, result.model(model), result.params,
+            reconstruct_lib.consumer_paths(result.groups, result.kept), data, ridge=ridge,
+            apply_kwargs=result.apply_kwargs, recalibrate_bn=recalibrate_bn,
+            groups=result.groups, kept=result.kept)
+    return dataclasses.replace(result, params=params,
+                               report={**result.report, "reconstruct": rep})
 
 
 def _check_nnx(meth, model, input_shape, reads_data) -> None:

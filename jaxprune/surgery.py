@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from jaxprune._tree import map_with_paths
+from jaxprune._tree import leaves_with_paths, map_with_paths
 from jaxprune.structure import ArraySlot, ChannelGroup
 
 
@@ -146,6 +146,32 @@ def mask(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, An
         return leaf
 
     return _map_paths(variables, apply)
+
+
+def expand(small: Any, dense: Any, groups: tuple[ChannelGroup, ...],
+           keep: Mapping[str, Any]) -> Any:
+    """Inverse of :func:`shrink` on the shapes: ``small``'s arrays placed back at ``dense``'s
+    shapes, at the kept channels' positions. Removed entries are 0 in ``'params'`` and keep
+    ``dense``'s values in the other collections (statistics of channels no layer reads), so
+    ``expand(shrink(v, g, k, s), v, g, k)`` equals ``mask(v, g, k, s)`` — and stays the
+    dense-shaped twin of the smaller network after its arrays were changed (refit, trained).
+    """
+    ops = _plan(groups, keep, {})
+    dense_leaves = dict(leaves_with_paths(dense))
+
+    def apply(path, leaf):
+        leaf = np.asarray(leaf)
+        if path not in ops:
+            return leaf
+        base = np.asarray(dense_leaves[path])
+        out = np.zeros_like(base) if path[0] == "params" else base.copy()
+        index = [np.arange(n) for n in base.shape]
+        for axis, axis_ops in ops[path].items():
+            index[axis], _ = _axis_plan(base.shape[axis], axis_ops)
+        out[np.ix_(*index)] = leaf
+        return out
+
+    return _map_paths(small, apply)
 
 
 def _indicator(size: int, idx) -> np.ndarray:

@@ -240,12 +240,14 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      seed: int = 0, dataset=None, data_dir=None, limit_train=None,
                      data_batch: int = 128, options: dict[str, Any] | None = None,
                      round_to: int = 1, apply_kwargs: dict | None = None,
-                     record: dict | None = None) -> dict:
+                     reconstruct: str | None = None, ridge: float = 1e-3,
+                     recalibrate_bn: bool = False, record: dict | None = None) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
     same model with the pruned kernel entries exactly 0. Data-informed methods get
-    ``data_batch`` training images. ``options`` go to :func:`jaxprune.prune`; ``record``
+    ``data_batch`` training images, and so does ``reconstruct="lstsq"`` (every consumer of
+    a pruned group refit on them by ridge least squares). ``options`` go to :func:`jaxprune.prune`; ``record``
     (e.g. the parsed flags) goes into ``config.json``. ``apply_kwargs``: the model's inference
     call (default: from its signature, or the checkpoint's ``meta["apply_kwargs"]``); the
     input shape of a model jaxprune did not define comes from ``meta["input_shape"]``.
@@ -255,7 +257,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
     dataset = dataset or meta.get("dataset")
     meth = methods.get(method)
     batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
-             if meth.needs_data else None)
+             if meth.needs_data or reconstruct else None)
     options = dict(options or {})
     if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
         if not dataset:
@@ -269,7 +271,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
         res = jaxprune.prune(variables, jax.random.key(seed), ratio, method=method, model=model,
                              input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
                              min_width=min_width, round_to=round_to, leave=tuple(leave),
-                             data=batch, apply_kwargs=apply_kwargs, **options)
+                             data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
+                             ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
         small = model if meth.kind == "weights" else res.model(model)
     except ValueError as e:
         raise UsageError(str(e)) from None

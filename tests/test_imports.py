@@ -18,6 +18,7 @@ LAYERS = [
     ("jaxprune.surgery", "jaxprune.rebuild"),
     ("jaxprune.selection",),
     ("jaxprune.optim",),
+    ("jaxprune.reconstruct",),
     ("jaxprune.checkpoint",),
     ("jaxprune.train",),
     ("jaxprune.methods",),
