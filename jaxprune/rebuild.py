@@ -143,21 +143,26 @@ def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) ->
                          f"shapes ({listed}); {hint}")
 
 
-def _nnx_fields(layer, small: Mapping[str, tuple]) -> dict:
+def _nnx_fields(layer, small: Mapping[str, tuple], nested: Mapping | None = None) -> dict:
     """The size attributes of one NNX layer for its pruned arrays ``small`` (name -> shape):
     ``in_features``/``out_features`` from the kernel (a conv's input from its kernel and
-    groups; a depthwise conv keeps one group per kept channel), ``num_features`` of norms
-    from their scale or statistics."""
+    groups; a depthwise conv keeps one group per kept channel; a ``LinearGeneral``'s tuples
+    from the kernel's ``(*batch, *in, *out)`` axes), ``num_features`` of norms from their
+    scale or statistics, and the head counts of an attention (:func:`_attention_fields`)
+    from its children's arrays ``nested`` (child name -> name -> shape)."""
     new = {}
     kernel = small.get("kernel")
     if kernel is not None:
         out = getattr(layer, "out_features", None)
+        n_out = 1
         if isinstance(out, int):
             new["out_features"] = kernel[-1]
         elif isinstance(out, tuple):
-            new["out_features"] = tuple(kernel[-len(out):])
+            n_out = len(out)
+            new["out_features"] = tuple(kernel[len(kernel) - n_out:])
         groups = getattr(layer, "feature_group_count", 1)
-        if isinstance(getattr(layer, "in_features", None), int):
+        din = getattr(layer, "in_features", None)
+        if isinstance(din, int):
             if len(kernel) == 2:
                 new["in_features"] = kernel[0]
             elif groups > 1 and groups == layer.in_features:  # depthwise
@@ -165,12 +170,37 @@ def _nnx_fields(layer, small: Mapping[str, tuple]) -> dict:
                 new["in_features"] = new["feature_group_count"] = kernel[-1] // multiplier
             else:
                 new["in_features"] = kernel[-2] * groups
+        elif isinstance(din, tuple):
+            end = len(kernel) - n_out
+            new["in_features"] = tuple(kernel[end - len(din):end])
     for name in ("scale", "mean", "bias"):
         if name in small and kernel is None and isinstance(getattr(layer, "num_features", None),
                                                            int):
             new["num_features"] = small[name][-1]
             break
+    if kernel is None:
+        new.update(_attention_fields(layer, nested or {}))
     return new
+
+
+def _attention_fields(layer, nested: Mapping) -> dict:
+    """``num_heads``, ``num_kv_heads``, ``head_dim``, ``qkv_features``, ``in_features``,
+    ``in_kv_features``, ``out_features`` (those the layer has as int attributes) of an
+    attention whose ``query``/``key``/``out`` children hold ``(in, heads, head_dim)`` /
+    ``(in, kv_heads, head_dim)`` / ``(heads, head_dim, out)`` kernels."""
+    query = nested.get("query", {}).get("kernel")
+    if query is None or len(query) != 3 or not isinstance(getattr(layer, "num_heads", None),
+                                                          int):
+        return {}
+    key = nested.get("key", {}).get("kernel")
+    out = nested.get("out", {}).get("kernel")
+    values = {"num_heads": query[1], "head_dim": query[2], "qkv_features": query[1] * query[2],
+              "in_features": query[0]}
+    if key is not None and len(key) == 3:
+        values.update(num_kv_heads=key[1], in_kv_features=key[0])
+    if out is not None:
+        values["out_features"] = out[-1]
+    return {k: int(v) for k, v in values.items() if isinstance(getattr(layer, k, None), int)}
 
 
 def smaller_nnx(module, small_variables):
@@ -181,6 +211,10 @@ def smaller_nnx(module, small_variables):
     shapes = _shapes(small_variables)
     for path, layer in submodules(new):
         own = {p[-1]: s for p, s in shapes.items() if p[1:-1] == path}
-        for name, value in _nnx_fields(layer, own).items():
+        nested: dict = {}  # child name -> its arrays (an attention's query/key/value/out)
+        for p, s in shapes.items():
+            if len(p) == len(path) + 3 and p[1:-2] == path:
+                nested.setdefault(p[-2], {})[p[-1]] = s
+        for name, value in _nnx_fields(layer, own, nested).items():
             setattr(layer, name, value)
     return new

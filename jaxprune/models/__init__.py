@@ -9,6 +9,7 @@ Registry::
 
     get_model("lenet300")                 # LeNet300100()
     get_model("resnet56", num_classes=100)
+    get_model("vit", heads=8)             # no ``widths``: pruned through rebuild.Resized
     cfg = model_config(model)             # JSON-able: {"name": ..., fields...}
     model_from_config(cfg)                # == model
 """
@@ -23,10 +24,11 @@ from jaxprune.models.lenet import LeNet5, LeNet300100
 from jaxprune.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResNet50,
                                     resnet20, resnet50, resnet56)
 from jaxprune.models.vgg import VGG, VGG19_CONV, vgg16, vgg19
+from jaxprune.models.vit import NnxViT, ViT
 
 __all__ = [
     "LeNet300100", "LeNet5", "VGG", "vgg16", "vgg19", "CifarResNet", "ResNet50", "BasicBlock",
-    "Bottleneck", "resnet20", "resnet56", "resnet50", "MODELS", "get_model", "model_config",
+    "Bottleneck", "resnet20", "resnet56", "resnet50", "ViT", "NnxViT", "MODELS", "get_model", "model_config",
     "model_from_config", "default_input_shape", "model_names",
 ]
 
@@ -38,6 +40,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": resnet20,
     "resnet56": resnet56,
     "resnet50": resnet50,
+    "vit": ViT,
 }
 
 _INPUT_SHAPES = {
@@ -48,6 +51,7 @@ _INPUT_SHAPES = {
     "resnet20": (32, 32, 3),
     "resnet56": (32, 32, 3),
     "resnet50": (224, 224, 3),
+    "vit": (28, 28, 1),
 }
 
 
@@ -84,6 +88,8 @@ def _registry_name(model: nn.Module) -> str:
         return "resnet20" if tuple(model.num_blocks) == (3, 3, 3) else "resnet56"
     if isinstance(model, ResNet50):
         return "resnet50"
+    if isinstance(model, ViT):
+        return "vit"
     raise TypeError(f"{type(model).__name__} is not a registered jaxprune model")
 
 
