@@ -108,10 +108,12 @@ def sentences(summary: list[dict], reference: str) -> str:
                  and s["vs_reference"]["mean"] > 0]
         tied = [s["method"] for s in diffs if not s["vs_reference"]["significant"]]
         n = diffs[0]["vs_reference"]["n"]
-        out.append(f"- PR {100 * ratio:.1f} %, {recipe} fine-tuning ({n} nets): {reference} is "
-                   f"significantly better than {', '.join(better) or 'no baseline'}; "
-                   f"significantly worse than {', '.join(worse) or 'no baseline'}; "
-                   f"not distinguishable from {', '.join(tied) or 'none'}.")
+        clauses = [f"a significantly lower error than {', '.join(better)}" if better else "",
+                   f"a significantly higher error than {', '.join(worse)}" if worse else "",
+                   f"no difference from {', '.join(tied)} that the 95 % interval can tell"
+                   if tied else ""]
+        out.append(f"- PR {100 * ratio:.1f} %, {recipe} fine-tuning ({n} nets): {reference} "
+                   f"has {'; '.join(c for c in clauses if c)}.")
     return "\n".join(out)
 
 
