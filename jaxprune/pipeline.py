@@ -468,7 +468,7 @@ def _why_whole(group) -> str:
     if group.reason:
         return group.reason
     if group.residual:
-        return "tied with other producers (a residual add or a shared layer; prune_residual=True)"
+        return "tied by a residual add (prune_residual=True prunes it)"
     return "left alone (leave= / not named in the ratio dict)"
 
 

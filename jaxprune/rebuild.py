@@ -84,6 +84,21 @@ def _new_fields(layer: nn.Module, dense_kernel, small_kernel) -> dict:
                      "fields={path: {field: value}} to result.model()")
 
 
+def _pinned_fields(parent: nn.Module, path: Path, dense_params) -> dict:
+    """Sizes an attention module derives from its input when left ``None``
+    (``qkv_features``, ``out_features``): pinned to their dense values, so that pruning the
+    channels it reads does not change them (its heads are resized through its q/k/v layers)."""
+    if not isinstance(getattr(parent, "num_heads", None), int):
+        return {}
+    own = get_path(dense_params, path) if path else dense_params
+    pinned = {}
+    if getattr(parent, "qkv_features", 0) is None and "query" in own:
+        pinned["qkv_features"] = int(np.prod(np.shape(own["query"]["kernel"])[1:]))
+    if getattr(parent, "out_features", 0) is None and "out" in own:
+        pinned["out_features"] = int(np.shape(own["out"]["kernel"])[-1])
+    return pinned
+
+
 def _shapes(tree) -> dict[Path, tuple]:
     return {p: tuple(np.shape(x)) for p, x in leaves_with_paths(tree)}
 
@@ -96,19 +111,27 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
     ``dense_variables``: the variables ``module`` was pruned from (arrays or
     ``ShapeDtypeStruct``); one abstract inference call finds every kernel-bearing layer.
     ``fields``: extra ``{'a/b/layer': {field: value}}`` (``''``: the top module) for layers
-    whose size lives in a field that is not ``features`` (checked like the rest). Raises ``ValueError`` naming the arrays
-    when the rebuilt module would create other shapes than the pruned ones.
+    whose size lives in a field that is not ``features`` (checked like the rest). Raises
+    ``ValueError`` naming the arrays when the rebuilt module would create other shapes than
+    the pruned ones.
     """
     base, sizes = module, {}
     if isinstance(module, Resized):  # pruned before: start from its sizes
         base = module.module
         sizes = {tuple(p): dict(f) for p, f in module.sizes}
     layers: dict[Path, nn.Module] = {}
+    parents: dict[Path, nn.Module] = {}
 
     def record(layer, _x, _out):
         layers[module_path(layer)] = layer
+        if isinstance(layer.parent, nn.Module):
+            parents[module_path(layer.parent)] = layer.parent
 
     trace_kernel_calls(module, dense_variables, input_shape, record, apply_kwargs)
+    for path, parent in parents.items():
+        pinned = _pinned_fields(parent, path, dense_variables["params"])
+        if pinned:
+            sizes.setdefault(path, {}).update(pinned)
     for path, layer in layers.items():
         dense = np.shape(get_path(dense_variables["params"], path + ("kernel",)))
         small = np.shape(get_path(small_variables["params"], path + ("kernel",)))

@@ -314,3 +314,23 @@ def test_nnx_vit_smaller_equals_masked_and_matches_linen(linen_vit, method):
         {k: list(map(int, i)) for k, i in res.kept.items()}
     np.testing.assert_allclose(small(x), ref.model(model).apply(ref.params, x),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_self_attention_with_input_sized_features_rebuilds_after_its_input_shrinks():
+    """``nn.SelfAttention(num_heads=4)`` sizes q/k/v and its output from its input width: the
+    rebuilt module keeps those at their dense values while the heads and the input shrink."""
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Dense(24)(x))
+            h = nn.SelfAttention(num_heads=4)(h)
+            return nn.Dense(3)(h.mean(1))
+
+    m = Block()
+    v = m.init(jax.random.key(0), jnp.ones((1, 5, 8)))
+    res = jaxprune.prune(v, jax.random.key(1), 0.4, model=m, input_shape=(5, 8),
+                         allocation="uniform")
+    assert res.widths["Dense_0"] < 24 and res.widths["SelfAttention_0/query:1"] < 4
+    x = jax.random.normal(jax.random.key(2), (2, 5, 8))
+    np.testing.assert_allclose(res.model(m).apply(res.params, x), m.apply(res.masked, x),
+                               rtol=1e-5, atol=1e-5)

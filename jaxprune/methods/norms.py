@@ -13,8 +13,8 @@ The bias. Li et al. and He et al. score the kernel only, so the bias is excluded
 :class:`~jaxprune.methods.LayerView` marks which columns of ``points`` are producer-bias
 columns (``view.is_bias``, built by :func:`jaxprune.views.layer_view`): the kernel columns
 are ``~is_bias``. A bias-free producer (the ResNets' convs, ``use_bias=False``) has no bias
-column, so every kernel entry is counted; a residual-tied group (pruned only with
-``prune_residual=True``) has one kernel block per producer, each followed by that producer's
+column, so every kernel entry is counted; a group with several producers (a
+residual add, with ``prune_residual=True``; attention heads) has one kernel block per producer, each followed by that producer's
 bias column if it has one, and all of those bias columns are excluded. A view built by hand
 with ``is_bias=None`` is taken to have no bias columns (every column is kernel).
 

@@ -54,8 +54,9 @@ renormalised to ``q_j = σ_j / Σ_i σ_i``.
 
 The bias columns come from the view (``is_bias``, see ``jaxprune.methods.norms``): a bias-free
 producer (ResNet convs) has none, so ``B_j = β‖W_j‖₂`` — the tight bound above with ``b_j = 0``;
-a hand-built view with ``is_bias=None`` is taken to have none. A residual-tied group (pruned
-only with ``prune_residual=True``) has one ``[W | b]`` block per producer: ``W_j`` is then the
+a hand-built view with ``is_bias=None`` is taken to have none. A group with several producers
+(a residual add, with ``prune_residual=True``; attention heads) has one ``[W | b]`` block per
+producer: ``W_j`` is then the
 concatenation of the producers' kernel entries and the bias term ``Σ_p |b_j^(p)|``. For
 ``z = Σ_p (W_j^(p)·x_p + b_j^(p))`` this is an upper bound on ``|z|`` when ``β`` bounds the
 norm of the concatenated input ``(x_1, …, x_P)`` (Cauchy–Schwarz on the kernels, the triangle

@@ -13,10 +13,12 @@ output axis gets a label, labels flow through element-wise ops, broadcasts, resh
 the flat indices ``(o·size + c)·inner + i``), pooling and transposes, and are recorded when they
 reach a kernel's contracting axis. An axis may carry several groups at offsets (*segments*:
 ``concatenate`` along channels, DenseNet blocks and U-Net skips; a flattened ``(heads, dim)``
-output), and a depthwise conv carries its input's groups through, its kernel a member. The
-per-primitive rules live in one table, :data:`RULES` (primitive name -> rule,
-:mod:`jaxprune.structure._rules`); anything no rule covers (a slice that cuts a channel axis,
-grouped convs, attention-like products of two activations, gathers) *freezes* the groups it
+output), and a depthwise conv carries its input's groups through, its kernel a member. A
+product of two activations (attention scores, ``weights @ v``) ties the labels on its batch
+axes — the head axis of q, k and v becomes one group, whole heads are pruned — and freezes
+those it contracts or leaves free (head_dim). The per-primitive rules live in one table,
+:data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`); anything no rule
+covers (a slice that cuts a channel axis, grouped convs, gathers) *freezes* the groups it
 touches, so an unfamiliar model is pruned conservatively rather than wrongly. Groups whose
 channels reach the network output (the logits) are never prunable.
 
