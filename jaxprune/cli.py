@@ -271,6 +271,10 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                    help="refit every consumer of a pruned group on S by ridge least squares")
     p.add_argument("--ridge", type=float, default=1e-3,
                    help="--reconstruct: ridge relative to the Gram matrix's mean eigenvalue")
+    p.add_argument("--certificate", action="store_true",
+                   help="add Theorem 2.6's certificate per pruned group to the report (rank, "
+                        "mu(P), epsilon for the draws; observed errors on S with --data-batch "
+                        "data)")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="--reconstruct: re-estimate BatchNorm statistics on S afterwards")
     add_data_arguments(p, dataset_required=False)
@@ -304,7 +308,7 @@ def _run_prune(args) -> int:
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
         apply_kwargs=args.apply_kwargs, reconstruct=args.reconstruct, ridge=args.ridge,
-        recalibrate_bn=args.recalibrate_bn, record={k: v for k, v in vars(args).items() if k != "_run"}))
+        recalibrate_bn=args.recalibrate_bn, certificate=args.certificate, record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
 

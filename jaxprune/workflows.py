@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 import jaxprune
-from jaxprune import checkpoint, data, methods, metrics, models, train
+from jaxprune import bounds, checkpoint, data, methods, metrics, models, train
 from jaxprune._tree import map_with_paths
 
 __all__ = ["UsageError", "load_datasets", "check_model_name", "load_checkpoint",
@@ -241,7 +241,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      data_batch: int = 128, options: dict[str, Any] | None = None,
                      round_to: int = 1, apply_kwargs: dict | None = None,
                      reconstruct: str | None = None, ridge: float = 1e-3,
-                     recalibrate_bn: bool = False, record: dict | None = None) -> dict:
+                     recalibrate_bn: bool = False, certificate: bool = False,
+                     record: dict | None = None) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
@@ -284,6 +285,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
         report.update(widths_before=list(model.widths), widths_after=list(small.widths))
     if batch is not None:
         report["data_batch"] = int(batch.shape[0])
+    if certificate and meth.kind == "channels":
+        report["certificate"] = bounds.certify(res, model=model, data=batch)
     new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
                 "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
                 "prune": report}

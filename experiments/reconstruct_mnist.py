@@ -1,0 +1,154 @@
+"""Data-light reconstruction on real MNIST: prune LeNet-300-100, refit the consumers on a
+batch ``S`` of validation images (``prune(..., data=S, reconstruct="lstsq")``), and measure
+the test error before any fine-tuning and after one fine-tune epoch, for |S| in ``--sizes``.
+
+The dense nets are those of the Table 1 protocol (``--dense-dir``, trained there if missing:
+``dense_<seed>`` per net). Per net, method and |S|: error of the plain prune, of the refit
+prune, and of the refit prune after one Adam epoch; statistics are over nets (mean ± std and
+the paired difference ``coreset − method`` with its 95 % t-interval).
+
+    JAXPRUNE_DATA_DIR=../shared/data python experiments/reconstruct_mnist.py \\
+        --dense-dir experiments/results/lenet300_mnist --dense-seeds 5 \\
+        --out experiments/results/reconstruct_mnist
+
+Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/error_vs_data.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+
+import jaxprune
+from common import harness, protocol, report
+from jaxprune import data, train
+from jaxprune.checkpoint import to_jsonable
+from jaxprune.models import LeNet300100
+
+METHODS = ("coreset", "l1_norm", "random")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--ratio", type=float, default=0.9)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2000, 5000])
+    p.add_argument("--dense-seeds", type=int, default=1)
+    p.add_argument("--dense-dir", default=None, help="where the dense nets are (or go)")
+    p.add_argument("--ridge", type=float, default=1e-3)
+    p.add_argument("--train-epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--widths", type=int, nargs="+", default=[300, 100])
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="results/reconstruct_mnist")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if "coreset" not in args.methods:
+        p.error("--methods must include coreset (the reference)")
+    return args
+
+
+def run(args) -> dict:
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    full = data.head(data.load("mnist", "train", args.data_dir), args.limit_train)
+    test_ds = data.load("mnist", "test", args.data_dir)
+    train_ds, val_ds = data.train_val_split(full, min(args.val_size, len(full) // 2))
+    model = LeNet300100(widths=tuple(args.widths), num_classes=10)
+    nets = protocol.dense_nets(model, "lenet300", train_ds, test_ds,
+                               pathlib.Path(args.dense_dir or out), range(args.dense_seeds),
+                               args.train_epochs, args.batch_size)
+    shape = train_ds.images.shape[1:]
+    ft = train.TrainConfig(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=1,
+                           batch_size=args.batch_size, seed=0, log_every=0)
+    rows = []
+    for seed, dense in nets.items():
+        for method in args.methods:
+            plain = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
+                                   model=model, input_shape=shape)
+            small = plain.model(model)
+            err_plain = harness.error(small, plain.params, test_ds)
+            for size in args.sizes:
+                S = harness.validation_batch(val_ds, size)
+                res = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
+                                     model=model, input_shape=shape, data=S,
+                                     reconstruct="lstsq", ridge=args.ridge)
+                tuned = train.fit(small, train_ds, ft, variables=res.params, progress=False)
+                rows.append({"method": method, "dense_seed": seed, "size": size,
+                             "err_pruned": err_plain,
+                             "err_refit": harness.error(small, res.params, test_ds),
+                             "err_refit_ft1": harness.error(small, tuned.variables, test_ds),
+                             "refit": res.report["reconstruct"]["layers"]})
+                print(f"  net {seed} {method:8s} |S|={size:5d}: {err_plain:.2f}% -> refit "
+                      f"{rows[-1]['err_refit']:.2f}% -> 1 epoch {rows[-1]['err_refit_ft1']:.2f}%",
+                      flush=True)
+    result = {"rows": rows, "args": vars(args), "cpu": protocol.cpu_name()}
+    (out / "results.json").write_text(json.dumps(to_jsonable(result), indent=1,
+                                                 allow_nan=False))
+    text = format_table(result)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    plot(result, out / "error_vs_data.png")
+    return result
+
+
+def _per_net(rows, key):
+    return {r["dense_seed"]: r[key] for r in rows}
+
+
+def format_table(result) -> str:
+    rows, args = result["rows"], result["args"]
+    lines = [f"| method | size of S | nets | err pruned | err refit | err refit + 1 epoch | "
+             f"coreset − method (refit), 95% CI |", "|---|---:|---:|---:|---:|---:|---|"]
+    for method in args["methods"]:
+        for size in args["sizes"]:
+            mine = [r for r in rows if r["method"] == method and r["size"] == size]
+            ref = [r for r in rows if r["method"] == "coreset" and r["size"] == size]
+            cells = [np.asarray([r[k] for r in mine])
+                     for k in ("err_pruned", "err_refit", "err_refit_ft1")]
+            diff = "—"
+            if method != "coreset":
+                a, b = _per_net(ref, "err_refit"), _per_net(mine, "err_refit")
+                d = report.paired([a[n] for n in sorted(a)], [b[n] for n in sorted(a)])
+                diff = (f"{d['mean']:+.2f}" if d["lo"] is None else
+                        f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+                        f"{' *' if d['significant'] else ''}")
+            lines.append(f"| {method} | {size} | {len(mine)} | " + " | ".join(
+                f"{c.mean():.2f} ± {c.std():.2f}" for c in cells) + f" | {diff} |")
+    return "\n".join(lines) + (f"\n\nLeNet-300-100 at PR {args['ratio']:.0%} of all parameters"
+                               f", test error in %, mean ± std over nets; ridge "
+                               f"{args['ridge']}; {result['cpu']}.")
+
+
+def plot(result, path) -> None:
+    import matplotlib  # lazy: optional heavy dependency
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: optional heavy dependency
+
+    rows, args = result["rows"], result["args"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method in args["methods"]:
+        for key, style in (("err_refit", "-o"), ("err_refit_ft1", "--s")):
+            ys = [[r[key] for r in rows if r["method"] == method and r["size"] == s]
+                  for s in args["sizes"]]
+            ax.errorbar(args["sizes"], [np.mean(y) for y in ys], yerr=[np.std(y) for y in ys],
+                        fmt=style, capsize=3,
+                        label=f"{method} {'refit' if key == 'err_refit' else '+1 epoch'}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|S| (validation images the refit sees)")
+    ax.set_ylabel("test error (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    run(parse_args())
+    sys.exit(0)

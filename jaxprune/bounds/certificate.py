@@ -1,0 +1,79 @@
+"""What the main paper's Theorem 2.6 says about a prune that was actually made.
+
+:func:`certify` takes a structured :class:`~jaxprune.PruneResult` and gives, per pruned channel
+group: the rank ``r`` and dimension ``d`` of its points ``P`` (the rows ``[W_j | b_j]`` of the
+coreset view), ``μ(P)`` (Definition 2.3: ``∞`` with the LP certificate of
+:func:`~jaxprune.bounds.mu.mu_is_unbounded`, else the lower estimate of
+:func:`~jaxprune.bounds.mu.estimate_mu`, so the ε below is itself a lower bound on what the
+theorem certifies), and, where ``μ`` is finite, the ε that Theorem 2.6 implies for the ``m``
+draws made (``c = 1``, δ = 1/2; the theorem states ``m ∈ O(·)``, so this is the bound's shape).
+With ``data`` and the model, the consumers' pre-activations of the pruned network are compared
+with the dense network's on ``data``: the observed max and mean relative error per example.
+
+How to read it: ``epsilon`` is usually far above 1 (vacuous) or ``None`` (μ = ∞), as the bounds
+paper finds for most trained layers; the observed errors are what the prune did.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import _flax, views
+from jaxprune.bounds.mu import estimate_mu, mu_is_unbounded
+from jaxprune.bounds.theorems import coreset_epsilon
+
+__all__ = ["certify"]
+
+
+def _group_bound(points: np.ndarray, m: int, seed: int) -> dict:
+    r = int(np.linalg.matrix_rank(points))
+    n, d = points.shape
+    if mu_is_unbounded(points):
+        return {"rank": r, "points": n, "dim": d, "mu": math.inf, "mu_certificate": "lp",
+                "draws": m, "epsilon": None}
+    mu = estimate_mu(points, seed, exact_unbounded_check=False)
+    eps = None if not math.isfinite(mu.value) else float(
+        coreset_epsilon(max(m, 1), mu.value, max(r, 1), max(n, 2), d))
+    return {"rank": r, "points": n, "dim": d, "mu": float(mu.value),
+            "mu_certificate": "lower estimate (query search)", "draws": m, "epsilon": eps}
+
+
+def _observed(model, result, data, consumers) -> dict:
+    """Per consumer layer: max / mean over examples of ``‖ŷ_i − y_i‖ / ‖y_i‖``."""
+    paths = {tuple(slot.path[1:-1]) for slot in consumers}
+
+    def outs(variables):
+        io = _flax.kernel_io(model, variables, jnp.asarray(data), paths=paths,
+                             apply_kwargs=result.apply_kwargs)
+        return {p: o for p, (_, o) in io.items()}
+
+    dense = jax.device_get(outs(result.dense_variables))
+    pruned = jax.device_get(outs(result.masked))
+    out = {}
+    for path in sorted(dense):
+        y = np.asarray(dense[path]).reshape(len(data), -1)
+        e = np.linalg.norm(np.asarray(pruned[path]).reshape(len(data), -1) - y, axis=1)
+        rel = e / np.maximum(np.linalg.norm(y, axis=1), 1e-12)
+        out["/".join(path)] = {"max_rel_err": float(rel.max()), "mean_rel_err": float(rel.mean())}
+    return out
+
+
+def certify(result, *, model=None, data=None, seed: int = 0) -> dict:
+    """``{group: {rank, points, dim, mu, mu_certificate, draws, epsilon[, observed]}}`` for
+    every group ``result`` pruned (``observed`` needs ``model`` and ``data``)."""
+    if result.kind != "channels":
+        raise ValueError("certify covers structured (channel) prunes; weight pruning has the "
+                         "SiPP bounds of jaxprune.bounds.theorems")
+    groups = [g for g in result.groups if g.name in result.widths]
+    variables = result.dense_variables
+    out = {}
+    for g in groups:
+        points = np.asarray(views.layer_view(variables, g).points, np.float64)
+        draws = result.report.get("draws", {}).get(g.name) or result.widths[g.name]
+        out[g.name] = _group_bound(points, int(draws), seed)
+        if model is not None and data is not None:
+            out[g.name]["observed"] = _observed(model, result, data, g.consumers)
+    return out
