@@ -60,3 +60,22 @@ def test_observed_errors_and_the_cli_flag(tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert set(json.loads(out.out)["certificate"]) == set(res.widths)
+
+
+def test_epsilon_first_ratios_where_mu_is_finite_and_a_clear_error_where_not():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    sym = _mlp_params(np.concatenate([w, -w], 1), np.concatenate([b, -b]))
+    loose = bounds.epsilon_ratios(sym, 1e4)
+    tight = bounds.epsilon_ratios(sym, 1e2)
+    assert set(loose) == {"dense_0"} and 0 < tight["dense_0"] < loose["dense_0"] < 1
+    assert bounds.epsilon_ratios(sym, 10.0)["dense_0"] == 0.0   # the bound asks for every neuron
+    res = jaxprune.prune(sym, jax.random.key(0), loose, sampling="sparsity_first")
+    assert res.widths["dense_0"] == 10 - int(np.floor(loose["dense_0"] * 10 + 1e-9))
+    ind = _mlp_params(rng.standard_normal((20, 8)).astype(np.float32),
+                      rng.standard_normal(8).astype(np.float32))
+    with pytest.raises(ValueError, match="dense_0.*no finite sample size"):
+        bounds.epsilon_ratios(ind, 0.5)
+    with pytest.raises(ValueError, match="epsilon"):
+        bounds.epsilon_ratios(ind, -1.0)

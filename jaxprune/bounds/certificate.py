@@ -12,6 +12,7 @@ with the dense network's on ``data``: the observed max and mean relative error p
 
 How to read it: ``epsilon`` is usually far above 1 (vacuous) or ``None`` (μ = ∞), as the bounds
 paper finds for most trained layers; the observed errors are what the prune did.
+:func:`epsilon_ratios` turns a target ε into per-group ratios (epsilon-first pruning).
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import _flax, views
+from jaxprune import _flax, selection, structure, views
+from jaxprune._tree import as_variables
 from jaxprune.bounds.mu import estimate_mu, mu_is_unbounded
-from jaxprune.bounds.theorems import coreset_epsilon
+from jaxprune.bounds.theorems import coreset_epsilon, coreset_samples
 
-__all__ = ["certify"]
+__all__ = ["certify", "epsilon_ratios"]
 
 
 def _group_bound(points: np.ndarray, m: int, seed: int) -> dict:
@@ -76,4 +78,39 @@ def certify(result, *, model=None, data=None, seed: int = 0) -> dict:
         out[g.name] = _group_bound(points, int(draws), seed)
         if model is not None and data is not None:
             out[g.name]["observed"] = _observed(model, result, data, g.consumers)
+    return out
+
+
+def epsilon_ratios(params, epsilon: float, *, model=None, input_shape=None,
+                   prune_residual: bool = False, delta: float = 0.5, c: float = 1.0,
+                   seed: int = 0) -> dict:
+    """Epsilon-first structured pruning: per prunable group, the fraction of its channels that
+    Theorem 2.6 lets go for a target ``epsilon`` (``m`` = :func:`coreset_samples` draws,
+    ``1 − m/n``, 0 when ``m ≥ n``), as the ratio dict of ``jaxprune.prune``::
+
+        prune(params, key, epsilon_ratios(params, 0.5, model=m, input_shape=s), model=m, ...)
+
+    ``μ(P)`` is the lower estimate of :func:`estimate_mu`, so the sizes are optimistic. A group
+    whose ``μ(P) = ∞`` (LP certificate) has no finite sample size: ``ValueError`` naming it.
+    """
+    if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+    variables, _ = as_variables(params)
+    if model is None:
+        struct, _ = structure.from_params(variables)
+    else:
+        if input_shape is None:
+            raise ValueError("pass input_shape= with model=")
+        struct = structure.from_model(model, variables, input_shape)
+    out = {}
+    for g in selection.prunable_groups(struct, prune_residual=prune_residual):
+        points = np.asarray(views.layer_view(variables, g).points, np.float64)
+        if mu_is_unbounded(points):
+            raise ValueError(f"group {g.name!r}: μ(P) = ∞ (an LP finds a query that switches "
+                             "every neuron off), so no finite sample size guarantees "
+                             f"epsilon={epsilon}; prune it by a ratio instead")
+        mu = estimate_mu(points, seed, exact_unbounded_check=False).value
+        r, (n, d) = int(np.linalg.matrix_rank(points)), points.shape
+        m = float(coreset_samples(epsilon, mu, max(r, 1), max(n, 2), d, delta, c))
+        out[g.name] = max(0.0, 1.0 - m / n)
     return out
