@@ -22,3 +22,13 @@ def test_nnx_example_runs():
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the documented example
     assert scope["small"].l1.out_features == scope["result"].widths["l1"] < 256
+
+
+def test_vit_example_runs():
+    text = README.read_text()
+    section = text[text.index("## Transformers"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the documented example
+    heads = {k: v for k, v in scope["result"].widths.items() if "query" in k}
+    assert heads and all(v < 4 for v in heads.values())

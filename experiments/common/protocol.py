@@ -251,6 +251,8 @@ def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="no training: table, plot (and --readme) from results.json")
     p.add_argument("--readme", default=None, help="README to write the table block into")
+    p.add_argument("--readme-block", default=None,
+                   help="name of the README block (<!-- NAME:begin --> ... <!-- NAME:end -->)")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -319,5 +321,5 @@ def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict
     print(text)
     report.plot(rows, summary, methods, out / "error_vs_ratio.png", title)
     if args.readme:
-        report.write_block(pathlib.Path(args.readme), block, text)
+        report.write_block(pathlib.Path(args.readme), args.readme_block or block, text)
     return {"rows": rows, "summary": summary, "config": cfg}
