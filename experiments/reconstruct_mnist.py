@@ -1,6 +1,7 @@
-"""Data-light reconstruction on real MNIST: prune LeNet-300-100, refit the consumers on a
-batch ``S`` of validation images (``prune(..., data=S, reconstruct="lstsq")``), and measure
-the test error before any fine-tuning and after one fine-tune epoch, for |S| in ``--sizes``.
+"""Data-light reconstruction on real MNIST: prune LeNet-300-100 (or LeNet-5, ``--model``),
+refit the consumers on a batch ``S`` of validation images (``prune(..., data=S,
+reconstruct="lstsq")``), and measure the test error before any fine-tuning and after one
+fine-tune epoch, for |S| in ``--sizes``.
 
 The dense nets are those of the Table 1 protocol (``--dense-dir``, trained there if missing:
 ``dense_<seed>`` per net). Per net, method and |S|: error of the plain prune, of the refit
@@ -27,13 +28,14 @@ import jaxprune
 from common import harness, protocol, report
 from jaxprune import data, train
 from jaxprune.checkpoint import to_jsonable
-from jaxprune.models import LeNet300100
+from jaxprune.models import LeNet5, LeNet300100
 
 METHODS = ("coreset", "l1_norm", "random")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="lenet300", choices=("lenet300", "lenet5"))
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--ratio", type=float, default=0.9)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2000, 5000])
@@ -42,12 +44,14 @@ def parse_args(argv=None):
     p.add_argument("--ridge", type=float, default=1e-3)
     p.add_argument("--train-epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--widths", type=int, nargs="+", default=[300, 100])
+    p.add_argument("--widths", type=int, nargs="+", default=None,
+                   help="default: 300 100 (lenet300), 6 16 120 84 (lenet5)")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/reconstruct_mnist")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.widths = args.widths or ([300, 100] if args.model == "lenet300" else [6, 16, 120, 84])
     if "coreset" not in args.methods:
         p.error("--methods must include coreset (the reference)")
     return args
@@ -59,8 +63,9 @@ def run(args) -> dict:
     full = data.head(data.load("mnist", "train", args.data_dir), args.limit_train)
     test_ds = data.load("mnist", "test", args.data_dir)
     train_ds, val_ds = data.train_val_split(full, min(args.val_size, len(full) // 2))
-    model = LeNet300100(widths=tuple(args.widths), num_classes=10)
-    nets = protocol.dense_nets(model, "lenet300", train_ds, test_ds,
+    model = (LeNet300100 if args.model == "lenet300" else LeNet5)(widths=tuple(args.widths),
+                                                                  num_classes=10)
+    nets = protocol.dense_nets(model, args.model, train_ds, test_ds,
                                pathlib.Path(args.dense_dir or out), range(args.dense_seeds),
                                args.train_epochs, args.batch_size)
     shape = train_ds.images.shape[1:]
@@ -120,7 +125,8 @@ def format_table(result) -> str:
                         f"{' *' if d['significant'] else ''}")
             lines.append(f"| {method} | {size} | {len(mine)} | " + " | ".join(
                 f"{c.mean():.2f} ± {c.std():.2f}" for c in cells) + f" | {diff} |")
-    return "\n".join(lines) + (f"\n\nLeNet-300-100 at PR {args['ratio']:.0%} of all parameters"
+    name = "LeNet-300-100" if args["model"] == "lenet300" else "LeNet-5"
+    return "\n".join(lines) + (f"\n\n{name} at PR {args['ratio']:.0%} of all parameters"
                                f", test error in %, mean ± std over nets; ridge "
                                f"{args['ridge']}; {result['cpu']}.")
 

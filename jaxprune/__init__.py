@@ -5,8 +5,9 @@ the parts, in import order: ``geometry`` (MVEE, Carathéodory, projections) → 
 (ℓ∞-coreset, peeling sensitivities, sampling) → ``structure`` (traced channel groups) →
 ``surgery`` → ``selection`` → ``optim`` → ``train`` → ``methods`` → ``pipeline`` → ``bounds``.
 """
+from jaxprune.cache import enable_compilation_cache
 from jaxprune.pipeline import PruneResult, PruneWarning, prune
 
 __version__ = "0.1.0"
 
-__all__ = ["PruneResult", "PruneWarning", "prune", "__version__"]
+__all__ = ["PruneResult", "PruneWarning", "enable_compilation_cache", "prune", "__version__"]

@@ -44,6 +44,7 @@ import sys
 from typing import Callable, NamedTuple
 
 from jaxprune import checkpoint, methods, selection, train, workflows
+from jaxprune.cache import enable_compilation_cache
 
 __all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser"]
 
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    enable_compilation_cache()  # $JAXPRUNE_CACHE_DIR, "off" disables
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
 Four simulated CPU devices are configured *before* JAX is imported so the data-parallel
 tests can check device-count invariance in-process; single-device code is unaffected.
-Real MNIST is read from ``../shared/data`` unless ``JAXPRUNE_DATA_DIR`` says otherwise.
+Real MNIST is read from ``../shared/data`` unless ``JAXPRUNE_DATA_DIR`` says otherwise; the
+persistent compilation cache is off unless ``JAXPRUNE_CACHE_DIR`` names a folder.
 """
 import os
 import pathlib
@@ -10,6 +11,8 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAXPRUNE_DATA_DIR", str(_REPO.parent / "shared" / "data"))
+# hermetic by default: no persistent compilation cache shared between test runs
+os.environ.setdefault("JAXPRUNE_CACHE_DIR", "off")
 
 import pytest  # noqa: E402
 

@@ -45,3 +45,10 @@ def test_bench_prune_quick_resnet50(bench, capsys):
     assert set(out["latency"]["resnet50"]) == {(lab, b) for lab in ("dense", "pruned")
                                                for b in (1, 64)}
     assert "Target: resnet50 pruned end to end in < 30 s" in text
+
+
+def test_bench_cache_quick():
+    bench = _scripts.load("bench_cache")
+    out = bench.main(["--quick", "--models", "lenet300"])
+    (row,) = out["rows"]
+    assert row["cold"]["prune_s"] > 0 and row["warm"]["prune_s"] > 0

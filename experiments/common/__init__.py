@@ -12,7 +12,11 @@ A script run as ``python experiments/<script>.py`` has ``experiments/`` on ``sys
   table).
 * :mod:`common.numpy_reference`: plain-NumPy geometry/coreset algorithms for benchmarks.
 """
-from . import filters, harness, numpy_reference, protocol, report
+from jaxprune.cache import enable_compilation_cache
+
+enable_compilation_cache()  # the scripts share compiled programs across runs ($JAXPRUNE_CACHE_DIR)
+
+from . import filters, harness, numpy_reference, protocol, report  # noqa: E402
 from .filters import calibrate_ratio
 
 __all__ = ["filters", "harness", "numpy_reference", "protocol", "report", "calibrate_ratio"]
