@@ -108,3 +108,22 @@ def test_missing_checkpoint_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="model.json"):
         checkpoint.load_model(tmp_path / "empty")
+
+
+def test_an_interrupted_save_over_a_model_leaves_no_model(tmp_path, monkeypatch):
+    """Saving over an existing model and dying while the arrays are written leaves a
+    directory that load_model / evaluate refuse, never old metadata over new arrays."""
+    model = models.get_model("lenet300", widths=(8, 4))
+    v = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    checkpoint.save_model(tmp_path / "m", model, v)
+    assert checkpoint.is_model_dir(tmp_path / "m")
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.ocp.StandardCheckpointer, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_model(tmp_path / "m", model.clone(widths=(6, 4)), v)
+    assert not checkpoint.is_model_dir(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        checkpoint.load_model(tmp_path / "m")

@@ -175,3 +175,22 @@ def test_pruned_user_module_round_trips_through_a_checkpoint(tmp_path):
     x = jax.random.normal(jax.random.key(2), (4, 10))
     np.testing.assert_allclose(loaded.apply(variables, x), small.apply(res.params, x),
                                atol=1e-6)
+
+
+def test_the_smaller_user_module_trains_with_jaxprune_train():
+    """``small`` (a Resized nn.Sequential with list layers) is a static argument of the
+    compiled steps, initialises at the pruned shapes and fine-tunes from ``result.params``."""
+    from jaxprune import data, train
+    m = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(16), nn.relu, nn.Dense(3)])
+    v = _init(m, (6,))
+    res = jaxprune.prune(v, jax.random.key(0), 0.5, model=m, input_shape=(6,))
+    small = res.model(m)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 6)).astype(np.float32)
+    ds = data.ArrayDataset(x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0), 3, "toy")
+    cfg = train.TrainConfig(optimizer="adam", learning_rate=1e-2, epochs=3, batch_size=32,
+                            log_every=0)
+    before = train.evaluate(small, res.params, ds)["loss"]
+    fit = train.fit(small, ds, cfg, variables=res.params, progress=False, devices=1)
+    assert _shapes(fit.variables) == _shapes(res.params)
+    assert train.evaluate(small, fit.variables, ds)["loss"] < before
