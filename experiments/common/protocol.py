@@ -72,7 +72,7 @@ class Rows:
         self.save(extra)
 
     def save(self, extra: dict | None = None) -> None:
-        doc = {"config": self.config, "rows": self.rows, **(extra or {})}
+        doc = {"config": self.config, "rows": self.rows, "cpu": cpu_name(), **(extra or {})}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False))
         tmp.replace(self.path)
@@ -307,9 +307,12 @@ def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary = report.summarize(rows, reference)
     cfg = doc["config"]
+    done = len({r["dense_seed"] for r in rows})
+    nets = (f"{done} dense net(s)" if done == cfg["dense_seeds"] else
+            f"the {done} dense net(s) finished of {cfg['dense_seeds']} planned (the run was "
+            "interrupted; --resume continues it; the nets column counts each row's nets)")
     text = (f"{report.markdown(summary, reference, paper)}\n\nErrors in % on the test set; "
-            f"mean ± std over {cfg['dense_seeds']} dense net(s) (× {cfg['seeds']} prune "
-            f"seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
+            f"mean ± std over {nets} (× {cfg['seeds']} prune seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
             f"0 (negative = {reference} lower). Fine-tuning: Adam {cfg['finetune_lr']} cosine, "
             f"early stopping on the validation split (patience {cfg['patience']}, at most "
             f"{cfg['max_epochs']} epochs); kd = logit MSE to the dense net, α = "
