@@ -87,8 +87,8 @@ def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None
         raise ValueError(
             f"cannot run {type(model).__name__} in inference mode with "
             f"model.apply(variables, x, **{kwargs}): {type(err).__name__}: "
-            f"{(str(err).splitlines() or [''])[0]} -- pass apply_kwargs={{...}} (the keyword arguments "
-            "of its inference call, e.g. {'deterministic': True})") from None
+            f"{(str(err).splitlines() or [''])[0]} -- pass apply_kwargs={{...}} (the keyword "
+            "arguments of its inference call, e.g. {'deterministic': True})") from None
 
 
 @contextlib.contextmanager

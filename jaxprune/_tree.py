@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
+import numpy as np
 
 Path = tuple[str, ...]
 
@@ -68,3 +69,11 @@ def split_variables(variables) -> tuple[Any, dict]:
     """``(params, other collections)`` of a variables dict (or bare params)."""
     variables, _ = as_variables(variables)
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def shape_mismatches(a, b) -> list[tuple[Path, Any, Any]]:
+    """``[(path, shape in a, shape in b), ...]`` (sorted) where the two pytrees' leaves differ
+    in shape or exist in one only (``None`` for the missing side)."""
+    sa = {p: tuple(np.shape(x)) for p, x in leaves_with_paths(a)}
+    sb = {p: tuple(np.shape(x)) for p, x in leaves_with_paths(b)}
+    return [(p, sa.get(p), sb.get(p)) for p in sorted(set(sa) | set(sb)) if sa.get(p) != sb.get(p)]

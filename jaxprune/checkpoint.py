@@ -37,7 +37,7 @@ from jaxprune import models, rebuild
 from jaxprune._nnx import variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
 from jaxprune._flax import mode_kwargs
-from jaxprune._tree import as_variables, leaves_with_paths
+from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches
 
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
@@ -262,12 +262,9 @@ def _check_fits(directory, model, variables, input_shape) -> None:
         raise ValueError(f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
                          f"inputs {input_shape}: {type(err).__name__}: "
                          f"{(str(err).splitlines() or [''])[0]}") from None
-    want = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(created)}
-    have = {p: tuple(np.shape(a)) for p, a in leaves_with_paths(variables)}
-    bad = sorted(p for p in set(want) | set(have) if want.get(p) != have.get(p))
+    bad = shape_mismatches(created, variables)
     if bad:
-        listed = "; ".join(f"{'/'.join(p)}: model {want.get(p)}, arrays {have.get(p)}"
-                           for p in bad[:4])
+        listed = "; ".join(f"{'/'.join(p)}: model {a}, arrays {b}" for p, a, b in bad[:4])
         raise ValueError(f"{directory}: {MODEL_JSON} and {VARIABLES_DIR}/ do not match "
                          f"({listed})")
 

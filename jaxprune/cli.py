@@ -238,7 +238,8 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     p.add_argument("--method", default="coreset", choices=methods.names())
     p.add_argument("--ratio", type=_ratio, required=True,
-                   help="fraction to remove, counted in --unit (default: the whole model's parameters)")
+                   help="fraction to remove, counted in --unit (default: the whole model's "
+                        "parameters)")
     p.add_argument("--unit", default="params", choices=selection.UNITS)
     p.add_argument("--sampling", default=None, choices=selection.SAMPLINGS,
                    help="default: the method's own")
@@ -309,7 +310,8 @@ def _run_prune(args) -> int:
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
         apply_kwargs=args.apply_kwargs, reconstruct=args.reconstruct, ridge=args.ridge,
-        recalibrate_bn=args.recalibrate_bn, certificate=args.certificate, record={k: v for k, v in vars(args).items() if k != "_run"}))
+        recalibrate_bn=args.recalibrate_bn, certificate=args.certificate,
+        record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
 

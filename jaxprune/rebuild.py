@@ -20,7 +20,7 @@ import numpy as np
 from jaxprune._nnx import submodules, with_variables
 from jaxprune._flax import hashable, inference_kwargs, module_path, scope_path, \
     trace_kernel_calls
-from jaxprune._tree import Path, get_path, leaves_with_paths
+from jaxprune._tree import Path, get_path, leaves_with_paths, shape_mismatches
 
 __all__ = ["Resized", "smaller_module", "smaller_nnx"]
 
@@ -152,16 +152,15 @@ def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) ->
     hint = ("a layer takes its size from a field jaxprune cannot see: pass "
             "fields={'path/to/layer': {field: value}} ('' for the top module)")
     try:
-        created = _shapes(jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
-                                         jax.random.key(0), x))
+        created = jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
+                                 jax.random.key(0), x)
     except Exception as err:  # noqa: BLE001 - any failure of the user's code, reported whole
+        first = (str(err).splitlines() or [""])[0]
         raise ValueError(f"the rebuilt {type(small.module).__name__} fails to initialise "
-                         f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]}); {hint}") from err
-    wanted = _shapes(small_variables)
-    bad = sorted(p for p in set(created) | set(wanted) if created.get(p) != wanted.get(p))
+                         f"({type(err).__name__}: {first}); {hint}") from err
+    bad = shape_mismatches(created, small_variables)
     if bad:
-        listed = "; ".join(f"{'/'.join(p)}: builds {created.get(p)}, pruned {wanted.get(p)}"
-                           for p in bad[:6])
+        listed = "; ".join(f"{'/'.join(p)}: builds {a}, pruned {b}" for p, a, b in bad[:6])
         raise ValueError(f"the rebuilt {type(small.module).__name__} does not create the pruned "
                          f"shapes ({listed}); {hint}")
 
