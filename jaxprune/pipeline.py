@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import (_flax, _nnx, metrics, methods, models, rebuild, selection, structure,
-                      surgery, views)
+from jaxprune import (_flax, _nnx, bounds, metrics, methods, models, rebuild, selection,
+                      structure, surgery, views)
 from jaxprune import reconstruct as reconstruct_lib
 from jaxprune._tree import as_variables, get_path, leaves_with_paths, map_with_paths, restore_form
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
@@ -252,7 +252,8 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
           leave=(), min_width: int = 1, round_to: int = 1, prune_residual: bool = False,
           prune_output: bool = False, data=None, apply_kwargs=None,
           reconstruct: str | None = None, ridge: float = 1e-3, recalibrate_bn: bool = False,
-          on_phase=None, **options) -> PruneResult:
+          epsilon: float | None = None, certificate: bool = False, on_phase=None,
+          **options) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -283,6 +284,12 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         ``ridge``: its relative ridge; ``recalibrate_bn``: re-estimate BatchNorm statistics
         on ``data`` afterwards. The report's ``"reconstruct"`` has each layer's relative
         pre-activation error before and after.
+      epsilon: epsilon-first structured pruning — widths from Theorem 2.6 of the main paper
+        for this ε (:func:`jaxprune.bounds.group_epsilon_ratios`; pass ``ratio=None``); a
+        ``ValueError`` names a group whose μ(P) = ∞ (no finite sample size exists).
+      certificate: add ``report["certificate"]`` (:func:`jaxprune.bounds.certify`: rank,
+        μ(P), the ε of the draws made, and with ``data`` the observed consumer errors). Off by
+        default: μ(P) costs an LP and a query search per group.
       apply_kwargs: keyword arguments of the model's inference call (``{'train': False}``);
         default: found from its ``__call__`` signature (``train``, ``training``,
         ``is_training``, ``deterministic``, ``use_running_average``).
@@ -292,7 +299,13 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     """
     meth = methods.get(method)
     routed = meth.route(options)
-    ratio = _check_ratio(ratio)
+    if epsilon is not None:
+        if ratio is not None or meth.kind != "channels":
+            raise ValueError("epsilon= sets the widths of a structured method: pass ratio=None "
+                             f"(method {method!r})")
+        ratio = {}
+    else:
+        ratio = _check_ratio(ratio)
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if int(min_width) < 1:
@@ -339,7 +352,12 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                leave=leave, min_width=int(min_width), round_to=int(round_to),
                prune_residual=prune_residual, prune_output=prune_output,
                data=data if reads_data else None, apply_kwargs=apply_kwargs,
-               nnx_module=nnx_module, on_phase=on_phase)
+               nnx_module=nnx_module, epsilon=epsilon, on_phase=on_phase)
+    if epsilon is not None:
+        result = dataclasses.replace(result, report={**result.report, "epsilon": epsilon})
+    if certificate and result.kind == "channels":
+        cert = bounds.certify(result, model=model, data=data if model is not None else None)
+        result = dataclasses.replace(result, report={**result.report, "certificate": cert})
     if nnx_module is not None:
         return dataclasses.replace(result, nnx_module=nnx_module)
     if reconstruct is not None and result.kept:
@@ -417,7 +435,7 @@ def _structure(model, variables, input_shape, apply_kwargs, nnx_module=None):
 
 def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                     input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                    prune_residual, prune_output, data, apply_kwargs, nnx_module,
+                    prune_residual, prune_output, data, apply_kwargs, nnx_module, epsilon,
                     on_phase) -> PruneResult:
     if prune_output:
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
@@ -425,7 +443,10 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
     with _phase(on_phase, "structure"):
         struct, input_shape = _structure(model, variables, input_shape, apply_kwargs,
                                          nnx_module)
-    groups = selection.prunable_groups(struct, leave, prune_residual, ratio, allow_empty=True)
+    groups = selection.prunable_groups(struct, leave, prune_residual,
+                                       None if epsilon is not None else ratio, allow_empty=True)
+    if epsilon is not None and groups:
+        ratio = bounds.group_epsilon_ratios(score_vars, groups, epsilon)
     if not groups:  # nothing can be cut: the network comes back whole, and the warning says why
         report = _channel_report(struct, groups, {}, ratio, unit, meth.name, sampling, {},
                                  min_width)
@@ -546,14 +567,14 @@ def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
 
 def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                    input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                   prune_residual, prune_output, data, apply_kwargs, nnx_module,
+                   prune_residual, prune_output, data, apply_kwargs, nnx_module, epsilon,
                    on_phase) -> PruneResult:
     """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
     removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
     in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
     ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
     report records ``allocation: "uniform"``)."""
-    del score_vars, min_width, round_to, prune_residual, nnx_module
+    del score_vars, min_width, round_to, prune_residual, nnx_module, epsilon
     if unit != "params":
         raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
                          f"entries (unit='params'); unit={unit!r} is not supported (it removes "

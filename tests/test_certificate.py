@@ -79,3 +79,22 @@ def test_epsilon_first_ratios_where_mu_is_finite_and_a_clear_error_where_not():
         bounds.epsilon_ratios(ind, 0.5)
     with pytest.raises(ValueError, match="epsilon"):
         bounds.epsilon_ratios(ind, -1.0)
+
+
+def test_prune_epsilon_first_and_the_certificate_in_the_report():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    sym = _mlp_params(np.concatenate([w, -w], 1), np.concatenate([b, -b]))
+    res = jaxprune.prune(sym, jax.random.key(0), None, epsilon=1e2, certificate=True,
+                         sampling="sparsity_first")
+    ratios = bounds.epsilon_ratios(sym, 1e2)
+    assert res.report["target_ratio"] == ratios and res.report["epsilon"] == 1e2
+    assert res.widths["dense_0"] == 10 - int(np.floor(ratios["dense_0"] * 10 + 1e-9))
+    assert res.report["certificate"]["dense_0"]["epsilon"] > 0
+    with pytest.raises(ValueError, match="ratio=None"):
+        jaxprune.prune(sym, jax.random.key(0), 0.5, epsilon=1e2)
+    ind = _mlp_params(rng.standard_normal((20, 8)).astype(np.float32),
+                      rng.standard_normal(8).astype(np.float32))
+    with pytest.raises(ValueError, match="dense_0.*no finite sample size"):
+        jaxprune.prune(ind, jax.random.key(0), None, epsilon=0.5)

@@ -23,8 +23,9 @@ LAYERS = [
     ("jaxprune.train",),
     ("jaxprune.methods",),
     ("jaxprune.views",),
-    ("jaxprune.pipeline",),
     ("jaxprune.bounds",),
+    ("jaxprune.pipeline",),
+    ("jaxprune.bounds.lab",),
     ("jaxprune.workflows",),
     ("jaxprune.cli", "jaxprune.__main__"),
 ]

@@ -19,7 +19,7 @@ margins, observed errors) use jax.
                    ``from jaxprune.bounds import lab``; it needs training and plotting)
 =================  ==========================================================================
 """
-from jaxprune.bounds.certificate import certify, epsilon_ratios
+from jaxprune.bounds.certificate import certify, epsilon_ratios, group_epsilon_ratios
 from jaxprune.bounds.draws import (PruneDraw, deterministic_epsilon_first,
                                    deterministic_sparsity_first, epsilon_first,
                                    expected_distinct, sparsity_first)
@@ -34,7 +34,7 @@ from jaxprune.bounds.theorems import (coreset_epsilon, coreset_samples, mussay_e
 from jaxprune.bounds.twolayer import scale_two_layer, total_sensitivity, two_layer_forward
 
 __all__ = [
-    "certify", "epsilon_ratios",
+    "certify", "epsilon_ratios", "group_epsilon_ratios",
     "sipp_randomized_epsilon", "sipp_randomized_samples", "sipp_num_validation_points",
     "sipp_sensitivities",
     "sipp_deterministic_epsilon", "sipp_deterministic_samples",

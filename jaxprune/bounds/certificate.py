@@ -27,7 +27,7 @@ from jaxprune._tree import as_variables
 from jaxprune.bounds.mu import estimate_mu, mu_is_unbounded
 from jaxprune.bounds.theorems import coreset_epsilon, coreset_samples
 
-__all__ = ["certify", "epsilon_ratios"]
+__all__ = ["certify", "epsilon_ratios", "group_epsilon_ratios"]
 
 
 def _group_bound(points: np.ndarray, m: int, seed: int) -> dict:
@@ -102,8 +102,17 @@ def epsilon_ratios(params, epsilon: float, *, model=None, input_shape=None,
         if input_shape is None:
             raise ValueError("pass input_shape= with model=")
         struct = structure.from_model(model, variables, input_shape)
+    return group_epsilon_ratios(variables, selection.prunable_groups(
+        struct, prune_residual=prune_residual), epsilon, delta=delta, c=c, seed=seed)
+
+
+def group_epsilon_ratios(variables, groups, epsilon: float, *, delta: float = 0.5,
+                         c: float = 1.0, seed: int = 0) -> dict:
+    """:func:`epsilon_ratios` for given channel ``groups`` of ``variables``."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
+        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
     out = {}
-    for g in selection.prunable_groups(struct, prune_residual=prune_residual):
+    for g in groups:
         points = np.asarray(views.layer_view(variables, g).points, np.float64)
         if mu_is_unbounded(points):
             raise ValueError(f"group {g.name!r}: μ(P) = ∞ (an LP finds a query that switches "
