@@ -87,8 +87,20 @@ def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None
         raise ValueError(
             f"cannot run {type(model).__name__} in inference mode with "
             f"model.apply(variables, x, **{kwargs}): {type(err).__name__}: "
-            f"{(str(err).splitlines() or [''])[0]} -- pass apply_kwargs={{...}} (the keyword "
+            f"{first_line(err)} -- pass apply_kwargs={{...}} (the keyword "
             "arguments of its inference call, e.g. {'deterministic': True})") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message ('' for an empty one)."""
+    return (str(err).splitlines() or [""])[0]
+
+
+def abstract_init(model: nn.Module, input_shape, **kwargs):
+    """``model.init`` on one example of ``input_shape`` under ``jax.eval_shape``: the variables
+    it creates, as ``ShapeDtypeStruct`` (nothing is computed)."""
+    x = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
+    return jax.eval_shape(lambda k, inp: model.init(k, inp, **kwargs), jax.random.key(0), x)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from flax import nnx
 from jaxprune import models, rebuild
 from jaxprune._nnx import variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
-from jaxprune._flax import mode_kwargs
+from jaxprune._flax import abstract_init, first_line, mode_kwargs
 from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches
 
 MODEL_JSON = "model.json"
@@ -254,14 +254,12 @@ def load_model(directory, *, device=None):
 
 def _check_fits(directory, model, variables, input_shape) -> None:
     """``ValueError`` when the arrays are not the ones ``model.json``'s model creates."""
-    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
     try:
-        created = jax.eval_shape(lambda k, inp: model.init(k, inp, **mode_kwargs(model, False)),
-                                 jax.random.key(0), x)
+        created = abstract_init(model, input_shape, **mode_kwargs(model, False))
     except Exception as err:  # noqa: BLE001 - the saved description itself is broken
         raise ValueError(f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
                          f"inputs {input_shape}: {type(err).__name__}: "
-                         f"{(str(err).splitlines() or [''])[0]}") from None
+                         f"{first_line(err)}") from None
     bad = shape_mismatches(created, variables)
     if bad:
         listed = "; ".join(f"{'/'.join(p)}: model {a}, arrays {b}" for p, a, b in bad[:4])

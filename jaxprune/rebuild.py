@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._nnx import submodules, with_variables
-from jaxprune._flax import hashable, inference_kwargs, module_path, scope_path, \
-    trace_kernel_calls
+from jaxprune._flax import (abstract_init, first_line, hashable, inference_kwargs, module_path,
+                            scope_path, trace_kernel_calls)
 from jaxprune._tree import Path, get_path, leaves_with_paths, shape_mismatches
 
 __all__ = ["Resized", "smaller_module", "smaller_nnx"]
@@ -147,17 +145,14 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
 
 
 def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) -> None:
-    x = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
     kwargs = inference_kwargs(small, apply_kwargs)
     hint = ("a layer takes its size from a field jaxprune cannot see: pass "
             "fields={'path/to/layer': {field: value}} ('' for the top module)")
     try:
-        created = jax.eval_shape(lambda k, inp: small.init(k, inp, **kwargs),
-                                 jax.random.key(0), x)
+        created = abstract_init(small, input_shape, **kwargs)
     except Exception as err:  # noqa: BLE001 - any failure of the user's code, reported whole
-        first = (str(err).splitlines() or [""])[0]
         raise ValueError(f"the rebuilt {type(small.module).__name__} fails to initialise "
-                         f"({type(err).__name__}: {first}); {hint}") from err
+                         f"({type(err).__name__}: {first_line(err)}); {hint}") from err
     bad = shape_mismatches(created, small_variables)
     if bad:
         listed = "; ".join(f"{'/'.join(p)}: builds {a}, pruned {b}" for p, a, b in bad[:6])

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._flax import (hashable, inference_kwargs, kernel_io, module_path,
+from jaxprune._flax import (first_line, hashable, inference_kwargs, kernel_io, module_path,
                             trace_kernel_calls)
 from jaxprune._tree import Path, as_variables, get_path, map_with_paths, restore_form
 from jaxprune.structure import ConvSpec, kernel_layers
@@ -117,7 +117,7 @@ def _layers(model, variables, input_shape, kwargs, which: str):
         raise ValueError(
             f"the {which} model {type(model).__name__} cannot run on data of per-example shape "
             f"{tuple(input_shape)}: {type(err).__name__}: "
-            f"{(str(err).splitlines() or [''])[0]}") from None
+            f"{first_line(err)}") from None
     return {layer.path: layer for layer in layers}, calls
 
 
@@ -544,5 +544,5 @@ def recalibrate_batch_stats(model: nn.Module, variables, data, *,
     except Exception as err:
         raise ValueError(f"cannot recalibrate {type(model).__name__} on data of per-example "
                          f"shape {images.shape[1:]}: {type(err).__name__}: "
-                         f"{(str(err).splitlines() or [''])[0]}") from None
+                         f"{first_line(err)}") from None
     return restore_form(variables, wrapped), names
