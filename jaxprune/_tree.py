@@ -77,3 +77,21 @@ def shape_mismatches(a, b) -> list[tuple[Path, Any, Any]]:
     sa = {p: tuple(np.shape(x)) for p, x in leaves_with_paths(a)}
     sb = {p: tuple(np.shape(x)) for p, x in leaves_with_paths(b)}
     return [(p, sa.get(p), sb.get(p)) for p in sorted(set(sa) | set(sb)) if sa.get(p) != sb.get(p)]
+
+
+def to_host(tree):
+    """Every leaf as a NumPy array on this host.
+
+    A global array that spans several processes is read from this process's copy when it is
+    replicated (the parameters of a data-parallel run) and gathered otherwise.
+    """
+    def leaf(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.sharding.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(leaf, tree)
+

@@ -33,11 +33,11 @@ import orbax.checkpoint as ocp
 
 from flax import nnx
 
-from jaxprune import models, rebuild
+from jaxprune import distributed, models, rebuild
 from jaxprune._nnx import variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
 from jaxprune._flax import abstract_init, first_line, mode_kwargs
-from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches
+from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches, to_host
 
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
@@ -53,11 +53,6 @@ __all__ = [
 
 def _abs(directory) -> pathlib.Path:
     return pathlib.Path(os.path.abspath(os.fspath(directory)))
-
-
-def _to_host(tree):
-    """Fully-replicated/committed jax arrays -> numpy (portable across device counts)."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
 def _json_default(obj):
@@ -112,14 +107,20 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     directory.mkdir(parents=True, exist_ok=True)
     variables, _ = as_variables(variables)
     cfg = model_record(model)
-    host_vars = _to_host(variables)
+    host_vars = to_host(variables)
     # model.json goes last (atomically): until it is there the directory holds no model, so an
-    # interrupted save never leaves arrays that load_model/evaluate would accept
-    (directory / MODEL_JSON).unlink(missing_ok=True)
+    # interrupted save never leaves arrays that load_model/evaluate would accept. Every
+    # process of a multi-process run calls this; orbax and the main process write.
+    main = distributed.is_main()
+    if main:
+        (directory / MODEL_JSON).unlink(missing_ok=True)
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / VARIABLES_DIR, host_vars, force=True)
     ckpt.wait_until_finished()
     ckpt.close()
+    if not main:
+        distributed.barrier("jaxprune.save_model")
+        return directory
     doc = {
         "format": FORMAT,
         "model": to_jsonable(cfg),
@@ -129,6 +130,7 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     tmp = directory / (MODEL_JSON + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
     os.replace(tmp, directory / MODEL_JSON)
+    distributed.barrier("jaxprune.save_model")
     return directory
 
 
@@ -163,7 +165,7 @@ def save_nnx(directory, module) -> pathlib.Path:
     directory = _abs(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / NNX_JSON).unlink(missing_ok=True)
-    variables = _to_host(variables_of(module))
+    variables = to_host(variables_of(module))
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(directory / VARIABLES_DIR, variables, force=True)
     ckpt.wait_until_finished()
@@ -270,10 +272,19 @@ def _check_fits(directory, model, variables, input_shape) -> None:
 # ----------------------------------------------------------------------------- training state
 
 def training_manager(directory, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    """CheckpointManager for per-epoch training state (step number = completed epochs)."""
+    """CheckpointManager for per-epoch training state (step number = completed epochs).
+
+    Saves are asynchronous: :func:`save_training_state` returns once the arrays are copied
+    off the devices and orbax writes them in the background while training goes on; a step
+    becomes visible only when its write has finished (orbax renames a finished temporary
+    directory), so a run killed mid-write resumes from the previous epoch. ``close()`` waits
+    for the last write. In a multi-process run every process calls these functions: orbax
+    coordinates the processes and the main one writes.
+    """
     d = _abs(directory)
     d.mkdir(parents=True, exist_ok=True)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=True)
     return ocp.CheckpointManager(d, options=options, item_names=("state", "meta"))
 
 
@@ -283,11 +294,11 @@ def latest_training_step(manager: ocp.CheckpointManager) -> int | None:
 
 
 def save_training_state(manager: ocp.CheckpointManager, epoch: int, state: Any, meta: dict):
-    """Synchronously save ``state`` (pytree of arrays) + JSON ``meta`` as step ``epoch``."""
+    """Start saving ``state`` (pytree of arrays) + JSON ``meta`` as step ``epoch`` (returns
+    before the files are written; see :func:`training_manager`)."""
     manager.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         meta=ocp.args.JsonSave(to_jsonable(meta))), force=True)
-    manager.wait_until_finished()
 
 
 def restore_training_state(manager: ocp.CheckpointManager, epoch: int, template: Any):

@@ -43,10 +43,12 @@ import os
 import sys
 from typing import Callable, NamedTuple
 
-from jaxprune import checkpoint, methods, selection, train, workflows
+from jaxprune import checkpoint, distributed, methods, selection, train, workflows
 from jaxprune.cache import enable_compilation_cache
 
-__all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser"]
+__all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser",
+           "add_data_arguments", "add_training_arguments", "train_config_from_args",
+           "join_processes"]
 
 #: A user error: reported as ``jaxprune <command>: error: <message>`` with exit status 2.
 CLIError = workflows.UsageError
@@ -120,6 +122,22 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--eval-batch-size", type=_positive_int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("multi-process (jax.distributed; run the same command in every "
+                             "process, --out on a filesystem they share)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator")
+    g.add_argument("--num-processes", type=_positive_int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--distributed", action="store_true",
+                   help="detect the processes from the cluster environment (SLURM, Open MPI, "
+                        "Kubernetes, ...) instead")
+
+
+def join_processes(args: argparse.Namespace) -> tuple[int, int]:
+    """Join the multi-process run the flags of :func:`add_training_arguments` describe (call
+    before anything else uses JAX); ``(0, 1)`` for a single process."""
+    return distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                  auto=args.distributed)
 
 
 _CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum", "nesterov",
@@ -141,7 +159,8 @@ def train_config_from_args(args: argparse.Namespace, model_name: str, **extra):
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(checkpoint.to_jsonable(obj), sort_keys=True))
+    if distributed.is_main():
+        print(json.dumps(checkpoint.to_jsonable(obj), sort_keys=True))
 
 
 def _run_options(args) -> dict:
@@ -161,6 +180,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args) -> int:
+    join_processes(args)
     _print_json(workflows.train_new(
         args.model, args.dataset, args.out, lambda name: train_config_from_args(args, name),
         data_dir=args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test,
@@ -189,6 +209,7 @@ def _run_finetune(args) -> int:
     extra = {k: v for k, v in (("distill_alpha", args.distill_alpha),
                                ("distill_temperature", args.distill_temperature))
              if v is not None}
+    join_processes(args)
     _print_json(workflows.finetune_checkpoint(
         args.checkpoint, args.out, lambda name: train_config_from_args(args, name, **extra),
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,

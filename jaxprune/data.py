@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load", "read_idx",
+__all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load", "read_idx",
            "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
            "evaluation_split", "head", "load_splits", "sample_images"]
 
@@ -76,7 +76,46 @@ class ArrayDataset:
 
     def subset(self, indices: Any) -> "ArrayDataset":
         idx = np.asarray(indices)
-        return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
+        images = (self.images.take(idx) if isinstance(self.images, LazyImages)
+                  else self.images[idx])
+        return dataclasses.replace(self, images=images, labels=self.labels[idx])
+
+
+class LazyImages:
+    """Images read on demand: ``images[idx]`` reads and normalises only rows ``idx``.
+
+    Stands in for the float32 ``images`` array of an :class:`ArrayDataset` made by
+    ``load(..., lazy=True)``: ``shape``, ``dtype``, ``len`` and NumPy indexing (an int, a
+    slice or an index array) behave as on the array, and ``np.asarray`` reads everything.
+    ``read(indices) -> uint8 (k, H, W, C)`` is the source (a memory-mapped IDX file or a
+    TFDS ``data_source``).
+    """
+
+    def __init__(self, read: Callable[[np.ndarray], np.ndarray], shape: tuple, name: str):
+        self._read, self.shape, self._name = read, tuple(shape), name
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, tuple):
+            return self[idx[0]][(slice(None),) + idx[1:]]
+        if isinstance(idx, (int, np.integer)):
+            return self[np.asarray([idx])][0]
+        rows = np.arange(len(self))[idx]
+        return normalize(self._read(rows), self._name)
+
+    def take(self, rows) -> "LazyImages":
+        """The images at ``rows``, still read on demand."""
+        rows = np.arange(len(self))[np.asarray(rows)]
+        return LazyImages(lambda idx: self._read(rows[idx]), (len(rows),) + self.shape[1:],
+                          self._name)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 # --------------------------------------------------------------------------------- IDX files
@@ -145,7 +184,8 @@ def _find_idx(folder: pathlib.Path, stem: str, name: str, root: Any) -> pathlib.
                             + _how_to_get(name, root))
 
 
-def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool) -> ArrayDataset:
+def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: bool
+              ) -> ArrayDataset:
     if split not in _IDX_PREFIX:
         raise ValueError(f"IDX datasets have splits 'train' and 'test', got {split!r}")
     folder = root / name
@@ -173,8 +213,12 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool) -> ArrayD
                          f"{labels.shape}. " + _how_to_get(name, root))
     if labels.size and labels.max() >= NUM_CLASSES[name]:
         raise ValueError(f"{folder}: label {labels.max()} out of range for {name}")
-    return ArrayDataset(normalize(images[..., None], name), labels.astype(np.int32),
-                        NUM_CLASSES[name], name)
+    pixels = images[..., None]
+    if lazy:  # the uint8 file stays in memory; rows are normalised when read
+        images = LazyImages(lambda rows: pixels[rows], pixels.shape, name)
+    else:
+        images = normalize(pixels, name)
+    return ArrayDataset(images, labels.astype(np.int32), NUM_CLASSES[name], name)
 
 
 # ------------------------------------------------------------------------------------- TFDS
@@ -197,7 +241,8 @@ def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return arr[top:top + size, left:left + size]
 
 
-def _load_tfds(name: str, split: str, data_dir: Any, image_size: int) -> ArrayDataset:
+def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
+               ) -> ArrayDataset:
     import tensorflow_datasets as tfds  # lazy: optional heavy dependency
 
     try:
@@ -213,26 +258,41 @@ def _load_tfds(name: str, split: str, data_dir: Any, image_size: int) -> ArrayDa
         raise FileNotFoundError(f"TFDS dataset {name!r} split {split!r} is not available "
                                 f"offline ({type(e).__name__}: {e}).{hint}{extra}") from e
     n = len(src)
-    images, labels = [], []
-    chunk = 1024
-    for start in range(0, n, chunk):
-        keys = list(range(start, min(n, start + chunk)))
-        try:
-            recs = src.__getitems__(keys)
-        except (TypeError, AttributeError):
-            recs = [src[i] for i in keys]
-        for r in recs:
-            img = np.asarray(r["image"])
-            if name == "imagenet2012":
-                img = _resize_center_crop(img, image_size)
-            images.append(img)
-            labels.append(int(r["label"]))
-    if not images:
+    if n == 0:
         raise ValueError(f"TFDS {name!r} split {split!r} is empty")
-    arr = np.stack(images)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    return ArrayDataset(normalize(arr, name), np.asarray(labels, np.int32),
+
+    def records(keys):
+        try:
+            return src.__getitems__([int(k) for k in keys])
+        except (TypeError, AttributeError):
+            return [src[int(k)] for k in keys]
+
+    def image(record):
+        img = np.asarray(record["image"])
+        img = _resize_center_crop(img, image_size) if name == "imagenet2012" else img
+        return img[..., None] if img.ndim == 2 else img
+
+    def read(rows):
+        return np.stack([image(r) for r in records(rows)])
+
+    chunks = [np.arange(a, min(n, a + 1024)) for a in range(0, n, 1024)]
+    if lazy:  # one pass for the labels (images left encoded); images are read on demand
+        try:
+            label_src = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                         decoders={"image": tfds.decode.SkipDecoding()})
+            label_src[0]  # SkipDecoding needs TensorFlow
+        except Exception:  # noqa: BLE001 — a source without partial decoding: decode all
+            label_src = src
+        labels = np.concatenate([[int(label_src[int(k)]["label"]) for k in c] for c in chunks])
+        first = read(np.arange(1))
+        return ArrayDataset(LazyImages(read, (n,) + first.shape[1:], name),
+                            labels.astype(np.int32), NUM_CLASSES[name], name)
+    images, labels = [], []
+    for c in chunks:
+        recs = records(c)
+        images.append(np.stack([image(r) for r in recs]))
+        labels.extend(int(r["label"]) for r in recs)
+    return ArrayDataset(normalize(np.concatenate(images), name), np.asarray(labels, np.int32),
                         NUM_CLASSES[name], name)
 
 
@@ -251,13 +311,17 @@ def normalize(images_uint8: np.ndarray, name: str) -> np.ndarray:
 
 def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, *,
          source: str = "auto", verify_checksums: bool = True,
-         image_size: int = 224) -> ArrayDataset:
-    """Load a dataset split into memory as a normalised :class:`ArrayDataset`.
+         image_size: int = 224, lazy: bool = False) -> ArrayDataset:
+    """Load a dataset split as a normalised :class:`ArrayDataset`.
 
     ``name``: one of ``DATASETS``. ``split``: 'train'/'test' (IDX), any TFDS split string
     otherwise. ``source``: 'auto' (IDX if ``<root>/<name>/`` exists for an MNIST-format
     name, else TFDS), 'idx' or 'tfds'. ``data_dir`` (default ``$JAXPRUNE_DATA_DIR``) is the
     IDX root and is also handed to TFDS as its data dir. Never downloads.
+
+    ``lazy=True``: the images are a :class:`LazyImages` that reads and normalises only the
+    rows asked for (TFDS records by index through ``tfds.data_source``; IDX rows of the
+    uint8 file), so a process that feeds one shard of every batch reads only its rows.
     """
     if name not in NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
@@ -271,8 +335,8 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
         if root is None:
             raise FileNotFoundError("no data_dir given and JAXPRUNE_DATA_DIR unset. "
                                     + _how_to_get(name, "<root>"))
-        return _load_idx(name, split, pathlib.Path(root), verify_checksums)
-    return _load_tfds(name, split, None if root is None else str(root), image_size)
+        return _load_idx(name, split, pathlib.Path(root), verify_checksums, lazy)
+    return _load_tfds(name, split, None if root is None else str(root), image_size, lazy)
 
 
 def evaluation_split(name: str) -> str:
@@ -288,10 +352,13 @@ def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:
 
 def load_splits(name: str, data_dir: str | os.PathLike | None = None, *,
                 limit_train: int | None = None, limit_test: int | None = None,
-                need_train: bool = True) -> tuple[ArrayDataset | None, ArrayDataset]:
+                need_train: bool = True, lazy_train: bool = False
+                ) -> tuple[ArrayDataset | None, ArrayDataset]:
     """``(train or None, evaluation split)`` of ``name``, each cut to its first
-    ``limit_*`` examples. Raises like :func:`load`."""
-    train = head(load(name, "train", data_dir), limit_train) if need_train else None
+    ``limit_*`` examples (the training split read on demand with ``lazy_train``). Raises
+    like :func:`load`."""
+    train = (head(load(name, "train", data_dir, lazy=lazy_train), limit_train) if need_train
+             else None)
     return train, head(load(name, evaluation_split(name), data_dir), limit_test)
 
 
@@ -323,49 +390,75 @@ def num_batches(ds: ArrayDataset | int, batch_size: int, drop_remainder: bool = 
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
-def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4, *,
+              rows: slice | None = None, total: int | None = None) -> np.ndarray:
     """Random ``pad``-padded crop back to the input size plus random horizontal flip.
 
     Vectorised over the batch (one gather). Padding is zero in *normalised* space (the
-    dataset mean colour).
+    dataset mean colour). ``images`` may be rows ``rows`` of a batch of ``total`` examples:
+    the offsets and flips are drawn for the whole batch and sliced, so each example gets the
+    same crop whichever process holds it.
     """
     b, h, w, _ = images.shape
+    total = b if total is None else int(total)
+    rows = slice(0, b) if rows is None else rows
+    oy = rng.integers(0, 2 * pad + 1, size=total)[rows]
+    ox = rng.integers(0, 2 * pad + 1, size=total)[rows]
+    flip = (rng.random(total) < 0.5)[rows]
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    oy = rng.integers(0, 2 * pad + 1, size=b)
-    ox = rng.integers(0, 2 * pad + 1, size=b)
-    flip = rng.random(b) < 0.5
-    rows = oy[:, None] + np.arange(h)[None, :]
+    rows_ = oy[:, None] + np.arange(h)[None, :]
     cols_fwd = np.arange(w)[None, :]
     cols = ox[:, None] + np.where(flip[:, None], w - 1 - cols_fwd, cols_fwd)
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return padded[np.arange(b)[:, None, None], rows_[:, :, None], cols[:, None, :]]
 
 
-_AUGMENTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+_AUGMENTS: dict[str, Callable[..., np.ndarray]] = {
     "crop_flip": crop_flip,
 }
 
 
 def batches(ds: ArrayDataset, batch_size: int, *, seed: int = 0, epoch: int = 0,
             shuffle: bool = True, augment: str | Callable | None = None,
-            drop_remainder: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            drop_remainder: bool = True, shard: tuple[int, int] = (0, 1)
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Iterate ``(images, labels)`` NumPy batches of one epoch.
 
     The order is a permutation drawn from ``(seed, epoch)`` (or the stored order with
     ``shuffle=False``); the augmentation of batch ``i`` is drawn from ``(seed, epoch, i)``,
     so an epoch is reproducible and independent of how much of it was consumed.
     ``augment``: None, 'crop_flip' or a callable ``(images, rng) -> images``.
+
+    ``shard=(index, count)``: yield only rows ``[index*b/count, (index+1)*b/count)`` of every
+    global batch of ``b = batch_size`` examples (``b`` divisible by ``count``), reading only
+    those rows of ``ds``: the part one process of a multi-process run feeds. The global
+    batches, and the built-in augmentations, do not depend on ``count``; a callable
+    ``augment`` sees only the local rows and gets its own stream per shard.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if isinstance(augment, str) and augment not in _AUGMENTS:
         raise ValueError(f"unknown augment {augment!r}; known: {list(_AUGMENTS)}")
-    aug = _AUGMENTS[augment] if isinstance(augment, str) else augment
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count or batch_size % count:
+        raise ValueError(f"shard={shard} needs 0 <= index < count and batch_size={batch_size} "
+                         "divisible by count")
+    if count > 1 and not drop_remainder:
+        raise ValueError("a sharded epoch needs drop_remainder=True (equal shards)")
+    local = batch_size // count
+    rows = slice(index * local, (index + 1) * local)
     n = len(ds)
     order = (np.random.default_rng([int(seed), int(epoch)]).permutation(n) if shuffle
              else np.arange(n))
     for i in range(num_batches(n, batch_size, drop_remainder)):
         idx = order[i * batch_size:(i + 1) * batch_size]
+        size = len(idx)
+        if count > 1:
+            idx = idx[rows]
         x, y = ds.images[idx], ds.labels[idx]
-        if aug is not None:
-            x = aug(x, np.random.default_rng([int(seed), int(epoch), i, 1]))
+        if isinstance(augment, str):
+            x = _AUGMENTS[augment](x, np.random.default_rng([int(seed), int(epoch), i, 1]),
+                                   rows=rows if count > 1 else None, total=size)
+        elif augment is not None:
+            stream = [int(seed), int(epoch), i, 1] + ([index, count] if count > 1 else [])
+            x = augment(x, np.random.default_rng(stream))
         yield x, y

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 import jaxprune
-from jaxprune import bounds, checkpoint, data, methods, metrics, models, train
+from jaxprune import bounds, checkpoint, data, distributed, methods, metrics, models, train
 from jaxprune._tree import map_with_paths
 
 __all__ = ["UsageError", "load_datasets", "check_model_name", "load_checkpoint",
@@ -55,7 +55,8 @@ def load_datasets(name: str, data_dir=None, limit_train=None, limit_test=None,
     """(train split or None, evaluation split) of ``name``, cut to the first ``limit_*``."""
     with _dataset_errors(name):
         return data.load_splits(name, data_dir, limit_train=limit_train, limit_test=limit_test,
-                                need_train=need_train)
+                                need_train=need_train,
+                                lazy_train=distributed.process_count() > 1)
 
 
 def check_model_name(name: str) -> None:
@@ -106,7 +107,10 @@ def size_report(model, variables, input_shape) -> dict:
 
 
 def write_json(path, obj) -> None:
-    """``obj`` as indented, key-sorted JSON, written atomically (temporary file + rename)."""
+    """``obj`` as indented, key-sorted JSON, written atomically (temporary file + rename);
+    in a multi-process run only by the main process."""
+    if not distributed.is_main():
+        return
     tmp = str(path) + ".tmp"
     with open(tmp, "w") as f:
         json.dump(checkpoint.to_jsonable(obj), f, indent=2, sort_keys=True)

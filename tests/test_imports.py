@@ -10,7 +10,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxprune"
 
 # Bottom to top: a module may import only from its own layer's package or from lower layers.
 LAYERS = [
-    ("jaxprune._tree", "jaxprune._flax", "jaxprune._nnx", "jaxprune._spec", "jaxprune.cache"),
+    ("jaxprune._tree", "jaxprune._flax", "jaxprune._nnx", "jaxprune._spec", "jaxprune.cache",
+     "jaxprune.distributed"),
     ("jaxprune.geometry",),
     ("jaxprune.coreset",),
     ("jaxprune.data", "jaxprune.models", "jaxprune.gates", "jaxprune.metrics"),

@@ -274,8 +274,13 @@ _RESUME_SCRIPT = textwrap.dedent("""
     cfg = train.TrainConfig(optimizer="sgd", learning_rate=0.05, schedule="cosine",
                             epochs=3, batch_size=16, seed=7, log_every=0)
 
-    def kill_after_first_epoch(epoch, result):  # runs after epoch 1 is checkpointed
+    def kill_after_first_epoch(epoch, result):  # epoch 1's checkpoint is being written
         if epoch == 1:
+            import pathlib, time
+            done = pathlib.Path(sys.argv[1], "checkpoints", "1")
+            deadline = time.time() + 60
+            while not done.is_dir() and time.time() < deadline:
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)
 
     train.fit(BNNet(), tiny_ds(n=64), cfg, out_dir=sys.argv[1], devices=2, progress=False,

@@ -23,17 +23,13 @@ import numpy as np
 import optax
 
 from jaxprune import metrics, optim, selection, structure, surgery, train
-from jaxprune._tree import get_path, params_of
+from jaxprune._tree import get_path, params_of, to_host
 from jaxprune.methods._base import Method, per_view, register
 from jaxprune.methods.norms import l2_score
 
 __all__ = ["fw_phase", "FWPruneResult", "mask_and_finetune", "fw_prune", "channel_scores",
            "structured_keep", "structured_shrink", "structured_prune", "prepare", "FRANK_WOLFE",
            "FRANK_WOLFE_MOMENTUM"]
-
-
-def _host(tree):
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
 def fw_phase(model, variables, train_ds, *, constraint=None, sparsity: float = 0.9,
@@ -49,7 +45,7 @@ def fw_phase(model, variables, train_ds, *, constraint=None, sparsity: float = 0
     config = train.TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, log_every=0)
     res = train.fit(model, train_ds, config, variables=variables, optimizer=tx, devices=1,
                     progress=False)
-    return _host(res.variables), _host(res.state["opt_state"]), res.history
+    return to_host(res.variables), to_host(res.state["opt_state"]), res.history
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +80,7 @@ def mask_and_finetune(model, variables, mask, train_ds, *, finetune=None, eval_d
     if finetune is not None and finetune.epochs > 0:
         res = train.fit(model, train_ds, finetune, variables=pruned, mask=mask, progress=False,
                         devices=1)
-        pruned = _host(res.variables)
+        pruned = to_host(res.variables)
         report["finetune_history"] = res.history
     report["kernel_sparsity"] = optim.kernel_sparsity(pruned["params"])
     return pruned, report
@@ -160,7 +156,7 @@ def structured_shrink(model, variables, keep_fraction: float, *, input_shape, **
     networks); ``options`` go to :func:`structured_keep`."""
     struct, keep = structured_keep(model, variables, keep_fraction, input_shape=input_shape,
                                    **options)
-    small_vars = _host(surgery.shrink(variables, struct.groups, keep))
+    small_vars = to_host(surgery.shrink(variables, struct.groups, keep))
     widths = tuple(len(keep[n]) if n in keep else w
                    for n, w in zip(model.prunable_layers(), model.widths))
     return model.clone(widths=widths), small_vars
@@ -185,7 +181,7 @@ def structured_prune(model, variables, keep_fraction: float, train_ds, *, input_
     if finetune is not None and finetune.epochs > 0:
         res = train.fit(small, train_ds, finetune, variables=small_vars, progress=False,
                         devices=1)
-        small_vars = _host(res.variables)
+        small_vars = to_host(res.variables)
         report["finetune_history"] = res.history
     report["kernel_sparsity"] = 1.0 - _kernel_entries(small_vars) / _kernel_entries(variables)
     report["model_sparsity"] = 1.0 - metrics.param_count(small_vars) / metrics.param_count(

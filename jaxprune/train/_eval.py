@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune._flax import hashable
-from jaxprune._tree import as_variables
+from jaxprune._tree import as_variables, to_host
 from jaxprune.train._step import apply_eval, cross_entropy
 
 __all__ = ["evaluate", "predict_logits"]
@@ -45,7 +45,7 @@ def _eval_device_vars(variables):
     """Host copies of ``variables`` (or bare params) on the first local device."""
     variables, _ = as_variables(variables)
     dev = jax.local_devices()[0]
-    return jax.device_put(jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables), dev)
+    return jax.device_put(to_host(variables), dev)
 
 
 def evaluate(model, variables, ds, batch_size: int = 1000) -> dict:

@@ -14,23 +14,26 @@ Checkpoints / resume
     With ``out_dir``: an orbax ``CheckpointManager`` in ``out_dir/checkpoints`` saves after every
     epoch (step number = completed epochs, last ``keep_checkpoints`` kept) the params,
     batch_stats, optimizer state, global step and RNG key, plus JSON metadata (model config via
-    ``models.model_config``, the ``TrainConfig``, epoch, step, history). A later ``fit`` with the
-    same ``out_dir`` restores the latest one and continues; because the data order of epoch
-    ``e`` is a function of ``(config.seed, e)`` (``data.batches``) and the dropout key a
-    function of the global step, the resumed run ends with exactly the uninterrupted result.
+    ``models.model_config``, the ``TrainConfig``, epoch, step, history). Saves are
+    asynchronous: the arrays are copied off the devices, then written while the next epoch
+    trains; an epoch's checkpoint appears only once complete. A later ``fit`` with the same
+    ``out_dir`` restores the latest one and continues; because the data order of epoch ``e``
+    is a function of ``(config.seed, e)`` (``data.batches``) and the dropout key a function
+    of the global step, the resumed run ends with exactly the uninterrupted result.
     A JSON-lines log ``out_dir/metrics.jsonl`` gets one ``{"kind": "epoch", ...}`` line per epoch
     (epoch, step, loss, accuracy, eval_accuracy/eval_loss, wall time, examples/s) and one
     ``{"kind": "step", ...}`` line every ``log_every`` steps.
 
-Multi-host (``jax.distributed``)
-    Call ``jax.distributed.initialize()`` in every process *before* any other JAX call, then
-    run the same script on every host with ``fit(..., devices=None)``: the mesh then spans
-    ``jax.devices()`` (all hosts' devices) and each process feeds only its contiguous slice of
-    every global batch (``jax.make_array_from_process_local_data``); every host iterates the same
-    ``(seed, epoch)``-ordered global batches, so no data coordination is needed. ``batch_size``
-    must be divisible by the global device count. Orbax checkpoints are written collectively, so
-    ``out_dir`` must be on a filesystem shared by all hosts. Progress bars/log lines are written
-    only by process 0.
+Multi-process (``jax.distributed``, :mod:`jaxprune.distributed`)
+    Every process calls :func:`jaxprune.distributed.initialize` before any other JAX work and
+    runs the same ``fit(..., devices=None)``: the mesh spans ``jax.devices()`` (every
+    process's devices, process-major), and each process reads and feeds only its rows of
+    every global batch (``data.batches(..., shard=distributed.shard())``, then
+    ``jax.make_array_from_process_local_data``). The global batches are those of one process,
+    so the run equals a one-process run over the same number of devices up to float
+    reassociation in the all-reduce. ``batch_size`` must be divisible by the global device
+    count. Orbax writes checkpoints collectively (``out_dir`` on a filesystem every process
+    sees); progress, ``metrics.jsonl`` and JSON files come from process 0 only.
 """
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxprune import checkpoint, data, models
+from jaxprune import checkpoint, data, distributed, models
 from jaxprune._flax import hashable
-from jaxprune._tree import split_variables
+from jaxprune._tree import split_variables, to_host
 from jaxprune.optim import apply_mask
 from jaxprune.train._config import TrainConfig, make_schedule
 from jaxprune.train._eval import evaluate
@@ -70,7 +73,8 @@ class FitResult(NamedTuple):
     state: dict               # full train state: params, batch_stats, opt_state, step, rng
 
 
-# ``callback(epoch, result)`` after epoch ``epoch`` (1-based) has been logged and checkpointed;
+# ``callback(epoch, result)`` after epoch ``epoch`` (1-based) has been logged and its
+# checkpoint started (orbax writes it in the background);
 # ``result`` is the run so far. The state's arrays are donated to the next train step: copy
 # (``jax.device_get``) whatever the callback keeps. A callback that returns ``True`` ends the
 # run after this epoch (early stopping); ``fit`` then returns the run so far.
@@ -86,6 +90,9 @@ class _Placement(NamedTuple):
 def _placement(devices) -> _Placement:
     """The devices ``fit`` runs on (``None``: all; an int: the first ones; or a list)."""
     all_devs = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    if jax.process_count() > 1 and devices not in (None, len(all_devs)):
+        raise ValueError(f"a multi-process run trains on all {len(all_devs)} devices of its "
+                         f"{jax.process_count()} processes; got devices={devices!r}")
     if devices is None:
         devs = list(all_devs)
     elif isinstance(devices, int):
@@ -111,19 +118,17 @@ def _steps_per_epoch(train_ds, config: TrainConfig, n_dev: int) -> int:
     return steps
 
 
-def _global_array(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """Global batch -> array sharded over the mesh; each process supplies its own slice."""
+def _global_array(x: np.ndarray, sharding: NamedSharding, batch_size: int) -> jax.Array:
+    """This process's rows of a global batch -> the global array sharded over the mesh."""
     if jax.process_count() == 1:
         return jax.device_put(x, sharding)
-    n = x.shape[0] // jax.process_count()
-    i = jax.process_index()
-    return jax.make_array_from_process_local_data(sharding, x[i * n:(i + 1) * n], x.shape)
+    return jax.make_array_from_process_local_data(sharding, x, (batch_size,) + x.shape[1:])
 
 
 def _host_copy(tree):
     """Fresh NumPy copies: the train step donates its state, which must never free the
     caller's arrays (``device_put`` of an on-device array may alias its buffer)."""
-    return jax.tree.map(lambda x: np.array(jax.device_get(x)), tree)
+    return jax.tree.map(np.array, to_host(tree))
 
 
 def _initial_state(model, train_ds, config: TrainConfig, variables, mask, optimizer,
@@ -239,11 +244,12 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     acc_sum = jnp.zeros((), jnp.float32)
     n_steps = 0
     in_flight: collections.deque = collections.deque()
-    for images, labels in data.batches(train_ds, config.batch_size, seed=config.seed,
-                                       epoch=epoch, shuffle=True, augment=config.augment,
-                                       drop_remainder=True):
-        images = _global_array(np.asarray(images, np.float32), place.batch)
-        labels = _global_array(np.asarray(labels, np.int32), place.batch)
+    b = config.batch_size
+    for images, labels in data.batches(train_ds, b, seed=config.seed, epoch=epoch,
+                                       shuffle=True, augment=config.augment,
+                                       drop_remainder=True, shard=distributed.shard()):
+        images = _global_array(np.asarray(images, np.float32), place.batch, b)
+        labels = _global_array(np.asarray(labels, np.int32), place.batch, b)
         state, m = train_step(state, images, labels, *extra)
         in_flight.append(m["loss"])
         if len(in_flight) > MAX_IN_FLIGHT_STEPS:

@@ -1,10 +1,7 @@
-"""Console output and host copies used across the lab."""
+"""Console output used across the lab."""
 from __future__ import annotations
 
 import sys
-
-import jax
-import numpy as np
 
 
 def log(msg):
@@ -17,6 +14,3 @@ def progress(iterable, desc, total=None):
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, file=sys.stderr)
 
 
-def to_host(tree):
-    """Every leaf as a numpy array on the host."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

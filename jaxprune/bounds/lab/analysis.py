@@ -39,7 +39,8 @@ import numpy as np
 
 from jaxprune import bounds as B
 from jaxprune import data, methods, train
-from jaxprune.bounds.lab._util import progress, log, to_host
+from jaxprune._tree import to_host
+from jaxprune.bounds.lab._util import progress, log
 from jaxprune.bounds.lab.cases import Case
 from jaxprune.bounds.lab.network import (apply_mask, forward_np, head_aug, heads_logits,
                                          max_augmented_norm, ones_like, raw_pixel_layer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxprune import train
-from jaxprune.bounds.lab._util import to_host
+from jaxprune._tree import to_host
 from jaxprune.models import LeNet300100
 
 __all__ = ["adam_cosine", "distill_logits", "finetune"]
