@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--widths", type=int, nargs="+", default=None,
                    help="default: 300 100 (lenet300), 6 16 120 84 (lenet5)")
     p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--s-from", default="validation", choices=("validation", "train"),
+                   help="draw S from the held-out validation split, or from the training "
+                        "split (a random subset; allows |S| above --val-size)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/reconstruct_mnist")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
@@ -54,6 +57,9 @@ def parse_args(argv=None):
     args.widths = args.widths or ([300, 100] if args.model == "lenet300" else [6, 16, 120, 84])
     if "coreset" not in args.methods:
         p.error("--methods must include coreset (the reference)")
+    if args.s_from == "validation" and max(args.sizes) > args.val_size:
+        p.error(f"|S| = {max(args.sizes)} > --val-size {args.val_size}: raise --val-size or "
+                "use --s-from train")
     return args
 
 
@@ -79,7 +85,8 @@ def run(args) -> dict:
             small = plain.model(model)
             err_plain = harness.error(small, plain.params, test_ds)
             for size in args.sizes:
-                S = harness.validation_batch(val_ds, size)
+                S = (harness.validation_batch(val_ds, size) if args.s_from == "validation"
+                     else data.sample_images(train_ds, size, seed=seed))
                 res = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
                                      model=model, input_shape=shape, data=S,
                                      reconstruct="lstsq", ridge=args.ridge)
@@ -127,7 +134,8 @@ def format_table(result) -> str:
                 f"{c.mean():.2f} ± {c.std():.2f}" for c in cells) + f" | {diff} |")
     name = "LeNet-300-100" if args["model"] == "lenet300" else "LeNet-5"
     return "\n".join(lines) + (f"\n\n{name} at PR {args['ratio']:.0%} of all parameters"
-                               f", test error in %, mean ± std over nets; ridge "
+                               f", test error in %, mean ± std over nets; S from the "
+                               f"{args.get('s_from', 'validation')} split; ridge "
                                f"{args['ridge']}; {result['cpu']}.")
 
 

@@ -40,7 +40,8 @@ class PruneResult:
     """What :func:`prune` returns; every field has a meaning for both kinds of method.
 
     ``params``: the pruned pytree, same structure as the input (a variables dict stays a
-    variables dict). Channels: smaller arrays; weights: the input's shapes, pruned entries 0.
+    variables dict; an NNX module gives its variables dict). Channels: smaller arrays;
+    weights: the input's shapes, pruned entries 0.
     ``widths``: per pruned unit, its output units left (channels: the new width of the group;
     weights: the neurons/filters of the layer that keep at least one weight).
     ``kept``: channels: sorted kept channel indices per group; weights: the bool mask of kept
@@ -48,6 +49,8 @@ class PruneResult:
     multiplied into the consumers; weights: per kernel entry). ``sensitivities``: the method's
     scores per unit. ``groups``: the units the network was cut into (channel groups / kernel
     layers). ``report``: counts and ratios. ``kind``: ``"channels"`` or ``"weights"``.
+    NNX input: ``module`` is the pruned module and ``masked`` the input's shapes holding the
+    pruned network; for weights both are the masked module (two copies).
     """
     params: Any
     widths: dict
@@ -66,8 +69,10 @@ class PruneResult:
 
     @functools.cached_property
     def module(self):
-        """NNX input: the smaller ``nnx.Module`` (a new object; the input is untouched), its
-        layers' ``in_features``/``out_features``/``num_features`` set to the pruned sizes."""
+        """NNX input: the pruned ``nnx.Module`` (a new object; the input is untouched).
+        Channels: the smaller module, its layers' ``in_features``/``out_features``/
+        ``num_features`` set to the pruned sizes; weights: the input's shapes holding
+        ``result.params`` (pruned entries exactly 0)."""
         if self.nnx_module is None:
             raise AttributeError("result.module is for NNX modules; for Linen use "
                                  "result.model(module)")
@@ -258,8 +263,10 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
 
     Args:
       params: trained params, or the full variables dict (``{'params', 'batch_stats'}``), or
-        a Flax NNX module (then ``input_shape`` is needed; ``result.module`` is the smaller
-        module and ``result.params`` its variables as a dict).
+        a Flax NNX module: its own model (no ``model=``; ``input_shape`` or ``data`` is
+        needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen model is, so
+        every method and option works alike; ``result.module`` is the pruned module and
+        ``result.params`` its variables as a dict.
       key: a JAX PRNG key (selection and JL projections are random; fixed key, same result).
       ratio: float in [0, 1), or ``{unit name: fraction}`` (a channel group's or a kernel
         layer's name) to prune only the named units.
@@ -280,7 +287,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
       prune_output: weight methods only — also sparsify the output layer's kernel.
       data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods.
       reconstruct: ``"lstsq"`` refits every consumer of a pruned group on ``data`` by ridge
-        least squares (:func:`jaxprune.reconstruct.refit`; Linen models, structured methods);
+        least squares (:func:`jaxprune.reconstruct.refit`; structured methods);
         ``ridge``: its relative ridge; ``recalibrate_bn``: re-estimate BatchNorm statistics
         on ``data`` afterwards. The report's ``"reconstruct"`` has each layer's relative
         pre-activation error before and after.
@@ -292,7 +299,8 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         default: μ(P) costs an LP and a query search per group.
       apply_kwargs: keyword arguments of the model's inference call (``{'train': False}``);
         default: found from its ``__call__`` signature (``train``, ``training``,
-        ``is_training``, ``deterministic``, ``use_running_average``).
+        ``is_training``, ``deterministic``, ``use_running_average``). NNX: the module runs in
+        ``eval()`` mode, and these are extra keyword arguments of its call.
       on_phase: ``on_phase(name)`` -> a context manager wrapped around each phase of
         :data:`PHASES` (benchmarks; :func:`phase_timer` records wall times).
       **options: the method's options (``jaxprune.methods.get(method).options()``).
@@ -326,11 +334,13 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                          "inputs, e.g. from the validation split)")
     data, input_shape = _check_data(data, input_shape)
     reads_data = data is not None and (meth.needs_data or meth.uses_data)
-    _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data)
     nnx_module = None
     if _nnx.is_module(params):
+        _check_nnx(model, input_shape)
         nnx_module, params = params, _nnx.variables_of(params)
-        _check_nnx(meth, model, input_shape, reads_data)
+        model = _nnx.as_linen(nnx_module)
+        apply_kwargs = _flax.inference_kwargs(model, apply_kwargs)
+    _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data)
     if reads_data and model is None and meth.kind == "channels":
         raise ValueError(f"method {method!r} reads the layers' inputs on data=: pass model= "
                          "(the Flax module) as well")
@@ -352,14 +362,14 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
                leave=leave, min_width=int(min_width), round_to=int(round_to),
                prune_residual=prune_residual, prune_output=prune_output,
                data=data if reads_data else None, apply_kwargs=apply_kwargs,
-               nnx_module=nnx_module, epsilon=epsilon, on_phase=on_phase)
+               epsilon=epsilon, on_phase=on_phase)
     if epsilon is not None:
         result = dataclasses.replace(result, report={**result.report, "epsilon": epsilon})
     if certificate and result.kind == "channels":
         cert = bounds.certify(result, model=model, data=data if model is not None else None)
         result = dataclasses.replace(result, report={**result.report, "certificate": cert})
     if nnx_module is not None:
-        return dataclasses.replace(result, nnx_module=nnx_module)
+        result = dataclasses.replace(result, nnx_module=nnx_module)
     if reconstruct is not None and result.kept:
         result = _refit(result, model, data, ridge, recalibrate_bn, on_phase)
     return result
@@ -384,9 +394,10 @@ def _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data) ->
 
 def _refit(result, model, data, ridge, recalibrate_bn, on_phase):
     """``result`` with every consumer of a pruned group refit on ``data``."""
+    small = result.model(model) if result.nnx_module is None else _nnx.as_linen(result.module)
     with _phase(on_phase, "reconstruct"):
         params, rep = reconstruct_lib.refit(
-            model, result.dense_variables, result.model(model), result.params,
+            model, result.dense_variables, small, result.params,
             reconstruct_lib.consumer_paths(result.groups, result.kept), data, ridge=ridge,
             apply_kwargs=result.apply_kwargs, recalibrate_bn=recalibrate_bn,
             groups=result.groups, kept=result.kept)
@@ -394,17 +405,15 @@ def _refit(result, model, data, ridge, recalibrate_bn, on_phase):
                                report={**result.report, "reconstruct": rep})
 
 
-def _check_nnx(meth, model, input_shape, reads_data) -> None:
-    """What an NNX module can be pruned with (the data-free structured methods)."""
+def _check_nnx(model, input_shape) -> None:
+    """An NNX module is pruned as its own model (:func:`jaxprune._nnx.as_linen`), with every
+    method and option; it needs the input shape."""
     if model is not None:
         raise ValueError("an NNX module is the model itself: pass it as the first argument "
                          "and no model=")
     if input_shape is None:
-        raise ValueError("pass input_shape= (one example, no batch axis) with an NNX module")
-    if meth.kind != "channels" or reads_data or meth.prepare is not None:
-        raise ValueError(f"method {meth.name!r} is not available for NNX modules yet (it reads "
-                         "layer inputs, trains, or masks weights); the data-free structured "
-                         "methods are: coreset, l1_norm, l2_norm, random, pvc without data")
+        raise ValueError("pass input_shape= (one example, no batch axis) or data= with an "
+                         "NNX module")
 
 
 def _method_info(meth, unit_names, views_, routed) -> dict | None:
@@ -417,12 +426,8 @@ def _method_info(meth, unit_names, views_, routed) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # Channels: traced groups -> widths -> kept channels -> smaller arrays
 # --------------------------------------------------------------------------------------------
-def _structure(model, variables, input_shape, apply_kwargs, nnx_module=None):
+def _structure(model, variables, input_shape, apply_kwargs):
     """``(structure, per-example input shape)`` of the network, traced in inference mode."""
-    if nnx_module is not None:
-        x = jnp.zeros((2, *input_shape), jnp.float32)
-        return structure.trace_groups(_nnx.inference_apply(nnx_module), variables, x), \
-            tuple(input_shape)
     if model is None:
         struct, _ = structure.from_params(variables)
         first = struct.groups[0].producers[0] if struct.groups else None
@@ -435,14 +440,13 @@ def _structure(model, variables, input_shape, apply_kwargs, nnx_module=None):
 
 def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                     input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                    prune_residual, prune_output, data, apply_kwargs, nnx_module, epsilon,
+                    prune_residual, prune_output, data, apply_kwargs, epsilon,
                     on_phase) -> PruneResult:
     if prune_output:
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
-        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs,
-                                         nnx_module)
+        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs)
     groups = selection.prunable_groups(struct, leave, prune_residual,
                                        None if epsilon is not None else ratio, allow_empty=True)
     if epsilon is not None and groups:
@@ -567,14 +571,14 @@ def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
 
 def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
                    input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                   prune_residual, prune_output, data, apply_kwargs, nnx_module, epsilon,
+                   prune_residual, prune_output, data, apply_kwargs, epsilon,
                    on_phase) -> PruneResult:
     """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
     removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
     in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
     ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
     report records ``allocation: "uniform"``)."""
-    del score_vars, min_width, round_to, prune_residual, nnx_module, epsilon
+    del score_vars, min_width, round_to, prune_residual, epsilon
     if unit != "params":
         raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
                          f"entries (unit='params'); unit={unit!r} is not supported (it removes "

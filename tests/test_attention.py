@@ -316,6 +316,8 @@ def test_nnx_vit_smaller_equals_masked_and_matches_linen(linen_vit, method):
                                rtol=1e-4, atol=1e-5)
 
 
+# Flax announces SelfAttention's deprecation; users' models still use it, so it must prune
+@pytest.mark.filterwarnings("ignore:SelfAttention will be deprecated:DeprecationWarning")
 def test_self_attention_with_input_sized_features_rebuilds_after_its_input_shrinks():
     """``nn.SelfAttention(num_heads=4)`` sizes q/k/v and its output from its input width: the
     rebuilt module keeps those at their dense values while the heads and the input shrink."""

@@ -1,6 +1,8 @@
-"""Flax NNX modules in, smaller NNX modules out (``prune(module, key, ratio, input_shape=)``)."""
+"""Flax NNX modules in, pruned NNX modules out (``prune(module, key, ratio, input_shape=)``):
+every method and option, with the kept units and the report of the Linen twin."""
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,14 +13,17 @@ import optax
 import pytest
 from flax import nnx
 
+import flax.linen as nn
 import jaxprune
-from jaxprune import checkpoint
+from jaxprune import _flax, _nnx, checkpoint, data, structure
+from jaxprune._tree import get_path, leaves_with_paths
 
 import zoo_nnx
 
 TESTS = pathlib.Path(__file__).resolve().parent
 CASES = {"mlp": (lambda: zoo_nnx.NnxMLP(rngs=nnx.Rngs(0)), (10,)),
          "cnn": (lambda: zoo_nnx.NnxCNN(rngs=nnx.Rngs(0)), (6, 6, 2))}
+TWINS = {"mlp": zoo_nnx.LinenMLP, "cnn": zoo_nnx.LinenCNN}
 
 
 def _randomised(module, seed=0):
@@ -29,6 +34,51 @@ def _randomised(module, seed=0):
         var.set_value(jnp.asarray(value + 0.3 * rng.standard_normal(value.shape), value.dtype)
                       if value.ndim == 1 else jnp.asarray(value))
     return module
+
+
+def _linen_name(name: str) -> str:
+    """An NNX unit or layer name as the Linen twin spells it (``layers/0`` -> ``layers_0``)."""
+    return re.sub(r"/(\d+)(?=/|$)", r"_\1", name)
+
+
+def _linen_twin(name, module):
+    """``(Linen twin, the module's variables in the twin's layout)``."""
+    variables: dict = {}
+    for path, leaf in leaves_with_paths(_nnx.variables_of(module)):
+        keys = _linen_name("/".join(path)).split("/")
+        node = variables
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = leaf
+    return TWINS[name](), variables
+
+
+def _renamed(obj):
+    """``obj`` (a report) with every unit name in the Linen twin's spelling."""
+    if isinstance(obj, dict):
+        return {_renamed(k): _renamed(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map(_renamed, obj))
+    return _linen_name(obj) if isinstance(obj, str) else obj
+
+
+def _assert_same(a, b, where="report"):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}/{i}")
+    elif isinstance(a, (float, np.floating, np.ndarray, jax.Array)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def _state(module):
+    return jax.tree.map(np.asarray, nnx.state(module, (nnx.Param, nnx.BatchStat)))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -117,16 +167,9 @@ def test_save_and_restore_in_a_fresh_process(tmp_path):
 
 def test_linen_and_nnx_twins_keep_the_same_channels():
     module = _randomised(zoo_nnx.NnxMLP(rngs=nnx.Rngs(0)))
-    linen = zoo_nnx.LinenMLP()
-    params = {"layers_0": {"kernel": module.layers[0].kernel.get_value(),
-                           "bias": module.layers[0].bias.get_value()},
-              "layers_1": {"kernel": module.layers[1].kernel.get_value(),
-                           "bias": module.layers[1].bias.get_value()},
-              "out": {"kernel": module.out.kernel.get_value(),
-                      "bias": module.out.bias.get_value()}}
+    linen, variables = _linen_twin("mlp", module)
     a = jaxprune.prune(module, jax.random.key(7), 0.6, input_shape=(10,))
-    b = jaxprune.prune({"params": params}, jax.random.key(7), 0.6, model=linen,
-                       input_shape=(10,))
+    b = jaxprune.prune(variables, jax.random.key(7), 0.6, model=linen, input_shape=(10,))
     assert [a.widths[f"layers/{i}"] for i in range(2)] == [b.widths[f"layers_{i}"]
                                                            for i in range(2)]
     for i in range(2):
@@ -145,8 +188,118 @@ def test_nnx_bad_input_is_a_clear_error():
         jaxprune.prune(module, key, 0.5)
     with pytest.raises(ValueError, match="no model="):
         jaxprune.prune(module, key, 0.5, input_shape=(10,), model=zoo_nnx.LinenMLP())
-    with pytest.raises(ValueError, match="not available for NNX"):
-        jaxprune.prune(module, key, 0.5, input_shape=(10,), method="magnitude")
+    # the method's own requirements, worded as for Linen
+    with pytest.raises(ValueError, match="'pfp' is data-informed"):
+        jaxprune.prune(module, key, 0.5, input_shape=(10,), method="pfp")
+    with pytest.raises(ValueError, match="'frank_wolfe' needs the option.*train_ds"):
+        jaxprune.prune(module, key, 0.5, input_shape=(10,), method="frank_wolfe")
+    with pytest.raises(ValueError, match="structured method.*'magnitude'"):
+        jaxprune.prune(module, key, 0.5, method="magnitude", data=np.ones((4, 10)),
+                       reconstruct="lstsq")
     with pytest.raises(AttributeError, match="result.model"):
         jaxprune.prune({"params": {"d": {"kernel": jnp.ones((3, 4))},
                                    "e": {"kernel": jnp.ones((4, 2))}}}, key, 0.5).module
+
+
+# -- every method: the Linen twin's kept units and report -----------------------------------
+METHODS = {"pfp": {"method": "pfp"},
+           "pvc+certificate": {"method": "pvc", "certificate": True},
+           "coreset+lstsq": {"method": "coreset", "reconstruct": "lstsq", "recalibrate_bn": True},
+           "magnitude": {"method": "magnitude"},
+           "sipp": {"method": "sipp"},
+           "frank_wolfe": {"method": "frank_wolfe", "epochs": 1, "batch_size": 32},
+           "frank_wolfe_momentum": {"method": "frank_wolfe_momentum", "score_by": "momentum",
+                                    "epochs": 1, "batch_size": 32}}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("case", list(METHODS))
+def test_every_method_prunes_an_nnx_module_as_its_linen_twin(name, case):
+    build, shape = CASES[name]
+    module = _randomised(build())
+    linen, variables = _linen_twin(name, module)
+    rng = np.random.default_rng(1)
+    options = dict(METHODS[case], data=rng.normal(size=(16, *shape)).astype(np.float32))
+    if case.startswith("frank_wolfe"):
+        options["train_ds"] = data.ArrayDataset(
+            rng.normal(size=(64, *shape)).astype(np.float32),
+            rng.integers(0, 3, 64).astype(np.int32), 3, "synthetic")
+    before = _state(module)
+    a = jaxprune.prune(module, jax.random.key(1), 0.5, **options)
+    b = jaxprune.prune(variables, jax.random.key(1), 0.5, model=linen, **options)
+    assert a.kind == b.kind and a.report["method"] == METHODS[case]["method"]
+    assert {_linen_name(k) for k in a.kept} == set(b.kept) and a.kept
+    for k, kept in a.kept.items():
+        np.testing.assert_array_equal(kept, b.kept[_linen_name(k)])
+    assert {_linen_name(k): w for k, w in a.widths.items()} == b.widths
+    _assert_same(_renamed(a.report), b.report)
+    x = jnp.asarray(rng.normal(size=(4, *shape)), jnp.float32)
+    small, masked = a.module, a.masked
+    small.eval()
+    masked.eval()
+    np.testing.assert_allclose(small(x), masked(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(masked(x), linen.apply(b.masked, x), rtol=1e-5, atol=1e-5)
+    assert jax.tree.all(jax.tree.map(np.array_equal, before, _state(module)))
+    if a.kind == "weights":  # the input's shapes, pruned entries exactly 0, in both fields
+        pruned = _nnx.variables_of(small)
+        assert jax.tree.all(jax.tree.map(np.array_equal, pruned, _nnx.variables_of(masked)))
+        assert jax.tree.all(jax.tree.map(np.array_equal, pruned, a.params))
+        for layer in a.groups:
+            if layer.name in a.kept:
+                kernel = np.asarray(get_path(pruned, layer.path))
+                assert kernel.shape == a.kept[layer.name].shape
+                assert np.all(kernel[~a.kept[layer.name]] == 0)
+    else:
+        assert a.report["params_after"] < a.report["params_before"]
+
+
+def test_as_linen_computes_what_the_module_computes_in_both_modes():
+    module = _randomised(zoo_nnx.NnxCNN(rngs=nnx.Rngs(0)))
+    adapter = _nnx.as_linen(module)
+    variables = _nnx.variables_of(module)
+    x = jax.random.normal(jax.random.key(2), (4, 6, 6, 2))
+    reference = nnx.clone(module)
+    reference.eval()
+    np.testing.assert_array_equal(adapter.apply(variables, x), reference(x))
+    reference.train()
+    y = reference(x)  # BatchNorm on the batch's statistics, running averages updated
+    out, updates = adapter.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out, y, rtol=1e-6, atol=1e-6)
+    _assert_same(updates["batch_stats"], _nnx.variables_of(reference)["batch_stats"])
+    layers = _flax.kernel_modules(adapter, variables, (6, 6, 2))
+    assert [type(m) for m in layers.values()] == [nn.Conv] * 3 + [nn.Dense] * 2
+
+
+class _Scaled(nnx.Linear):
+    def __call__(self, x):
+        return 2.0 * super().__call__(x)
+
+
+class _Odd(nnx.Module):
+    """Kernel layers without a Linen counterpart: a subclass with its own call and a
+    ``LinearGeneral``; they run as they are and are still seen as kernel layers."""
+
+    def __init__(self, *, rngs):
+        self.first = _Scaled(6, 8, rngs=rngs)
+        self.general = nnx.LinearGeneral(8, (2, 4), rngs=rngs)
+        self.out = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.general(nnx.relu(self.first(x)))
+        return self.out(h.reshape(x.shape[0], -1))
+
+
+def test_layers_without_a_linen_counterpart_run_as_they_are():
+    module = _Odd(rngs=nnx.Rngs(0))
+    adapter = _nnx.as_linen(module)
+    variables = _nnx.variables_of(module)
+    x = jax.random.normal(jax.random.key(2), (5, 6))
+    np.testing.assert_array_equal(adapter.apply(variables, x), module(x))
+    layers = structure.kernel_layers(variables, adapter, (6,))
+    assert [(k.name, k.layer, k.why) for k in layers] == [
+        ("first", "other", "_Scaled layer"), ("general", "other", "LinearGeneral layer"),
+        ("out", "dense", "")]
+    res = jaxprune.prune(module, jax.random.key(0), 0.5, method="magnitude", input_shape=(6,))
+    assert set(res.kept) == {"first", "general"}
+    np.testing.assert_allclose(res.module(x), res.masked(x))
+    assert float(res.report["achieved_ratio"]) == pytest.approx(0.5, abs=0.01)

@@ -43,7 +43,24 @@ class LinenMLP(nn.Module):
     dout: int = 3
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
+        drop = nn.Dropout(0.2, deterministic=not train, name="drop")
         for i, h in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(h, name=f"layers_{i}")(x))
+            x = drop(nn.relu(nn.Dense(h, name=f"layers_{i}")(x)))
         return nn.Dense(self.dout, name="out")(x)
+
+
+class LinenCNN(nn.Module):
+    """The Linen twin of :class:`NnxCNN` (same parameter names and layout)."""
+    width: int = 8
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        def bn(name):
+            return nn.BatchNorm(use_running_average=not train, name=name)
+
+        h = nn.relu(bn("bn0")(nn.Conv(self.width, (3, 3), name="stem")(x)))
+        inner = nn.relu(bn("bn1")(nn.Conv(12, (3, 3), name="inner")(h)))
+        h = h + nn.Conv(self.width, (1, 1), name="back")(inner)
+        h = nn.relu(nn.Dense(16, name="fc")(h.reshape(h.shape[0], -1)))
+        return nn.Dense(3, name="head")(h)
