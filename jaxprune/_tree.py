@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 Path = tuple[str, ...]
 
@@ -89,9 +90,7 @@ def to_host(tree):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             if x.sharding.is_fully_replicated:
                 return np.asarray(x.addressable_data(0))
-            from jax.experimental import multihost_utils
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(jax.device_get(x))
 
     return jax.tree.map(leaf, tree)
-

@@ -118,18 +118,16 @@ def save_model(directory, model, variables, meta: dict | None = None) -> pathlib
     ckpt.save(directory / VARIABLES_DIR, host_vars, force=True)
     ckpt.wait_until_finished()
     ckpt.close()
-    if not main:
-        distributed.barrier("jaxprune.save_model")
-        return directory
-    doc = {
-        "format": FORMAT,
-        "model": to_jsonable(cfg),
-        "collections": sorted(host_vars.keys()),
-        "meta": to_jsonable(meta or {}),
-    }
-    tmp = directory / (MODEL_JSON + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    os.replace(tmp, directory / MODEL_JSON)
+    if main:
+        doc = {
+            "format": FORMAT,
+            "model": to_jsonable(cfg),
+            "collections": sorted(host_vars.keys()),
+            "meta": to_jsonable(meta or {}),
+        }
+        tmp = directory / (MODEL_JSON + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+        os.replace(tmp, directory / MODEL_JSON)
     distributed.barrier("jaxprune.save_model")
     return directory
 

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load", "read_idx",
-           "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
+__all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load",
+           "read_idx", "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
            "evaluation_split", "head", "load_splits", "sample_images"]
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
@@ -87,8 +87,8 @@ class LazyImages:
     Stands in for the float32 ``images`` array of an :class:`ArrayDataset` made by
     ``load(..., lazy=True)``: ``shape``, ``dtype``, ``len`` and NumPy indexing (an int, a
     slice or an index array) behave as on the array, and ``np.asarray`` reads everything.
-    ``read(indices) -> uint8 (k, H, W, C)`` is the source (a memory-mapped IDX file or a
-    TFDS ``data_source``).
+    ``read(indices) -> uint8 (k, H, W, C)`` is the source (rows of an IDX file held as uint8,
+    or records of a TFDS ``data_source``).
     """
 
     def __init__(self, read: Callable[[np.ndarray], np.ndarray], shape: tuple, name: str):
@@ -261,11 +261,11 @@ def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
     if n == 0:
         raise ValueError(f"TFDS {name!r} split {split!r} is empty")
 
-    def records(keys):
+    def records(keys, source=src):
         try:
-            return src.__getitems__([int(k) for k in keys])
+            return source.__getitems__([int(k) for k in keys])
         except (TypeError, AttributeError):
-            return [src[int(k)] for k in keys]
+            return [source[int(k)] for k in keys]
 
     def image(record):
         img = np.asarray(record["image"])
@@ -283,7 +283,7 @@ def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
             label_src[0]  # SkipDecoding needs TensorFlow
         except Exception:  # noqa: BLE001 — a source without partial decoding: decode all
             label_src = src
-        labels = np.concatenate([[int(label_src[int(k)]["label"]) for k in c] for c in chunks])
+        labels = np.asarray([int(r["label"]) for c in chunks for r in records(c, label_src)])
         first = read(np.arange(1))
         return ArrayDataset(LazyImages(read, (n,) + first.shape[1:], name),
                             labels.astype(np.int32), NUM_CLASSES[name], name)

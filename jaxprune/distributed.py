@@ -21,6 +21,7 @@ import os
 import sys
 
 import jax
+from jax.experimental import multihost_utils
 
 __all__ = ["initialize", "shard", "is_main", "process_count", "barrier"]
 
@@ -96,6 +97,4 @@ def is_main() -> bool:
 def barrier(name: str) -> None:
     """Wait until every process has reached the barrier ``name`` (nothing in one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
-
