@@ -27,6 +27,7 @@ import numpy as np
 import jaxprune
 from common import harness, protocol, report
 from jaxprune import data, train
+from jaxprune import methods as jaxprune_methods
 from jaxprune.checkpoint import to_jsonable
 from jaxprune.models import LeNet5, LeNet300100
 
@@ -52,6 +53,8 @@ def parse_args(argv=None):
                         "split (a random subset; allows |S| above --val-size)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/reconstruct_mnist")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in <out>/results.json (same settings)")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.widths = args.widths or ([300, 100] if args.model == "lenet300" else [6, 16, 120, 84])
@@ -77,16 +80,35 @@ def run(args) -> dict:
     shape = train_ds.images.shape[1:]
     ft = train.TrainConfig(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=1,
                            batch_size=args.batch_size, seed=0, log_every=0)
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "data_dir", "out")}
+    path = out / "results.json"
     rows = []
+    if args.resume and path.exists():
+        old = json.loads(path.read_text())
+        if {k: v for k, v in old["args"].items() if k in settings} != to_jsonable(settings):
+            raise SystemExit(f"{path} was made with other settings; use another --out")
+        rows = old["rows"]
+    done = {(r["method"], r["dense_seed"], r["size"]) for r in rows}
+
+    def batch(size, seed):
+        return (harness.validation_batch(val_ds, size) if args.s_from == "validation"
+                else data.sample_images(train_ds, size, seed=seed))
+
     for seed, dense in nets.items():
         for method in args.methods:
+            if all((method, seed, size) in done for size in args.sizes):
+                continue
+            # data-informed methods select on the smallest S; the others see no data
+            informed = jaxprune_methods.get(method).needs_data
             plain = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
-                                   model=model, input_shape=shape)
+                                   model=model, input_shape=shape,
+                                   data=batch(min(args.sizes), seed) if informed else None)
             small = plain.model(model)
             err_plain = harness.error(small, plain.params, test_ds)
             for size in args.sizes:
-                S = (harness.validation_batch(val_ds, size) if args.s_from == "validation"
-                     else data.sample_images(train_ds, size, seed=seed))
+                if (method, seed, size) in done:
+                    continue
+                S = batch(size, seed)
                 res = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
                                      model=model, input_shape=shape, data=S,
                                      reconstruct="lstsq", ridge=args.ridge)
@@ -96,16 +118,24 @@ def run(args) -> dict:
                              "err_refit": harness.error(small, res.params, test_ds),
                              "err_refit_ft1": harness.error(small, tuned.variables, test_ds),
                              "refit": res.report["reconstruct"]["layers"]})
+                _save(path, rows, settings)
                 print(f"  net {seed} {method:8s} |S|={size:5d}: {err_plain:.2f}% -> refit "
                       f"{rows[-1]['err_refit']:.2f}% -> 1 epoch {rows[-1]['err_refit_ft1']:.2f}%",
                       flush=True)
-    result = {"rows": rows, "args": vars(args), "cpu": protocol.cpu_name()}
-    (out / "results.json").write_text(json.dumps(to_jsonable(result), indent=1,
-                                                 allow_nan=False))
+    result = _save(path, rows, settings)
     text = format_table(result)
     (out / "table.md").write_text(text + "\n")
     print(text)
     plot(result, out / "error_vs_data.png")
+    return result
+
+
+def _save(path: pathlib.Path, rows, settings) -> dict:
+    """Rewrite ``results.json`` (after every row, so ``--resume`` loses nothing)."""
+    result = {"rows": rows, "args": settings, "cpu": protocol.cpu_name()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(to_jsonable(result), indent=1, allow_nan=False))
+    tmp.replace(path)
     return result
 
 
@@ -115,8 +145,8 @@ def _per_net(rows, key):
 
 def format_table(result) -> str:
     rows, args = result["rows"], result["args"]
-    lines = [f"| method | size of S | nets | err pruned | err refit | err refit + 1 epoch | "
-             f"coreset − method (refit), 95% CI |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| method | size of S | nets | err pruned | err refit | err refit + 1 epoch | "
+             "coreset − method (refit), 95% CI |", "|---|---:|---:|---:|---:|---:|---|"]
     for method in args["methods"]:
         for size in args["sizes"]:
             mine = [r for r in rows if r["method"] == method and r["size"] == size]
@@ -155,7 +185,7 @@ def plot(result, path) -> None:
                         label=f"{method} {'refit' if key == 'err_refit' else '+1 epoch'}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("|S| (validation images the refit sees)")
+    ax.set_xlabel(f"|S| ({args.get('s_from', 'validation')} images the refit sees)")
     ax.set_ylabel("test error (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()

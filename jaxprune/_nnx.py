@@ -37,6 +37,14 @@ def is_module(obj) -> bool:
     return isinstance(obj, nnx.Module)
 
 
+def init_args(**kwargs) -> tuple:
+    """Constructor arguments as a static attribute value (sorted ``(name, value)`` pairs,
+    lists as tuples): what a registered NNX model keeps as ``init_args`` so that
+    :func:`jaxprune.models.model_config` can record it (a pruned copy keeps the dense
+    module's arguments; its arrays have the pruned shapes)."""
+    return tuple(sorted((k, _tupled(v)) for k, v in kwargs.items()))
+
+
 def _collection(variable) -> str | None:
     for cls, name in _COLLECTIONS:
         if isinstance(variable, cls):

@@ -10,9 +10,11 @@ Model directory layout (written by :func:`save_model`, read by :func:`load_model
 
 The layer widths travel inside ``model.json`` so a pruned model round-trips (a jaxprune model
 by its registry config and smaller ``widths``, any other Linen module by its importable class,
-its fields and the pruned layer sizes); restoring reads array shapes/dtypes from the orbax metadata, so no
-template of the right shape is needed. Arrays are restored onto one device (the first local
-device, or ``device=``), independent of the device count that saved them.
+its fields and the pruned layer sizes; a registered NNX model by its dense constructor
+arguments, shrunk on load to the saved arrays' shapes); restoring reads array shapes/dtypes
+from the orbax metadata, so no template of the right shape is needed. Arrays are restored onto
+one device (the first local device, or ``device=``), independent of the device count that
+saved them.
 
 Training checkpoints (used by :func:`jaxprune.train.fit`) live in ``<out_dir>/checkpoints/``
 as an orbax ``CheckpointManager`` whose step number is the number of COMPLETED epochs; each
@@ -95,18 +97,24 @@ def to_jsonable(obj):
     return clean
 
 
-def save_model(directory, model, variables, meta: dict | None = None) -> pathlib.Path:
+def save_model(directory, model, variables=None, meta: dict | None = None) -> pathlib.Path:
     """Save ``model`` (its config, incl. widths) and ``variables`` under ``directory``.
 
     ``variables`` is a Flax variable dict (``{'params': ..., 'batch_stats': ...}``); a bare
-    params tree (no 'params' key) is accepted and stored as ``{'params': tree}``. Existing
+    params tree (no 'params' key) is accepted and stored as ``{'params': tree}``. A
+    registered NNX model (:data:`jaxprune.models.NNX_MODELS`) is saved with its own arrays
+    when ``variables`` is ``None``. Existing
     ``model.json``/``variables/`` in ``directory`` are overwritten; other files are kept.
     Returns the directory path.
     """
     directory = _abs(directory)
+    cfg = model_record(model)
+    if variables is None:
+        if not isinstance(model, nnx.Module):
+            raise ValueError("save_model needs the variables of a Linen model")
+        variables = variables_of(model)
     directory.mkdir(parents=True, exist_ok=True)
     variables, _ = as_variables(variables)
-    cfg = model_record(model)
     host_vars = to_host(variables)
     # model.json goes last (atomically): until it is there the directory holds no model, so an
     # interrupted save never leaves arrays that load_model/evaluate would accept. Every
@@ -136,10 +144,13 @@ def model_record(model) -> dict:
     """How ``model.json`` records a module: a jaxprune model by its registry config
     (``{"name": ..., widths...}``), any other Linen module (a pruned
     :class:`jaxprune.rebuild.Resized` one included) by its class and fields
-    (``{"spec": ...}``, :func:`jaxprune._spec.module_spec`)."""
+    (``{"spec": ...}``, :func:`jaxprune._spec.module_spec`); a registered NNX model by its
+    registry config."""
     try:
         return models.model_config(model)
-    except TypeError:
+    except TypeError as err:
+        if isinstance(model, nnx.Module):
+            raise ValueError(str(err)) from None
         return {"spec": module_spec(model)}
 
 
@@ -184,20 +195,27 @@ def load_nnx(directory, build):
     if not (d / NNX_JSON).is_file():
         raise FileNotFoundError(f"no saved NNX module in {d}: expected {NNX_JSON} and "
                                 f"{VARIABLES_DIR}/ (written by jaxprune.checkpoint.save_nnx)")
-    doc = json.loads((d / NNX_JSON).read_text())
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return _restore_nnx(d, build, sharding)[0]
+
+
+def _restore_nnx(d: pathlib.Path, build, sharding):
+    """``(module, variables)``: ``build()``'s module (made under ``nnx.eval_shape``) shrunk to
+    the arrays saved in ``d/variables`` and holding them."""
+    target = _abstract_from_metadata(d / VARIABLES_DIR, sharding)
     abstract = nnx.eval_shape(build)
-    target = _abstract_from_metadata(d / VARIABLES_DIR,
-                                     jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
-    built = {"/".join(p) for p, _ in leaves_with_paths(variables_of(abstract))}
-    if built != set(doc["shapes"]):
-        raise ValueError(f"{d}: build() makes a module with other arrays than the saved one "
-                         f"(missing {sorted(set(doc['shapes']) - built)[:4]}, extra "
-                         f"{sorted(built - set(doc['shapes']))[:4]})")
+    built = {p for p, _ in leaves_with_paths(variables_of(abstract))}
+    saved = {p for p, _ in leaves_with_paths(target)}
+    if built != saved:
+        raise ValueError(f"{d}: the module built for it has other arrays than the saved one "
+                         f"(missing {sorted('/'.join(p) for p in saved - built)[:4]}, extra "
+                         f"{sorted('/'.join(p) for p in built - saved)[:4]})")
     small = rebuild.smaller_nnx(abstract, target)
     ckpt = ocp.StandardCheckpointer()
     variables = ckpt.restore(d / VARIABLES_DIR, target)
     ckpt.close()
-    return with_variables(small, variables)
+    variables = dict(variables)
+    return with_variables(small, variables), variables
 
 
 def is_model_dir(directory) -> bool:
@@ -233,14 +251,21 @@ def load_model(directory, *, device=None):
     """Restore ``(model, variables, meta)`` saved by :func:`save_model`.
 
     No template is needed: the model is rebuilt from ``model.json`` (``models.model_from_config``)
-    and array shapes come from the orbax metadata. Raises ``FileNotFoundError`` when the
-    directory or its files are missing.
+    and array shapes come from the orbax metadata. A registered NNX model comes back as the
+    ``nnx.Module`` holding the arrays (``variables`` are the same arrays as a dict). Raises
+    ``FileNotFoundError`` when the directory or its files are missing.
     """
     d = _abs(directory)
     doc = read_model_json(d)
-    model = model_from_record(doc["model"])
     device = device or jax.local_devices()[0]
     sharding = jax.sharding.SingleDeviceSharding(device)
+    record = doc["model"]
+    if models.is_nnx_name(record.get("name", "")):
+        cfg = {k: v for k, v in record.items() if k != "name"}
+        module, variables = _restore_nnx(d, lambda: models.get_model(record["name"], **cfg),
+                                         sharding)
+        return module, variables, doc.get("meta", {})
+    model = model_from_record(record)
     target = _abstract_from_metadata(d / VARIABLES_DIR, sharding)
     ckpt = ocp.StandardCheckpointer()
     variables = ckpt.restore(d / VARIABLES_DIR, target)

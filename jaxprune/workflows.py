@@ -19,9 +19,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from flax import nnx
 
 import jaxprune
 from jaxprune import bounds, checkpoint, data, distributed, methods, metrics, models, train
+from jaxprune._nnx import as_linen, is_module, variables_of
 from jaxprune._tree import map_with_paths
 
 __all__ = ["UsageError", "load_datasets", "check_model_name", "load_checkpoint",
@@ -73,6 +75,12 @@ def load_checkpoint(directory):
         return checkpoint.load_model(directory)
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise UsageError(f"cannot load the model in {directory}: {e}") from None
+
+
+def runnable(model):
+    """The Linen module that trains, evaluates and counts FLOPs of ``model``: an NNX model
+    through :func:`jaxprune._nnx.as_linen`, a Linen one as it is."""
+    return as_linen(model) if is_module(model) else model
 
 
 def model_name(model) -> str:
@@ -151,6 +159,9 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     model_cfg = checkpoint.model_record(model)
+    saved, model = model, runnable(model)  # an NNX model trains from its own arrays
+    if variables is None and is_module(saved):
+        variables = variables_of(saved)
     cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
                "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
                **(extra_meta or {})}
@@ -167,23 +178,28 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
     size = size_report(model, res.variables, test_ds.images.shape[1:])
     results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
                **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
-               "model": model_name(model), "widths": model_cfg.get("widths")}
+               "model": model_name(saved),
+               # an NNX model's config holds the dense constructor's widths
+               "widths": None if is_module(saved) else model_cfg.get("widths")}
     meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
             "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
             **(extra_meta or {})}
-    checkpoint.save_model(out, model, res.variables, meta=meta)
+    checkpoint.save_model(out, saved, res.variables, meta=meta)
     write_json(os.path.join(out, "results.json"), results)
     return results
 
 
 def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
               data_dir=None, limit_train=None, limit_test=None, **options) -> dict:
-    """Train a registered model from scratch (``options``: those of :func:`train_and_save`)."""
+    """Train a registered model from scratch (``options``: those of :func:`train_and_save`);
+    an NNX model is initialised with the recipe's seed, sized to the dataset's images."""
     check_model_name(model_name)
     train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
-    model = models.get_model(model_name, num_classes=train_ds.num_classes)
-    return train_and_save(out, "train", model, dataset, make_config(model_name), train_ds,
-                          test_ds, **options)
+    config = make_config(model_name)
+    extra = ({"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
+             if models.is_nnx_name(model_name) else {})
+    model = models.get_model(model_name, num_classes=train_ds.num_classes, **extra)
+    return train_and_save(out, "train", model, dataset, config, train_ds, test_ds, **options)
 
 
 def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=None,
@@ -205,7 +221,7 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
     teacher_pair = None
     if teacher:
         t_model, t_vars, _ = load_checkpoint(teacher)
-        teacher_pair = (t_model, t_vars)
+        teacher_pair = (runnable(t_model), t_vars)
     extra = {"parent_checkpoint": os.path.abspath(directory), "teacher": teacher,
              "keep_zeros": bool(keep_zeros)}
     return train_and_save(out, "finetune", model, dataset, config, train_ds, test_ds,
@@ -221,10 +237,11 @@ def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=No
     model, variables, meta = load_checkpoint(directory)
     dataset = checkpoint_dataset(directory, meta, dataset)
     _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False)
+    model_id, model = model_name(model), runnable(model)
     ev = train.evaluate(model, variables, test_ds, batch_size=batch_size)
     return {"accuracy": ev["accuracy"], "loss": ev["loss"], "n": ev["n"],
             **size_report(model, variables, test_ds.images.shape[1:]),
-            "model": model_name(model), "dataset": dataset,
+            "model": model_id, "dataset": dataset,
             "checkpoint": os.path.abspath(directory)}
 
 
@@ -271,14 +288,20 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
         train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1)
         options.setdefault("train_ds", train_ds)
     t0 = time.time()
+    nnx_model = is_module(model)
     try:
         apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
-        res = jaxprune.prune(variables, jax.random.key(seed), ratio, method=method, model=model,
+        # an NNX module is pruned as its own model and comes back as result.module
+        source, linen = (model, None) if nnx_model else (variables, model)
+        res = jaxprune.prune(source, jax.random.key(seed), ratio, method=method, model=linen,
                              input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
                              min_width=min_width, round_to=round_to, leave=tuple(leave),
                              data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
                              ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
-        small = model if meth.kind == "weights" else res.model(model)
+        if nnx_model:
+            small = res.module
+        else:
+            small = model if meth.kind == "weights" else res.model(model)
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.time() - t0
@@ -290,7 +313,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
     if batch is not None:
         report["data_batch"] = int(batch.shape[0])
     if certificate and meth.kind == "channels":
-        report["certificate"] = bounds.certify(res, model=model, data=batch)
+        report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
     new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
                 "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
                 "prune": report}

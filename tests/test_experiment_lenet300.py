@@ -41,3 +41,21 @@ def test_lenet300_protocol_tiny_resume_and_report(tmp_path, capsys, data_dir):
     mod.run(mod.parse_args([*common, "--report-only", "--readme", str(readme)]))
     body = readme.read_text()
     assert "old" not in body and "| PR target |" in body and body.endswith("rest\n")
+
+
+def test_paired_p_value_and_holm_correction():
+    import numpy as np
+    from scipy import stats
+
+    _scripts.load("lenet300_mnist")                  # puts experiments/ on sys.path
+    from common import report
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=6), rng.normal(size=6)
+    d = report.paired(a, b)
+    assert abs(d["p"] - stats.ttest_rel(a, b).pvalue) < 1e-12
+    assert d["significant"] == (d["p"] < 0.05)      # the interval and the test agree
+    # Holm: 0.01 <= 0.05/3 rejected, 0.02 <= 0.05/2 rejected, 0.04 <= 0.05 rejected
+    assert report.holm([0.02, 0.04, 0.01]) == [True, True, True]
+    # the step-down stops at the first failure: 0.03 > 0.05/2, so 0.04 is kept too
+    assert report.holm([0.01, 0.03, 0.04]) == [True, False, False]
+    assert report.holm([0.2, 0.5]) == [False, False] and report.holm([]) == []

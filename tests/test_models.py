@@ -60,8 +60,8 @@ def _count(tree):
 
 
 # Registered models without a ``widths`` field (rebuilt by the generic ``Resized`` path; their
-# tests live in tests/test_attention.py).
-GENERIC = {"vit"}
+# tests live in tests/test_attention.py) and the NNX twins (tests/test_cli_nnx.py).
+GENERIC = {"vit"} | set(M.NNX_MODELS)
 
 
 def test_registry_covers_all_names():

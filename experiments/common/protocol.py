@@ -313,7 +313,8 @@ def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict
             "interrupted; --resume continues it; the nets column counts each row's nets)")
     text = (f"{report.markdown(summary, reference, paper)}\n\nErrors in % on the test set; "
             f"mean ± std over {nets} (× {cfg['seeds']} prune seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
-            f"0 (negative = {reference} lower). Fine-tuning: Adam {cfg['finetune_lr']} cosine, "
+            f"0 (negative = {reference} lower), † = also significant after Holm's correction "
+            f"for the comparisons at that ratio and recipe. Fine-tuning: Adam {cfg['finetune_lr']} cosine, "
             f"early stopping on the validation split (patience {cfg['patience']}, at most "
             f"{cfg['max_epochs']} epochs); kd = logit MSE to the dense net, α = "
             f"{cfg['kd_alpha']}. Random pct: percentile of the error right after pruning among "

@@ -2,7 +2,8 @@
 
 Per (ratio, fine-tune recipe, method): the per-net mean over prune seeds, then mean ± std over
 nets; the paired difference ``reference − method`` over nets with its 95% t-interval
-(:func:`paired`). :func:`write_block` replaces the text between two markers in
+(:func:`paired`), and which of a row's comparisons survive Holm's correction for their number
+(:func:`holm`). :func:`write_block` replaces the text between two markers in
 a file (the README), so the README's table cannot drift from ``results.json``.
 """
 from __future__ import annotations
@@ -13,18 +14,36 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 
-
 def paired(a, b) -> dict:
-    """Mean, std and 95% t-interval of the paired differences ``a_i − b_i`` (n = len(a));
-    ``significant`` when the interval excludes 0 (None for n < 2)."""
+    """Mean, 95% t-interval and two-sided paired t-test p-value of the differences
+    ``a_i − b_i`` (n = len(a)); ``significant`` when the interval excludes 0 (None for
+    n < 2)."""
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(d)
     if n < 2:
         return {"n": n, "mean": float(d.mean()) if n else None, "lo": None, "hi": None,
-                "significant": None}
-    half = float(scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+                "p": None, "significant": None}
+    sd = d.std(ddof=1)
+    half = float(scipy_stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+    if sd > 0:
+        p = float(2 * scipy_stats.t.sf(abs(d.mean()) / (sd / np.sqrt(n)), n - 1))
+    else:
+        p = 0.0 if d.mean() != 0 else 1.0
     return {"n": n, "mean": float(d.mean()), "lo": float(d.mean() - half),
-            "hi": float(d.mean() + half), "significant": bool(abs(d.mean()) > half)}
+            "hi": float(d.mean() + half), "p": p, "significant": bool(abs(d.mean()) > half)}
+
+
+def holm(pvalues, alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down test: which of ``m`` hypotheses are rejected at family-wise error
+    ``alpha`` (the i-th smallest p against ``alpha / (m − i)``, stopping at the first that
+    fails)."""
+    order = np.argsort(pvalues)
+    out = [False] * len(pvalues)
+    for i, k in enumerate(order):
+        if pvalues[k] > alpha / (len(pvalues) - i):
+            break
+        out[k] = True
+    return out
 
 
 def _per_net(rows, key: str) -> dict[int, float]:
@@ -62,6 +81,11 @@ def summarize(rows: list[dict], reference: str) -> list[dict]:
             "vs_reference": None if method == reference else paired(
                 [ref_after[n] for n in common], [after[n] for n in common]),
         })
+    for ratio, recipe in dict.fromkeys((s["ratio"], s["finetune"]) for s in out):
+        diffs = [s["vs_reference"] for s in out if (s["ratio"], s["finetune"]) == (ratio, recipe)
+                 and s["vs_reference"] is not None and s["vs_reference"]["p"] is not None]
+        for d, rejected in zip(diffs, holm([d["p"] for d in diffs])):
+            d["holm"] = rejected
     return out
 
 
@@ -70,7 +94,7 @@ def _diff(d) -> str:
         return "—"
     if d["lo"] is None:
         return f"{d['mean']:+.2f} (1 net)"
-    star = " *" if d["significant"] else ""
+    star = (" *" if d["significant"] else "") + ("†" if d.get("holm") else "")
     return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{star}"
 
 
@@ -112,8 +136,14 @@ def sentences(summary: list[dict], reference: str) -> str:
                    f"a significantly higher error than {', '.join(worse)}" if worse else "",
                    f"no difference from {', '.join(tied)} that the 95 % interval can tell"
                    if tied else ""]
+        kept = [s["method"] for s in diffs if s["vs_reference"].get("holm")]
+        names = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
+        family = (f" After Holm's correction for the {len(diffs)} comparisons, "
+                  + (f"the difference{'s' if len(kept) > 1 else ''} from {names} "
+                     f"remain{'' if len(kept) > 1 else 's'}." if kept else
+                     "no difference remains."))
         out.append(f"- PR {100 * ratio:.1f} %, {recipe} fine-tuning ({n} nets): {reference} "
-                   f"has {'; '.join(c for c in clauses if c)}.")
+                   f"has {'; '.join(c for c in clauses if c)}.{family}")
     return "\n".join(out)
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import _flax, selection, structure, views
+from jaxprune import _flax, _nnx, selection, structure, views
 from jaxprune._tree import as_variables
 from jaxprune.bounds.mu import estimate_mu, mu_is_unbounded
 from jaxprune.bounds.theorems import coreset_epsilon, coreset_samples
@@ -53,7 +53,9 @@ def _observed(model, result, data, consumers) -> dict:
         return {p: o for p, (_, o) in io.items()}
 
     dense = jax.device_get(outs(result.dense_variables))
-    pruned = jax.device_get(outs(result.masked))
+    masked = result.masked  # NNX input: the masked module
+    pruned = jax.device_get(outs(_nnx.variables_of(masked) if _nnx.is_module(masked)
+                                 else masked))
     out = {}
     for path in sorted(dense):
         y = np.asarray(dense[path]).reshape(len(data), -1)

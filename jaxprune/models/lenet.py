@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune._nnx import init_args
 
 
 def _flatten(x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape((x.shape[0], -1))
-
 
 
 def _dense_head(x, widths, num_classes: int, dropout_rate: float, train: bool):
@@ -29,6 +32,7 @@ def _dense_head(x, widths, num_classes: int, dropout_rate: float, train: bool):
         if dropout_rate > 0.0:
             x = nn.Dropout(dropout_rate, deterministic=not train, name=f"dropout_{i}")(x)
     return nn.Dense(num_classes, name="head")(x)
+
 
 class LeNet300100(nn.Module):
     """Fully connected ``784 → widths[0] → … → widths[-1] → num_classes`` with ReLU.
@@ -83,3 +87,61 @@ class LeNet5(nn.Module):
     def prunable_layers(self) -> tuple[str, ...]:
         return ("conv_0", "conv_1") + tuple(
             f"dense_{i}" for i in range(len(self.widths) - 2))
+
+
+# --------------------------------------------------------------------------------------------
+# Flax NNX twins: the same layers, parameter names and layouts (Linen weights copy across)
+# --------------------------------------------------------------------------------------------
+class _NnxDenseHead(nnx.Module):
+    """``dense_i`` + ReLU (+ dropout) per width, then ``head``: the NNX :func:`_dense_head`."""
+
+    def _build_head(self, features: int, widths, num_classes: int, dropout_rate: float,
+                    rngs: nnx.Rngs) -> None:
+        sizes = (features, *widths)
+        self.depth = len(widths)
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            setattr(self, f"dense_{i}", nnx.Linear(a, b, rngs=rngs))
+        self.drop = nnx.Dropout(dropout_rate, rngs=rngs)
+        self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
+
+    def _head(self, x):
+        for i in range(self.depth):
+            x = self.drop(nnx.relu(getattr(self, f"dense_{i}")(x)))
+        return self.head(x)
+
+
+class NnxLeNet300100(_NnxDenseHead):
+    """The NNX twin of :class:`LeNet300100`; ``image``: the input's ``(H, W, C)`` (sizes the
+    first layer). ``.eval()`` / ``.train()`` switch dropout."""
+
+    def __init__(self, widths=(300, 100), num_classes: int = 10, dropout_rate: float = 0.0,
+                 image=(28, 28, 1), *, rngs: nnx.Rngs):
+        self.init_args = init_args(widths=widths, num_classes=num_classes,
+                                   dropout_rate=dropout_rate, image=image)
+        self._build_head(int(np.prod(image)), widths, num_classes, dropout_rate, rngs)
+
+    def __call__(self, x):
+        return self._head(_flatten(jnp.asarray(x, jnp.float32)))
+
+
+class NnxLeNet5(_NnxDenseHead):
+    """The NNX twin of :class:`LeNet5` (same paddings and pooling); ``image``: the input's
+    ``(H, W, C)``."""
+
+    def __init__(self, widths=(6, 16, 120, 84), num_classes: int = 10,
+                 dropout_rate: float = 0.0, image=(28, 28, 1), *, rngs: nnx.Rngs):
+        if len(widths) < 2:
+            raise ValueError(f"NnxLeNet5 needs at least the two conv widths, got {widths}")
+        self.init_args = init_args(widths=widths, num_classes=num_classes,
+                                   dropout_rate=dropout_rate, image=image)
+        self.conv_0 = nnx.Conv(image[-1], widths[0], (5, 5), padding="SAME", rngs=rngs)
+        self.conv_1 = nnx.Conv(widths[0], widths[1], (5, 5), padding="VALID", rngs=rngs)
+        h, w = image[0] // 2 - 4, image[1] // 2 - 4  # SAME conv, pool, VALID 5x5 conv
+        features = (h // 2) * (w // 2) * widths[1]
+        self._build_head(features, widths[2:], num_classes, dropout_rate, rngs)
+
+    def __call__(self, x):
+        x = jnp.asarray(x, jnp.float32)
+        for conv in (self.conv_0, self.conv_1):
+            x = nnx.max_pool(nnx.relu(conv(x)), (2, 2), strides=(2, 2))
+        return self._head(_flatten(x))

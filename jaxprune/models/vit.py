@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune._nnx import init_args
+
 __all__ = ["ViT", "NnxViT", "ViTBlock", "NnxViTBlock"]
 
 
@@ -122,6 +124,9 @@ class NnxViT(nnx.Module):
                  mlp: int = 64, num_classes: int = 10, pool: str = "cls",
                  dropout_rate: float = 0.0, image: tuple = (28, 28, 1), *, rngs: nnx.Rngs):
         _check_pool(pool)
+        self.init_args = init_args(patch=patch, dim=dim, depth=depth, heads=heads, mlp=mlp,
+                                   num_classes=num_classes, pool=pool,
+                                   dropout_rate=dropout_rate, image=image)
         self.pool, self.depth = pool, depth
         self.embed = nnx.Conv(image[-1], dim, (patch, patch), strides=(patch, patch),
                               padding="VALID", rngs=rngs)

@@ -14,6 +14,7 @@ import dataclasses
 import jax
 import optax
 
+from jaxprune.models import linen_twin
 from jaxprune.optim import is_kernel, masked
 
 __all__ = ["TrainConfig", "default_config", "make_schedule", "make_optimizer"]
@@ -112,8 +113,9 @@ _DEFAULTS = {
 
 
 def default_config(model_name: str, **overrides) -> TrainConfig:
-    """The recipe ``jaxprune train --model NAME`` uses, with ``overrides`` applied."""
-    base = dict(_DEFAULTS.get(model_name, {}))
+    """The recipe ``jaxprune train --model NAME`` uses, with ``overrides`` applied (an NNX
+    model trains with its Linen twin's recipe)."""
+    base = dict(_DEFAULTS.get(linen_twin(model_name), {}))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
 
