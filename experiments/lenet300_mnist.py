@@ -22,9 +22,8 @@ each so ``--resume`` continues an interrupted run), ``<out>/table.md`` and
 from __future__ import annotations
 
 import argparse
-import sys
 
-from common import protocol
+from common import harness, protocol
 from jaxprune.models import LeNet300100
 
 PAPER_RATIOS = (0.9, 0.926, 0.946)
@@ -48,5 +47,4 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
-    run(parse_args())
-    sys.exit(0)
+    harness.main(run, parse_args())

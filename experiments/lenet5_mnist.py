@@ -18,9 +18,8 @@ Writes ``<out>/results.json``, ``<out>/table.md``, ``<out>/error_vs_ratio.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from common import protocol
+from common import harness, protocol
 from jaxprune.models import LeNet5
 
 RATIOS = (0.7, 0.85, 0.93)
@@ -47,5 +46,4 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
-    run(parse_args())
-    sys.exit(0)
+    harness.main(run, parse_args())

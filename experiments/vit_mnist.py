@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 
 import jax
@@ -140,5 +139,4 @@ def format_table(result) -> str:
 
 
 if __name__ == "__main__":
-    run(parse_args())
-    sys.exit(0)
+    harness.main(run, parse_args())

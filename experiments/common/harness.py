@@ -8,6 +8,9 @@ the validation split, never from the test set.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from jaxprune import methods, train
@@ -31,3 +34,14 @@ def validation_batch(val_ds, size: int) -> np.ndarray:
         raise ValueError("data-informed methods need a non-empty validation batch "
                          f"(got size={size}, {len(val_ds)} validation images)")
     return np.asarray(val_ds.images[:size])
+
+
+def main(run, args) -> None:
+    """``run(args)`` as a script: missing data or checkpoints end in one ``error:`` line on
+    stderr and exit status 2 (no traceback), success in exit status 0."""
+    try:
+        run(args)
+    except FileNotFoundError as err:
+        print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0)
