@@ -49,17 +49,24 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/coreset_sweep")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="no training: the table (and --readme block) from results.json")
+    p.add_argument("--readme", default=None, help="README to write the table block into")
+    p.add_argument("--readme-block", default="sweep")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-_NOT_DEFINING = ("resume", "data_dir", "out", "dense_dir")
+_NOT_DEFINING = ("resume", "data_dir", "out", "dense_dir", "report_only", "readme",
+                 "readme_block")
 
 
 def run(args) -> dict:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
+    if args.report_only:
+        return _report(json.loads(path.read_text()), args, out)
     settings = {k: v for k, v in vars(args).items() if k not in _NOT_DEFINING}
     rows = []
     if args.resume and path.exists():
@@ -98,10 +105,15 @@ def run(args) -> dict:
                     r = rows[-1]
                     print(f"  net {seed} ratio {ratio:.3f} k={dim:2d} {allocation:7s}: "
                           f"{r['val_err_before']:.2f}% -> {r['val_err_ft']:.2f}%", flush=True)
-    result = _save(path, rows, settings)
+    return _report(_save(path, rows, settings), args, out)
+
+
+def _report(result: dict, args, out: pathlib.Path) -> dict:
     text = format_table(result)
     (out / "table.md").write_text(text + "\n")
     print(text)
+    if args.readme:
+        report.write_block(pathlib.Path(args.readme), args.readme_block, text)
     return result
 
 
@@ -168,7 +180,7 @@ def format_table(result) -> str:
         if (dim, allocation) != DEFAULT:
             d = _paired_vs_default(rows, dim, allocation)
             if d["significant"]:
-                (better if d["mean"] < 0 else worse).append(f"k = {dim}, {allocation}")
+                (better if d["mean"] < 0 else worse).append(f"k = {dim} {allocation}")
     verdict = (f"Significantly better than the default: {', '.join(better)}." if better else
                "No setting is significantly better than the default, so it stands.")
     return "\n".join(lines) + (
@@ -178,7 +190,7 @@ def format_table(result) -> str:
         f"over PRs), * = the 95 % interval excludes 0; {result['cpu']}.\n\n"
         f"Lowest mean validation error after fine-tuning: k = {best[0]}, {best[1]} "
         f"({pooled[best]:.2f} %; default {pooled.get(DEFAULT, float('nan')):.2f} %). "
-        f"{verdict} Significantly worse: {', '.join(worse) or 'none'}.")
+        f"{verdict} Significantly worse: {'; '.join(worse) or 'none'}.")
 
 
 if __name__ == "__main__":

@@ -105,13 +105,13 @@ def run(args) -> dict:
         for method in args.methods:
             if all((method, seed, size) in done for size in args.sizes):
                 continue
-            # data-informed methods select on the smallest S; the others see no data
+            # the plain prune: data-informed methods select on the smallest S, the others see
+            # no data; with the refit they select on S itself (so their widths can differ)
             informed = jaxprune_methods.get(method).needs_data
             plain = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
                                    model=model, input_shape=shape,
                                    data=batch(min(args.sizes), seed) if informed else None)
-            small = plain.model(model)
-            err_plain = harness.error(small, plain.params, test_ds)
+            err_plain = harness.error(plain.model(model), plain.params, test_ds)
             for size in args.sizes:
                 if (method, seed, size) in done:
                     continue
@@ -119,6 +119,7 @@ def run(args) -> dict:
                 res = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
                                      model=model, input_shape=shape, data=S,
                                      reconstruct="lstsq", ridge=args.ridge)
+                small = res.model(model)
                 tuned = train.fit(small, train_ds, ft, variables=res.params, progress=False)
                 rows.append({"method": method, "dense_seed": seed, "size": size,
                              "err_pruned": err_plain,
