@@ -27,7 +27,6 @@ import numpy as np
 import jaxprune
 from common import harness, protocol, report
 from jaxprune import data, train
-from jaxprune.checkpoint import to_jsonable
 from jaxprune.models import LeNet300100
 
 DEFAULT = (10, "bound")  # jaxprune's coreset default: projection_dim, allocation
@@ -67,14 +66,9 @@ def run(args) -> dict:
     path = out / "results.json"
     if args.report_only:
         return _report(json.loads(path.read_text()), args, out)
-    settings = {k: v for k, v in vars(args).items() if k not in _NOT_DEFINING}
-    rows = []
-    if args.resume and path.exists():
-        old = json.loads(path.read_text())
-        if old["args"] != to_jsonable(settings):
-            raise SystemExit(f"{path} was made with other settings; use another --out")
-        rows = old["rows"]
-    done = {(r["dense_seed"], r["ratio"], r["projection_dim"], r["allocation"]) for r in rows}
+    rows = protocol.Rows(out, {k: v for k, v in vars(args).items() if k not in _NOT_DEFINING},
+                         args.resume, key=("dense_seed", "ratio", "projection_dim",
+                                           "allocation"), config_name="args")
     full = data.head(data.load("mnist", "train", args.data_dir), args.limit_train)
     train_ds, val_ds = data.train_val_split(full, min(args.val_size, len(full) // 2))
     model = LeNet300100(widths=tuple(args.widths), num_classes=full.num_classes)
@@ -89,7 +83,8 @@ def run(args) -> dict:
         for ratio in args.ratios:
             for dim in args.dims:
                 for allocation in args.allocations:
-                    if (seed, ratio, dim, allocation) in done:
+                    if rows.has(dense_seed=seed, ratio=ratio, projection_dim=dim,
+                                allocation=allocation):
                         continue
                     res = jaxprune.prune(dense, jax.random.key(seed), ratio, method="coreset",
                                          model=model, input_shape=train_ds.images.shape[1:],
@@ -97,15 +92,14 @@ def run(args) -> dict:
                     small = res.model(model)
                     tuned = train.fit(small, train_ds, ft, variables=res.params,
                                       progress=False)
-                    rows.append({"dense_seed": seed, "ratio": ratio, "projection_dim": dim,
-                                 "allocation": allocation, "widths": dict(res.widths),
-                                 "val_err_before": harness.error(small, res.params, val_ds),
-                                 "val_err_ft": harness.error(small, tuned.variables, val_ds)})
-                    _save(path, rows, settings)
-                    r = rows[-1]
+                    r = {"dense_seed": seed, "ratio": ratio, "projection_dim": dim,
+                         "allocation": allocation, "widths": dict(res.widths),
+                         "val_err_before": harness.error(small, res.params, val_ds),
+                         "val_err_ft": harness.error(small, tuned.variables, val_ds)}
+                    rows.add(r)
                     print(f"  net {seed} ratio {ratio:.3f} k={dim:2d} {allocation:7s}: "
                           f"{r['val_err_before']:.2f}% -> {r['val_err_ft']:.2f}%", flush=True)
-    return _report(_save(path, rows, settings), args, out)
+    return _report(rows.save(), args, out)
 
 
 def _report(result: dict, args, out: pathlib.Path) -> dict:
@@ -114,14 +108,6 @@ def _report(result: dict, args, out: pathlib.Path) -> dict:
     print(text)
     if args.readme:
         report.write_block(pathlib.Path(args.readme), args.readme_block, text)
-    return result
-
-
-def _save(path: pathlib.Path, rows, settings) -> dict:
-    result = {"rows": rows, "args": settings, "cpu": protocol.cpu_name()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(to_jsonable(result), indent=1, allow_nan=False))
-    tmp.replace(path)
     return result
 
 

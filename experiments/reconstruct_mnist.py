@@ -28,7 +28,6 @@ import jaxprune
 from common import harness, protocol, report
 from jaxprune import data, train
 from jaxprune import methods as jaxprune_methods
-from jaxprune.checkpoint import to_jsonable
 from jaxprune.models import LeNet5, LeNet300100
 
 METHODS = ("coreset", "l1_norm", "random")
@@ -88,14 +87,11 @@ def run(args) -> dict:
     shape = train_ds.images.shape[1:]
     ft = train.TrainConfig(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=1,
                            batch_size=args.batch_size, seed=0, log_every=0)
-    settings = {k: v for k, v in vars(args).items() if k not in _NOT_DEFINING}
-    rows = []
-    if args.resume and path.exists():
-        old = json.loads(path.read_text())
-        if {k: v for k, v in old["args"].items() if k in settings} != to_jsonable(settings):
-            raise SystemExit(f"{path} was made with other settings; use another --out")
-        rows = old["rows"]
-    done = {(r["method"], r["dense_seed"], r["size"]) for r in rows}
+    rows = protocol.Rows(out, {k: v for k, v in vars(args).items() if k not in _NOT_DEFINING},
+                         args.resume, key=("method", "dense_seed", "size"), config_name="args")
+
+    def done(method, seed, size):
+        return rows.has(method=method, dense_seed=seed, size=size)
 
     def batch(size, seed):
         return (harness.validation_batch(val_ds, size) if args.s_from == "validation"
@@ -103,7 +99,7 @@ def run(args) -> dict:
 
     for seed, dense in nets.items():
         for method in args.methods:
-            if all((method, seed, size) in done for size in args.sizes):
+            if all(done(method, seed, size) for size in args.sizes):
                 continue
             # the plain prune: data-informed methods select on the smallest S, the others see
             # no data; with the refit they select on S itself (so their widths can differ)
@@ -113,7 +109,7 @@ def run(args) -> dict:
                                    data=batch(min(args.sizes), seed) if informed else None)
             err_plain = harness.error(plain.model(model), plain.params, test_ds)
             for size in args.sizes:
-                if (method, seed, size) in done:
+                if done(method, seed, size):
                     continue
                 S = batch(size, seed)
                 res = jaxprune.prune(dense, jax.random.key(seed), args.ratio, method=method,
@@ -121,16 +117,16 @@ def run(args) -> dict:
                                      reconstruct="lstsq", ridge=args.ridge)
                 small = res.model(model)
                 tuned = train.fit(small, train_ds, ft, variables=res.params, progress=False)
-                rows.append({"method": method, "dense_seed": seed, "size": size,
-                             "err_pruned": err_plain,
-                             "err_refit": harness.error(small, res.params, test_ds),
-                             "err_refit_ft1": harness.error(small, tuned.variables, test_ds),
-                             "refit": res.report["reconstruct"]["layers"]})
-                _save(path, rows, settings)
+                row = {"method": method, "dense_seed": seed, "size": size,
+                       "err_pruned": err_plain,
+                       "err_refit": harness.error(small, res.params, test_ds),
+                       "err_refit_ft1": harness.error(small, tuned.variables, test_ds),
+                       "refit": res.report["reconstruct"]["layers"]}
+                rows.add(row, _peak_memory())
                 print(f"  net {seed} {method:8s} |S|={size:5d}: {err_plain:.2f}% -> refit "
-                      f"{rows[-1]['err_refit']:.2f}% -> 1 epoch {rows[-1]['err_refit_ft1']:.2f}%",
+                      f"{row['err_refit']:.2f}% -> 1 epoch {row['err_refit_ft1']:.2f}%",
                       flush=True)
-    return _report(_save(path, rows, settings), args, out)
+    return _report(rows.save(_peak_memory()), args, out)
 
 
 # where the run reads and writes, and how it reports: not what it measures
@@ -150,16 +146,11 @@ def _report(result: dict, args, out: pathlib.Path) -> dict:
     return result
 
 
-def _save(path: pathlib.Path, rows, settings) -> dict:
-    """Rewrite ``results.json`` (after every row, so ``--resume`` loses nothing), with the
-    process's peak resident memory so far (``ru_maxrss``: data, both nets, the refits)."""
+def _peak_memory() -> dict:
+    """The process's peak resident memory so far (``ru_maxrss``: data, both nets, the
+    refits), saved with every row."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"rows": rows, "args": settings, "cpu": protocol.cpu_name(),
-              "peak_rss_mib": round(peak, 1)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(to_jsonable(result), indent=1, allow_nan=False))
-    tmp.replace(path)
-    return result
+    return {"peak_rss_mib": round(peak, 1)}
 
 
 def _per_net(rows, key):

@@ -45,24 +45,30 @@ def cpu_name() -> str:
 
 
 class Rows:
-    """``<out>/results.json`` = ``{"config": ..., "rows": [...]}``, rewritten after each row.
+    """``<out>/results.json`` = ``{"config": ..., "rows": [...], "cpu": ...}``, rewritten after
+    each row.
 
-    ``config`` holds the arguments that define the experiment; a resume with other values is
-    refused rather than silently mixed."""
+    ``config`` holds the arguments that define the experiment (stored under ``config_name``);
+    a resume with other values is refused rather than silently mixed. ``key``: the row fields
+    that identify one trial (:meth:`has`)."""
 
-    def __init__(self, out: pathlib.Path, config: dict, resume: bool):
+    def __init__(self, out: pathlib.Path, config: dict, resume: bool,
+                 key=("method", "ratio", "dense_seed", "seed", "finetune"),
+                 config_name: str = "config"):
         self.path = out / "results.json"
         self.config = to_jsonable(config)
+        self.fields, self.config_name = tuple(key), config_name
         self.rows: list[dict] = []
         if resume and self.path.exists():
             doc = json.loads(self.path.read_text())
-            if doc.get("config") != self.config:
+            if doc.get(config_name) != self.config:
                 raise SystemExit(f"{self.path} was made with other settings "
-                                 f"({doc.get('config')}); use another --out or drop --resume")
+                                 f"({doc.get(config_name)}); use another --out or drop "
+                                 "--resume")
             self.rows = doc["rows"]
 
     def key(self, row: dict) -> tuple:
-        return tuple(row[k] for k in ("method", "ratio", "dense_seed", "seed", "finetune"))
+        return tuple(row[k] for k in self.fields)
 
     def has(self, **key) -> bool:
         return any(self.key(r) == self.key(key) for r in self.rows)
@@ -71,11 +77,14 @@ class Rows:
         self.rows.append(to_jsonable(row))
         self.save(extra)
 
-    def save(self, extra: dict | None = None) -> None:
-        doc = {"config": self.config, "rows": self.rows, "cpu": cpu_name(), **(extra or {})}
+    def save(self, extra: dict | None = None) -> dict:
+        """Write the file; returns the document written."""
+        doc = {self.config_name: self.config, "rows": self.rows, "cpu": cpu_name(),
+               **(extra or {})}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False))
         tmp.replace(self.path)
+        return doc
 
 
 def dense_nets(model, recipe: str, train_ds, test_ds, out: pathlib.Path, seeds, epochs: int,
