@@ -298,10 +298,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                              min_width=min_width, round_to=round_to, leave=tuple(leave),
                              data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
                              ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
-        if nnx_model:
-            small = res.module
-        else:
-            small = model if meth.kind == "weights" else res.model(model)
+        small = res.model(model)  # NNX: result.module; weight methods: the same shapes
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.time() - t0
