@@ -303,3 +303,21 @@ def test_layers_without_a_linen_counterpart_run_as_they_are():
     assert set(res.kept) == {"first", "general"}
     np.testing.assert_allclose(res.module(x), res.masked(x))
     assert float(res.report["achieved_ratio"]) == pytest.approx(0.5, abs=0.01)
+
+
+def test_certify_after_the_fact_reads_an_nnx_result():
+    """``bounds.certify`` on a finished NNX prune (``result.masked`` is then a module) gives
+    the same certificate, observed errors included, as the Linen twin's."""
+    from jaxprune import bounds
+    module = _randomised(zoo_nnx.NnxMLP(rngs=nnx.Rngs(0)))
+    linen, variables = _linen_twin("mlp", module)
+    x = np.random.default_rng(3).normal(size=(16, 10)).astype(np.float32)
+    a = jaxprune.prune(module, jax.random.key(2), 0.5, input_shape=(10,))
+    b = jaxprune.prune(variables, jax.random.key(2), 0.5, model=linen, input_shape=(10,))
+    ca = bounds.certify(a, model=_nnx.as_linen(module), data=x)
+    cb = bounds.certify(b, model=linen, data=x)
+    for i in range(2):
+        got, want = ca[f"layers/{i}"]["observed"], cb[f"layers_{i}"]["observed"]
+        assert [k.replace("/", "_") for k in got] == list(want)
+        for (_, g), (_, w) in zip(got.items(), want.items()):
+            np.testing.assert_allclose(g["max_rel_err"], w["max_rel_err"], rtol=1e-5)
