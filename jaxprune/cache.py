@@ -13,7 +13,13 @@ import pathlib
 
 import jax
 
-__all__ = ["enable_compilation_cache", "default_cache_dir"]
+__all__ = ["enable_compilation_cache", "default_cache_dir", "user_cache_dir"]
+
+
+def user_cache_dir(*parts: str) -> str:
+    """``$XDG_CACHE_HOME/jaxprune/<parts>`` (default ``~/.cache/jaxprune/<parts>``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxprune", *parts)
 
 
 def default_cache_dir() -> str | None:
@@ -21,8 +27,7 @@ def default_cache_dir() -> str | None:
     value = os.environ.get("JAXPRUNE_CACHE_DIR")
     if value is not None:
         return None if value.strip().lower() in ("off", "0", "none", "") else value
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxprune", "xla")
+    return user_cache_dir("xla")
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None,

@@ -27,12 +27,15 @@ import gzip
 import hashlib
 import os
 import pathlib
+import shutil
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from jaxprune.cache import user_cache_dir
+
 __all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load",
-           "read_idx", "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
+           "read_idx", "open_idx", "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
            "evaluation_split", "head", "load_splits", "sample_images"]
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
@@ -128,6 +131,41 @@ def _how_to_get(name: str, root: Any) -> str:
             f"holds {name}/; or prepare it for TFDS once with `tfds build {name}`.")
 
 
+def _idx_layout(path: pathlib.Path, head: bytes, size: int, expected_magic: int | None
+                ) -> tuple[int, tuple[int, ...]]:
+    """``(header bytes, dims)`` of an unsigned-byte IDX file of ``size`` bytes whose first
+    bytes are ``head``; a wrong magic number, header or byte count is a ``ValueError``."""
+    if size < 4 or len(head) < 4:
+        raise ValueError(f"{path}: too short for an IDX header ({size} bytes)")
+    magic = int.from_bytes(head[:4], "big")
+    if expected_magic is not None and magic != expected_magic:
+        raise ValueError(f"{path}: bad IDX magic number {magic} (expected {expected_magic}); "
+                         "not the right IDX file or corrupt")
+    if head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+        raise ValueError(f"{path}: bad IDX magic number {magic}: only unsigned-byte IDX "
+                         "files (0x0008xx) are supported")
+    ndim = head[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or size < header or len(head) < header:
+        raise ValueError(f"{path}: truncated IDX header ({ndim} dims, {size} bytes)")
+    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if size != expected:
+        kind = "truncated" if size < expected else "has trailing bytes"
+        raise ValueError(f"{path}: file {kind}: {size} bytes but header {dims} needs "
+                         f"{expected}; re-download it")
+    return header, dims
+
+
+def _is_gzip(path: pathlib.Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _bad_gzip(path, err) -> ValueError:
+    return ValueError(f"{path}: corrupt or truncated gzip data ({err}); re-download it")
+
+
 def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
     """Read one (optionally gzipped) unsigned-byte IDX file into a ``uint8`` array.
 
@@ -142,27 +180,44 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
         try:
             raw = gzip.decompress(raw)
         except (EOFError, OSError, gzip.BadGzipFile) as e:
-            raise ValueError(f"{path}: corrupt or truncated gzip data ({e}); re-download it")
-    if len(raw) < 4:
-        raise ValueError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        raise ValueError(f"{path}: bad IDX magic number {magic} (expected {expected_magic}); "
-                         "not the right IDX file or corrupt")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: bad IDX magic number {magic}: only unsigned-byte IDX "
-                         "files (0x0008xx) are supported")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({ndim} dims, {len(raw)} bytes)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
-        kind = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise ValueError(f"{path}: file {kind}: {len(raw)} bytes but header {dims} needs "
-                         f"{expected}; re-download it")
+            raise _bad_gzip(path, e) from None
+    header, dims = _idx_layout(path, raw[:4 + 4 * 255], len(raw), expected_magic)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _unpacked(path: pathlib.Path) -> pathlib.Path:
+    """The decompressed copy of the gzipped ``path`` in the user cache folder
+    (``$XDG_CACHE_HOME/jaxprune/idx``), written once (streamed, then renamed into place, so
+    processes that unpack at the same time do not see each other's partial files)."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    target = pathlib.Path(user_cache_dir("idx")) / f"{path.stem}-{key.hexdigest()[:16]}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        with gzip.open(path, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(partial, target)
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+        partial.unlink(missing_ok=True)
+        raise _bad_gzip(path, e) from None
+    return target
+
+
+def open_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
+    """An unsigned-byte IDX file as a read-only ``np.memmap``: only the rows indexed are read
+    from disk. A gzipped file is first unpacked once into the user cache folder. Errors as
+    :func:`read_idx`."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    flat = _unpacked(path) if _is_gzip(path) else path
+    with open(flat, "rb") as f:
+        head = f.read(4 + 4 * 255)
+    header, dims = _idx_layout(path, head, flat.stat().st_size, expected_magic)
+    return np.memmap(flat, dtype=np.uint8, mode="r", offset=header, shape=dims)
 
 
 def _read_sha256sums(folder: pathlib.Path) -> dict[str, str]:
@@ -198,13 +253,15 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
                        ("labels", f"{prefix}-labels-idx1-ubyte")):
         path = _find_idx(folder, stem, name, root)
         if path.name in sums:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
             if digest != sums[path.name]:
                 raise ValueError(f"{path}: SHA256 mismatch (got {digest}, SHA256SUMS says "
                                  f"{sums[path.name]}); the file is corrupt. "
                                  + _how_to_get(name, root))
         try:
-            arrays[kind] = read_idx(path, _IDX_MAGIC[kind])
+            reader = open_idx if lazy and kind == "images" else read_idx
+            arrays[kind] = reader(path, _IDX_MAGIC[kind])
         except ValueError as e:
             raise ValueError(f"{e}. " + _how_to_get(name, root)) from None
     images, labels = arrays["images"], arrays["labels"]
@@ -213,11 +270,12 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
                          f"{labels.shape}. " + _how_to_get(name, root))
     if labels.size and labels.max() >= NUM_CLASSES[name]:
         raise ValueError(f"{folder}: label {labels.max()} out of range for {name}")
-    pixels = images[..., None]
-    if lazy:  # the uint8 file stays in memory; rows are normalised when read
-        images = LazyImages(lambda rows: pixels[rows], pixels.shape, name)
+    if lazy:  # memory-mapped uint8 rows, read and normalised when indexed
+        pixels = images
+        images = LazyImages(lambda rows: np.asarray(pixels[rows])[..., None],
+                            (*pixels.shape, 1), name)
     else:
-        images = normalize(pixels, name)
+        images = normalize(images[..., None], name)
     return ArrayDataset(images, labels.astype(np.int32), NUM_CLASSES[name], name)
 
 
@@ -320,8 +378,9 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     IDX root and is also handed to TFDS as its data dir. Never downloads.
 
     ``lazy=True``: the images are a :class:`LazyImages` that reads and normalises only the
-    rows asked for (TFDS records by index through ``tfds.data_source``; IDX rows of the
-    uint8 file), so a process that feeds one shard of every batch reads only its rows.
+    rows asked for (TFDS records by index through ``tfds.data_source``; IDX rows of a
+    memory-mapped file, :func:`open_idx`), so a process that feeds one shard of every batch
+    reads only its rows.
     """
     if name not in NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

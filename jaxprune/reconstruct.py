@@ -28,8 +28,8 @@ groups) is fit to the dense outputs it kept; pass ``groups=``/``kept=`` (``resul
 ``result.kept``) for those. Skipped, with the reason in the report: kernel layers that are not
 a Dense or an ungrouped Conv (``kernel_layers`` says ``"other"``) and layers called more than
 once (shared weights). Memory: the normal equations (``d x d`` and ``d x K`` float32, ``d`` =
-a row's features + 1), one chunk's forward pass of both networks and one 64 MiB sub-batch of
-patches, whatever N.
+a row's features + 1), one chunk's forward pass of both networks (a chunk holds at most 256 MiB
+of kernel-layer activations) and one 64 MiB sub-batch of patches, whatever N.
 
 After the refit, BatchNorm running statistics can be re-estimated on ``data``
 (``recalibrate_bn=True``, :func:`recalibrate_batch_stats`). The refit targets the layers'
@@ -59,6 +59,9 @@ __all__ = ["consumer_paths", "recalibrate_batch_stats", "refit"]
 # Elements of one sub-batch of patches ([X 1] rows x features) inside a chunk: 2^24 float32
 # = 64 MiB, whatever the layer.
 _PATCH_ELEMENTS = 1 << 24
+# Bytes of kernel-layer activations (inputs and outputs of both networks) one chunk may hold:
+# the chunk shrinks below ``chunk`` for models whose per-example activations are large.
+_CHUNK_BYTES = 1 << 28
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -308,7 +311,9 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
       ridge: ``lam = ridge * trace(X^T X) / d``; 0 is ordinary least squares.
       apply_kwargs: keyword arguments of both models' inference call (default: found from
         their ``__call__`` signature).
-      chunk: examples per forward pass (the normal equations are summed over chunks).
+      chunk: at most this many examples per forward pass (the normal equations are summed
+        over chunks); fewer where the kernel layers' activations of ``chunk`` examples in both
+        networks would exceed 256 MiB.
       recalibrate_bn: afterwards re-estimate the BatchNorm running statistics on ``data``
         (:func:`recalibrate_batch_stats`).
       groups, kept: ``result.groups`` and ``result.kept``; needed only for a consumer whose
@@ -341,6 +346,8 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
                           dense_vars, groups, kept)
     statics = (hashable(model), tuple(sorted(dense_kw.items())), hashable(small_model),
                tuple(sorted(small_kw.items())))
+    chunk = min(chunk, _fitting_chunk(((model, dense_vars, dense_kw),
+                                       (small_model, small_vars, small_kw)), input_shape))
     small_vars, layers_report = _fit_in_order(statics, plan, dense_vars, small_vars, images,
                                               chunk, ridge)
     bn = None
@@ -381,6 +388,19 @@ def _plan(wanted, small_layers, small_calls, dense_calls, small_vars, dense_vars
                                   np.shape(get_path(small_vars, path))[-1], groups, kept)
             plan.append(_Fit(path, layer, small_bias, index))
     return plan, skipped
+
+
+def _fitting_chunk(models, input_shape) -> int:
+    """The most examples whose kernel-layer inputs and outputs, in every network of
+    ``models`` (``(module, variables, apply kwargs)``), fit in :data:`_CHUNK_BYTES`."""
+    per_example = 0
+    for module, variables, kwargs in models:
+        shapes = jax.eval_shape(
+            lambda v, x, m=module, kw=kwargs: kernel_io(m, v, x, apply_kwargs=kw),
+            variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+        per_example += sum(4 * math.prod(leaf.shape)
+                           for leaf in jax.tree_util.tree_leaves(shapes))
+    return max(1, _CHUNK_BYTES // max(per_example, 1))
 
 
 def _chunks(images: np.ndarray, chunk: int):

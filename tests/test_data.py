@@ -119,6 +119,45 @@ def test_truncated_file_errors(tmp_path):
         data.load("mnist", "train", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_lazy_idx_is_memory_mapped(tmp_path, monkeypatch, gz):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    raw = _write_mnist(tmp_path, n_train=30, gz=gz)
+    eager = data.load("mnist", "train", data_dir=tmp_path)
+    lazy = data.load("mnist", "train", data_dir=tmp_path, lazy=True)
+    rows = np.array([29, 0, 7, 7])
+    np.testing.assert_array_equal(lazy.images[rows], eager.images[rows])
+    np.testing.assert_array_equal(lazy.labels, raw["train"][1].astype(np.int32))
+    stem = "train-images-idx3-ubyte"
+    mapped = data.open_idx(tmp_path / "mnist" / (stem + (".gz" if gz else "")), 2051)
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, raw["train"][0])
+    unpacked = list((tmp_path / "cache").rglob(f"{stem}-*"))
+    if gz:  # unpacked once, into the cache folder, and reused
+        assert len(unpacked) == 1 and pathlib.Path(mapped.filename) == unpacked[0]
+        before = unpacked[0].stat().st_mtime_ns
+        data.open_idx(tmp_path / "mnist" / (stem + ".gz"), 2051)
+        assert unpacked[0].stat().st_mtime_ns == before
+    else:  # an uncompressed file is mapped where it lies
+        assert unpacked == [] and pathlib.Path(mapped.filename).name == stem
+
+
+def test_lazy_idx_checks_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _write_mnist(tmp_path, gz=False)
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        data.load("mnist", "train", data_dir=tmp_path, lazy=True)
+    _write_mnist(tmp_path, gz=True)
+    gz_path = path.with_name(path.name + ".gz")
+    path.unlink()
+    gz_path.write_bytes(gz_path.read_bytes()[:-50])
+    with pytest.raises(ValueError, match="gzip"):
+        data.load("mnist", "train", data_dir=tmp_path, lazy=True)
+    assert not list((tmp_path / "cache").rglob("*.partial"))
+
+
 def test_wrong_magic_errors(tmp_path):
     _write_mnist(tmp_path)
     folder = tmp_path / "mnist"

@@ -148,6 +148,25 @@ def test_chunked_equals_one_shot():
                                                              rel=1e-4)
 
 
+def test_chunk_shrinks_to_the_activation_budget(monkeypatch):
+    m, dense = _mlp(widths=(8, 6))
+    x = _data(50, 5)
+    small_vars = _drop_hidden(dense, "dense_0", "dense_1", np.arange(0, 8, 2))
+    args = (m, dense, MLP((4, 6)), small_vars, [_kernel("dense_1")], x)
+    # per example, the kernel layers' inputs and outputs of both networks
+    per_example = 4 * ((5 + 8 + 8 + 6 + 6 + 3) + (5 + 4 + 4 + 6 + 6 + 3))
+    seen = []
+    real_chunks = reconstruct._chunks
+    monkeypatch.setattr(reconstruct, "_chunks",
+                        lambda images, chunk: seen.append(chunk) or real_chunks(images, chunk))
+    b, _ = reconstruct.refit(*args, chunk=1000)
+    monkeypatch.setattr(reconstruct, "_CHUNK_BYTES", 3 * per_example)
+    a, _ = reconstruct.refit(*args, chunk=1000)
+    assert seen[0] == 1000 and set(seen[len(seen) // 2:]) == {3}
+    for pa, pb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(pa, pb, rtol=1e-4, atol=1e-5)
+
+
 def _im2col(x, window, strides, padding, dilation):
     """NumPy reference: (N, H, W, C) -> (N·P, kh·kw·C) rows in the kernel's (kh, kw, C)
     layout, and the output spatial shape."""
