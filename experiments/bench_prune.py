@@ -29,12 +29,14 @@ experiments/bench_prune.py`` shows the default behaviour.
 
 4. VGG-16 latency with widths rounded to multiples of 8 (``prune(..., round_to=8)``) vs
    unrounded (``round_to=1``), same ratio, measured interleaved.
-5. ``--peel-compile both``: per model, cold first call and second call of ``prune`` with the
-   peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``, the
-   CPU default) and at XLA's default (``"optimised"``), alternating in two rounds.
+5. ``--peel-kernels``: per model, cold first call and second call of ``prune`` with each
+   peeling kernel — point sets peeled one after the other (``peel_batch="map"``, the CPU
+   default) or as one batched loop (``"vmap"``, the default elsewhere), compiled at XLA's
+   backend optimisation level 0 (``peel_compile="fast"``, the CPU default) or at XLA's default
+   (``"optimised"``) — alternating in two rounds.
 
     python experiments/bench_prune.py [--models lenet300 lenet5 vgg16 resnet50] [--quick]
-                                      [--peel-compile both]
+                                      [--peel-kernels] | tee experiments/results/bench/prune.md
 """
 from __future__ import annotations
 
@@ -70,18 +72,16 @@ LATENCY = {  # model -> ((batch size, timed calls, untimed warm-up calls after c
     "lenet300": ((1, 50, 5), (1024, 50, 5)),
     "resnet50": ((1, 10, 2), (64, 5, 1)),  # a dense batch-64 call: 10-20 s on 2 cores
 }
-# --------------------------------------------------------------------------------------------
+
+
 # Models with random weights
-# --------------------------------------------------------------------------------------------
 def build(name: str, quick: bool):
     model = models.get_model(name, **(QUICK_FIELDS[name] if quick else {}))
     shape = QUICK_SHAPE.get(name) if quick else None
     return model, tuple(shape or models.default_input_shape(name))
 
 
-# --------------------------------------------------------------------------------------------
 # 1 + 3: prune timings
-# --------------------------------------------------------------------------------------------
 def time_prune(name: str, quick: bool, seed: int) -> dict:
     model, shape = build(name, quick)
     t0 = time.perf_counter()
@@ -154,9 +154,7 @@ def print_prune_tables(runs):
                   f"(first call {t:.2f} s, steady state {r['calls'][1]['total']:.2f} s)")
 
 
-# --------------------------------------------------------------------------------------------
 # 2: latency, dense vs pruned
-# --------------------------------------------------------------------------------------------
 def _fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs" if seconds < 1e-2 else f"{seconds * 1e3:.1f} ms"
 
@@ -215,35 +213,42 @@ def round_to_latency(run, batch: int = 64, repeats: int = 10, rounds: int = 3) -
     return {n: min(t) for n, t in times.items()}
 
 
-def peel_compile_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
-    """``prune`` first (cold: ``jax.clear_caches()`` before it) and second call with the
-    peeling kernel compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``) and
-    at XLA's default (``"optimised"``), alternating ``rounds`` times so drift in the machine's
-    load hits both alike."""
+PEEL_KERNELS = (("map", "fast"), ("vmap", "fast"), ("map", "optimised"), ("vmap", "optimised"))
+
+
+def peel_kernel_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
+    """``prune`` first (cold: ``jax.clear_caches()`` before it) and second call with each
+    peeling kernel: sets peeled one after the other (``peel_batch="map"``) or as one batched
+    loop (``"vmap"``), compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``)
+    or at XLA's default (``"optimised"``); the kernels alternate, ``rounds`` times, so drift in
+    the machine's load hits all alike."""
     model, shape = build(name, quick)
     variables = random_variables(model, shape, seed)
     ratio = RATIOS[name]
     rows = []
     for rnd in range(rounds):
-        for mode in ("fast", "optimised"):
+        for batch, compile_ in PEEL_KERNELS:
             jax.clear_caches()
             times = []
             for key in (seed + 1, seed + 2):
                 t0 = time.perf_counter()
                 res = jaxprune.prune(variables, jax.random.key(key), ratio, method="coreset",
                                     model=model, input_shape=shape, unit="params",
-                                    peel_compile=mode)
+                                    peel_compile=compile_, peel_batch=batch)
                 jax.block_until_ready(res.params)
                 times.append(time.perf_counter() - t0)
-            rows.append(dict(name=name, round=rnd, mode=mode, first=times[0], second=times[1]))
-    print(f"\n## {name}: peeling kernel compile, `prune(..., peel_compile=...)` (cold first "
-          "call, then a second call; rounds alternate the two)\n")
-    print("| round | peel_compile | 1st call [s] | 2nd call [s] |\n|---:|---|---:|---:|")
+            rows.append(dict(name=name, round=rnd, kernel=f"{batch} + {compile_}",
+                             first=times[0], second=times[1]))
+    print(f"\n## {name}: peeling kernel, `prune(..., peel_batch=..., peel_compile=...)` (cold "
+          "first call, then a second call; rounds alternate the kernels)\n")
+    print("| round | peel_batch + peel_compile | 1st call [s] | 2nd call [s] |\n"
+          "|---:|---|---:|---:|")
     for r in rows:
-        print(f"| {r['round'] + 1} | {r['mode']} | {r['first']:.2f} | {r['second']:.2f} |")
-    mean = {m: np.mean([r["first"] for r in rows if r["mode"] == m]) for m in ("fast", "optimised")}
-    print(f"\nfirst call, mean over rounds: fast {mean['fast']:.2f} s, optimised "
-          f"{mean['optimised']:.2f} s (optimised / fast = {mean['optimised'] / mean['fast']:.2f}×)")
+        print(f"| {r['round'] + 1} | {r['kernel']} | {r['first']:.2f} | {r['second']:.2f} |")
+    print("\nmean over rounds, 1st / 2nd call: " + "; ".join(
+        f"{b} + {c} {np.mean([r['first'] for r in rows if r['kernel'] == f'{b} + {c}']):.2f} / "
+        f"{np.mean([r['second'] for r in rows if r['kernel'] == f'{b} + {c}']):.2f} s"
+        for b, c in PEEL_KERNELS))
     return rows
 
 
@@ -258,9 +263,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None,
                     help="latency: median of N timed calls (default: lenet300 50, resnet50 "
                          "10 at batch 1 and 5 at batch 64)")
-    ap.add_argument("--peel-compile", choices=("auto", "both"), default="auto",
-                    help="both: also time every model's prune with the peeling kernel compiled "
-                         "at XLA backend opt level 0 and at XLA's default, alternating")
+    ap.add_argument("--peel-kernels", action="store_true",
+                    help="also time every model's prune with each peeling kernel (map or vmap "
+                         "batching x XLA opt level 0 or default), alternating")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -282,9 +287,9 @@ def main(argv=None):
             out["latency"][r["name"]] = latency_table(r, plan)
         if r["name"] == "vgg16" and not args.no_latency:
             out["round_to"] = round_to_latency(r, batch=8 if args.quick else 64)
-    if args.peel_compile == "both":
-        out["peel_compile"] = [row for name in args.models
-                               for row in peel_compile_ab(name, args.quick, args.seed)]
+    if args.peel_kernels:
+        out["peel_kernels"] = [row for name in args.models
+                               for row in peel_kernel_ab(name, args.quick, args.seed)]
     out["wall_s"] = time.perf_counter() - t_start
     print(f"\nTotal benchmark wall time: {out['wall_s']:.1f} s "
           f"(process CPU {time.process_time():.1f} s; load average now {os.getloadavg()[0]:.1f})")

@@ -260,22 +260,22 @@ def test_top_k():
 
 
 def test_fast_compile_peeling_kernel_matches_the_optimised_one(monkeypatch):
-    """`prune` on the CPU runs the batched peeling compiled at XLA backend optimisation level 0
+    """`prune` on the CPU runs the peeling kernel compiled at XLA backend optimisation level 0
     (`peel_compile="fast"`, half the compile time); it must give the very numbers of XLA's
-    default compile, and a bad `peel_compile` is an error."""
+    default compile, and a bad `peel_compile` or `peel_batch` is an error."""
     from jaxprune import prune
     from jaxprune.methods import coreset as M
     from jaxprune.models import LeNet300100
     calls = []
-    for name in ("_batched_sensitivities_fast_compile", "_batched_sensitivities_optimised"):
-        fn = getattr(M, name)
-        monkeypatch.setattr(M, name, lambda p, m, fn=fn, name=name: calls.append(name) or fn(p, m))
+    kernels = {key: (lambda p, m, fn=fn, key=key: calls.append(key) or fn(p, m))
+               for key, fn in M._KERNELS.items()}
+    monkeypatch.setattr(M, "_KERNELS", kernels)
     model = LeNet300100(widths=(80, 40))
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     # projection_dim=3: both layers have n >= 2·rank² points, so both are peeled
     out = {mode: prune(variables, jax.random.key(1), 0.7, model=model, peel_compile=mode,
                        projection_dim=3) for mode in ("fast", "optimised")}
-    assert calls == ["_batched_sensitivities_fast_compile", "_batched_sensitivities_optimised"]
+    assert calls == [("map", "fast"), ("map", "optimised")]  # the CPU's batching is `map`
     for g in out["fast"].sensitivities:
         np.testing.assert_allclose(np.asarray(out["fast"].sensitivities[g]),
                                    np.asarray(out["optimised"].sensitivities[g]), rtol=1e-6)
@@ -283,3 +283,5 @@ def test_fast_compile_peeling_kernel_matches_the_optimised_one(monkeypatch):
     assert any(len(np.unique(np.asarray(s))) > 1 for s in out["fast"].sensitivities.values())
     with pytest.raises(ValueError, match="peel_compile"):
         prune(variables, jax.random.key(1), 0.7, model=model, peel_compile="O3")
+    with pytest.raises(ValueError, match="peel_batch"):
+        prune(variables, jax.random.key(1), 0.7, model=model, peel_batch="pmap")

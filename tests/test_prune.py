@@ -165,14 +165,16 @@ def test_other_bad_input(lenet):
                        apply_kwargs={"train": False})
 
 
-def test_padded_batched_peeling_equals_per_layer_peeling():
-    """Bucketing (zero padding + masks, batch padding) must not change any sensitivity."""
+@pytest.mark.parametrize("batch, compile_", [("map", "fast"), ("vmap", "optimised")])
+def test_padded_batched_peeling_equals_per_layer_peeling(batch, compile_):
+    """Bucketing (zero padding + masks, batch padding) must not change any sensitivity, with
+    the sets peeled one after the other (`map`) or as one batched loop (`vmap`)."""
     from jaxprune import coreset
     from jaxprune.methods.coreset import peel_sensitivities
 
     rng = np.random.default_rng(0)
     sets = [rng.standard_t(3, size=(n, 3)) for n in (40, 100, 75)]
-    batched = peel_sensitivities([jnp.asarray(s) for s in sets])
+    batched = peel_sensitivities([jnp.asarray(s) for s in sets], compile_, batch)
     with jax.enable_x64(True):
         for s, got in zip(sets, batched):
             np.testing.assert_allclose(got, coreset.sensitivities(jnp.asarray(s)), rtol=1e-6)

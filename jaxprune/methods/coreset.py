@@ -63,32 +63,47 @@ def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
     return jax.vmap(coreset.sensitivities)(points, mask)
 
 
+def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
+    return jax.lax.map(lambda pm: coreset.sensitivities(*pm), (points, mask))
+
+
 # The peeling graph (Algorithm 1 inside Algorithm 2's while-loop: MVEE, Wolfe's MNP,
-# Carathéodory) is large, and on the CPU its LLVM optimisation dominated `prune`'s first call.
-# XLA's backend optimisation level 0 roughly halves that compile and makes each later call
-# slower (`experiments/bench_prune.py --peel-compile both` measures both); the numbers are
-# identical (tests/test_coreset.py). `peel_compile="auto"` (default) picks "fast" on the CPU,
-# where one-off prunes are compile-bound, and XLA's default ("optimised") elsewhere.
+# Carathéodory) is large, and on the CPU its compile dominates `prune`'s first call. Two knobs
+# shape the kernel; every choice gives the same numbers (tests/test_coreset.py):
+#   peel_batch:   "vmap" runs the point sets as one batched while-loop (every step does the work
+#                 of every set until the slowest finishes; good on accelerators); "map" runs
+#                 them one after the other with `lax.map` (no batched loops: on the CPU it
+#                 both compiles and runs faster).
+#   peel_compile: "fast" compiles at XLA's backend optimisation level 0 (roughly half the
+#                 compile, slower calls); "optimised" is XLA's default.
+# "auto" picks map + fast on the CPU, where one-off prunes are compile-bound, and vmap +
+# optimised elsewhere (`experiments/bench_prune.py --peel-kernels` measures them).
 PEEL_COMPILES = ("auto", "fast", "optimised")
-_batched_sensitivities_fast_compile = jax.jit(
-    _vmapped_sensitivities, compiler_options={"xla_backend_optimization_level": 0})
-_batched_sensitivities_optimised = jax.jit(_vmapped_sensitivities)
+PEEL_BATCHES = ("auto", "map", "vmap")
+_KERNELS = {
+    (batch, compile_): jax.jit(fn, compiler_options=(
+        {"xla_backend_optimization_level": 0} if compile_ == "fast" else None))
+    for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
+    for compile_ in ("fast", "optimised")}
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str):
+def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str,
+                           peel_batch: str):
+    on_cpu = jax.default_backend() == "cpu"
     if peel_compile == "auto":
-        peel_compile = "fast" if jax.default_backend() == "cpu" else "optimised"
-    if peel_compile == "fast":
-        return _batched_sensitivities_fast_compile(points, mask)
-    return _batched_sensitivities_optimised(points, mask)
+        peel_compile = "fast" if on_cpu else "optimised"
+    if peel_batch == "auto":
+        peel_batch = "map" if on_cpu else "vmap"
+    return _KERNELS[peel_batch, peel_compile](points, mask)
 
 
 def _bucket(n: int, floor: int = 64) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
 
 
-def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -> list[jax.Array]:
-    """Algorithm 2 sensitivities of several point sets in ONE vmapped, jitted call.
+def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto",
+                       peel_batch: str = "auto") -> list[jax.Array]:
+    """Algorithm 2 sensitivities of several point sets in ONE jitted call.
 
     Compilation, not the peeling itself, dominates on small networks, so every set is padded
     to one power-of-two bucket (masked points get sensitivity 0 and do not take part) and the
@@ -97,6 +112,8 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -
     """
     if peel_compile not in PEEL_COMPILES:
         raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
+    if peel_batch not in PEEL_BATCHES:
+        raise ValueError(f"peel_batch must be one of {PEEL_BATCHES}, got {peel_batch!r}")
     if not projected:
         return []
     dim = max(p.shape[1] for p in projected)
@@ -108,7 +125,7 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto") -
         pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
         mask[b, : p.shape[0]] = True
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
-        values = np.asarray(_batched_sensitivities(pts, mask, peel_compile))
+        values = np.asarray(_batched_sensitivities(pts, mask, peel_compile, peel_batch))
     return [jax.device_put(values[b, : p.shape[0]].astype(np.float32))
             for b, p in enumerate(projected)]
 
@@ -133,7 +150,7 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
 
 def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
                projection_dim: int = 10, activation: str = "relu",
-               peel_compile: str = "auto") -> list[jax.Array]:
+               peel_compile: str = "auto", peel_batch: str = "auto") -> list[jax.Array]:
     """σ for every group at once (layers of equal projected shape are batched).
 
     Host arrays go to the jitted kernels as NumPy (cast on the host, no per-shape conversion
@@ -155,7 +172,7 @@ def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
             raise ValueError(f"coreset: {projected[n].shape[1]}-dimensional points can be peeled "
                              f"only up to {MAX_GEOMETRY_DIM} dims; use projection='pca' or 'jl' "
                              "with a small projection_dim (2-10)")
-    peeled = peel_sensitivities([projected[n] for n in peel], peel_compile)
+    peeled = peel_sensitivities([projected[n] for n in peel], peel_compile, peel_batch)
     s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
     for n, s in zip(peel, peeled):
         s_all[n] = s
