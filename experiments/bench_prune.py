@@ -6,8 +6,7 @@ Measured in ONE process run:
    shape 224×224×3, 1000 classes; 62 % of ALL parameters removed, the paper's Table 3 PR, by
    pruning the inner channels of the bottlenecks and the stem, ``prune``'s default), unit
    ``params`` (the whole model's parameters), random-init weights (``jax.eval_shape`` + NumPy
-   fill).  First call (tracing + compilation
-   included) vs a second call with another key (steady state).  Both calls are broken down by
+   fill).  First call (tracing + compilation included) vs a second call with another key.  Both calls are broken down by
    phase through ``prune``'s ``on_phase`` hook (``jaxprune.pipeline.PHASES``: structure, views,
    scores, allocation, selection, surgery).  JAX's own monitoring events split each phase's
    time into jaxpr tracing, MLIR lowering and XLA backend compilation; the rest is execution
@@ -19,24 +18,22 @@ Measured in ONE process run:
 3. Peak host memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, the process's resident-set
    high-water mark, read after each model's prunes; "+Δ" is how much the two prune calls raised
    it (a lower bound on their own peak when an earlier phase had already set a higher mark).
+4. VGG-16 latency, widths rounded to multiples of 8 (``round_to=8``) vs not, interleaved.
+5. ``--peel-kernels``: per model, cold first call and second call of ``prune`` with each
+   peeling kernel — point sets peeled one after the other (``peel_batch="map"``, the CPU
+   default) or as one batched loop (``"vmap"``, the default elsewhere), compiled at XLA's
+   backend optimisation level 0 (``peel_compile="fast"``, the CPU default) or at its default
+   (``"optimised"``), alternating in two rounds.
 
 OpenBLAS threads: run as a script, this sets ``OPENBLAS_NUM_THREADS=1`` unless the variable is
 already set. The coreset projection's float64 ``eigh`` (``geometry.pca_project``) runs in the
 LAPACK that jaxlib borrows from SciPy (OpenBLAS); with OpenBLAS's own threads competing with
 XLA's thread pool on this 2-core CPU, one 512×512 ``eigh`` took 0.1–3.5 s instead of ~40 ms, and
-the projection of ResNet-50 took 12–30 s instead of ~2 s. ``OPENBLAS_NUM_THREADS=2 python
-experiments/bench_prune.py`` shows the default behaviour.
+the projection of ResNet-50 took 12–30 s instead of ~2 s (``OPENBLAS_NUM_THREADS=2`` shows it).
 
-4. VGG-16 latency with widths rounded to multiples of 8 (``prune(..., round_to=8)``) vs
-   unrounded (``round_to=1``), same ratio, measured interleaved.
-5. ``--peel-kernels``: per model, cold first call and second call of ``prune`` with each
-   peeling kernel — point sets peeled one after the other (``peel_batch="map"``, the CPU
-   default) or as one batched loop (``"vmap"``, the default elsewhere), compiled at XLA's
-   backend optimisation level 0 (``peel_compile="fast"``, the CPU default) or at XLA's default
-   (``"optimised"``) — alternating in two rounds.
-
-    python experiments/bench_prune.py [--models lenet300 lenet5 vgg16 resnet50] [--quick]
-                                      [--peel-kernels] | tee experiments/results/bench/prune.md
+    JAXPRUNE_CACHE_DIR=off python experiments/bench_prune.py [--models lenet300 lenet5 vgg16
+                                                   resnet50] [--quick] [--peel-kernels]
+(``JAXPRUNE_CACHE_DIR=off``: the main table's first calls are cold, not from the disk cache.)
 """
 from __future__ import annotations
 
@@ -217,7 +214,8 @@ PEEL_KERNELS = (("map", "fast"), ("vmap", "fast"), ("map", "optimised"), ("vmap"
 
 
 def peel_kernel_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
-    """``prune`` first (cold: ``jax.clear_caches()`` before it) and second call with each
+    """``prune`` first (cold: ``jax.clear_caches()`` before it, the persistent compilation cache
+    off) and second call with each
     peeling kernel: sets peeled one after the other (``peel_batch="map"``) or as one batched
     loop (``"vmap"``), compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``)
     or at XLA's default (``"optimised"``); the kernels alternate, ``rounds`` times, so drift in
@@ -225,7 +223,8 @@ def peel_kernel_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[d
     model, shape = build(name, quick)
     variables = random_variables(model, shape, seed)
     ratio = RATIOS[name]
-    rows = []
+    rows, cache_on = [], jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # cold means cold: no disk cache
     for rnd in range(rounds):
         for batch, compile_ in PEEL_KERNELS:
             jax.clear_caches()
@@ -239,6 +238,7 @@ def peel_kernel_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[d
                 times.append(time.perf_counter() - t0)
             rows.append(dict(name=name, round=rnd, kernel=f"{batch} + {compile_}",
                              first=times[0], second=times[1]))
+    jax.config.update("jax_enable_compilation_cache", cache_on)
     print(f"\n## {name}: peeling kernel, `prune(..., peel_batch=..., peel_compile=...)` (cold "
           "first call, then a second call; rounds alternate the kernels)\n")
     print("| round | peel_batch + peel_compile | 1st call [s] | 2nd call [s] |\n"
