@@ -6,33 +6,30 @@ Measured in ONE process run:
    shape 224×224×3, 1000 classes; 62 % of ALL parameters removed, the paper's Table 3 PR, by
    pruning the inner channels of the bottlenecks and the stem, ``prune``'s default), unit
    ``params`` (the whole model's parameters), random-init weights (``jax.eval_shape`` + NumPy
-   fill).  First call (tracing + compilation included) vs a second call with another key.  Both calls are broken down by
-   phase through ``prune``'s ``on_phase`` hook (``jaxprune.pipeline.PHASES``: structure, views,
-   scores, allocation, selection, surgery).  JAX's own monitoring events split each phase's
-   time into jaxpr tracing, MLIR lowering and XLA backend compilation; the rest is execution
-   (and Python); "other" = validation, report, PRNG
-   splits.  Process CPU seconds are printed next to wall times: the CPU may be shared.
+   fill).  First call (tracing + compilation included) vs a second call with another key, each
+   broken down by phase (``prune``'s ``on_phase`` hook, ``jaxprune.pipeline.PHASES``) and, by
+   JAX's monitoring events, into tracing, lowering, XLA compilation and the rest (execution,
+   Python; "other" = validation, report, PRNG splits). Process CPU seconds beside wall times.
 2. Inference latency of the dense vs pruned LeNet-300-100 (batch 1 and 1024) and ResNet-50
    (batch 1 and 64): jitted ``apply`` (inference mode), ``metrics.measure_latency`` (compile and
    warm-up calls excluded, median of the timed calls), with params and FLOPs.
-3. Peak host memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, the process's resident-set
-   high-water mark, read after each model's prunes; "+Δ" is how much the two prune calls raised
-   it (a lower bound on their own peak when an earlier phase had already set a higher mark).
+3. Peak host memory (``ru_maxrss``, the resident-set high-water mark) after each model's prunes;
+   "+Δ": how much its two prune calls raised it (a lower bound on their own peak).
 4. VGG-16 latency, widths rounded to multiples of 8 (``round_to=8``) vs not, interleaved.
 5. ``--peel-kernels``: per model, cold first call and second call of ``prune`` with each
    peeling kernel — point sets peeled one after the other (``peel_batch="map"``, the CPU
    default) or as one batched loop (``"vmap"``, the default elsewhere), compiled at XLA's
    backend optimisation level 0 (``peel_compile="fast"``, the CPU default) or at its default
    (``"optimised"``), alternating in two rounds.
+6. ``--cache``: ``bench_cache``'s fresh-process prunes, persistent compilation cache cold vs
+   warm (two new processes per model on one new cache folder), table in its results file.
 
-OpenBLAS threads: run as a script, this sets ``OPENBLAS_NUM_THREADS=1`` unless the variable is
-already set. The coreset projection's float64 ``eigh`` (``geometry.pca_project``) runs in the
-LAPACK that jaxlib borrows from SciPy (OpenBLAS); with OpenBLAS's own threads competing with
-XLA's thread pool on this 2-core CPU, one 512×512 ``eigh`` took 0.1–3.5 s instead of ~40 ms, and
-the projection of ResNet-50 took 12–30 s instead of ~2 s (``OPENBLAS_NUM_THREADS=2`` shows it).
+OpenBLAS threads: as a script this sets ``OPENBLAS_NUM_THREADS=1`` unless set: the projection's
+float64 ``eigh`` runs in SciPy's OpenBLAS, whose threads fought XLA's pool on 2 cores (one
+512×512 ``eigh`` took 0.1–3.5 s instead of ~40 ms; ResNet-50's projection 12–30 s, not ~2 s).
 
     JAXPRUNE_CACHE_DIR=off python experiments/bench_prune.py [--models lenet300 lenet5 vgg16
-                                                   resnet50] [--quick] [--peel-kernels]
+                                                   resnet50] [--quick] [--peel-kernels] [--cache]
 (``JAXPRUNE_CACHE_DIR=off``: the main table's first calls are cold, not from the disk cache.)
 """
 from __future__ import annotations
@@ -263,9 +260,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None,
                     help="latency: median of N timed calls (default: lenet300 50, resnet50 "
                          "10 at batch 1 and 5 at batch 64)")
+    ap.add_argument("--cache", action="store_true", help="also run bench_cache for --models")
     ap.add_argument("--peel-kernels", action="store_true",
-                    help="also time every model's prune with each peeling kernel (map or vmap "
-                         "batching x XLA opt level 0 or default), alternating")
+                    help="also time each peeling kernel (map/vmap x fast/optimised compile)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -287,6 +284,9 @@ def main(argv=None):
             out["latency"][r["name"]] = latency_table(r, plan)
         if r["name"] == "vgg16" and not args.no_latency:
             out["round_to"] = round_to_latency(r, batch=8 if args.quick else 64)
+    if args.cache:
+        import bench_cache
+        out["cache"] = bench_cache.main(["--models", *args.models] + ["--quick"] * args.quick)
     if args.peel_kernels:
         out["peel_kernels"] = [row for name in args.models
                                for row in peel_kernel_ab(name, args.quick, args.seed)]

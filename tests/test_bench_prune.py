@@ -47,8 +47,8 @@ def test_bench_prune_quick_resnet50(bench, capsys):
     assert "Target: resnet50 pruned end to end in < 30 s" in text
 
 
-def test_bench_cache_quick():
-    bench = _scripts.load("bench_cache")
-    out = bench.main(["--quick", "--models", "lenet300"])
-    (row,) = out["rows"]
+def test_bench_cache_quick(bench):
+    """``bench_prune --cache`` runs bench_cache: two fresh processes, cold and warm."""
+    out = bench.main(["--quick", "--models", "lenet300", "--no-latency", "--cache"])
+    (row,) = out["cache"]["rows"]
     assert row["cold"]["prune_s"] > 0 and row["warm"]["prune_s"] > 0
