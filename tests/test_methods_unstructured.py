@@ -265,6 +265,22 @@ def test_sparsity_first_reweights_counts_and_proportional_draws():
     assert other[0].sum() == 70 and not np.array_equal(other[3], counts)
 
 
+def test_sparsity_first_gives_up_on_an_unreachable_budget_after_bounded_work(monkeypatch):
+    """A tiny layer whose budget needs a weight of (floored) probability ~1e-6: at most
+    ``MAX_DRAW_BLOCKS`` blocks of draws, then the clear error (before that bound a 3×2 layer
+    could draw millions of blocks); a reachable budget of the same layer still samples."""
+    s = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    blocks = []
+    real = sipp._uniforms
+    monkeypatch.setattr(sipp, "_uniforms",
+                        lambda key, block, shape: blocks.append(block) or real(key, block, shape))
+    with pytest.raises(ValueError, match="did not reach"):
+        sipp.sample_sparsity_first(jax.random.key(0), s, 6)
+    assert len(blocks) == sipp.MAX_DRAW_BLOCKS
+    keep = sipp.sample_sparsity_first(jax.random.key(0), s, 5)[0]
+    assert keep.sum() == 5 and not keep[2, 0]
+
+
 # ------------------------------------------------------------------------------ through prune
 @pytest.mark.parametrize("method, opts", [
     ("magnitude", {}), ("magnitude", {"scope": "global"}),

@@ -61,7 +61,9 @@ def _variables(cls, widths, seed, degenerate):
     return model, shape, v
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 30 examples on every run, so a CI run is reproducible
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from([Dense3, Conv2]),
        widths=st.lists(st.integers(1, 5), min_size=1, max_size=3),
        ratio=st.floats(0.0, 0.95),

@@ -71,7 +71,8 @@ from jaxprune.structure import ConvSpec
 SAMPLINGS = ("deterministic", "sparsity_first")
 NEURON_BUDGETS = ("tail", "sensitivity")
 FLOOR = 1e-6
-MAX_DRAW_ELEMENTS = 1 << 25
+MAX_DRAW_ELEMENTS = 1 << 25  # sparsity-first sampling: at most this many draws in a layer,
+MAX_DRAW_BLOCKS = 1 << 10     # in at most this many (K, D) blocks (bounded work on tiny layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ def sample_sparsity_first(key, s2: np.ndarray, budget: int):
     cdf[:, -1] = 1.0
     # one monotone array: row i's CDF shifted by i, so one searchsorted serves every neuron
     shifted = (cdf + np.arange(k)[:, None]).reshape(-1)
-    max_blocks = max(1, MAX_DRAW_ELEMENTS // (k * d))
+    max_blocks = max(1, min(MAX_DRAW_ELEMENTS // (k * d), MAX_DRAW_BLOCKS))
     blocks: list[np.ndarray] = []
     n_blocks = 1
     while True:
