@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import bench_cache
 import jaxprune
 from common.bench import PHASES, PhaseClock, listening, max_rss_mib, random_variables
 from jaxprune import metrics, models
@@ -212,40 +213,40 @@ PEEL_KERNELS = (("map", "fast"), ("vmap", "fast"), ("map", "optimised"), ("vmap"
 
 def peel_kernel_ab(name: str, quick: bool, seed: int, rounds: int = 2) -> list[dict]:
     """``prune`` first (cold: ``jax.clear_caches()`` before it, the persistent compilation cache
-    off) and second call with each
-    peeling kernel: sets peeled one after the other (``peel_batch="map"``) or as one batched
-    loop (``"vmap"``), compiled at XLA's backend optimisation level 0 (``peel_compile="fast"``)
-    or at XLA's default (``"optimised"``); the kernels alternate, ``rounds`` times, so drift in
-    the machine's load hits all alike."""
+    off) and second call with each peeling kernel: sets peeled one after the other
+    (``peel_batch="map"``) or as one batched loop (``"vmap"``), compiled at XLA's backend
+    optimisation level 0 (``peel_compile="fast"``) or at its default (``"optimised"``); the
+    kernels alternate, ``rounds`` times, so drift in the machine's load hits all alike."""
     model, shape = build(name, quick)
     variables = random_variables(model, shape, seed)
     ratio = RATIOS[name]
     rows, cache_on = [], jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)  # cold means cold: no disk cache
-    for rnd in range(rounds):
-        for batch, compile_ in PEEL_KERNELS:
-            jax.clear_caches()
-            times = []
-            for key in (seed + 1, seed + 2):
-                t0 = time.perf_counter()
-                res = jaxprune.prune(variables, jax.random.key(key), ratio, method="coreset",
-                                    model=model, input_shape=shape, unit="params",
-                                    peel_compile=compile_, peel_batch=batch)
-                jax.block_until_ready(res.params)
-                times.append(time.perf_counter() - t0)
-            rows.append(dict(name=name, round=rnd, kernel=f"{batch} + {compile_}",
-                             first=times[0], second=times[1]))
-    jax.config.update("jax_enable_compilation_cache", cache_on)
+    try:
+        for rnd in range(rounds):
+            for batch, compile_ in PEEL_KERNELS:
+                jax.clear_caches()
+                times = []
+                for key in (seed + 1, seed + 2):
+                    t0 = time.perf_counter()
+                    res = jaxprune.prune(variables, jax.random.key(key), ratio, method="coreset",
+                                         model=model, input_shape=shape, unit="params",
+                                         peel_compile=compile_, peel_batch=batch)
+                    jax.block_until_ready(res.params)
+                    times.append(time.perf_counter() - t0)
+                rows.append(dict(name=name, round=rnd, kernel=f"{batch} + {compile_}",
+                                 first=times[0], second=times[1]))
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache_on)
     print(f"\n## {name}: peeling kernel, `prune(..., peel_batch=..., peel_compile=...)` (cold "
           "first call, then a second call; rounds alternate the kernels)\n")
-    print("| round | peel_batch + peel_compile | 1st call [s] | 2nd call [s] |\n"
-          "|---:|---|---:|---:|")
+    print("| round | kernel: batch + compile | 1st call [s] | 2nd call [s] |\n|---:|---|---:|---:|")
     for r in rows:
         print(f"| {r['round'] + 1} | {r['kernel']} | {r['first']:.2f} | {r['second']:.2f} |")
+    means = {k: [np.mean([r[c] for r in rows if r["kernel"] == k]) for c in ("first", "second")]
+             for k in dict.fromkeys(r["kernel"] for r in rows)}
     print("\nmean over rounds, 1st / 2nd call: " + "; ".join(
-        f"{b} + {c} {np.mean([r['first'] for r in rows if r['kernel'] == f'{b} + {c}']):.2f} / "
-        f"{np.mean([r['second'] for r in rows if r['kernel'] == f'{b} + {c}']):.2f} s"
-        for b, c in PEEL_KERNELS))
+        f"{k} {a:.2f} / {b:.2f} s" for k, (a, b) in means.items()))
     return rows
 
 
@@ -285,7 +286,6 @@ def main(argv=None):
         if r["name"] == "vgg16" and not args.no_latency:
             out["round_to"] = round_to_latency(r, batch=8 if args.quick else 64)
     if args.cache:
-        import bench_cache
         out["cache"] = bench_cache.main(["--models", *args.models] + ["--quick"] * args.quick)
     if args.peel_kernels:
         out["peel_kernels"] = [row for name in args.models
