@@ -118,7 +118,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=("none", "crop_flip"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=_positive_int, default=None,
-                   help="use the first N local devices (default: all)")
+                   help="use the first N local devices (default: $JAXPRUNE_DEVICES, else all)")
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--eval-batch-size", type=_positive_int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

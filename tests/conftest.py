@@ -1,20 +1,42 @@
-"""Shared test set-up.
+"""Shared test set-up: fast by construction, hermetic per run.
 
-Four simulated CPU devices are configured *before* JAX is imported so the data-parallel
-tests can check device-count invariance in-process; single-device code is unaffected.
-Real MNIST is read from ``../shared/data`` unless ``JAXPRUNE_DATA_DIR`` says otherwise; the
-persistent compilation cache is off unless ``JAXPRUNE_CACHE_DIR`` names a folder.
+- Devices: four simulated CPU devices exist in every test process (configured before JAX is
+  imported), but ``fit`` and the CLI use ONE unless a test asks for more (``JAXPRUNE_DEVICES=1``;
+  ``devices=N`` or ``--devices N`` overrides it). The ``devices`` fixture hands a test N devices
+  and skips nothing: fewer than N is an error.
+- Compilation cache: JAX's persistent cache is on for the whole run in one fresh directory,
+  shared by the xdist workers and by every subprocess the tests start (they inherit
+  ``JAXPRUNE_CACHE_DIR``), and removed when the run ends, so nothing survives it.
+- Real MNIST is read from ``../shared/data`` unless ``JAXPRUNE_DATA_DIR`` says otherwise.
+- Tiers: ``pytest -m "not slow"`` is the unit tier for the inner loop; ``slow`` marks tests that
+  train nets, start processes or run experiment scripts.
 """
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAXPRUNE_DEVICES", "1")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAXPRUNE_DATA_DIR", str(_REPO.parent / "shared" / "data"))
-# hermetic by default: no persistent compilation cache shared between test runs
-os.environ.setdefault("JAXPRUNE_CACHE_DIR", "off")
+# one cache per run: the controller makes it before the xdist workers start, and the workers
+# and subprocesses inherit the variable
+_OWN_CACHE = "JAXPRUNE_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAXPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxprune-test-xla-")
 
 import pytest  # noqa: E402
+
+from jaxprune.cache import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
+
+
+def pytest_unconfigure(config):
+    """The controller (not an xdist worker) removes the run's cache directory."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAXPRUNE_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -87,9 +87,28 @@ class _Placement(NamedTuple):
     batch: NamedSharding
 
 
+def default_devices() -> int | None:
+    """``$JAXPRUNE_DEVICES`` as a device count (``None`` when unset: all devices).
+
+    Lets a shell or a test session cap what ``fit(devices=None)`` and the CLI use without
+    editing calls, the way ``CUDA_VISIBLE_DEVICES`` caps what a process sees; an explicit
+    ``devices=`` always wins. Ignored by multi-process runs, which train on every device.
+    """
+    value = os.environ.get("JAXPRUNE_DEVICES", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"JAXPRUNE_DEVICES must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _placement(devices) -> _Placement:
-    """The devices ``fit`` runs on (``None``: all; an int: the first ones; or a list)."""
+    """The devices ``fit`` runs on (``None``: ``$JAXPRUNE_DEVICES`` or all; an int: the first
+    ones; or a list)."""
     all_devs = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    if devices is None and jax.process_count() == 1:
+        cap = default_devices()
+        devices = None if cap is None else min(cap, len(all_devs))
     if jax.process_count() > 1 and devices not in (None, len(all_devs)):
         raise ValueError(f"a multi-process run trains on all {len(all_devs)} devices of its "
                          f"{jax.process_count()} processes; got devices={devices!r}")
