@@ -32,13 +32,13 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-
+from flax import linen as nn
 from flax import nnx
 
 from jaxprune import distributed, models, rebuild
 from jaxprune._nnx import variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
-from jaxprune._flax import abstract_init, first_line, mode_kwargs
+from jaxprune._flax import abstract_init, first_line, hashable, mode_kwargs
 from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches, to_host
 
 MODEL_JSON = "model.json"
@@ -142,23 +142,88 @@ def save_model(directory, model, variables=None, meta: dict | None = None) -> pa
 
 def model_record(model) -> dict:
     """How ``model.json`` records a module: a jaxprune model by its registry config
-    (``{"name": ..., widths...}``), any other Linen module (a pruned
-    :class:`jaxprune.rebuild.Resized` one included) by its class and fields
-    (``{"spec": ...}``, :func:`jaxprune._spec.module_spec`); a registered NNX model by its
-    registry config."""
+    (``{"name": ..., widths...}``); a registered NNX model by its registry config; any other
+    Linen module by its class and fields (``{"spec": ...}``,
+    :func:`jaxprune._spec.module_spec`) where they can be named, else by its class name only
+    (``{"unrecorded": {"class": ..., "reason": ...}}``: it then loads with ``like=``). A
+    pruned :class:`jaxprune.rebuild.Resized` module also records its layer ``sizes``, so that
+    ``load_model(dir, like=dense_module)`` can rebuild it from the dense module alone."""
     try:
         return models.model_config(model)
     except TypeError as err:
         if isinstance(model, nnx.Module):
             raise ValueError(str(err)) from None
-        return {"spec": module_spec(model)}
+    record: dict = {}
+    base = model
+    if isinstance(model, rebuild.Resized):
+        base = model.module
+        record["sizes"] = [[list(path), [[k, _plain(v)] for k, v in fields]]
+                           for path, fields in model.sizes]
+    try:
+        record["spec"] = module_spec(model)
+    except ValueError as err:
+        cls = type(base)
+        record["unrecorded"] = {"class": f"{cls.__module__}:{cls.__qualname__}",
+                                "reason": first_line(err)}
+    return record
 
 
-def model_from_record(record: dict):
-    """Inverse of :func:`model_record`."""
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def _sizes_from_record(sizes) -> tuple:
+    """The ``Resized.sizes`` table :func:`model_record` wrote as JSON lists."""
+    try:
+        return tuple((tuple(str(p) for p in path),
+                      tuple((str(k), _tupled(v)) for k, v in fields))
+                     for path, fields in sizes)
+    except (TypeError, ValueError):
+        raise ValueError("malformed 'sizes' in the saved model record") from None
+
+
+def _from_like(record: dict, like):
+    """The saved module rebuilt from the dense module ``like`` and the recorded sizes."""
+    if isinstance(like, nnx.Module):
+        raise ValueError("like= takes a Linen module (NNX modules load with load_nnx)")
+    if not isinstance(like, nn.Module):
+        raise ValueError(f"like= must be a Linen module, got {type(like).__name__}")
+    if "sizes" not in record:
+        return like
+    base = like.module if isinstance(like, rebuild.Resized) else like
+    try:
+        base = hashable(base)
+    except TypeError:  # a field that is neither hashable nor a list: the module as given
+        pass
+    return rebuild.Resized(base, _sizes_from_record(record["sizes"]))
+
+
+def model_from_record(record: dict, *, trust=(), like=None):
+    """Inverse of :func:`model_record`. A recorded class and the names in its fields must
+    be trusted (:data:`jaxprune._spec.DEFAULT_TRUST` or ``trust``, checked before anything is
+    imported); ``like``: the dense module the saved one was made from, used instead of
+    importing anything (a registry model is always built from its record)."""
+    if not isinstance(record, dict):
+        raise ValueError("malformed model record in the saved model")
+    if "name" in record:
+        try:
+            return models.model_from_config(record)
+        except TypeError as err:
+            raise ValueError(f"cannot rebuild the saved {record['name']!r}: {err}") from None
+    if like is not None:
+        return _from_like(record, like)
     if "spec" in record:
-        return module_from_spec(record["spec"])
-    return models.model_from_config(record)
+        return module_from_spec(record["spec"], trust)
+    if "unrecorded" in record:
+        info = record["unrecorded"] if isinstance(record["unrecorded"], dict) else {}
+        raise ValueError(f"the saved model records only the sizes of its "
+                         f"{info.get('class', 'module')!r} ({info.get('reason', '')}): pass "
+                         "the dense module it was pruned from, load_model(dir, like=module)")
+    raise ValueError("malformed model record in the saved model")
 
 
 NNX_JSON = "nnx.json"
@@ -247,25 +312,29 @@ def _abstract_from_metadata(path: pathlib.Path, sharding):
     return jax.tree.map(leaf, tree, is_leaf=is_leaf)
 
 
-def load_model(directory, *, device=None):
+def load_model(directory, *, device=None, trust=(), like=None):
     """Restore ``(model, variables, meta)`` saved by :func:`save_model`.
 
-    No template is needed: the model is rebuilt from ``model.json`` (``models.model_from_config``)
-    and array shapes come from the orbax metadata. A registered NNX model comes back as the
-    ``nnx.Module`` holding the arrays (``variables`` are the same arrays as a dict). Raises
-    ``FileNotFoundError`` when the directory or its files are missing.
+    No template is needed: the model is rebuilt from ``model.json`` (:func:`model_from_record`)
+    and array shapes come from the orbax metadata. ``model.json`` is untrusted data: a class
+    or function it names outside jaxprune, Flax, JAX and NumPy is refused before anything is
+    imported unless its package is in ``trust`` (e.g. ``trust=("mypkg",)``); ``like``: the
+    dense Linen module the saved one was made from, used instead (nothing is imported). A
+    registered NNX model comes back as the ``nnx.Module`` holding the arrays (``variables``
+    are the same arrays as a dict). Raises ``FileNotFoundError`` when the directory or its
+    files are missing, ``ValueError`` for an untrusted or malformed record.
     """
     d = _abs(directory)
     doc = read_model_json(d)
     device = device or jax.local_devices()[0]
     sharding = jax.sharding.SingleDeviceSharding(device)
-    record = doc["model"]
-    if models.is_nnx_name(record.get("name", "")):
+    record = doc.get("model")
+    if isinstance(record, dict) and models.is_nnx_name(record.get("name", "")):
         cfg = {k: v for k, v in record.items() if k != "name"}
         module, variables = _restore_nnx(d, lambda: models.get_model(record["name"], **cfg),
                                          sharding)
         return module, variables, doc.get("meta", {})
-    model = model_from_record(record)
+    model = model_from_record(record, trust=trust, like=like)
     target = _abstract_from_metadata(d / VARIABLES_DIR, sharding)
     ckpt = ocp.StandardCheckpointer()
     variables = ckpt.restore(d / VARIABLES_DIR, target)

@@ -47,8 +47,8 @@ from jaxprune import checkpoint, distributed, methods, selection, train, workflo
 from jaxprune.cache import enable_compilation_cache
 
 __all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser",
-           "add_data_arguments", "add_training_arguments", "train_config_from_args",
-           "join_processes"]
+           "add_data_arguments", "add_trust_argument", "add_training_arguments",
+           "train_config_from_args", "join_processes"]
 
 #: A user error: reported as ``jaxprune <command>: error: <message>`` with exit status 2.
 CLIError = workflows.UsageError
@@ -91,6 +91,14 @@ def add_data_arguments(p: argparse.ArgumentParser, *, dataset_required: bool) ->
     # hidden, for tests and quick experiments: use only the first N examples
     p.add_argument("--limit-train", type=_positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-test", type=_positive_int, default=None, help=argparse.SUPPRESS)
+
+
+def add_trust_argument(p: argparse.ArgumentParser) -> None:
+    """``--trust PKG`` (repeatable) for commands that load a checkpoint."""
+    p.add_argument("--trust", action="append", default=[], metavar="PKG",
+                   help="a package (besides jaxprune, flax, jax, numpy) whose classes and "
+                        "functions the checkpoint's model.json may name; only for checkpoints "
+                        "you trust: loading imports them (repeatable)")
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
@@ -199,6 +207,7 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
                         "mask: fine-tuning after unstructured pruning). Default: on when the "
                         "checkpoint records an unstructured prune (`prune --method magnitude` / "
                         "`sipp`, or a fine-tune of one), off otherwise")
+    add_trust_argument(p)
     p.add_argument("--teacher", default=None,
                    help="model directory of a teacher for knowledge distillation")
     p.add_argument("--distill-alpha", type=float, default=None)
@@ -214,7 +223,7 @@ def _run_finetune(args) -> int:
         args.checkpoint, args.out, lambda name: train_config_from_args(args, name, **extra),
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         limit_test=args.limit_test, keep_zeros=args.keep_zeros, teacher=args.teacher,
-        **_run_options(args)))
+        trust=args.trust, **_run_options(args)))
     return 0
 
 
@@ -224,12 +233,13 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     add_data_arguments(p, dataset_required=False)
     p.add_argument("--batch-size", type=_positive_int, default=1000)
+    add_trust_argument(p)
 
 
 def _run_evaluate(args) -> int:
     _print_json(workflows.evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-        limit_test=args.limit_test, batch_size=args.batch_size))
+        limit_test=args.limit_test, batch_size=args.batch_size, trust=args.trust))
     return 0
 
 
@@ -301,6 +311,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="--reconstruct: re-estimate BatchNorm statistics on S afterwards")
     add_data_arguments(p, dataset_required=False)
+    add_trust_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory for the pruned model")
 
@@ -331,7 +342,7 @@ def _run_prune(args) -> int:
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
         apply_kwargs=args.apply_kwargs, reconstruct=args.reconstruct, ridge=args.ridge,
-        recalibrate_bn=args.recalibrate_bn, certificate=args.certificate,
+        recalibrate_bn=args.recalibrate_bn, certificate=args.certificate, trust=args.trust,
         record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 

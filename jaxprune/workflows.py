@@ -67,12 +67,13 @@ def check_model_name(name: str) -> None:
                          f"{', '.join(models.model_names())}")
 
 
-def load_checkpoint(directory):
-    """``(model, variables, meta)`` of a model directory."""
+def load_checkpoint(directory, trust=()):
+    """``(model, variables, meta)`` of a model directory; ``trust``: packages besides
+    jaxprune/Flax/JAX/NumPy whose names its ``model.json`` may use (``--trust``)."""
     if not os.path.isdir(directory):
         raise UsageError(f"checkpoint directory does not exist: {directory}")
     try:
-        return checkpoint.load_model(directory)
+        return checkpoint.load_model(directory, trust=tuple(trust or ()))
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise UsageError(f"cannot load the model in {directory}: {e}") from None
 
@@ -204,11 +205,13 @@ def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
 
 def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=None,
                         data_dir=None, limit_train=None, limit_test=None,
-                        keep_zeros: bool | None = None, teacher=None, **options) -> dict:
+                        keep_zeros: bool | None = None, teacher=None, trust=(),
+                        **options) -> dict:
     """Fine-tune a saved model. ``keep_zeros``: kernel weights that are exactly 0 stay 0
     (``None``: on when the checkpoint records an unstructured prune, see
-    :func:`is_unstructured`). ``teacher``: a model directory to distil from."""
-    model, variables, meta = load_checkpoint(directory)
+    :func:`is_unstructured`). ``teacher``: a model directory to distil from. ``trust``: see
+    :func:`load_checkpoint`."""
+    model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
     train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
     config = make_config(model_name(model))
@@ -220,7 +223,7 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
     mask = zeros_mask(variables["params"]) if keep_zeros else None
     teacher_pair = None
     if teacher:
-        t_model, t_vars, _ = load_checkpoint(teacher)
+        t_model, t_vars, _ = load_checkpoint(teacher, trust)
         teacher_pair = (runnable(t_model), t_vars)
     extra = {"parent_checkpoint": os.path.abspath(directory), "teacher": teacher,
              "keep_zeros": bool(keep_zeros)}
@@ -232,9 +235,10 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
 # ----------------------------------------------------------------------------- evaluate, prune
 
 def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=None,
-                        batch_size: int = 1000) -> dict:
-    """Accuracy, loss and size of a saved model on its dataset's evaluation split."""
-    model, variables, meta = load_checkpoint(directory)
+                        batch_size: int = 1000, trust=()) -> dict:
+    """Accuracy, loss and size of a saved model on its dataset's evaluation split
+    (``trust``: see :func:`load_checkpoint`)."""
+    model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
     _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False)
     model_id, model = model_name(model), runnable(model)
@@ -263,7 +267,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      round_to: int = 1, apply_kwargs: dict | None = None,
                      reconstruct: str | None = None, ridge: float = 1e-3,
                      recalibrate_bn: bool = False, certificate: bool = False,
-                     record: dict | None = None) -> dict:
+                     record: dict | None = None, trust=()) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
@@ -273,9 +277,10 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
     (e.g. the parsed flags) goes into ``config.json``. ``apply_kwargs``: the model's inference
     call (default: from its signature, or the checkpoint's ``meta["apply_kwargs"]``); the
     input shape of a model jaxprune did not define comes from ``meta["input_shape"]``.
-    Returns the report (also ``results.json`` and ``meta["prune"]`` of the saved model).
+    ``trust``: see :func:`load_checkpoint`. Returns the report (also ``results.json`` and
+    ``meta["prune"]`` of the saved model).
     """
-    model, variables, meta = load_checkpoint(directory)
+    model, variables, meta = load_checkpoint(directory, trust)
     dataset = dataset or meta.get("dataset")
     meth = methods.get(method)
     batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)

@@ -104,7 +104,8 @@ def test_module_spec_round_trip_and_clear_errors():
     with pytest.raises(ValueError, match="importable"):
         _spec.module_spec(nn.Sequential([nn.Dense(2), lambda x: x * 2]))
     with pytest.raises(ValueError, match="not importable"):
-        _spec.module_from_spec({"class": "no_such_package.mod:Model", "fields": {}})
+        _spec.module_from_spec({"class": "no_such_package.mod:Model", "fields": {}},
+                              trust=("no_such_package",))
 
 
 def test_inference_flags_are_detected_and_never_fall_back_to_training():
