@@ -122,8 +122,7 @@ def _per_net(rows, dim, allocation, key, ratio=None) -> dict:
 
 
 def _cell(values: dict) -> str:
-    v = np.asarray(list(values.values()))
-    return f"{v.mean():.2f} ± {v.std():.2f}" if len(v) else "–"
+    return report.pm(values.values())
 
 
 def _paired_vs_default(rows, dim, allocation, key="val_err_ft") -> dict:
@@ -161,22 +160,28 @@ def format_table(result) -> str:
         lines.append(f"| {dim} | {allocation} | {len(after)} | " + " | ".join(cells)
                      + f" | {_cell(after)} | {_vs_default(rows, dim, allocation, 'val_err_ft')} |")
     best = min(pooled, key=pooled.get)
-    better, worse = [], []
+    better, worse, tests = [], [], {}
     for dim, allocation in pooled:
         if (dim, allocation) != DEFAULT:
-            d = _paired_vs_default(rows, dim, allocation)
+            d = tests[f"k = {dim} {allocation}"] = _paired_vs_default(rows, dim, allocation)
             if d["significant"]:
                 (better if d["mean"] < 0 else worse).append(f"k = {dim} {allocation}")
+    tested = {k: d for k, d in tests.items() if d["p"] is not None}
+    held = [f"{k} ({'better' if d['mean'] < 0 else 'worse'})" for (k, d), r in
+            zip(tested.items(), report.holm([d["p"] for d in tested.values()])) if r]
     verdict = (f"Significantly better than the default: {', '.join(better)}." if better else
                "No setting is significantly better than the default, so it stands.")
     return "\n".join(lines) + (
         f"\n\nCoreset on LeNet-300-100, validation error in % (held-out training images, not "
-        f"the test set), mean ± std over nets, after {args['finetune_epochs']} Adam epoch(s); "
+        f"the test set), mean ± sample sd (n − 1) over nets, after {args['finetune_epochs']} "
+        f"Adam epoch(s); "
         f"`− default`: paired over nets against k = {DEFAULT[0]}, {DEFAULT[1]} (after FT, mean "
         f"over PRs), * = the 95 % interval excludes 0; {result['cpu']}.\n\n"
         f"Lowest mean validation error after fine-tuning: k = {best[0]}, {best[1]} "
         f"({pooled[best]:.2f} %; default {pooled.get(DEFAULT, float('nan')):.2f} %). "
-        f"{verdict} Significantly worse: {'; '.join(worse) or 'none'}.")
+        f"{verdict} Significantly worse (95 % interval, uncorrected): "
+        f"{'; '.join(worse) or 'none'}. After Holm's correction over all {len(tested)} "
+        f"comparisons with the default: {'; '.join(held) or 'none'}.")
 
 
 if __name__ == "__main__":

@@ -175,11 +175,11 @@ def format_table(result) -> str:
                         f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
                         f"{' *' if d['significant'] else ''}")
             lines.append(f"| {method} | {size} | {len(mine)} | " + " | ".join(
-                f"{c.mean():.2f} ± {c.std():.2f}" for c in cells) + f" | {diff} |")
+                report.pm(c) for c in cells) + f" | {diff} |")
     name = "LeNet-300-100" if args["model"] == "lenet300" else "LeNet-5"
     return "\n".join(lines) + (f"\n\n{name} at PR {args['ratio']:.0%} of all parameters"
-                               f", test error in %, mean ± std over nets; S from the "
-                               f"{args.get('s_from', 'validation')} split; ridge "
+                               f", test error in %, mean ± sample sd (n − 1) over nets; "
+                               f"S from the {args.get('s_from', 'validation')} split; ridge "
                                f"{args['ridge']}; {result['cpu']}"
                                + (f"; peak process memory {result['peak_rss_mib']:.0f} MiB"
                                   if result.get("peak_rss_mib") else "") + ".\n\n"
@@ -189,7 +189,7 @@ def format_table(result) -> str:
 def _sentences(rows, args) -> str:
     """Per |S|: the refit errors coreset is significantly below / above (paired 95 %
     interval over nets), written from the rows."""
-    out = []
+    out, family = [], []
     for size in args["sizes"]:
         ref = _per_net([r for r in rows if r["method"] == "coreset" and r["size"] == size],
                        "err_refit")
@@ -203,13 +203,21 @@ def _sentences(rows, args) -> str:
         parts = [f"lower than {', '.join(lower)}" if lower else "",
                  f"higher than {', '.join(higher)}" if higher else "",
                  f"not distinguishable from {', '.join(tied)}" if tied else ""]
+        family += [(size, m, d) for m, d in tests.items() if d["p"] is not None]
         ok = [d["p"] is not None for d in tests.values()]
         kept = ([m for m, r in zip(tests, report.holm([d["p"] for d in tests.values()])) if r]
                 if all(ok) else [])
         out.append(f"- |S| = {size}: with the refit, coreset's error is "
                    + "; ".join(p for p in parts if p) + " (paired 95 % intervals); after "
-                   f"Holm's correction for the {len(tests)} comparisons: "
+                   f"Holm's correction for the {len(tests)} comparisons at this |S|: "
                    + (f"significant against {', '.join(kept)}." if kept else "none."))
+    if family:
+        kept = [f"{m} (|S| = {size}, {'lower' if d['mean'] < 0 else 'higher'})"
+                for (size, m, d), r in zip(family, report.holm([d["p"] for *_, d in family]))
+                if r]
+        out.append(f"- Whole table, Holm's correction over all {len(family)} comparisons: "
+                   + (f"coreset's refit error differs from {', '.join(kept)}." if kept else
+                      "no difference remains."))
     return "\n".join(out)
 
 
@@ -224,7 +232,7 @@ def plot(result, path) -> None:
         for key, style in (("err_refit", "-o"), ("err_refit_ft1", "--s")):
             ys = [[r[key] for r in rows if r["method"] == method and r["size"] == s]
                   for s in args["sizes"]]
-            ax.errorbar(args["sizes"], [np.mean(y) for y in ys], yerr=[np.std(y) for y in ys],
+            ax.errorbar(args["sizes"], [np.mean(y) for y in ys], yerr=[report.sd(y) for y in ys],
                         fmt=style, capsize=3,
                         label=f"{method} {'refit' if key == 'err_refit' else '+1 epoch'}")
     ax.set_xscale("log")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprune
-from common import harness
+from common import harness, report
 from jaxprune import data, metrics, models, train
 from jaxprune.checkpoint import to_jsonable
 
@@ -130,11 +130,13 @@ def format_table(result) -> str:
         b = np.array([r["acc_before_ft"] for r in rs])
         a = np.array([r["acc_after_ft"] for r in rs])
         speed = np.mean([r["latency_s"] / r["latency_dense_s"] for r in rs])
-        lines.append(f"| {method} | {b.mean():.2f} ± {b.std():.2f} | {a.mean():.2f} ± "
-                     f"{a.std():.2f} | {rs[0]['widths']} | {rs[0]['params']:,} / "
+        lines.append(f"| {method} | {report.pm(b)} | {report.pm(a)} | {rs[0]['widths']} | "
+                     f"{rs[0]['params']:,} / "
                      f"{rs[0]['params_dense']:,} | {rs[0]['flops']:,} / {rs[0]['flops_dense']:,}"
                      f" | {speed:.2f}× |")
-    lines.append(f"\nDense ViT test accuracy {result['dense_acc']:.2f} %.")
+    lines.append(f"\nDense ViT test accuracy {result['dense_acc']:.2f} %; mean ± sample sd "
+                 f"(n − 1) over {len({r['seed'] for r in result['rows']})} prune seed(s); "
+                 "widths, parameters and FLOPs of the first seed.")
     return "\n".join(lines)
 
 

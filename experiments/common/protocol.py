@@ -2,10 +2,18 @@
 distribution, and paired statistics over nets.
 
 * :func:`dense_nets` trains (or restores) one dense network per seed (init and data order).
-* :func:`finetune` fine-tunes until the validation error stops improving (``patience``
-  epochs, at most ``max_epochs``) with plain cross-entropy (``"plain"``) or with logit
-  distillation from the dense net (``"kd"``: ``(1-α)·CE + α·mean (z_s - z_t)²``), and keeps
-  the best epoch's weights.
+* :func:`finetune` fine-tunes with plain cross-entropy (``"plain"``) or with logit
+  distillation from the dense net (``"kd"``: ``(1-α)·CE + α·mean (z_s - z_t)²``) under one of
+  two schedules (``--ft-schedule``, recorded in every row as ``ft_schedule``):
+  ``"anneal"`` (the default) runs a fixed budget of ``ft_epochs`` epochs with the cosine
+  horizon equal to that budget, so the learning rate reaches its floor (0) at the last epoch;
+  ``"early_stop"`` (the recipe of the results committed before issue 33) sets the cosine
+  horizon to ``max_epochs`` and stops when the validation error has not improved for
+  ``patience`` epochs, usually long before the rate has decayed. Both keep the best
+  validation epoch's weights.
+* A method entry is ``name[:sampling][+norw]``; ``+norw`` drops that entry's count/(m q)
+  re-weights (kept channels as they were), so re-weighting is a row of its own
+  (:data:`LIKE_FOR_LIKE`).
 * :func:`random_subset_errors` evaluates ``K`` uniformly random channel subsets at given
   widths right after pruning (no re-weighting): the null distribution a data-free criterion
   must beat; :func:`percentile` places a row in it.
@@ -44,6 +52,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# what a results file written before issue 33 (no such keys) was run with
+LEGACY = {"ft_schedule": "early_stop", "ft_epochs": None}
+
+
 class Rows:
     """``<out>/results.json`` = ``{"config": ..., "rows": [...], "cpu": ...}``, rewritten after
     each row.
@@ -61,7 +73,11 @@ class Rows:
         self.rows: list[dict] = []
         if resume and self.path.exists():
             doc = json.loads(self.path.read_text())
-            if doc.get(config_name) != self.config:
+            saved = doc.get(config_name)
+            if isinstance(saved, dict) and config_name == "config":
+                # files written before the fine-tune schedule was a setting used early_stop
+                saved = {**{k: v for k, v in LEGACY.items() if k in self.config}, **saved}
+            if saved != self.config:
                 raise SystemExit(f"{self.path} was made with other settings "
                                  f"({doc.get(config_name)}); use another --out or drop "
                                  "--resume")
@@ -110,28 +126,42 @@ def dense_nets(model, recipe: str, train_ds, test_ds, out: pathlib.Path, seeds, 
     return nets
 
 
+SCHEDULES = ("anneal", "early_stop")
+
+
 def finetune(model, variables, train_ds, val_ds, *, recipe: str, teacher, seed: int,
              max_epochs: int, patience: int, lr: float, batch_size: int, mask=None,
-             kd_alpha: float = 0.5):
-    """``(best variables, epochs to converge)``: Adam + cosine over ``max_epochs``, stopped
-    when the validation error has not improved for ``patience`` epochs. ``teacher``: the
-    ``(dense model, dense variables)`` that ``"kd"`` distils from."""
+             kd_alpha: float = 0.5, schedule: str = "early_stop", ft_epochs: int | None = None):
+    """``(best variables, best epoch, epochs run)``, Adam + cosine.
+
+    ``schedule="anneal"``: ``ft_epochs`` epochs, all of them run, the cosine horizon equal to
+    ``ft_epochs`` (the rate is 0 after the last step). ``"early_stop"``: the cosine horizon is
+    ``max_epochs``, stopped when the validation error has not improved for ``patience``
+    epochs. Either way the weights of the best validation epoch are returned (epoch 0 = as
+    pruned). ``teacher``: the ``(dense model, dense variables)`` that ``"kd"`` distils from."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    anneal = schedule == "anneal"
+    horizon = ft_epochs if anneal else max_epochs
+    if anneal and not (ft_epochs and ft_epochs > 0):
+        raise ValueError("schedule='anneal' needs ft_epochs > 0")
     cfg = train.TrainConfig(optimizer="adam", learning_rate=lr, schedule="cosine",
-                            epochs=max_epochs, batch_size=batch_size, seed=seed, log_every=0,
+                            epochs=horizon, batch_size=batch_size, seed=seed, log_every=0,
                             distill_alpha=kd_alpha if recipe == "kd" else 0.0,
                             distill_loss="logit_mse")
-    best = {"err": harness.error(model, variables, val_ds), "epoch": 0,
+    best = {"err": harness.error(model, variables, val_ds), "epoch": 0, "run": 0,
             "vars": jax.device_get(variables)}
 
     def watch(epoch, so_far):
+        best["run"] = epoch
         err = harness.error(model, so_far.variables, val_ds)
         if err < best["err"]:
             best.update(err=err, epoch=epoch, vars=jax.device_get(so_far.variables))
-        return epoch - best["epoch"] >= patience
+        return (not anneal) and epoch - best["epoch"] >= patience
 
     train.fit(model, train_ds, cfg, variables=variables, mask=mask, progress=False,
               teacher=teacher if recipe == "kd" else None, callbacks=[watch])
-    return best["vars"], best["epoch"]
+    return best["vars"], best["epoch"], best["run"]
 
 
 def random_subset_errors(model, small, dense, widths: dict, test_ds, k: int,
@@ -155,12 +185,28 @@ def percentile(value: float, null: np.ndarray) -> float:
     return float(100.0 * (np.sum(null < value) + 0.5 * np.sum(null == value)) / len(null))
 
 
+NO_REWEIGHT = "+norw"
+# like-for-like rows (issue 33): each differs from another row in one thing only — pvc with
+# and without its count/(m q) re-weights; coreset top-k (no re-weights) vs coreset
+# sparsity-first sampling with and without them
+LIKE_FOR_LIKE = ("pvc+norw", "coreset:sparsity_first", "coreset:sparsity_first+norw")
+
+
+def parse_entry(entry: str) -> tuple[str, str | None, bool]:
+    """``"name[:sampling][+norw]"`` -> (method, sampling or None, keep the re-weights)."""
+    base, norw = (entry[:-len(NO_REWEIGHT)], True) if entry.endswith(NO_REWEIGHT) else (
+        entry, False)
+    name, sampling = harness.parse_entry(base)
+    return name, sampling, not norw
+
+
 def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, input_shape,
             unit="params"):
     """``(smaller model, its variables, mask or None, report, widths or None)`` of one prune;
-    ``reweight=False`` drops the sampled methods' count/(m q) re-weights (kept rows as they
-    were)."""
-    name, sampling = harness.parse_entry(entry)
+    ``reweight=False`` (or an entry ending in ``+norw``) drops the sampled methods' count/(m q)
+    re-weights (kept rows as they were)."""
+    name, sampling, keep = parse_entry(entry)
+    reweight = reweight and keep
     meth = jaxprune_methods.get(name)
     res = jaxprune.prune(dense, jax.random.key(seed), ratio, method=name, model=model,
                          input_shape=input_shape, sampling=sampling, allocation=allocation,
@@ -201,19 +247,23 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
                         band = tuple(float(q) for q in np.percentile(null_cache[wkey], [5, 95]))
                     for recipe in todo:
                         t0 = time.time()
-                        tuned, epochs = finetune(
+                        tuned, epochs, run_for = finetune(
                             small, params, train_ds, val_ds, recipe=recipe,
                             teacher=(model, dense), seed=seed, max_epochs=args.max_epochs,
                             patience=args.patience, lr=args.finetune_lr,
-                            batch_size=args.batch_size, mask=mask, kd_alpha=args.kd_alpha)
+                            batch_size=args.batch_size, mask=mask, kd_alpha=args.kd_alpha,
+                            schedule=args.ft_schedule, ft_epochs=args.ft_epochs)
                         row = {**key, "finetune": recipe, "dense_err": dense_err,
                                "err_before_ft": before,
                                "err_after_ft": harness.error(small, tuned, test_ds),
                                "pr_achieved": report["ratios"]["params_model"],
                                "random_percentile_before_ft": pct,
                                "random_err_p05": band[0], "random_err_p95": band[1],
-                               "epochs_to_converge": epochs, "widths": widths,
-                               "kind": report["kind"], "reweight": args.reweight,
+                               "epochs_to_converge": epochs, "epochs_run": run_for,
+                               "ft_schedule": args.ft_schedule, "widths": widths,
+                               "kind": report["kind"],
+                               "reweight": "on" if args.reweight == "on" and parse_entry(
+                                   entry)[2] else "off",
                                "seconds": time.time() - t0}
                         rows.add(row)
                         print(f"  net {dense_seed} {entry:22s} ratio {ratio:.3f} seed {seed} "
@@ -224,7 +274,8 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
 # the arguments that define an experiment (a --resume must match them)
 DEFINING = ("ratios", "methods", "allocation", "dense_seeds", "seeds", "finetune", "max_epochs",
             "patience", "finetune_lr", "kd_alpha", "random_subsets", "reweight", "train_epochs",
-            "batch_size", "widths", "val_size", "data_batch", "dataset", "limit_train")
+            "batch_size", "widths", "val_size", "data_batch", "dataset", "limit_train",
+            "ft_schedule", "ft_epochs")
 
 
 def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
@@ -234,14 +285,25 @@ def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
                         "both recipes, 30 epochs max, 100 random subsets")
     p.add_argument("--ratios", type=float, nargs="+", default=list(ratios))
     p.add_argument("--methods", nargs="+", default=None,
-                   help="method[:sampling] entries, e.g. coreset:sparsity_first magnitude")
+                   help="method[:sampling][+norw] entries, e.g. coreset:sparsity_first "
+                        "pvc+norw magnitude (+norw: without the count/(m q) re-weights)")
     p.add_argument("--allocation", default="bound", choices=("bound", "uniform"))
     p.add_argument("--dense-seeds", type=int, default=None, help="independently trained nets")
     p.add_argument("--seeds", type=int, default=1, help="prune seeds per net")
     p.add_argument("--finetune", default=None, choices=("plain", "kd", "both"))
-    p.add_argument("--max-epochs", type=int, default=None, help="fine-tune epochs at most")
+    p.add_argument("--ft-schedule", default="anneal", choices=SCHEDULES,
+                   help="anneal: --ft-epochs epochs, cosine over exactly those epochs (the rate "
+                        "reaches 0 at the end), best validation epoch kept; early_stop: the "
+                        "recipe of the results committed before issue 33 (cosine over "
+                        "--max-epochs, stopped after --patience epochs without improvement)")
+    p.add_argument("--ft-epochs", type=int, default=None,
+                   help="anneal: the fixed fine-tune budget (default: --max-epochs, at most "
+                        "15)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="fine-tune epochs at most (early_stop: the cosine horizon)")
     p.add_argument("--patience", type=int, default=3,
-                   help="stop when the validation error has not improved for this many epochs")
+                   help="early_stop: stop when the validation error has not improved for this "
+                        "many epochs")
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--kd-alpha", type=float, default=0.5, help="weight of the logit-MSE term")
     p.add_argument("--random-subsets", type=int, default=None)
@@ -271,11 +333,13 @@ def finish_arguments(p, args, methods, full_methods, reference: str):
     args.dense_seeds = args.dense_seeds or (5 if args.full else 1)
     args.finetune = args.finetune or ("both" if args.full else "plain")
     args.max_epochs = args.max_epochs or (30 if args.full else 8)
+    if args.ft_schedule == "anneal":
+        args.ft_epochs = args.ft_epochs or min(args.max_epochs, 15)
     if args.random_subsets is None:
         args.random_subsets = 100 if args.full else 20
     for entry in args.methods:
         try:
-            harness.parse_entry(entry)
+            parse_entry(entry)
         except ValueError as err:
             p.error(str(err))
     if reference not in args.methods:
@@ -309,30 +373,98 @@ def run(args, make_model, recipe: str, reference: str, paper: dict, title: str,
     return write_report(doc, args, out, reference, paper, title, block)
 
 
+def schedule_note(doc: dict) -> str:
+    """The fine-tuning recipe of ``doc`` in words, with what its rows say about the schedule
+    (early_stop: the best epochs, the cosine rate there, and how many runs reached the end of
+    the schedule)."""
+    cfg, rows = doc["config"], doc["rows"]
+    schedule = cfg.get("ft_schedule", LEGACY["ft_schedule"])
+    kd = f"kd = logit MSE to the dense net, α = {cfg['kd_alpha']}"
+    if schedule == "anneal":
+        return (f"Fine-tuning (schedule `anneal`): Adam {cfg['finetune_lr']}, a fixed "
+                f"{cfg['ft_epochs']} epochs with the cosine horizon equal to them (the rate "
+                f"reaches 0 at the last step), the best validation epoch's weights kept; {kd}.")
+    top, patience = cfg["max_epochs"], cfg["patience"]
+    best = np.asarray([r["epochs_to_converge"] for r in rows], np.float64)
+    stop = np.minimum(best + patience, top)
+    rate = 0.5 * (1 + np.cos(np.pi * np.median(best) / top))
+    return (f"Fine-tuning (schedule `early_stop`, the recipe before issue 33): Adam "
+            f"{cfg['finetune_lr']}, cosine over {top} epochs, stopped when the validation "
+            f"error had not improved for {patience} epochs, the best validation epoch's "
+            f"weights kept; {kd}. The best epoch's median is {np.median(best):g}, where the "
+            f"cosine rate is still {100 * rate:.0f} % of its peak; {int(np.sum(stop >= top))} "
+            f"of {len(rows)} runs reached the end of the schedule, so these fine-tunes did not "
+            "anneal.")
+
+
+def widths_note(doc: dict, summary: list[dict]) -> str:
+    """Which layers the channel methods leave whole at every ratio, and at which ratios the
+    methods end at different widths — from the rows' widths."""
+    cfg, rows = doc["config"], doc["rows"]
+    channel = [r for r in rows if r.get("widths")]
+    if not channel:
+        return ""
+    layers = list(channel[0]["widths"])
+    dense = dict(zip(layers, cfg.get("widths") or []))
+    whole = [layer for layer in layers if layer in dense
+             and all(r["widths"][layer] == dense[layer] for r in channel)]
+    pruned = [layer for layer in layers if layer not in whole]
+    out = [f"Widths: channels kept per layer ({'/'.join(layers)}; dense "
+           f"{'/'.join(str(dense.get(k, '?')) for k in layers)}), the range over nets where "
+           f"they differ; `{cfg['allocation']}` allocation."]
+    if whole:
+        kept = "; ".join(
+            f"PR {100 * ratio:.1f} %: " + "/".join(report.widths_cell(
+                [r for r in channel if r["ratio"] == ratio]).split("/")[layers.index(k)]
+                for k in pruned)
+            for ratio in dict.fromkeys(r["ratio"] for r in channel))
+        out.append(f"It keeps {', '.join(f'{k} ({dense[k]})' for k in whole)} whole at every "
+                   f"ratio and for every method, so the table compares which "
+                   f"{'/'.join(pruned)} channels each method keeps ({kept}).")
+    differ = [ratio for ratio in dict.fromkeys(s["ratio"] for s in summary)
+              if len({s["widths"] for s in summary if s["ratio"] == ratio
+                      and s["widths"] != "—"}) > 1]
+    if differ:
+        out.append("The channel methods end at different widths at PR "
+                   + ", ".join(f"{100 * r:.1f} %" for r in differ)
+                   + ": their errors compare networks of different shapes at about the same "
+                   "parameter count.")
+    else:
+        out.append("Every channel method ends at the same widths at each ratio.")
+    return " ".join(out)
+
+
+def report_text(doc: dict, reference: str, paper: dict) -> str:
+    """The table, its notes and the sentences of one protocol run, from ``doc``
+    (``results.json``) alone — what ``table.md`` and the README block hold."""
+    rows, cfg = doc["rows"], doc["config"]
+    summary = report.summarize(rows, reference)
+    done = len({r["dense_seed"] for r in rows})
+    nets = (f"{done} dense net(s)" if done == cfg["dense_seeds"] else
+            f"the {done} dense net(s) finished of {cfg['dense_seeds']} planned (the run was "
+            "interrupted; --resume continues it; the nets column counts each row's nets)")
+    return (f"{report.markdown(summary, reference, paper)}\n\nErrors in % on the test set; "
+            f"mean ± sample standard deviation (sd, n − 1) over {nets} (× {cfg['seeds']} prune "
+            f"seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
+            f"0 (negative = {reference} lower), † = also significant after Holm's correction "
+            f"for the comparisons at that ratio and recipe, ‡ = also significant after Holm's "
+            f"correction for every comparison in the table. {schedule_note(doc)} Random pct: "
+            f"percentile of the error right after pruning among {cfg['random_subsets']} random "
+            f"channel subsets at the same widths (lower = better than random). "
+            f"{widths_note(doc, summary)} Measured on: {doc.get('cpu', 'unknown CPU')}.\n\n"
+            f"{report.sentences(summary, reference)}\n")
+
+
 def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict, title: str,
                  block: str) -> dict:
     """``table.md``, the plot and (``--readme``) the README block, from the rows alone."""
     rows = doc["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary = report.summarize(rows, reference)
-    cfg = doc["config"]
-    done = len({r["dense_seed"] for r in rows})
-    nets = (f"{done} dense net(s)" if done == cfg["dense_seeds"] else
-            f"the {done} dense net(s) finished of {cfg['dense_seeds']} planned (the run was "
-            "interrupted; --resume continues it; the nets column counts each row's nets)")
-    text = (f"{report.markdown(summary, reference, paper)}\n\nErrors in % on the test set; "
-            f"mean ± std over {nets} (× {cfg['seeds']} prune seed(s)); `{reference} − method`: paired over nets, 95 % t-interval, * = excludes "
-            f"0 (negative = {reference} lower), † = also significant after Holm's correction "
-            f"for the comparisons at that ratio and recipe. Fine-tuning: Adam {cfg['finetune_lr']} cosine, "
-            f"early stopping on the validation split (patience {cfg['patience']}, at most "
-            f"{cfg['max_epochs']} epochs); kd = logit MSE to the dense net, α = "
-            f"{cfg['kd_alpha']}. Random pct: percentile of the error right after pruning among "
-            f"{cfg['random_subsets']} random channel subsets at the same widths (lower = "
-            f"better than random). Measured on: {doc.get('cpu', 'unknown CPU')}.\n\n"
-            f"{report.sentences(summary, reference)}\n")
+    text = report_text(doc, reference, paper)
     (out / "table.md").write_text(text)
     print(text)
     report.plot(rows, summary, methods, out / "error_vs_ratio.png", title)
     if args.readme:
         report.write_block(pathlib.Path(args.readme), args.readme_block or block, text)
-    return {"rows": rows, "summary": summary, "config": cfg}
+    return {"rows": rows, "summary": summary, "config": doc["config"]}

@@ -1,0 +1,135 @@
+"""The README's generated blocks equal what the committed results files give now (no training:
+``experiments/readme_report.py`` renders each block from its ``results.json``), so the text
+cannot drift from the data; and the rendering itself is what it claims to be."""
+import json
+import math
+
+import pytest
+
+import _scripts
+
+readme_report = _scripts.load("readme_report")
+from common import protocol, report  # noqa: E402 - experiments/ is on sys.path after load
+
+
+def test_every_generated_block_matches_the_committed_results():
+    drift = readme_report.drift()
+    assert not drift, ("README blocks differ from the committed results files; run "
+                       "`python experiments/readme_report.py --write` and review the diff:\n"
+                       + "\n\n".join(drift.values()))
+
+
+def test_every_generated_marker_in_the_readme_has_a_renderer():
+    text = readme_report.README.read_text()
+    names = {line.split("generated ", 1)[1].split(":", 1)[0]
+             for line in text.splitlines() if line.startswith("<!-- generated ")}
+    assert names == set(readme_report.BLOCKS)
+    for name in names:
+        assert f"<!-- generated {name}: {readme_report.command(name)} -->" in text
+        assert text.count(f"<!-- end generated {name} -->") == 1
+
+
+def test_write_block_keeps_the_markers_and_reads_back(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text("intro\n<!-- generated x: python make x -->\nold\n<!-- end generated x -->"
+                    "\nrest\n")
+    report.write_block(path, "x", "new text\n")
+    assert path.read_text() == ("intro\n<!-- generated x: python make x -->\nnew text\n"
+                                "<!-- end generated x -->\nrest\n")
+    assert report.read_block(path.read_text(), "x") == "new text"
+    assert readme_report.drift(path, []) == {}
+
+
+def test_sample_standard_deviation():
+    assert report.sd([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.2909944487358056)  # n − 1
+    assert math.isnan(report.sd([1.0]))
+    assert report.pm([1.0, 3.0]) == "2.00 ± 1.41" and report.pm([2.0]) == "2.00"
+
+
+def _rows(diffs: dict) -> list[dict]:
+    """Protocol rows over 4 nets whose ``ref − method`` differences are ``diffs[method]``."""
+    base = {"ratio": 0.9, "finetune": "plain", "seed": 0, "pr_achieved": 0.9, "dense_err": 1.0,
+            "err_before_ft": 50.0, "random_percentile_before_ft": None,
+            "epochs_to_converge": 3, "widths": {"a": 3, "b": 10}}
+    rows = []
+    for net in range(4):
+        rows.append({**base, "method": "ref", "dense_seed": net, "err_after_ft": 2.0})
+        for m, d in diffs.items():
+            rows.append({**base, "method": m, "dense_seed": net,
+                         "err_after_ft": 2.0 - d - 0.01 * (net % 2)})
+    return rows
+
+
+def test_holm_in_both_families():
+    # two ratios: each family has one clear difference; over the table's 4 comparisons the
+    # weaker one is lost
+    rows = _rows({"big": 1.0, "small": 0.02})
+    rows += [{**r, "ratio": 0.95} for r in _rows({"big": 1.0, "none": 0.0})]
+    summary = report.summarize(rows, "ref")
+    by = {(s["ratio"], s["method"]): s["vs_reference"] for s in summary}
+    ps = [d["p"] for d in by.values() if d is not None]
+    assert [d.get("holm_table") for d in by.values() if d is not None] == report.holm(ps)
+    assert by[0.9, "big"]["holm"] and by[0.9, "big"]["holm_table"]
+    text = report.sentences(summary, "ref")
+    assert "at this ratio and recipe" in text
+    assert f"Whole table, Holm's correction over all {len(ps)} comparisons" in text
+
+
+def test_report_notes_the_schedule_and_the_widths():
+    doc = {"config": {"dense_seeds": 4, "seeds": 1, "finetune_lr": 1e-3, "kd_alpha": 0.5,
+                      "max_epochs": 30, "patience": 3, "random_subsets": 10,
+                      "allocation": "bound", "widths": [8, 10]},
+           "rows": _rows({"m": 0.5}), "cpu": "test CPU"}
+    text = protocol.report_text(doc, "ref", {})
+    # no ft_schedule in the config: the committed files' recipe
+    assert "schedule `early_stop`" in text and "0 of 8 runs reached the end" in text
+    assert "keeps b (10) whole at every ratio" in text and "| 3/10 |" in text
+    assert "sample standard deviation" in text
+    doc["config"].update(ft_schedule="anneal", ft_epochs=15)
+    assert "schedule `anneal`" in protocol.report_text(doc, "ref", {})
+
+
+def test_like_for_like_entries_parse():
+    assert protocol.parse_entry("pvc+norw") == ("pvc", None, False)
+    assert protocol.parse_entry("coreset:sparsity_first") == ("coreset", "sparsity_first", True)
+    assert protocol.parse_entry("coreset:sparsity_first+norw") == ("coreset", "sparsity_first",
+                                                                  False)
+    for entry in protocol.LIKE_FOR_LIKE:
+        protocol.parse_entry(entry)
+
+
+def test_resume_reads_a_pre_issue_33_file_as_early_stop(tmp_path):
+    cfg = {"ratios": [0.9], "ft_schedule": "early_stop", "ft_epochs": None}
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"ratios": [0.9]},
+                                                       "rows": [{"x": 1}]}))
+    assert protocol.Rows(tmp_path, cfg, resume=True).rows == [{"x": 1}]
+    with pytest.raises(SystemExit):
+        protocol.Rows(tmp_path, {**cfg, "ft_schedule": "anneal", "ft_epochs": 15}, resume=True)
+
+
+def test_anneal_runs_its_whole_budget_and_early_stop_may_not():
+    import jax
+    import numpy as np
+
+    from jaxprune import data
+    from jaxprune.models import LeNet300100
+
+    rng = np.random.default_rng(0)
+
+    def ds(n):
+        return data.ArrayDataset(rng.normal(size=(n, 4, 4, 1)).astype(np.float32),
+                                 rng.integers(0, 3, n).astype(np.int32), 3, "noise")
+
+    train_ds, val_ds = ds(64), ds(32)
+    model = LeNet300100(widths=(8, 4), num_classes=3)
+    variables = model.init(jax.random.key(0), train_ds.images[:1])
+    kw = dict(recipe="plain", teacher=None, seed=0, patience=1, lr=1e-3, batch_size=32)
+    _, best, ran = protocol.finetune(model, variables, train_ds, val_ds, max_epochs=6,
+                                     schedule="anneal", ft_epochs=3, **kw)
+    assert ran == 3 and 0 <= best <= 3
+    _, best, ran = protocol.finetune(model, variables, train_ds, val_ds, max_epochs=6,
+                                     schedule="early_stop", **kw)
+    assert ran <= 6 and (ran == 6 or ran - best == 1)
+    with pytest.raises(ValueError):
+        protocol.finetune(model, variables, train_ds, val_ds, max_epochs=6, schedule="anneal",
+                          **kw)
