@@ -4,9 +4,13 @@ protocol, with the statistics to tell methods apart.
 For each of ``--dense-seeds`` independently trained dense nets (MNIST-train minus a held-out
 validation split), each ratio, each method and each of ``--seeds`` prune seeds: prune, measure
 the test error right after pruning and its percentile among ``--random-subsets`` random channel
-subsets at the same widths, then fine-tune until the validation error stops improving
-(``--patience``, at most ``--max-epochs``) with plain cross-entropy and/or logit distillation
-from the dense net (``--finetune plain|kd|both``), keeping the best epoch. Data-informed methods
+subsets at the same widths, then fine-tune with plain cross-entropy and/or logit distillation
+from the dense net (``--finetune plain|kd|both``), keeping the best validation epoch: by default
+(``--ft-schedule anneal``) a fixed ``--ft-epochs`` budget with the cosine horizon equal to it;
+``--ft-schedule early_stop`` is the recipe of the committed results before issue 33 (cosine
+over ``--max-epochs``, stopped after ``--patience`` epochs without improvement). Method
+entries ending in ``+norw`` drop the re-weights; ``--full`` adds the like-for-like rows
+``pvc+norw``, ``coreset:sparsity_first`` and ``coreset:sparsity_first+norw``. Data-informed methods
 (``sipp``, ``pfp``) see ``--data-batch`` validation images; ``--reweight off`` drops the sampled
 methods' count/(m q) re-weights. Statistics are over nets: mean ± std, and the paired
 difference ``coreset − method`` with its 95% t-interval.
@@ -29,7 +33,10 @@ from jaxprune.models import LeNet300100
 PAPER_RATIOS = (0.9, 0.926, 0.946)
 PAPER_ERR = {"0.9": 1.98, "0.926": 2.64, "0.946": 3.51}  # main paper, Table 1 (best of 5)
 METHODS = ("coreset", "pvc", "sipp", "pfp", "l1_norm", "random")
-FULL_METHODS = ("coreset", "pvc", "pfp", "l1_norm", "l2_norm", "random", "sipp")
+# the like-for-like rows (protocol.LIKE_FOR_LIKE: pvc without its re-weights, coreset
+# sampled sparsity-first with and without them) go with --full from issue 33 on
+FULL_METHODS = ("coreset", "pvc", "pfp", "l1_norm", "l2_norm", "random", "sipp",
+                *protocol.LIKE_FOR_LIKE)
 REFERENCE = "coreset"
 
 
