@@ -216,6 +216,91 @@ def bounds_figures() -> str:
             f"{gap['error_kd']['multiplicative_median']:.2f}.")
 
 
+BOUNDS_ROWS = (("sipp_rand", "difficult"), ("sipp_det", "difficult"),
+               ("sipp_det", "easy_weight"), ("mussay", "difficult"), ("mussay", "easy_neuron"),
+               ("coreset", "difficult"))
+BOUNDS_LABELS = {"sipp_rand": "SiPP randomized (Thm A.1)",
+                 "sipp_det": "SiPP deterministic (Thm A.2)",
+                 "mussay": "Mussay neurons (Thm A.4)",
+                 "coreset": "coreset (main paper, Thm 2.6)"}
+
+
+def bounds_card() -> str:
+    """Epsilon-first rows of the report card (the guarantee of ``--guarantee``), ours with the
+    bounds paper's Figure 2 numbers in brackets where it has them."""
+    from jaxprune.bounds.lab import report as lab  # lazy: only this block needs it
+
+    doc = lab.unjson(_load("bounds"))
+    rows = {(r["network"], r["method"]): (r, row) for r, row in lab.card_rows(doc)}
+    lines = ["| prune type | case | required ε (paper) | samples required / layer size (paper) "
+             "| sparsity % (paper) | accuracy dense → pruned |", "|---|---|---|---|---|---|"]
+    for method, network in BOUNDS_ROWS:
+        r, row = rows[network, method]
+        paper = lab.PAPER_CARD.get((method, lab.case_label(network)))
+        samples = f"{lab.fmt_count(row['samples'])} / {row['layer_size']:,}"
+        if row["vacuous"]:
+            samples += ", vacuous" + (": μ(P) = ∞" if r["info"].get("mu_unbounded") else "")
+        lines.append(
+            f"| {BOUNDS_LABELS[method]} | {lab.case_label(network)} | "
+            f"{lab.fmt_eps(row['epsilon'])}" + (f" ({paper[0]:.2f})" if paper else "")
+            + f" | {samples}" + (f" ({lab.fmt_count(paper[3])})" if paper else "")
+            + f" | {100 * row['sparsity']:.2f}" + (f" ({paper[4]:.2f})" if paper else "")
+            + f" | {r['dense_accuracy']:.4f} → {row['accuracy']:.4f} |")
+    return "\n".join(lines) + (f"\n\nGuarantee: {doc['args']['guarantee']:.0%} of the correct "
+                               "dev labels kept (Lemma 4.1).")
+
+
+# --- benchmarks (experiments/results/bench/*.md, written by the bench_* scripts) --------------
+
+BENCH = RESULTS / "bench"
+
+
+def _md_table(path: pathlib.Path, heading: str) -> str:
+    """The first Markdown table after the first line of ``path`` that starts with
+    ``heading``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")),
+               len(lines))
+    return "\n".join(lines[first:end])
+
+
+def bench_prune() -> str:
+    return _md_table(BENCH / "prune.md", "## Prune time")
+
+
+def bench_peel() -> str:
+    """Each model's peeling-kernel means over rounds (first / second call, seconds)."""
+    kernels = ("map + fast", "vmap + fast", "map + optimised", "vmap + optimised")
+    lines = ["| model | map + fast (CPU default) | vmap + fast | map + optimised | "
+             "vmap + optimised |", "|---|---:|---:|---:|---:|"]
+    model = None
+    for line in (BENCH / "prune.md").read_text().splitlines():
+        if line.startswith("## ") and ": peeling kernel" in line:
+            model = line[3:].split(":", 1)[0]
+        elif line.startswith("mean over rounds") and model:
+            means = {}
+            for part in line.split(": ", 1)[1].split(";"):   # "map + fast 8.08 / 0.12 s"
+                name, first, _, second = part.strip().removesuffix(" s").rsplit(" ", 3)
+                means[name] = f"{first} / {second}"
+            lines.append(f"| {model} | " + " | ".join(means[k] for k in kernels) + " |")
+            model = None
+    return "\n".join(lines)
+
+
+def bench_latency_lenet300() -> str:
+    return _md_table(BENCH / "prune.md", "## Inference latency, lenet300")
+
+
+def bench_latency_resnet50() -> str:
+    return _md_table(BENCH / "prune.md", "## Inference latency, resnet50")
+
+
+def bench_cache() -> str:
+    return _md_table(BENCH / "cache.md", "# Persistent compilation cache")
+
+
 # --- the Status section's Table 1 summary ----------------------------------------------------
 
 def _holm_counts(summary, method, key) -> int:
@@ -261,8 +346,10 @@ def status_table1() -> str:
 BLOCKS = {
     "table1": table1, "table1weak": table1weak, "reconstruct_lenet300": reconstruct_lenet300,
     "reconstruct_lenet5": reconstruct_lenet5, "vit": vit, "frank_wolfe": frank_wolfe,
-    "bounds_figures": bounds_figures, "lenet5": lenet5, "sweep": sweep,
-    "status_table1": status_table1,
+    "bounds_figures": bounds_figures, "bounds_card": bounds_card, "lenet5": lenet5, "sweep": sweep,
+    "status_table1": status_table1, "bench_prune": bench_prune, "bench_peel": bench_peel,
+    "bench_latency_lenet300": bench_latency_lenet300,
+    "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
 }
 
 
