@@ -34,12 +34,22 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None,
                              min_compile_seconds: float = 0.0) -> str | None:
     """Point JAX's persistent compilation cache at ``directory`` (default
     :func:`default_cache_dir`); programs that took at least ``min_compile_seconds`` to
-    compile are stored. Returns the directory, or ``None`` when the cache is off."""
+    compile are stored. Returns the directory, or ``None`` when the cache is off; a path
+    that cannot be a directory is a one-line ``ValueError``."""
     path = directory if directory is not None else default_cache_dir()
     if path is None:
         return None
     path = pathlib.Path(path).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"the compilation cache directory {path} ($JAXPRUNE_CACHE_DIR or "
+                         "~/.cache/jaxprune/xla) is a file or lies under one; point "
+                         "JAXPRUNE_CACHE_DIR at a directory, or set it to 'off'") from None
+    except PermissionError:
+        raise ValueError(f"the compilation cache directory {path} cannot be created "
+                         "(permission denied); point JAXPRUNE_CACHE_DIR elsewhere, or set it "
+                         "to 'off'") from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

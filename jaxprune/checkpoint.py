@@ -43,10 +43,13 @@ from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches, to
 
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
+#: Written by the CLI's commands into their output directory (:mod:`jaxprune.runs`).
+RUN_JSON = "run.json"
 FORMAT = "jaxprune-model/1"
 
 __all__ = [
-    "save_model", "load_model", "is_model_dir", "read_model_json", "model_record",
+    "save_model", "load_model", "is_model_dir", "read_model_json", "read_run_json",
+    "model_record",
     "model_from_record", "save_nnx", "load_nnx",
     "training_manager", "save_training_state", "restore_training_state",
     "latest_training_step", "read_training_meta", "to_jsonable",
@@ -288,10 +291,28 @@ def is_model_dir(directory) -> bool:
     return (d / MODEL_JSON).is_file() and (d / VARIABLES_DIR).is_dir()
 
 
+def read_run_json(directory) -> dict | None:
+    """The ``run.json`` a CLI command wrote into its output directory (``None``: none)."""
+    path = _abs(directory) / RUN_JSON
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        doc = None
+    return doc if isinstance(doc, dict) else {"complete": False}
+
+
 def read_model_json(directory) -> dict:
+    """``model.json`` of a model directory; a directory holding an unfinished run of a
+    command (its ``run.json`` says so) is refused."""
     d = _abs(directory)
     if not d.exists():
         raise FileNotFoundError(f"checkpoint directory does not exist: {d}")
+    run = read_run_json(d)
+    if run is not None and run.get("complete") is not True:
+        raise ValueError(f"{d} holds an unfinished run (killed, or still running); re-run its "
+                         "command with --resume to finish it, or with --overwrite")
     if not is_model_dir(d):
         raise FileNotFoundError(
             f"no saved model in {d}: expected {MODEL_JSON} and {VARIABLES_DIR}/ "

@@ -18,11 +18,21 @@ zeros (``--keep-zeros`` is then on by default). Data-informed methods (``sipp``,
 
 Output directory of ``train`` / ``finetune`` (``--out``)::
 
+    run.json                   the run's identity; "complete": true once everything is written
     model.json, variables/     final model (jaxprune.checkpoint.save_model; load_model reads it)
-    checkpoints/<epoch>/       orbax per-epoch training state (a re-run with the same --out resumes)
+    checkpoints/<epoch>/       orbax per-epoch training state (``--resume`` continues from it)
     metrics.jsonl              per-epoch / per-step training log
     config.json                command, model config, dataset, TrainConfig, devices
     results.json               test accuracy/loss, params, nonzero params, FLOPs, wall time
+
+An output directory holds one whole run (:mod:`jaxprune.runs`): ``run.json`` is written first
+and marked complete last, and a checkpoint whose run is unfinished does not load; an existing
+``--out`` is refused unless ``--overwrite`` (replace it) or ``--resume`` (continue the same
+run: a different command, model, dataset, data limits, config or parent checkpoint is
+refused); a second process writing the same ``--out`` is refused while the first runs.
+
+Loading a checkpoint (``evaluate``/``prune``/``finetune``) imports only jaxprune, Flax, JAX
+and NumPy names from its ``model.json``; ``--trust PKG`` allows a package of your own.
 
 Errors the user can fix (bad flag, unknown model/dataset, missing data or checkpoint) print a
 one-line message on stderr and exit with status 2 (``jaxprune --debug ...`` or
@@ -39,16 +49,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
+import warnings
 from typing import Callable, NamedTuple
 
 from jaxprune import checkpoint, distributed, methods, selection, train, workflows
 from jaxprune.cache import enable_compilation_cache
+from jaxprune.pipeline import PruneWarning
 
 __all__ = ["main", "Command", "COMMANDS", "register_command", "CLIError", "build_parser",
-           "add_data_arguments", "add_trust_argument", "add_training_arguments",
-           "train_config_from_args", "join_processes"]
+           "add_data_arguments", "add_trust_argument", "add_out_arguments",
+           "add_training_arguments", "train_config_from_args", "join_processes"]
 
 #: A user error: reported as ``jaxprune <command>: error: <message>`` with exit status 2.
 CLIError = workflows.UsageError
@@ -82,6 +95,47 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _number(low: float | None = None, high: float | None = None, *, above: bool = False,
+            below: bool = False):
+    """An argparse ``type``: a finite float in ``[low, high]`` (``above``/``below``: the
+    bound itself excluded)."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if above else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if below else '<='} {high:g}")
+    wanted = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        ok = (math.isfinite(v)
+              and (low is None or (v > low if above else v >= low))
+              and (high is None or (v < high if below else v <= high)))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return v
+
+    return convert
+
+
+_POSITIVE = _number(0.0, above=True)
+_NON_NEGATIVE = _number(0.0)
+_FRACTION = _number(0.0, 1.0)
+
+
 def add_data_arguments(p: argparse.ArgumentParser, *, dataset_required: bool) -> None:
     p.add_argument("--dataset", required=dataset_required, default=None,
                    help="dataset name (mnist, fashion_mnist, cifar10, cifar100, imagenet2012)"
@@ -101,33 +155,48 @@ def add_trust_argument(p: argparse.ArgumentParser) -> None:
                         "you trust: loading imports them (repeatable)")
 
 
+def add_out_arguments(p: argparse.ArgumentParser, *, resume: bool) -> None:
+    """``--overwrite`` (and ``--resume`` for commands that can continue a run)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out, whole")
+    if resume:
+        g.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (refused unless it is the same run: "
+                            "command, model, dataset, data limits, config, parent checkpoint)")
+
+
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``train`` and ``finetune``; unset flags fall back to the model's recipe
     (:func:`jaxprune.train.default_config`)."""
-    p.add_argument("--out", required=True, help="output directory (resumes if it has checkpoints)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", required=True,
+                   help="output directory; one whole run (an existing one needs --overwrite "
+                        "or --resume)")
+    add_out_arguments(p, resume=True)
+    p.add_argument("--epochs", type=_non_negative_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="GLOBAL batch size (divisible by the device count)")
-    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None)
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_POSITIVE,
+                   default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
-    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--momentum", type=_number(0.0, 1.0, below=True), default=None)
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--schedule", choices=("constant", "cosine", "step"), default=None)
-    p.add_argument("--step-decay", type=float, default=None)
-    p.add_argument("--step-milestones", type=float, nargs="+", default=None,
+    p.add_argument("--step-decay", type=_POSITIVE, default=None)
+    p.add_argument("--step-milestones", type=_FRACTION, nargs="+", default=None,
                    help="epoch fractions at which the 'step' schedule decays")
-    p.add_argument("--warmup-epochs", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None,
+    p.add_argument("--warmup-epochs", type=_NON_NEGATIVE, default=None)
+    p.add_argument("--weight-decay", type=_NON_NEGATIVE, default=None,
                    help="L2 weight decay on kernels (coupled unless --decoupled-weight-decay)")
     p.add_argument("--decoupled-weight-decay", action=argparse.BooleanOptionalAction,
                    default=None)
-    p.add_argument("--l1", type=float, default=None, help="L1 penalty on kernels")
-    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--l1", type=_NON_NEGATIVE, default=None, help="L1 penalty on kernels")
+    p.add_argument("--label-smoothing", type=_number(0.0, 1.0, below=True), default=None)
     p.add_argument("--augment", choices=("none", "crop_flip"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--devices", type=_positive_int, default=None,
                    help="use the first N local devices (default: $JAXPRUNE_DEVICES, else all)")
-    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--log-every", type=_non_negative_int, default=None)
     p.add_argument("--eval-batch-size", type=_positive_int, default=1000)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("multi-process (jax.distributed; run the same command in every "
@@ -174,7 +243,8 @@ def _print_json(obj) -> None:
 def _run_options(args) -> dict:
     """What ``train`` and ``finetune`` hand to :func:`jaxprune.workflows.train_and_save`."""
     return {"devices": args.devices, "progress": not args.no_progress,
-            "eval_batch_size": args.eval_batch_size,
+            "eval_batch_size": args.eval_batch_size, "overwrite": args.overwrite,
+            "resume": args.resume,
             "run_info": {"argv": sys.argv[1:], "limit_train": args.limit_train,
                          "limit_test": args.limit_test}}
 
@@ -210,8 +280,8 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     add_trust_argument(p)
     p.add_argument("--teacher", default=None,
                    help="model directory of a teacher for knowledge distillation")
-    p.add_argument("--distill-alpha", type=float, default=None)
-    p.add_argument("--distill-temperature", type=float, default=None)
+    p.add_argument("--distill-alpha", type=_FRACTION, default=None)
+    p.add_argument("--distill-temperature", type=_POSITIVE, default=None)
 
 
 def _run_finetune(args) -> int:
@@ -288,7 +358,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                         "checkpoint's training split (default 1)")
     p.add_argument("--fw-sparsity", type=_ratio, default=None,
                    help="frank_wolfe[_momentum]: sparsity of the K-sparse polytope (default 0.9)")
-    p.add_argument("--fw-step-size", type=float, default=None,
+    p.add_argument("--fw-step-size", type=_number(0.0, 1.0, above=True), default=None,
                    help="frank_wolfe[_momentum]: constant step size γ (default 0.03)")
     p.add_argument("--scope", default=None, choices=("layer", "global"),
                    help="magnitude: same sparsity per kernel (layer, default) or one global "
@@ -302,7 +372,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
                         "dataset")
     p.add_argument("--reconstruct", default=None, choices=("lstsq",),
                    help="refit every consumer of a pruned group on S by ridge least squares")
-    p.add_argument("--ridge", type=float, default=1e-3,
+    p.add_argument("--ridge", type=_NON_NEGATIVE, default=1e-3,
                    help="--reconstruct: ridge relative to the Gram matrix's mean eigenvalue")
     p.add_argument("--certificate", action="store_true",
                    help="add Theorem 2.6's certificate per pruned group to the report (rank, "
@@ -314,6 +384,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     add_trust_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory for the pruned model")
+    add_out_arguments(p, resume=False)
 
 
 def _prune_options(args) -> dict:
@@ -343,6 +414,7 @@ def _run_prune(args) -> int:
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,
         apply_kwargs=args.apply_kwargs, reconstruct=args.reconstruct, ridge=args.ridge,
         recalibrate_bn=args.recalibrate_bn, certificate=args.certificate, trust=args.trust,
+        overwrite=args.overwrite,
         record={k: v for k, v in vars(args).items() if k != "_run"}))
     return 0
 
@@ -378,15 +450,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_printer(command: str):
+    """``warnings.showwarning`` that prints a :class:`jaxprune.PruneWarning` as one line
+    ``jaxprune <command>: warning: ...`` (other warnings as Python prints them)."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PruneWarning):
+            if distributed.is_main():
+                print(f"jaxprune {command}: warning: {' '.join(str(message).split())}",
+                      file=sys.stderr)
+            return
+        default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv=None) -> int:
-    enable_compilation_cache()  # $JAXPRUNE_CACHE_DIR, "off" disables
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
-        return int(args._run(args) or 0)
+        enable_compilation_cache()  # $JAXPRUNE_CACHE_DIR, "off" disables
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PruneWarning)
+            warnings.showwarning = _warning_printer(args.command)
+            return int(args._run(args) or 0)
     except (CLIError, ValueError, FileNotFoundError) as e:  # the library's user errors
         if args.debug or os.environ.get("JAXPRUNE_DEBUG"):
             raise
@@ -394,7 +485,8 @@ def main(argv=None) -> int:
         print(f"jaxprune {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxprune: interrupted (re-run with the same --out to resume)", file=sys.stderr)
+        hint = " (re-run with --resume to continue)" if hasattr(args, "resume") else ""
+        print(f"jaxprune {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

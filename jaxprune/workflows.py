@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -22,7 +23,8 @@ import numpy as np
 from flax import nnx
 
 import jaxprune
-from jaxprune import bounds, checkpoint, data, distributed, methods, metrics, models, train
+from jaxprune import (bounds, checkpoint, data, distributed, methods, metrics, models, runs,
+                      train)
 from jaxprune._nnx import as_linen, is_module, variables_of
 from jaxprune._tree import map_with_paths
 
@@ -148,46 +150,63 @@ def zeros_mask(params):
     return map_with_paths(leaf, params)
 
 
+@contextlib.contextmanager
+def _run_errors():
+    """:class:`jaxprune.runs.RunError` -> :class:`UsageError`."""
+    try:
+        yield
+    except runs.RunError as e:
+        raise UsageError(str(e)) from None
+
+
 def train_and_save(out, command: str, model, dataset: str, config: train.TrainConfig,
                    train_ds, test_ds, *, variables=None, mask=None, teacher=None,
                    extra_meta: dict | None = None, run_info: dict | None = None,
-                   devices=None, progress: bool = True, eval_batch_size: int = 1000) -> dict:
-    """fit -> evaluate -> ``save_model(out)`` + ``config.json`` + ``results.json``.
+                   identity: dict | None = None, overwrite: bool = False,
+                   resume: bool = False, devices=None, progress: bool = True,
+                   eval_batch_size: int = 1000) -> dict:
+    """fit -> evaluate -> ``save_model(out)`` + ``config.json`` + ``results.json``, as one
+    run in ``out`` (:func:`jaxprune.runs.output_run`: an existing ``out`` needs
+    ``overwrite``, or ``resume`` for the same run, which then continues from its last epoch).
 
     ``run_info`` (e.g. the command line) goes into ``config.json``, ``extra_meta`` into both
-    ``config.json`` and the saved model's metadata. Returns the results.
+    ``config.json`` and the saved model's metadata; the run's identity is the command, model,
+    dataset, training config, ``extra_meta`` and ``identity`` (e.g. data limits). Returns the
+    results.
     """
-    out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
     model_cfg = checkpoint.model_record(model)
-    saved, model = model, runnable(model)  # an NNX model trains from its own arrays
-    if variables is None and is_module(saved):
-        variables = variables_of(saved)
-    cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
-               "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
-               **(extra_meta or {})}
-    write_json(os.path.join(out, "config.json"), cfg_doc)
-    t0 = time.time()
-    try:
-        res = train.fit(model, train_ds, config, variables=variables, out_dir=out,
-                        eval_ds=test_ds, mask=mask, teacher=teacher, devices=devices,
-                        progress=progress, eval_batch_size=eval_batch_size)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    wall = time.time() - t0
-    ev = train.evaluate(model, res.variables, test_ds, batch_size=eval_batch_size)
-    size = size_report(model, res.variables, test_ds.images.shape[1:])
-    results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
-               **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
-               "model": model_name(saved),
-               # an NNX model's config holds the dense constructor's widths
-               "widths": None if is_module(saved) else model_cfg.get("widths")}
-    meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
-            "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
-            **(extra_meta or {})}
-    checkpoint.save_model(out, saved, res.variables, meta=meta)
-    write_json(os.path.join(out, "results.json"), results)
-    return results
+    ident = {"command": command, "model": model_cfg, "dataset": dataset,
+             "train_config": config.to_dict(), **(extra_meta or {}), **(identity or {})}
+    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite,
+                                        resume=resume) as out:
+        saved, model = model, runnable(model)  # an NNX model trains from its own arrays
+        if variables is None and is_module(saved):
+            variables = variables_of(saved)
+        cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
+                   "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
+                   **(extra_meta or {})}
+        write_json(os.path.join(out, "config.json"), cfg_doc)
+        t0 = time.time()
+        try:
+            res = train.fit(model, train_ds, config, variables=variables, out_dir=out,
+                            eval_ds=test_ds, mask=mask, teacher=teacher, devices=devices,
+                            progress=progress, eval_batch_size=eval_batch_size)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        wall = time.time() - t0
+        ev = train.evaluate(model, res.variables, test_ds, batch_size=eval_batch_size)
+        size = size_report(model, res.variables, test_ds.images.shape[1:])
+        results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
+                   **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
+                   "model": model_name(saved),
+                   # an NNX model's config holds the dense constructor's widths
+                   "widths": None if is_module(saved) else model_cfg.get("widths")}
+        meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
+                "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
+                **(extra_meta or {})}
+        checkpoint.save_model(out, saved, res.variables, meta=meta)
+        write_json(os.path.join(out, "results.json"), results)
+        return results
 
 
 def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
@@ -200,7 +219,13 @@ def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
     extra = ({"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
              if models.is_nnx_name(model_name) else {})
     model = models.get_model(model_name, num_classes=train_ds.num_classes, **extra)
-    return train_and_save(out, "train", model, dataset, config, train_ds, test_ds, **options)
+    return train_and_save(out, "train", model, dataset, config, train_ds, test_ds,
+                          identity=_limits(limit_train, limit_test), **options)
+
+
+def _limits(limit_train, limit_test) -> dict:
+    """The data limits, part of a run's identity."""
+    return {"limit_train": limit_train, "limit_test": limit_test}
 
 
 def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=None,
@@ -225,11 +250,14 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
     if teacher:
         t_model, t_vars, _ = load_checkpoint(teacher, trust)
         teacher_pair = (runnable(t_model), t_vars)
-    extra = {"parent_checkpoint": os.path.abspath(directory), "teacher": teacher,
+    extra = {"parent_checkpoint": os.path.abspath(directory),
+             "parent_fingerprint": runs.fingerprint(directory), "teacher": teacher,
+             "teacher_fingerprint": runs.fingerprint(teacher) if teacher else None,
              "keep_zeros": bool(keep_zeros)}
     return train_and_save(out, "finetune", model, dataset, config, train_ds, test_ds,
                           variables=variables, mask=mask, teacher=teacher_pair,
-                          extra_meta=extra, **options)
+                          extra_meta=extra, identity=_limits(limit_train, limit_test),
+                          **options)
 
 
 # ----------------------------------------------------------------------------- evaluate, prune
@@ -267,60 +295,91 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      round_to: int = 1, apply_kwargs: dict | None = None,
                      reconstruct: str | None = None, ridge: float = 1e-3,
                      recalibrate_bn: bool = False, certificate: bool = False,
-                     record: dict | None = None, trust=()) -> dict:
+                     record: dict | None = None, trust=(), overwrite: bool = False) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
     same model with the pruned kernel entries exactly 0. Data-informed methods get
     ``data_batch`` training images, and so does ``reconstruct="lstsq"`` (every consumer of
-    a pruned group refit on them by ridge least squares). ``options`` go to :func:`jaxprune.prune`; ``record``
-    (e.g. the parsed flags) goes into ``config.json``. ``apply_kwargs``: the model's inference
-    call (default: from its signature, or the checkpoint's ``meta["apply_kwargs"]``); the
-    input shape of a model jaxprune did not define comes from ``meta["input_shape"]``.
-    ``trust``: see :func:`load_checkpoint`. Returns the report (also ``results.json`` and
+    a pruned group refit on them by ridge least squares). ``options`` go to
+    :func:`jaxprune.prune`; ``record`` (e.g. the parsed flags) goes into ``config.json``.
+    ``apply_kwargs``: the model's inference call (default: from its signature, or the
+    checkpoint's ``meta["apply_kwargs"]``); the input shape of a model jaxprune did not
+    define comes from ``meta["input_shape"]``.
+    ``trust``: see :func:`load_checkpoint`; ``overwrite``: replace an existing run in ``out``
+    (:func:`jaxprune.runs.output_run`). Returns the report (also ``results.json`` and
     ``meta["prune"]`` of the saved model).
     """
     model, variables, meta = load_checkpoint(directory, trust)
-    dataset = dataset or meta.get("dataset")
-    meth = methods.get(method)
-    batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
-             if meth.needs_data or reconstruct else None)
-    options = dict(options or {})
-    if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
-        if not dataset:
-            raise UsageError(f"--method {method} trains before it prunes and {directory} does "
-                             "not record its dataset; pass --dataset")
-        train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1)
-        options.setdefault("train_ds", train_ds)
-    t0 = time.time()
-    nnx_model = is_module(model)
-    try:
-        apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
-        # an NNX module is pruned as its own model and comes back as result.module
-        source, linen = (model, None) if nnx_model else (variables, model)
-        res = jaxprune.prune(source, jax.random.key(seed), ratio, method=method, model=linen,
-                             input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
-                             min_width=min_width, round_to=round_to, leave=tuple(leave),
-                             data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
-                             ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
-        small = res.model(model)  # NNX: result.module; weight methods: the same shapes
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    seconds = time.time() - t0
-    out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
-    report = {**res.report, "seconds": seconds}
-    if hasattr(model, "widths"):
-        report.update(widths_before=list(model.widths), widths_after=list(small.widths))
-    if batch is not None:
-        report["data_batch"] = int(batch.shape[0])
-    if certificate and meth.kind == "channels":
-        report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
-    new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
-                "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
-                "prune": report}
-    checkpoint.save_model(out, small, res.params, meta=new_meta)
-    write_json(os.path.join(out, "config.json"),
-               {"command": "prune", **(record or {}), "model": checkpoint.model_record(model)})
-    write_json(os.path.join(out, "results.json"), report)
-    return report
+    ident = {"command": "prune", "parent_checkpoint": os.path.abspath(directory),
+             "parent_fingerprint": runs.fingerprint(directory),
+             **{k: v for k, v in (record or {}).items() if k not in _NOT_IDENTITY}}
+    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite,
+                                        resumable=False) as out:
+        dataset = dataset or meta.get("dataset")
+        meth = methods.get(method)
+        batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
+                 if meth.needs_data or reconstruct else None)
+        options = dict(options or {})
+        if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
+            if not dataset:
+                raise UsageError(f"--method {method} trains before it prunes and {directory} does "
+                                 "not record its dataset; pass --dataset")
+            train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1)
+            options.setdefault("train_ds", train_ds)
+        t0 = time.time()
+        nnx_model = is_module(model)
+        try:
+            apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
+            # an NNX module is pruned as its own model and comes back as result.module
+            source, linen = (model, None) if nnx_model else (variables, model)
+            res = jaxprune.prune(source, jax.random.key(seed), ratio, method=method, model=linen,
+                                 input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
+                                 min_width=min_width, round_to=round_to, leave=tuple(leave),
+                                 data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
+                                 ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
+            small = res.model(model)  # NNX: result.module; weight methods: the same shapes
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        seconds = time.time() - t0
+        _warn_if_nothing_removed(res.report, ratio, min_width, round_to)
+        report = {**res.report, "seconds": seconds}
+        if hasattr(model, "widths"):
+            report.update(widths_before=list(model.widths), widths_after=list(small.widths))
+        if batch is not None:
+            report["data_batch"] = int(batch.shape[0])
+        if certificate and meth.kind == "channels":
+            report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
+        new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
+                    "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
+                    "prune": report}
+        checkpoint.save_model(out, small, res.params, meta=new_meta)
+        write_json(os.path.join(out, "config.json"),
+                   {"command": "prune", **(record or {}), "model": checkpoint.model_record(model)})
+        write_json(os.path.join(out, "results.json"), report)
+        return report
+
+
+#: Parsed flags that do not change what a command computes.
+_NOT_IDENTITY = ("out", "overwrite", "resume", "debug", "trust", "command", "no_progress")
+
+
+def _warn_if_nothing_removed(report: dict, ratio, min_width: int, round_to: int) -> None:
+    """A :class:`jaxprune.PruneWarning` with the reason when a prune asked to remove
+    something removed nothing (the pipeline itself warns only about misses over 1 %)."""
+    achieved = report.get("achieved_ratio")
+    if isinstance(ratio, dict) or not ratio or achieved is None or achieved > 0:
+        return
+    sizes = [size for size, _ in (report.get("neurons") or {}).values()]
+    frozen = report.get("frozen") or {}
+    if report.get("kind") == "channels" and not sizes:
+        reason = "every group is frozen (" + "; ".join(
+            f"{k}: {v}" for k, v in list(frozen.items())[:3]) + ")"
+    elif sizes and min_width >= max(sizes):
+        reason = f"--min-width {min_width} is at least every group's width (at most {max(sizes)})"
+    elif sizes and round_to >= max(sizes):
+        reason = f"--round-to {round_to} is at least every group's width (at most {max(sizes)})"
+    else:
+        reason = "the ratio is less than one channel or weight of any layer"
+    warnings.warn(f"the prune removed nothing (target {report.get('unit', 'params')} ratio "
+                  f"{ratio}): {reason}", jaxprune.PruneWarning, stacklevel=2)

@@ -207,7 +207,7 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path, d
     def command(out):
         return [sys.executable, "-m", "jaxprune", "finetune", "--checkpoint",
                 str(tmp_path / "m"), "--epochs", "3", "--limit-train", "4096", "--limit-test",
-                "100", "--batch-size", "32", "--no-progress", "--out", str(out)]
+                "100", "--batch-size", "32", "--no-progress", "--out", str(out), "--resume"]
 
     subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=600)

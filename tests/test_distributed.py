@@ -135,7 +135,8 @@ def test_two_processes_train_resume_and_finetune_like_one(tmp_path, data_dir):
                    capture_output=True, timeout=600)
 
     two = tmp_path / "two"
-    argv = _cli("train", "--model", "lenet300", "--dataset", "mnist", "--out", two, *_TRAIN)
+    argv = _cli("train", "--model", "lenet300", "--dataset", "mnist", "--out", two, *_TRAIN,
+                "--resume")
     procs = _start_pair(argv, data_dir)
     first = two / "checkpoints" / "1"
     deadline = time.time() + 300

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import sys
 import time
@@ -58,7 +59,7 @@ from jaxprune.train._config import TrainConfig, make_schedule
 from jaxprune.train._eval import evaluate
 from jaxprune.train._step import init_opt_state, init_variables, make_train_step, variables_of
 
-__all__ = ["FitResult", "Callback", "MAX_IN_FLIGHT_STEPS", "fit"]
+__all__ = ["FitResult", "Callback", "MAX_IN_FLIGHT_STEPS", "default_devices", "fit"]
 
 # At most this many train steps are dispatched ahead of the host. An unbounded asynchronous
 # queue of multi-device steps can deadlock XLA:CPU's all-reduce rendezvous when there are few
@@ -253,14 +254,36 @@ class _Reporter:
             self.log.close()
 
 
+def _no_sums():
+    """``(loss sum, accuracy sum, steps, first non-finite step or -1)`` of an epoch so far."""
+    zero = jnp.zeros((), jnp.float32)
+    return zero, zero, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32)
+
+
+@jax.jit
+def _add_step(sums, loss, accuracy):
+    """``sums`` after one more step, on the device (no host sync): a non-finite loss is
+    remembered by its index in the epoch, read once when the epoch ends."""
+    loss_sum, acc_sum, count, first_bad = sums
+    bad = jnp.logical_and(~jnp.isfinite(loss), first_bad < 0)
+    return loss_sum + loss, acc_sum + accuracy, count + 1, jnp.where(bad, count, first_bad)
+
+
+def _check_finite(loss: float, step: int, epoch: int) -> None:
+    """``ValueError`` naming the step when the training loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise ValueError(f"the training loss became non-finite ({loss}) at step {step} (epoch "
+                         f"{epoch + 1}); check the data for NaN/inf values and the learning "
+                         "rate and other hyperparameters")
+
+
 def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, place: _Placement,
                extra: tuple, reporter: _Reporter, lr_schedule) -> tuple[dict, dict]:
     """One epoch of train steps -> ``(state, epoch record)``. ``lr_schedule=None``: the step
     log lines carry no ``lr`` (a caller-supplied optimizer)."""
     t0 = time.perf_counter()
     spe = data.num_batches(len(train_ds.labels), config.batch_size, drop_remainder=True)
-    loss_sum = jnp.zeros((), jnp.float32)
-    acc_sum = jnp.zeros((), jnp.float32)
+    sums = _no_sums()
     n_steps = 0
     in_flight: collections.deque = collections.deque()
     b = config.batch_size
@@ -273,23 +296,26 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
         in_flight.append(m["loss"])
         if len(in_flight) > MAX_IN_FLIGHT_STEPS:
             in_flight.popleft().block_until_ready()
-        loss_sum = loss_sum + m["loss"]
-        acc_sum = acc_sum + m["accuracy"]
+        sums = _add_step(sums, m["loss"], m["accuracy"])
         n_steps += 1
         if config.log_every and n_steps % config.log_every == 0:
             step = epoch * spe + n_steps
             record = {"kind": "step", "epoch": epoch + 1, "step": step,
                       "loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+            _check_finite(record["loss"], step, epoch)
             if lr_schedule is not None:
                 record["lr"] = float(lr_schedule(step - 1))
             reporter.step(record)
         reporter.tick()
     jax.block_until_ready(state["params"])
     wall = time.perf_counter() - t0
+    loss_sum, acc_sum, _, first_bad = (float(x) for x in jax.device_get(sums))
+    if first_bad >= 0:
+        _check_finite(math.nan, epoch * spe + int(first_bad) + 1, epoch)
     return state, {
         "kind": "epoch", "epoch": epoch + 1, "step": int(state["step"]),
-        "loss": float(loss_sum) / max(n_steps, 1),
-        "accuracy": float(acc_sum) / max(n_steps, 1),
+        "loss": loss_sum / max(n_steps, 1),
+        "accuracy": acc_sum / max(n_steps, 1),
         "wall_time": wall,
         "examples_per_sec": n_steps * config.batch_size / max(wall, 1e-9),
         "devices": len(place.devices),
@@ -312,7 +338,9 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     optimizer, learning-rate and weight-decay fields are then unused. ``callbacks``: see
     :data:`Callback`. ``devices``: use the first ``devices`` devices (int) or an explicit device
     list; default all. With ``out_dir`` checkpoints every epoch and resumes from the latest
-    one (see the module docstring).
+    one (see the module docstring). A NaN/inf training loss is a ``ValueError`` naming the
+    first such step, raised at the next logged step or at the end of its epoch (before that
+    epoch is checkpointed).
     """
     model = hashable(model)  # a static argument of the compiled steps
     place = _placement(devices)
