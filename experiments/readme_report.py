@@ -358,6 +358,74 @@ def bench_cache() -> str:
     return _md_table(BENCH / "cache.md", "# Persistent compilation cache")
 
 
+def bench_targets() -> str:
+    """The targets ``bench_prune.py`` and ``bench_cache.py`` printed, and the prune
+    benchmark's wall time."""
+    prune = (BENCH / "prune.md").read_text().splitlines()
+    cache = (BENCH / "cache.md").read_text().splitlines()
+    lines = [f"- {line}" for line in prune if line.startswith("Target:")]
+    lines += [f"- Target: {line[2:].removeprefix('target ')}" for line in cache
+              if line.startswith("- target")]
+    lines += [f"- {line}" for line in prune if line.startswith("Total benchmark wall time")]
+    return "\n".join(lines)
+
+
+def bench_round_to() -> str:
+    table = _md_table(BENCH / "prune.md", "## vgg16: widths rounded")
+    lines = (BENCH / "prune.md").read_text().splitlines()
+    verdict = next(line for line in lines if line.startswith("round_to=8 / round_to=1"))
+    return f"{table}\n\n{verdict}"
+
+
+def _md_rows(path: pathlib.Path) -> dict[str, list[str]]:
+    """``{first cell: the other cells}`` of every Markdown table row in ``path``."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def _k(text: str) -> str:
+    """``"112,806"`` -> ``"112.8k"``."""
+    return f"{float(text.replace(',', '')) / 1000:.1f}k"
+
+
+def bench_summary() -> str:
+    """The training / processes / cache summary, from ``bench/training.md`` and ``cache.md``."""
+    import re
+
+    train = _md_rows(BENCH / "training.md")
+    one, two = train["1 process x 1 device(s)"][-1], train["1 process x 2 device(s)"][-1]
+    torch_label = next(k for k in train if k.startswith("PyTorch"))
+    torch = train[torch_label][-1]
+    procs = train[next(k for k in train if k.startswith("2 processes"))][-1]
+    version = torch_label.split()[1].split("+")[0]
+    diff = re.search(r"max \|difference\| of the final params: ([0-9.e+-]+)",
+                     (BENCH / "training.md").read_text()).group(1)
+
+    def ratio(a, b):
+        return float(a.replace(",", "")) / float(b.replace(",", ""))
+
+    cache = _md_rows(BENCH / "cache.md")
+    models = [m for m in cache if m not in ("model",)]
+    warm = [cache[m][3].strip("*").rstrip("×") for m in models]
+    met = all(float(w) <= 0.5 for w in warm)
+    return "\n".join([
+        "| measurement (one run each) | result |", "|---|---|",
+        f"| `train.fit` LeNet-300-100 on MNIST, steady epoch, 1 device, vs a plain PyTorch "
+        f"{version} CPU loop (same MLP, Adam 1e-3, batch 128) | **{ratio(one, torch):.2f}×** "
+        f"({_k(one)} vs {_k(torch)} examples/s) |",
+        f"| 2 processes × 1 device (`jax.distributed`, gloo) vs 1 process × 2 devices, batch "
+        f"128 | {ratio(procs, two):.2f}× ({_k(procs)} vs {_k(two)} examples/s); final params "
+        f"{'identical' if float(diff) == 0 else 'differ'} (max diff {float(diff):g}) |",
+        f"| fresh-process `prune`, warm vs cold persistent compilation cache: "
+        f"{' / '.join(models)} | {' / '.join(w + '×' for w in warm)} "
+        f"(`experiments/results/bench/cache.md`; target ≤ 0.5× "
+        f"{'met for all' if met else 'not met for all'}) |"])
+
+
 # --- the Status section's Table 1 summary ----------------------------------------------------
 
 def _holm_counts(summary, method, key) -> int:
@@ -407,6 +475,8 @@ BLOCKS = {
     "status_table1": status_table1, "bench_prune": bench_prune, "bench_peel": bench_peel,
     "bench_latency_lenet300": bench_latency_lenet300,
     "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
+    "bench_summary": bench_summary, "bench_targets": bench_targets,
+    "bench_round_to": bench_round_to,
 }
 
 
