@@ -23,6 +23,7 @@ step holds two items: ``state`` (params, batch_stats, opt_state, step, rng; Stan
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -50,7 +51,7 @@ FORMAT = "jaxprune-model/1"
 __all__ = [
     "save_model", "load_model", "is_model_dir", "read_model_json", "read_run_json",
     "model_record",
-    "model_from_record", "save_nnx", "load_nnx",
+    "model_from_record", "array_checksums", "save_nnx", "load_nnx",
     "training_manager", "save_training_state", "restore_training_state",
     "latest_training_step", "read_training_meta", "to_jsonable",
 ]
@@ -135,12 +136,38 @@ def save_model(directory, model, variables=None, meta: dict | None = None) -> pa
             "model": to_jsonable(cfg),
             "collections": sorted(host_vars.keys()),
             "meta": to_jsonable(meta or {}),
+            "checksums": array_checksums(host_vars),
         }
         tmp = directory / (MODEL_JSON + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
         os.replace(tmp, directory / MODEL_JSON)
     distributed.barrier("jaxprune.save_model")
     return directory
+
+
+def array_checksums(variables) -> dict[str, str]:
+    """``{"collection/a/b/kernel": sha256 of the array's bytes}`` of a variables tree."""
+    out = {}
+    for path, leaf in leaves_with_paths(to_host(variables)):
+        data = np.ascontiguousarray(leaf)
+        digest = hashlib.sha256(f"{data.dtype.str}{data.shape}".encode())
+        digest.update(data.tobytes())
+        out["/".join(map(str, path))] = digest.hexdigest()
+    return out
+
+
+def _verify_checksums(directory, doc: dict, variables) -> None:
+    """``ValueError`` naming the arrays whose bytes differ from the checksums ``model.json``
+    records (models saved before checksums were recorded are not checked)."""
+    saved = doc.get("checksums")
+    if not isinstance(saved, dict):
+        return
+    now = array_checksums(variables)
+    bad = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if bad:
+        raise ValueError(f"{directory}: the saved arrays do not match the checksums in "
+                         f"{MODEL_JSON} ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})"
+                         "; the files were changed or corrupted")
 
 
 def model_record(model) -> dict:
@@ -354,6 +381,7 @@ def load_model(directory, *, device=None, trust=(), like=None):
         cfg = {k: v for k, v in record.items() if k != "name"}
         module, variables = _restore_nnx(d, lambda: models.get_model(record["name"], **cfg),
                                          sharding)
+        _verify_checksums(d, doc, variables)
         return module, variables, doc.get("meta", {})
     model = model_from_record(record, trust=trust, like=like)
     target = _abstract_from_metadata(d / VARIABLES_DIR, sharding)
@@ -361,6 +389,7 @@ def load_model(directory, *, device=None, trust=(), like=None):
     variables = ckpt.restore(d / VARIABLES_DIR, target)
     ckpt.close()
     variables = {k: v for k, v in dict(variables).items()}
+    _verify_checksums(d, doc, variables)
     meta = doc.get("meta", {})
     if meta.get("input_shape"):
         _check_fits(d, model, variables, tuple(meta["input_shape"]))

@@ -131,12 +131,12 @@ def _how_to_get(name: str, root: Any) -> str:
             f"holds {name}/; or prepare it for TFDS once with `tfds build {name}`.")
 
 
-def _idx_layout(path: pathlib.Path, head: bytes, size: int, expected_magic: int | None
-                ) -> tuple[int, tuple[int, ...]]:
-    """``(header bytes, dims)`` of an unsigned-byte IDX file of ``size`` bytes whose first
-    bytes are ``head``; a wrong magic number, header or byte count is a ``ValueError``."""
-    if size < 4 or len(head) < 4:
-        raise ValueError(f"{path}: too short for an IDX header ({size} bytes)")
+def _idx_header(path: pathlib.Path, head: bytes, expected_magic: int | None
+                ) -> tuple[int, tuple[int, ...], int]:
+    """``(header bytes, dims, file size)`` an unsigned-byte IDX file whose first bytes are
+    ``head`` announces; a wrong magic number or a cut header is a ``ValueError``."""
+    if len(head) < 4:
+        raise ValueError(f"{path}: too short for an IDX header ({len(head)} bytes)")
     magic = int.from_bytes(head[:4], "big")
     if expected_magic is not None and magic != expected_magic:
         raise ValueError(f"{path}: bad IDX magic number {magic} (expected {expected_magic}); "
@@ -146,10 +146,17 @@ def _idx_layout(path: pathlib.Path, head: bytes, size: int, expected_magic: int 
                          "files (0x0008xx) are supported")
     ndim = head[3]
     header = 4 + 4 * ndim
-    if ndim == 0 or size < header or len(head) < header:
-        raise ValueError(f"{path}: truncated IDX header ({ndim} dims, {size} bytes)")
+    if ndim == 0 or len(head) < header:
+        raise ValueError(f"{path}: truncated IDX header ({ndim} dims, {len(head)} bytes)")
     dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    return header, dims, header + int(np.prod(dims, dtype=np.int64))
+
+
+def _idx_layout(path: pathlib.Path, head: bytes, size: int, expected_magic: int | None
+                ) -> tuple[int, tuple[int, ...]]:
+    """``(header bytes, dims)`` of an unsigned-byte IDX file of ``size`` bytes whose first
+    bytes are ``head``; a wrong magic number, header or byte count is a ``ValueError``."""
+    header, dims, expected = _idx_header(path, head[:size], expected_magic)
     if size != expected:
         kind = "truncated" if size < expected else "has trailing bytes"
         raise ValueError(f"{path}: file {kind}: {size} bytes but header {dims} needs "
@@ -166,43 +173,87 @@ def _bad_gzip(path, err) -> ValueError:
     return ValueError(f"{path}: corrupt or truncated gzip data ({err}); re-download it")
 
 
+def _read_up_to(stream, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        block = stream.read(left)
+        if not block:
+            break
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
+
+
+def _gunzip_idx(path: pathlib.Path, expected_magic: int | None, sink) -> tuple[int, tuple]:
+    """Decompress the gzipped IDX file ``path`` into ``sink(bytes)``, checking its header
+    first and never producing more than the size the header announces (a small archive that
+    would expand to gigabytes is refused after one byte too many). ``(header, dims)``."""
+    try:
+        with gzip.open(path, "rb") as src:
+            head = _read_up_to(src, 4)
+            head += _read_up_to(src, 4 * head[3]) if len(head) == 4 else b""
+            header, dims, expected = _idx_header(path, head, expected_magic)
+            sink(head)
+            left = expected - len(head)
+            while left > 0:
+                block = src.read(min(left, 1 << 22))
+                if not block:
+                    raise ValueError(f"{path}: file truncated: {expected - left} bytes but "
+                                     f"header {dims} needs {expected}; re-download it")
+                sink(block)
+                left -= len(block)
+            if src.read(1):
+                raise ValueError(f"{path}: file has trailing bytes: more than the {expected} "
+                                 f"bytes header {dims} needs; re-download it")
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+        raise _bad_gzip(path, e) from None
+    return header, dims
+
+
 def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
     """Read one (optionally gzipped) unsigned-byte IDX file into a ``uint8`` array.
 
     Raises ``FileNotFoundError`` if missing, ``ValueError`` if the magic number, the header
-    or the byte count is wrong (truncated or corrupt file).
+    or the byte count is wrong (truncated or corrupt file); a gzipped file is decompressed
+    only up to the size its header announces.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path}")
+    if _is_gzip(path):
+        raw = bytearray()
+        header, dims = _gunzip_idx(path, expected_magic, raw.extend)
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
     raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, gzip.BadGzipFile) as e:
-            raise _bad_gzip(path, e) from None
     header, dims = _idx_layout(path, raw[:4 + 4 * 255], len(raw), expected_magic)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _unpacked(path: pathlib.Path) -> pathlib.Path:
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unpacked(path: pathlib.Path, expected_magic: int | None = None) -> pathlib.Path:
     """The decompressed copy of the gzipped ``path`` in the user cache folder
-    (``$XDG_CACHE_HOME/jaxprune/idx``), written once (streamed, then renamed into place, so
-    processes that unpack at the same time do not see each other's partial files)."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    target = pathlib.Path(user_cache_dir("idx")) / f"{path.stem}-{key.hexdigest()[:16]}"
+    (``$XDG_CACHE_HOME/jaxprune/idx``), keyed on the archive's SHA-256 and written once
+    (streamed up to the size its header announces, then renamed into place, so processes that
+    unpack at the same time do not see each other's partial files; nothing is left on an
+    error)."""
+    target = pathlib.Path(user_cache_dir("idx")) / f"{path.stem}-{_sha256(path)[:32]}"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
-        with gzip.open(path, "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
+        with open(partial, "wb") as dst:
+            _gunzip_idx(path, expected_magic, dst.write)
         os.replace(partial, target)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
+    finally:
         partial.unlink(missing_ok=True)
-        raise _bad_gzip(path, e) from None
     return target
 
 
@@ -213,7 +264,7 @@ def open_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path}")
-    flat = _unpacked(path) if _is_gzip(path) else path
+    flat = _unpacked(path, expected_magic) if _is_gzip(path) else path
     with open(flat, "rb") as f:
         head = f.read(4 + 4 * 255)
     header, dims = _idx_layout(path, head, flat.stat().st_size, expected_magic)
