@@ -213,8 +213,16 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 def join_processes(args: argparse.Namespace) -> tuple[int, int]:
     """Join the multi-process run the flags of :func:`add_training_arguments` describe (call
     before anything else uses JAX); ``(0, 1)`` for a single process."""
-    return distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                                  auto=args.distributed)
+    joined = distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                    auto=args.distributed)
+    distributed.check_same_config(_run_config(args))
+    return joined
+
+
+def _run_config(args: argparse.Namespace) -> str:
+    """The flags every process of a run must share, as text (not its own process id)."""
+    own = ("process_id", "_run", "no_progress", "debug")
+    return json.dumps({k: repr(v) for k, v in sorted(vars(args).items()) if k not in own})
 
 
 _CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum", "nesterov",

@@ -9,21 +9,27 @@ and JSON files (:func:`is_main`). CPU processes talk through JAX's gloo collecti
 Three ways to start a run:
 
 * explicit: ``initialize("10.0.0.1:1234", num_processes=4, process_id=i)`` in process ``i``
-  (the CLI's ``--coordinator HOST:PORT --num-processes N --process-id I``);
+  (the CLI's ``--coordinator HOST:PORT --num-processes N --process-id I``); process 0's
+  coordinator listens on that address only (``127.0.0.1:PORT`` for a run on one host);
 * detected: ``initialize(auto=True)`` (the CLI's ``--distributed``) lets JAX read the cluster
   from its environment (SLURM, Open MPI, Kubernetes, Cloud TPU, ...);
 * neither: a single process; nothing to do.
+
+Any process that reaches the coordinator's port can join a run as one of its processes, and
+the processes exchange parameters unencrypted: run multi-host jobs on a trusted network only.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
-__all__ = ["initialize", "shard", "is_main", "process_count", "barrier"]
+__all__ = ["initialize", "check_same_config", "shard", "is_main", "process_count", "barrier"]
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -52,11 +58,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                              f"got {num_processes} and {process_id}")
     if jax.distributed.is_initialized():
         raise ValueError("jax.distributed is already initialized in this process")
+    # JAX's preemption service swallows SIGTERM (it only marks a sync point that jaxprune
+    # does not poll): without it, SIGTERM ends a process as it ends any other program
+    jax.config.update("jax_enable_preemption_service", False)
     try:
         if auto:
             jax.distributed.initialize()
-        else:
-            jax.distributed.initialize(str(coordinator), int(num_processes), int(process_id))
+        else:  # the coordinator (process 0) listens on the address given, not on every
+            # interface: a local run names 127.0.0.1 and nothing off the host can join
+            jax.distributed.initialize(str(coordinator), int(num_processes), int(process_id),
+                                       coordinator_bind_address=str(coordinator))
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"could not join the multi-process run: {str(e).splitlines()[0]}"
                          ) from None
@@ -77,6 +88,21 @@ def _stdout_to_stderr():
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def check_same_config(config: str) -> None:
+    """``ValueError`` in every process when the processes of a run were started with
+    different ``config`` (e.g. their command-line flags): compared by hash at the start, so a
+    mismatch fails fast instead of deadlocking later. Nothing in a single process."""
+    if jax.process_count() == 1:
+        return
+    digest = np.frombuffer(hashlib.sha256(config.encode()).digest(), np.uint32)
+    everyone = np.asarray(multihost_utils.process_allgather(digest))
+    differ = [i for i in range(len(everyone)) if not np.array_equal(everyone[i], everyone[0])]
+    if differ:
+        raise ValueError(f"the processes of this run were started with different settings "
+                         f"(process(es) {', '.join(map(str, differ))} differ from process 0); "
+                         "run the same command in every process")
 
 
 def process_count() -> int:
