@@ -133,3 +133,32 @@ def test_anneal_runs_its_whole_budget_and_early_stop_may_not():
     with pytest.raises(ValueError):
         protocol.finetune(model, variables, train_ds, val_ds, max_epochs=6, schedule="anneal",
                           **kw)
+
+
+def test_budget_chosen_on_the_validation_split_and_kept_on_resume(tmp_path, monkeypatch):
+    import argparse
+
+    calls = []
+
+    def fake_finetune(small, params, train_ds, val_ds, **kw):
+        calls.append(kw["ft_epochs"])
+        return kw["ft_epochs"], 0, kw["ft_epochs"]          # "variables" = the budget
+
+    monkeypatch.setattr(protocol, "finetune", fake_finetune)
+    monkeypatch.setattr(protocol, "_pruned", lambda *a, **k: ("small", None, None, {}, {}))
+    monkeypatch.setattr(protocol.harness, "error", lambda m, v, ds: abs(v - 10) + 1.0)
+    args = argparse.Namespace(ratios=[0.9, 0.95], finetune="both", ft_budgets=[5, 10, 20],
+                              allocation="bound", reweight="on", max_epochs=30, patience=3,
+                              finetune_lr=1e-3, batch_size=8, kd_alpha=0.5)
+    rows = protocol.Rows(tmp_path, {"ft_epochs": "auto"}, resume=False)
+    chosen = protocol.choose_budget(args, "model", {0: "dense"}, (None, None, None), rows,
+                                    (4, 4, 1), None, "coreset")
+    assert chosen == 10 and len(calls) == 3 * 2 * 2          # budgets x ratios x recipes
+    saved = json.loads((tmp_path / "results.json").read_text())["ft_budget_search"]
+    assert saved["chosen"] == 10 and saved["val_err"]["10"] == 1.0
+    again = protocol.Rows(tmp_path, {"ft_epochs": "auto"}, resume=True)
+    assert protocol.choose_budget(args, None, {}, None, again, None, None, "coreset") == 10
+    doc = {"config": {"ft_schedule": "anneal", "ft_epochs": "auto", "finetune_lr": 1e-3,
+                      "kd_alpha": 0.5}, "rows": [], "ft_budget_search": saved}
+    assert "10 epochs, chosen among 5, 10, 20 on the validation split" in \
+        protocol.schedule_note(doc)

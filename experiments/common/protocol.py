@@ -53,7 +53,7 @@ def cpu_name() -> str:
 
 
 # what a results file written before issue 33 (no such keys) was run with
-LEGACY = {"ft_schedule": "early_stop", "ft_epochs": None}
+LEGACY = {"ft_schedule": "early_stop", "ft_epochs": None, "ft_budgets": None}
 
 
 class Rows:
@@ -62,7 +62,8 @@ class Rows:
 
     ``config`` holds the arguments that define the experiment (stored under ``config_name``);
     a resume with other values is refused rather than silently mixed. ``key``: the row fields
-    that identify one trial (:meth:`has`)."""
+    that identify one trial (:meth:`has`). ``extra``: further top-level entries (kept from a
+    resumed file, merged with what :meth:`save` is given, written every time)."""
 
     def __init__(self, out: pathlib.Path, config: dict, resume: bool,
                  key=("method", "ratio", "dense_seed", "seed", "finetune"),
@@ -71,6 +72,7 @@ class Rows:
         self.config = to_jsonable(config)
         self.fields, self.config_name = tuple(key), config_name
         self.rows: list[dict] = []
+        self.extra: dict = {}
         if resume and self.path.exists():
             doc = json.loads(self.path.read_text())
             saved = doc.get(config_name)
@@ -82,6 +84,7 @@ class Rows:
                                  f"({doc.get(config_name)}); use another --out or drop "
                                  "--resume")
             self.rows = doc["rows"]
+            self.extra = {k: v for k, v in doc.items() if k not in (config_name, "rows", "cpu")}
 
     def key(self, row: dict) -> tuple:
         return tuple(row[k] for k in self.fields)
@@ -95,8 +98,9 @@ class Rows:
 
     def save(self, extra: dict | None = None) -> dict:
         """Write the file; returns the document written."""
+        self.extra.update(extra or {})
         doc = {self.config_name: self.config, "rows": self.rows, "cpu": cpu_name(),
-               **(extra or {})}
+               **self.extra}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(to_jsonable(doc), indent=1, allow_nan=False))
         tmp.replace(self.path)
@@ -218,10 +222,52 @@ def _pruned(model, dense, entry, ratio, seed, data_batch, allocation, reweight, 
     return res.model(model), params, None, res.report, dict(res.widths)
 
 
-def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch) -> None:
+def choose_budget(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch,
+                  reference: str) -> int:
+    """``--ft-epochs auto``: the annealed fine-tune budget, chosen on the validation split.
+
+    For every candidate in ``args.ft_budgets``: the reference method on the first dense net,
+    at every ratio and recipe, fine-tuned with that budget; the candidate with the lowest mean
+    validation error wins (ties: the shorter one). The test set is never looked at. The search
+    is saved in ``results.json`` (``ft_budget_search``) and reused by ``--resume``."""
+    if "ft_budget_search" in rows.extra:
+        return int(rows.extra["ft_budget_search"]["chosen"])
+    train_ds, val_ds, _ = splits
+    recipes = ("plain", "kd") if args.finetune == "both" else (args.finetune,)
+    seed, dense = next(iter(nets.items()))
+    errors: dict[int, list[float]] = {}
+    for ratio in args.ratios:
+        small, params, mask, _, _ = _pruned(model, dense, reference, ratio, 0, data_batch,
+                                            args.allocation, args.reweight == "on",
+                                            input_shape, getattr(args, "unit", "params"))
+        for budget in args.ft_budgets:
+            for recipe in recipes:
+                tuned, _, _ = finetune(small, params, train_ds, val_ds, recipe=recipe,
+                                       teacher=(model, dense), seed=0,
+                                       max_epochs=args.max_epochs, patience=args.patience,
+                                       lr=args.finetune_lr, batch_size=args.batch_size,
+                                       mask=mask, kd_alpha=args.kd_alpha, schedule="anneal",
+                                       ft_epochs=budget)
+                errors.setdefault(budget, []).append(harness.error(small, tuned, val_ds))
+    mean = {b: float(np.mean(v)) for b, v in errors.items()}
+    chosen = min(sorted(mean), key=mean.get)
+    rows.save({"ft_budget_search": {"dense_seed": seed, "method": reference,
+                                    "val_err": {str(b): e for b, e in mean.items()},
+                                    "chosen": chosen}})
+    print(f"fine-tune budget chosen on the validation split: {chosen} epochs "
+          f"({', '.join(f'{b}: {e:.2f}%' for b, e in mean.items())})", flush=True)
+    return chosen
+
+
+def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch,
+           reference: str | None = None) -> None:
     """Every (dense net, ratio, method, prune seed, recipe) row not yet in ``rows``."""
     train_ds, val_ds, test_ds = splits
     recipes = ("plain", "kd") if args.finetune == "both" else (args.finetune,)
+    budget = args.ft_epochs
+    if args.ft_schedule == "anneal" and budget == "auto":
+        budget = choose_budget(args, model, nets, splits, rows, input_shape, data_batch,
+                               reference or args.methods[0])
     for dense_seed, dense in nets.items():
         dense_err = harness.error(model, dense, test_ds)
         for ratio in args.ratios:
@@ -252,7 +298,7 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
                             teacher=(model, dense), seed=seed, max_epochs=args.max_epochs,
                             patience=args.patience, lr=args.finetune_lr,
                             batch_size=args.batch_size, mask=mask, kd_alpha=args.kd_alpha,
-                            schedule=args.ft_schedule, ft_epochs=args.ft_epochs)
+                            schedule=args.ft_schedule, ft_epochs=budget)
                         row = {**key, "finetune": recipe, "dense_err": dense_err,
                                "err_before_ft": before,
                                "err_after_ft": harness.error(small, tuned, test_ds),
@@ -260,7 +306,8 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
                                "random_percentile_before_ft": pct,
                                "random_err_p05": band[0], "random_err_p95": band[1],
                                "epochs_to_converge": epochs, "epochs_run": run_for,
-                               "ft_schedule": args.ft_schedule, "widths": widths,
+                               "ft_schedule": args.ft_schedule, "ft_epochs": budget,
+                               "widths": widths,
                                "kind": report["kind"],
                                "reweight": "on" if args.reweight == "on" and parse_entry(
                                    entry)[2] else "off",
@@ -275,7 +322,17 @@ def trials(args, model, nets: dict, splits, rows: Rows, input_shape, data_batch)
 DEFINING = ("ratios", "methods", "allocation", "dense_seeds", "seeds", "finetune", "max_epochs",
             "patience", "finetune_lr", "kd_alpha", "random_subsets", "reweight", "train_epochs",
             "batch_size", "widths", "val_size", "data_batch", "dataset", "limit_train",
-            "ft_schedule", "ft_epochs")
+            "ft_schedule", "ft_epochs", "ft_budgets")
+
+
+def _budget(text: str):
+    """``--ft-epochs``: a positive number of epochs or ``auto``."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("--ft-epochs must be >= 1 or 'auto'")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
@@ -296,9 +353,11 @@ def add_arguments(p: argparse.ArgumentParser, *, ratios, out: str) -> None:
                         "reaches 0 at the end), best validation epoch kept; early_stop: the "
                         "recipe of the results committed before issue 33 (cosine over "
                         "--max-epochs, stopped after --patience epochs without improvement)")
-    p.add_argument("--ft-epochs", type=int, default=None,
+    p.add_argument("--ft-epochs", type=_budget, default=None,
                    help="anneal: the fixed fine-tune budget (default: --max-epochs, at most "
-                        "15)")
+                        "15), or 'auto': chosen among --ft-budgets on the validation split")
+    p.add_argument("--ft-budgets", type=int, nargs="+", default=[5, 10, 15, 20],
+                   help="--ft-epochs auto: the candidate budgets")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="fine-tune epochs at most (early_stop: the cosine horizon)")
     p.add_argument("--patience", type=int, default=3,
@@ -335,6 +394,8 @@ def finish_arguments(p, args, methods, full_methods, reference: str):
     args.max_epochs = args.max_epochs or (30 if args.full else 8)
     if args.ft_schedule == "anneal":
         args.ft_epochs = args.ft_epochs or min(args.max_epochs, 15)
+    if args.ft_epochs != "auto":
+        args.ft_budgets = None          # only a setting of the search
     if args.random_subsets is None:
         args.random_subsets = 100 if args.full else 20
     for entry in args.methods:
@@ -367,10 +428,8 @@ def run(args, make_model, recipe: str, reference: str, paper: dict, title: str,
                       args.train_epochs, args.batch_size)
     batch = harness.validation_batch(val_ds, args.data_batch)
     trials(args, model, nets, (train_ds, val_ds, test_ds), rows, train_ds.images.shape[1:],
-           batch)
-    doc = {"config": rows.config, "rows": rows.rows, "cpu": cpu_name()}
-    rows.save({"cpu": doc["cpu"]})
-    return write_report(doc, args, out, reference, paper, title, block)
+           batch, reference)
+    return write_report(rows.save(), args, out, reference, paper, title, block)
 
 
 def schedule_note(doc: dict) -> str:
@@ -381,9 +440,15 @@ def schedule_note(doc: dict) -> str:
     schedule = cfg.get("ft_schedule", LEGACY["ft_schedule"])
     kd = f"kd = logit MSE to the dense net, α = {cfg['kd_alpha']}"
     if schedule == "anneal":
-        return (f"Fine-tuning (schedule `anneal`): Adam {cfg['finetune_lr']}, a fixed "
-                f"{cfg['ft_epochs']} epochs with the cosine horizon equal to them (the rate "
-                f"reaches 0 at the last step), the best validation epoch's weights kept; {kd}.")
+        search = doc.get("ft_budget_search")
+        chosen = (f"{search['chosen']} epochs, chosen among "
+                  f"{', '.join(search['val_err'])} on the validation split (mean validation "
+                  f"error of {search['method']}'s fine-tunes on net {search['dense_seed']}: "
+                  + ", ".join(f"{b}: {e:.2f} %" for b, e in search["val_err"].items()) + ")"
+                  if search else f"{cfg['ft_epochs']} epochs")
+        return (f"Fine-tuning (schedule `anneal`): Adam {cfg['finetune_lr']}, a fixed budget of "
+                f"{chosen}, with the cosine horizon equal to it (the rate reaches 0 at the last "
+                f"step), the best validation epoch's weights kept; {kd}.")
     top, patience = cfg["max_epochs"], cfg["patience"]
     best = np.asarray([r["epochs_to_converge"] for r in rows], np.float64)
     stop = np.minimum(best + patience, top)
