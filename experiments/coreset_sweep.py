@@ -181,7 +181,20 @@ def format_table(result) -> str:
         f"({pooled[best]:.2f} %; default {pooled.get(DEFAULT, float('nan')):.2f} %). "
         f"{verdict} Significantly worse (95 % interval, uncorrected): "
         f"{'; '.join(worse) or 'none'}. After Holm's correction over all {len(tested)} "
-        f"comparisons with the default: {'; '.join(held) or 'none'}.")
+        f"comparisons with the default: {'; '.join(held) or 'none'}." + _widths_line(rows))
+
+
+def _widths_line(rows) -> str:
+    """The kept widths per allocation and ratio (range over nets and k where they differ)."""
+    allocations = list(dict.fromkeys(r["allocation"] for r in rows))
+    ratios = list(dict.fromkeys(r["ratio"] for r in rows))
+    if not rows or not rows[0].get("widths"):
+        return ""
+    cells = "; ".join(f"{a}: " + ", ".join(
+        report.widths_cell([r for r in rows if r["allocation"] == a and r["ratio"] == q])
+        for q in ratios) for a in allocations)
+    return (f"\n\nWidths kept ({'/'.join(rows[0]['widths'])}) at PR "
+            + ", ".join(f"{100 * q:.1f}" for q in ratios) + f" %: {cells}.")
 
 
 if __name__ == "__main__":
