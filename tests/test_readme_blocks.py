@@ -162,3 +162,7 @@ def test_budget_chosen_on_the_validation_split_and_kept_on_resume(tmp_path, monk
                       "kd_alpha": 0.5}, "rows": [], "ft_budget_search": saved}
     assert "10 epochs, chosen among 5, 10, 20 on the validation split" in \
         protocol.schedule_note(doc)
+
+
+def test_committed_tables_match_their_results_files():
+    assert readme_report.table_drift() == []
