@@ -10,7 +10,9 @@ renderer here (:data:`BLOCKS`), which calls the same function its experiment scr
     python experiments/readme_report.py --write            # rewrite every block
     python experiments/readme_report.py --write --block table1
 
-``tests/test_readme_blocks.py`` runs ``--check``'s comparison.
+``--check`` also compares each experiment's committed ``table.md`` with what its script's
+``--report-only`` would write (:data:`TABLE_FILES`). ``tests/test_readme_blocks.py`` runs both
+comparisons.
 """
 from __future__ import annotations
 
