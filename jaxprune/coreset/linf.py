@@ -24,13 +24,13 @@ Lemma 2.5 then holds with ``1 + sqrt(R_in R_out) sqrt(r) ≤ 2 r^1.5`` (``R ≈ 
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.geometry import (DEFAULT_RTOL, caratheodory_core, ellipsoid_of, f64, frame_of,
                                min_norm_point_core, mvee_frame, out_dtype, precision)
 
@@ -98,7 +98,7 @@ def _linf_core(points, mask, cfg: LinfConfig):
     return LinfCoreset(S_mask, r, verts_p, vvalid, W_full, res, r_in, r_out)
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@cheap_jit(static_argnames=("cfg",))
 def _linf_jit(points, mask, cfg):
     return _linf_core(points, mask, cfg)
 

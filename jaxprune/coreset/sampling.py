@@ -9,7 +9,6 @@ sensitivities, ties to the lower index, no reweighting.  All jitted, fixed shape
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.geometry import f64, out_dtype, precision
+from jaxprune.geometry._compile import cheap_jit
 
 
 class Sample(NamedTuple):
@@ -43,14 +43,14 @@ def _weights(counts, s, m):
     return jnp.where(counts > 0, counts * t / (m * jnp.where(s > 0, s, 1.0)), 0.0)
 
 
-@partial(jax.jit, static_argnames=("m",))
+@cheap_jit(static_argnames=("m",))
 def _sample_jit(key, s, m):
     idx = _draw(key, s, m)
     counts = jnp.zeros(s.shape[0], jnp.int32).at[idx].add(1)
     return counts, _weights(counts, s, m)
 
 
-@partial(jax.jit, static_argnames=("max_draws",))
+@cheap_jit(static_argnames=("max_draws",))
 def _until_jit(key, s, k, max_draws):          # k is traced: no recompiles per target width
     n = s.shape[0]
     idx = _draw(key, s, max_draws)
@@ -116,7 +116,7 @@ def sample_until_distinct(key, sensitivities, k: int, max_draws: int | None = No
     return out
 
 
-@partial(jax.jit, static_argnames=("k",))
+@cheap_jit(static_argnames=("k",))
 def _topk_jit(s, k):
     _, idx = jax.lax.top_k(s, k)
     return jnp.zeros(s.shape[0], bool).at[idx].set(True), idx

@@ -21,7 +21,6 @@ after ≤ n rounds.  Points outside ``mask`` (padding) get sensitivity 0 and lay
 """
 from __future__ import annotations
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +28,7 @@ import numpy as np
 
 from jaxprune.coreset.linf import LinfConfig, _linf_core
 from jaxprune.geometry import f64, frame_of, out_dtype, precision
+from jaxprune.geometry._compile import cheap_jit
 
 
 PEEL_CONFIG = LinfConfig(tol=2e-2)
@@ -86,7 +86,7 @@ def _peel_core(points, mask, cfg: LinfConfig):
     return s, layer, i - 1
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@cheap_jit(static_argnames=("cfg",))
 def _peel_jit(points, mask, cfg):
     return _peel_core(points, mask, cfg)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.geometry._precision import f64, out_dtype, precision
 
 
@@ -95,12 +96,12 @@ def _booster_core(P, w, mask, r, chunks):
     return caratheodory_core(P, w, w > 0, r)
 
 
-@jax.jit
+@cheap_jit
 def _cara_jit(P, w, mask):
     return caratheodory_core(P, w, mask, P.shape[1])
 
 
-@jax.jit
+@cheap_jit
 def _booster_jit(P, w, mask):
     d = P.shape[1]
     return _booster_core(P, w, mask, d, 2 * d + 2)

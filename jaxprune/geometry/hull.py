@@ -15,11 +15,11 @@ line 8.  One ``lax.while_loop``, fixed shapes.
 """
 from __future__ import annotations
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.geometry._precision import f64, out_dtype, precision
 
 
@@ -133,7 +133,7 @@ def min_norm_point_core(P, mask, t, tol, max_iter):
     return w, res, it
 
 
-@partial(jax.jit, static_argnames=("max_iter", "method"))
+@cheap_jit(static_argnames=("max_iter", "method"))
 def _fw_jit(P, mask, t, tol, max_iter, method="wolfe"):
     cen = jnp.sum(jnp.where(mask[:, None], P, 0.0), 0) / jnp.maximum(jnp.sum(mask), 1)
     scale = jnp.maximum(jnp.max(jnp.where(mask, jnp.linalg.norm(P - cen, axis=1), 0.0)), 1e-30)

@@ -41,13 +41,13 @@ the max over ``supp u`` (support-function argument), which :mod:`jaxprune.corese
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.geometry._precision import f64, out_dtype, precision
 from jaxprune.geometry.subspace import DEFAULT_RTOL, _frame_pt
 
@@ -324,13 +324,13 @@ def _mvee_pt(pt, mask, tol, max_iter, rtol, out):
 _STATIC = ("tol", "max_iter", "rtol", "out")
 
 
-@partial(jax.jit, static_argnames=_STATIC)
+@cheap_jit(static_argnames=_STATIC)
 def _mvee_masked_core(points, mask, tol, max_iter, rtol, out):
     """Jitted MVEE of ``points`` (n, d)."""
     return _mvee_pt(points.T, mask, tol, max_iter, rtol, out)
 
 
-@partial(jax.jit, static_argnames=_STATIC)
+@cheap_jit(static_argnames=_STATIC)
 def _mvee_masked_core_t(pt, mask, tol, max_iter, rtol, out):
     """Jitted MVEE of points given transposed, ``pt`` (d, n)."""
     return _mvee_pt(pt, mask, tol, max_iter, rtol, out)

@@ -6,12 +6,12 @@ float64 noise floor ``1e4·eps·max|p|·sqrt(n)`` (so exactly equal points have 
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision
 
 DEFAULT_RTOL = 1e-7
@@ -116,7 +116,7 @@ def frame_of(points, mask, rtol):
     return Frame(ft.coords_t.T, *ft[1:])
 
 
-_frame_jit = jax.jit(frame_of)
+_frame_jit = cheap_jit(frame_of)
 
 
 def _prep(points, mask, cdt):
@@ -154,7 +154,7 @@ def affine_subspace(points, mask=None, rtol: float = DEFAULT_RTOL):
         return cast_floats((fr.basis * keep[None, :], fr.offset), dt)
 
 
-@partial(jax.jit, static_argnames=("k",))
+@cheap_jit(static_argnames=("k",))
 def _pca(points, k):
     """Top-``k`` principal components of the centred points ``X`` (n, d).
 
@@ -190,7 +190,7 @@ def pca_project(points, k: int):
         return _pca(f64(points, cdt), int(k)).astype(dt)
 
 
-@partial(jax.jit, static_argnames=("k",))
+@cheap_jit(static_argnames=("k",))
 def _jl(key, points, k):
     g = jax.random.normal(key, (points.shape[1], k), dtype=points.dtype) / jnp.sqrt(k)
     return points @ g

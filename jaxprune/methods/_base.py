@@ -155,11 +155,34 @@ class Method:
                        if k in keyword_options(getattr(self, hook))} for hook in _HOOKS}
 
 
+KEY_BUCKET = 64
+
+
+def split_keys(key: jax.Array, n: int) -> list:
+    """``list(jax.random.split(key, n))`` with one compiled program for every ``n ≤ 64``.
+
+    With JAX's partitionable Threefry (the default) key ``i`` of a split is
+    ``threefry(key, i)`` whatever the count, so the first ``n`` keys of a split into a
+    power-of-two bucket (at least 64) are the very keys of ``split(key, n)``; the keys come
+    back through the host, so no per-``n`` slicing program compiles either."""
+    n = int(n)
+    count = n
+    if jax.config.jax_threefry_partitionable:
+        count = max(KEY_BUCKET, 1 << max(n - 1, 0).bit_length())
+    keys = jax.random.split(key, count)
+    if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):  # raw uint32 keys
+        rows = np.asarray(keys)
+        return [jax.device_put(rows[i]) for i in range(n)]
+    impl = jax.random.key_impl(key)
+    rows = np.asarray(jax.random.key_data(keys))
+    return [jax.random.wrap_key_data(rows[i], impl=impl) for i in range(n)]
+
+
 def per_view(fn: Callable) -> Callable:
     """List form of a one-view scorer ``fn(key, view, **options) -> (C,)``: the key is split
-    into one key per view."""
+    into one key per view (:func:`split_keys`)."""
     def score(key, views, **options):
-        keys = jax.random.split(key, max(len(views), 1))
+        keys = split_keys(key, max(len(views), 1))
         return [fn(k, v, **options) for k, v in zip(keys, views)]
 
     score.__signature__ = _list_signature(fn)

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import coreset, geometry
-from jaxprune.methods._base import LayerView, Method, register
+from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, cheap_jit
+from jaxprune.methods._base import LayerView, Method, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
 
@@ -48,15 +49,42 @@ def project(key: jax.Array, points: jax.Array, projection: str, dim: int) -> jax
     raise ValueError(f"unknown projection {projection!r}; use 'pca', 'jl' or 'none'")
 
 
-@jax.jit
-def weighted_sensitivity(s: jax.Array, outgoing: jax.Array, kappa=1.0) -> jax.Array:
+WEIGHT_TILE = 512  # consumer columns per call of the weighting program
+
+
+@cheap_jit
+def _weighted_tile(s: jax.Array, outgoing: jax.Array) -> jax.Array:
+    """``max_k |w_kj| s_j / Σ_i |w_ki| s_i`` over one tile of consumer columns ``k`` (float64).
+
+    A column's total needs only that column, so tiles are independent and the row maxima of
+    all tiles combine by a max."""
+    mass = outgoing.astype(s.dtype) * s[:, None]  # (C, T)
+    total = jnp.sum(mass, axis=0, keepdims=True)  # (1, T)
+    ratio = jnp.where(total > 0, mass / jnp.where(total > 0, total, 1.0), 0.0)
+    return jnp.max(ratio, axis=1)
+
+
+def weighted_sensitivity(s, outgoing, kappa: float = 1.0) -> jax.Array:
     """``σ_j = κ_φ · max_k |w_kj| s_j / Σ_i |w_ki| s_i`` (columns with zero mass are ignored).
 
-    ``kappa`` is a traced argument, so networks with other activations share the compile."""
-    mass = outgoing * s[:, None]                  # (C, K)
-    total = jnp.sum(mass, axis=0, keepdims=True)  # (1, K)
-    ratio = jnp.where(total > 0, mass / jnp.where(total > 0, total, 1.0), 0.0)
-    return kappa * jnp.max(ratio, axis=1)
+    One compiled program per power-of-two row bucket, whatever the layer: rows are padded
+    with zeros (zero mass) and the columns go through in tiles of ``WEIGHT_TILE``.  Computed
+    in float64 and rounded once to float32, so the result does not depend on the padding or
+    on the order XLA sums a column in."""
+    s = np.asarray(s, np.float64)
+    outgoing = np.asarray(outgoing)
+    rows, cols = outgoing.shape
+    padded = _bucket(rows)
+    s_pad = np.zeros(padded)
+    s_pad[:rows] = s
+    best = np.zeros(padded)
+    with jax.enable_x64(True):
+        for start in range(0, cols, WEIGHT_TILE):
+            part = outgoing[:, start:start + WEIGHT_TILE]
+            tile = np.zeros((padded, WEIGHT_TILE), np.float32)
+            tile[:rows, :part.shape[1]] = part
+            best = np.maximum(best, np.asarray(_weighted_tile(s_pad, tile)))
+    return jax.device_put((kappa * best[:rows]).astype(np.float32))
 
 
 def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
@@ -82,7 +110,7 @@ PEEL_COMPILES = ("auto", "fast", "optimised")
 PEEL_BATCHES = ("auto", "map", "vmap")
 _KERNELS = {
     (batch, compile_): jax.jit(fn, compiler_options=(
-        {"xla_backend_optimization_level": 0} if compile_ == "fast" else None))
+        CHEAP_CPU_OPTIONS if compile_ == "fast" else None))
     for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
     for compile_ in ("fast", "optimised")}
 
@@ -160,8 +188,7 @@ def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
     kappa = activation_constant(activation)
     keys = [None] * len(views)
     if projection == "jl":
-        split = jax.random.split(key, max(len(views), 1))
-        keys = [split[n] for n in range(len(views))]
+        keys = split_keys(key, len(views))
     with jax.enable_x64(True):  # the geometry (rank, MVEE, Carathéodory) runs in float64
         projected = [np.asarray(project(k, np.asarray(v.points, np.float64), projection,
                                         projection_dim)) for k, v in zip(keys, views)]

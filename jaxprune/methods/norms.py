@@ -23,12 +23,12 @@ with ``is_bias=None`` is taken to have no bias columns (every column is kernel).
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.geometry._compile import cheap_jit
 from jaxprune.methods._base import LayerView, Method, per_view, register
 
 
@@ -63,7 +63,7 @@ def kernel_columns(view: LayerView, include_bias: bool) -> jax.Array:
     return view.points if include_bias else _columns(view.points, ~is_bias)
 
 
-@functools.partial(jax.jit, static_argnames=("order",))
+@cheap_jit(static_argnames=("order",))
 def _norm(w: jax.Array, order: int) -> jax.Array:
     w = w.astype(jnp.float32)
     if order == 1:
