@@ -173,7 +173,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory; one whole run (an existing one needs --overwrite "
                         "or --resume)")
     add_out_arguments(p, resume=True)
-    p.add_argument("--epochs", type=_non_negative_int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="GLOBAL batch size (divisible by the device count)")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_POSITIVE,

@@ -35,8 +35,9 @@ import numpy as np
 from jaxprune.cache import user_cache_dir
 
 __all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load",
-           "read_idx", "open_idx", "normalize", "train_val_split", "batches", "num_batches", "crop_flip",
-           "evaluation_split", "head", "load_splits", "sample_images"]
+           "read_idx", "open_idx", "normalize", "train_val_split", "batches", "num_batches",
+           "crop_flip", "evaluation_split", "head", "load_splits", "sample_images",
+           "fingerprint", "check_finite"]
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
                "imagenet2012": 1000}
@@ -453,6 +454,39 @@ def evaluation_split(name: str) -> str:
     """The split a model is tested on: 'validation' for ImageNet (its test labels are not
     public), 'test' otherwise."""
     return "validation" if name == "imagenet2012" else "test"
+
+
+def _in_memory(ds: ArrayDataset) -> np.ndarray | None:
+    """The images of ``ds`` when they are an in-memory array (``None``: read on demand)."""
+    return ds.images if isinstance(ds.images, np.ndarray) else None
+
+
+def fingerprint(ds: ArrayDataset) -> str | None:
+    """SHA-256 of a dataset's images and labels (``None`` for images read on demand, which
+    are not read whole for this)."""
+    images = _in_memory(ds)
+    if images is None:
+        return None
+    digest = hashlib.sha256(f"{images.dtype.str}{images.shape}".encode())
+    for start in range(0, len(images), 4096):
+        digest.update(np.ascontiguousarray(images[start:start + 4096]).tobytes())
+    digest.update(np.ascontiguousarray(ds.labels).tobytes())
+    return digest.hexdigest()
+
+
+def check_finite(ds: ArrayDataset, what: str = "the data") -> None:
+    """``ValueError`` naming the first example whose in-memory float images hold NaN or
+    inf (images read on demand come from uint8 files and are not checked)."""
+    images = _in_memory(ds)
+    if images is None or not np.issubdtype(images.dtype, np.floating):
+        return
+    for start in range(0, len(images), 4096):
+        chunk = images[start:start + 4096]
+        bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if bad.any():
+            first = start + int(np.argmax(bad))
+            raise ValueError(f"{what} ({ds.name}) holds NaN/inf values, first in example "
+                             f"{first}; clean or drop those examples")
 
 
 def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:

@@ -171,11 +171,12 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
 
     ``run_info`` (e.g. the command line) goes into ``config.json``, ``extra_meta`` into both
     ``config.json`` and the saved model's metadata; the run's identity is the command, model,
-    dataset, training config, ``extra_meta`` and ``identity`` (e.g. data limits). Returns the
-    results.
+    dataset (name and checksums), training config, ``extra_meta`` and ``identity`` (e.g. data
+    limits). Returns the results.
     """
     model_cfg = checkpoint.model_record(model)
     ident = {"command": command, "model": model_cfg, "dataset": dataset,
+             "train_data": data.fingerprint(train_ds), "test_data": data.fingerprint(test_ds),
              "train_config": config.to_dict(), **(extra_meta or {}), **(identity or {})}
     with _run_errors(), runs.output_run(out, ident, overwrite=overwrite,
                                         resume=resume) as out:

@@ -135,7 +135,7 @@ def test_resume_is_the_same_run_or_refused_in_one_line(tmp_path):
     (["train", "--label-smoothing", "2"], "--label-smoothing"),
     (["train", "--momentum", "inf"], "--momentum"),
     (["train", "--weight-decay", "-0.1"], "--weight-decay"),
-    (["train", "--epochs", "-1"], "--epochs"),
+    (["train", "--log-every", "-1"], "--log-every"),
     (["finetune", "--distill-temperature", "nan"], "--distill-temperature"),
     (["prune", "--ratio", "0.5", "--fw-step-size", "nan"], "--fw-step-size"),
     (["train", "--overwrite", "--resume"], "not allowed with"),
@@ -181,11 +181,23 @@ class _Tiny(nn.Module):
         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
 
 
+def test_fit_refuses_training_data_that_holds_nan():
+    config = train.TrainConfig(epochs=1, batch_size=8)
+    with pytest.raises(ValueError, match="training data .* NaN/inf values, first in example 37"):
+        train.fit(_Tiny(), _nan_dataset(), config, progress=False)
+
+
 @pytest.mark.parametrize("log_every", [0, 3])
 def test_fit_stops_on_a_non_finite_loss_naming_the_step(tmp_path, log_every):
+    ds = _nan_dataset()
+    ds = data.ArrayDataset(np.nan_to_num(ds.images), ds.labels, 3, "clean")
+    variables = _Tiny().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+    variables = jax.tree.map(lambda a: np.asarray(a).copy(), variables)
+    variables["params"]["Dense_0"]["kernel"][5, 1] = np.inf       # a weight gone bad
     config = train.TrainConfig(epochs=2, batch_size=8, log_every=log_every)
-    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step \d+ \(epoch 1\)"):
-        train.fit(_Tiny(), _nan_dataset(), config, out_dir=tmp_path / "o", progress=False)
+    with pytest.raises(ValueError, match=r"non-finite \(nan or inf\) at step 1 \(epoch 1\)"):
+        train.fit(_Tiny(), ds, config, variables=variables, out_dir=tmp_path / "o",
+                  progress=False)
     assert not (tmp_path / "o" / "checkpoints" / "1").exists()    # the NaN epoch is not saved
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import sys
 import time
@@ -269,12 +268,14 @@ def _add_step(sums, loss, accuracy):
     return loss_sum + loss, acc_sum + accuracy, count + 1, jnp.where(bad, count, first_bad)
 
 
-def _check_finite(loss: float, step: int, epoch: int) -> None:
-    """``ValueError`` naming the step when the training loss is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise ValueError(f"the training loss became non-finite ({loss}) at step {step} (epoch "
-                         f"{epoch + 1}); check the data for NaN/inf values and the learning "
-                         "rate and other hyperparameters")
+def _stop_if_non_finite(first_bad: int, epoch: int, steps_per_epoch: int) -> None:
+    """``ValueError`` naming the global step when ``first_bad`` (the index in epoch ``epoch``
+    of the first step whose loss was NaN/inf, -1 for none) says the loss went bad."""
+    if first_bad >= 0:
+        step = epoch * steps_per_epoch + first_bad + 1
+        raise ValueError(f"the training loss became non-finite (nan or inf) at step {step} "
+                         f"(epoch {epoch + 1}); check the data for NaN/inf values, the "
+                         "learning rate and the other hyperparameters")
 
 
 def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, place: _Placement,
@@ -302,7 +303,7 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
             step = epoch * spe + n_steps
             record = {"kind": "step", "epoch": epoch + 1, "step": step,
                       "loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
-            _check_finite(record["loss"], step, epoch)
+            _stop_if_non_finite(int(sums[3]), epoch, spe)
             if lr_schedule is not None:
                 record["lr"] = float(lr_schedule(step - 1))
             reporter.step(record)
@@ -310,8 +311,7 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     jax.block_until_ready(state["params"])
     wall = time.perf_counter() - t0
     loss_sum, acc_sum, _, first_bad = (float(x) for x in jax.device_get(sums))
-    if first_bad >= 0:
-        _check_finite(math.nan, epoch * spe + int(first_bad) + 1, epoch)
+    _stop_if_non_finite(int(first_bad), epoch, spe)
     return state, {
         "kind": "epoch", "epoch": epoch + 1, "step": int(state["step"]),
         "loss": loss_sum / max(n_steps, 1),
@@ -338,11 +338,13 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     optimizer, learning-rate and weight-decay fields are then unused. ``callbacks``: see
     :data:`Callback`. ``devices``: use the first ``devices`` devices (int) or an explicit device
     list; default all. With ``out_dir`` checkpoints every epoch and resumes from the latest
-    one (see the module docstring). A NaN/inf training loss is a ``ValueError`` naming the
-    first such step, raised at the next logged step or at the end of its epoch (before that
-    epoch is checkpointed).
+    one (see the module docstring). NaN/inf in the (in-memory) training images is a
+    ``ValueError`` before training; a NaN/inf training loss is one naming the first such
+    step, raised at the next logged step or at the end of its epoch (before that epoch is
+    checkpointed).
     """
     model = hashable(model)  # a static argument of the compiled steps
+    data.check_finite(train_ds, "the training data")
     place = _placement(devices)
     spe = _steps_per_epoch(train_ds, config, len(place.devices))
     state, mask = _initial_state(model, train_ds, config, variables, mask, optimizer, spe)
