@@ -33,6 +33,17 @@ from jaxprune.cache import enable_compilation_cache  # noqa: E402
 enable_compilation_cache()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Scheduling by cost (``--dist loadgroup``): a test that uses a module- or class-scoped
+    fixture (a trained net, a parsed script) runs on the worker of its file's other users, so
+    the fixture is built once; every other test is handed to whichever worker is free."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d[-1].scope for d in defs.name2fixturedefs.values()} if defs else set()
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_unconfigure(config):
     """The controller (not an xdist worker) removes the run's cache directory."""
     if _OWN_CACHE and not hasattr(config, "workerinput"):

@@ -1,8 +1,8 @@
 """End-to-end smoke runs of the filter-pruning experiment scripts.
 
 CIFAR-10 / ImageNet come from ``tfds.testing.mock_data`` (random images, nothing on disk);
-tiny widths, 8 examples, one training step and one fine-tuning step per run, on the 4 simulated
-CPU devices of ``conftest.py`` (the train step is data-parallel over all of them). LeNet-5 runs
+tiny widths, 8 examples, one training step and one fine-tuning step per run; the CIFAR run
+trains data-parallel on 2 of the simulated CPU devices of ``conftest.py``. LeNet-5 runs
 on real MNIST in a tiny hidden mode (``--limit-train``).
 
 Almost all of the time here is XLA compilation (tiny models, 8 images), so the runs are set up
@@ -41,7 +41,7 @@ def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
     cf = _scripts.load("cifar_filters")
     argv = ["--models", "vgg16", "resnet56", "--ratios", "0.5", "--width-divisor", "4",
             "--num-blocks", "1", "1", "1", "--out", str(tmp_path / "out"),
-            "--data-dir", str(tmp_path / "tfds"), "--ft-epochs", "1", *TINY]
+            "--data-dir", str(tmp_path / "tfds"), "--ft-epochs", "1", "--devices", "2", *TINY]
     with tfds.testing.mock_data(num_examples=8), jax.threefry_partitionable(False):
         results = cf.main(argv)
     text = capsys.readouterr().out
@@ -60,7 +60,7 @@ def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
     assert cfg["num_blocks"] == [1, 1, 1] and cfg["shortcut"] == "A"
     assert cfg["stage_widths"] == [4, 8, 16]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["devices"] == 4 and len(saved["results"]) == 2
+    assert saved["devices"] == 2 and len(saved["results"]) == 2
     assert (tmp_path / "out" / "table.md").read_text().startswith("| Model |")
     # dense checkpoints exist so a rerun restores instead of training; fine-tuning ran and
     # checkpointed too

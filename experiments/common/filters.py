@@ -220,9 +220,10 @@ def table(results, paper=None) -> str:
 
 
 def write_results(out: pathlib.Path, results, args, text: str):
-    """``<out>/results.json`` (flags, device count, results) and ``<out>/table.md``."""
+    """``<out>/results.json`` (flags, the device count ``fit`` used, results) and ``<out>/table.md``."""
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"args": {k: v for k, v in vars(args).items()}, "devices": jax.device_count(),
+    devices = args.devices or train.default_devices() or jax.local_device_count()
+    payload = {"args": {k: v for k, v in vars(args).items()}, "devices": devices,
                "results": results}
     (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=2))
     (out / "table.md").write_text(text + "\n")

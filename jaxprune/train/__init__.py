@@ -15,17 +15,18 @@ Main entry points::
 * :mod:`._loop`: :func:`fit` (data-parallel loop, orbax checkpoint/resume, ``metrics.jsonl``,
   progress, ``callbacks``; ``mask=`` for masked fine-tunes, ``teacher=`` for distillation
   (Hinton KD or logit matching), ``optimizer=`` for any optax transformation such as
-  stochastic Frank-Wolfe).
+  stochastic Frank-Wolfe); :func:`default_devices` reads ``$JAXPRUNE_DEVICES``, the cap on
+  what ``fit(devices=None)`` uses.
 * :mod:`._eval`: :func:`evaluate`, :func:`predict_logits`.
 """
 from jaxprune.train._config import TrainConfig, default_config, make_optimizer, make_schedule
 from jaxprune.train._eval import evaluate, predict_logits
-from jaxprune.train._loop import MAX_IN_FLIGHT_STEPS, Callback, FitResult, fit
+from jaxprune.train._loop import MAX_IN_FLIGHT_STEPS, Callback, FitResult, default_devices, fit
 from jaxprune.train._step import (cross_entropy, distillation_loss, init_opt_state,
                                   init_variables, logit_mse, make_train_step, total_loss,
                                   train_step_fn, variables_of)
 
 __all__ = ["MAX_IN_FLIGHT_STEPS", "Callback", "FitResult", "TrainConfig", "cross_entropy",
-           "default_config", "distillation_loss", "evaluate", "fit", "init_opt_state",
+           "default_config", "default_devices", "distillation_loss", "evaluate", "fit", "init_opt_state",
            "init_variables", "logit_mse", "make_optimizer", "make_schedule", "make_train_step",
            "predict_logits", "total_loss", "train_step_fn", "variables_of"]
