@@ -27,7 +27,6 @@ import gzip
 import hashlib
 import os
 import pathlib
-import shutil
 from typing import Any, Callable, Iterator
 
 import numpy as np

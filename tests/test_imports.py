@@ -20,7 +20,7 @@ LAYERS = [
     ("jaxprune.selection",),
     ("jaxprune.optim",),
     ("jaxprune.reconstruct",),
-    ("jaxprune.checkpoint",),
+    ("jaxprune.checkpoint", "jaxprune.runs"),
     ("jaxprune.train",),
     ("jaxprune.methods",),
     ("jaxprune.views",),
