@@ -191,7 +191,7 @@ def model_record(model) -> dict:
                            for path, fields in model.sizes]
     try:
         record["spec"] = module_spec(model)
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - whatever the fields hold, the save goes on
         cls = type(base)
         record["unrecorded"] = {"class": f"{cls.__module__}:{cls.__qualname__}",
                                 "reason": first_line(err)}

@@ -171,7 +171,7 @@ def test_pruned_user_module_round_trips_through_a_checkpoint(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         checkpoint.save_model(tmp_path / "m", small, res.params)
-    loaded, variables, _ = checkpoint.load_model(tmp_path / "m")
+    loaded, variables, _ = checkpoint.load_model(tmp_path / "m", trust=(SetupStyle.__module__,))
     assert loaded == small
     x = jax.random.normal(jax.random.key(2), (4, 10))
     np.testing.assert_allclose(loaded.apply(variables, x), small.apply(res.params, x),

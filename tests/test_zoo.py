@@ -190,7 +190,7 @@ _RESTORE = textwrap.dedent("""
     from jaxprune import checkpoint
     root, cases = sys.argv[1], json.loads(sys.argv[2])
     for name, kwargs in cases.items():
-        model, variables, meta = checkpoint.load_model(root + "/" + name)
+        model, variables, meta = checkpoint.load_model(root + "/" + name, trust=("zoo",))
         x = np.load(root + "/" + name + "/x.npy")
         np.save(root + "/" + name + "/restored.npy", np.asarray(model.apply(variables, x, **kwargs)))
         print(name, type(model).__name__, type(model.module).__module__,
