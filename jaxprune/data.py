@@ -10,7 +10,8 @@ Sources (nothing ever downloads):
   ``sha256sum``) lies beside them, the files listed in it are verified too.
 * **TFDS** for everything else (and for MNIST-format names when no IDX directory exists):
   ``tfds.data_source(name, split, data_dir, download=False)`` (ArrayRecord format, which
-  needs no TensorFlow). The dataset must already be prepared, e.g. ``tfds build cifar10``.
+  needs no TensorFlow, only the ``[data]`` extra: ``pip install 'jaxprune[data]'``). The
+  dataset must already be prepared, e.g. ``tfds build cifar10``.
   ImageNet ('imagenet2012') needs the manual TFDS preparation (the archives downloaded by
   hand into ``<tfds_dir>/downloads/manual/``); images are resized (shorter side to
   ``image_size / 0.875``) and centre-cropped to ``image_size``. Loading a whole ImageNet
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import importlib
 import os
 import pathlib
 from typing import Any, Callable, Iterator
@@ -332,8 +334,19 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
 
 # ------------------------------------------------------------------------------------- TFDS
 
+def _optional(module: str, purpose: str):
+    """Import ``module`` of the ``[data]`` extra, or say in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.split(".")[0]:
+            raise
+        raise ModuleNotFoundError(f"{purpose} needs {e.name}: pip install 'jaxprune[data]'",
+                                  name=e.name) from None
+
+
 def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image  # lazy: optional heavy dependency
+    Image = _optional("PIL.Image", "resizing ImageNet images")
 
     if img.ndim == 2:
         img = img[..., None]
@@ -352,7 +365,13 @@ def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
                ) -> ArrayDataset:
-    import tensorflow_datasets as tfds  # lazy: optional heavy dependency
+    try:
+        tfds = _optional("tensorflow_datasets", f"loading {name!r} through TFDS")
+    except ModuleNotFoundError as e:
+        if name not in IDX_DATASETS:
+            raise
+        idx = _how_to_get(name, data_dir or "$JAXPRUNE_DATA_DIR")
+        raise ModuleNotFoundError(f"{e} (or read its IDX files: {idx})", name=e.name) from None
 
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)

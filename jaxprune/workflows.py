@@ -45,12 +45,13 @@ class UsageError(Exception):
 
 @contextlib.contextmanager
 def _dataset_errors(name: str):
-    """Unknown dataset names and unreadable/missing files -> :class:`UsageError`."""
+    """Unknown dataset names, unreadable/missing files and a missing ``[data]`` extra ->
+    :class:`UsageError`."""
     if name not in data.DATASETS:
         raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(data.DATASETS)}")
     try:
         yield
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as e:
         raise UsageError(f"dataset {name!r} not available: {e}") from None
 
 

@@ -2,6 +2,7 @@
 import gzip
 import hashlib
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -221,6 +222,17 @@ def test_tfds_fallback_for_mnist_without_idx_dir(tmp_path):
 def test_tfds_missing_dataset_is_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
         data.load("cifar10", "test", data_dir=tmp_path)
+
+
+
+@pytest.mark.parametrize("name, hint", [("cifar10", "loading 'cifar10' through TFDS"),
+                                        ("mnist", "IDX files")])
+def test_tfds_not_installed_names_the_extra(tmp_path, monkeypatch, name, hint):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError) as err:
+        data.load(name, "test", data_dir=tmp_path)
+    assert "pip install 'jaxprune[data]'" in str(err.value) and hint in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------ batching etc.

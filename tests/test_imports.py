@@ -3,6 +3,8 @@ and fail on a cycle, on an import against the declared layer order, on a functio
 import of a jaxprune module, or on a private name taken from outside its own subpackage."""
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -177,3 +179,16 @@ def test_the_checker_sees_imports(code, inner):
     found = _imports("jaxprune.geometry", source=code)
     assert [(t, f) for t, _, f in found] == [(found[0][0], inner)]
     assert _layer(found[0][0]) > _layer("jaxprune.geometry")
+
+
+OPTIONAL = ("tensorflow_datasets", "matplotlib", "PIL", "tensorflow")
+
+
+@pytest.mark.parametrize("module", ["jaxprune", "jaxprune.cli"])
+def test_importing_the_library_loads_no_optional_extra(module):
+    """TFDS (``[data]``) and matplotlib (``[plots]``) load only where a function needs them."""
+    code = (f"import sys, {module}\n"
+            f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(OPTIONAL)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.split() == []

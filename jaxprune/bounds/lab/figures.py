@@ -12,9 +12,14 @@ __all__ = ["plot_guarantee", "plot_sparsity_first", "plot_finetune", "plot_alpha
 
 
 def _plt():
-    import matplotlib  # lazy: optional heavy dependency
+    """matplotlib's pyplot on the Agg backend (the ``[plots]`` extra)."""
+    try:
+        import matplotlib  # lazy: the [plots] extra
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("drawing the bounds figures needs matplotlib: "
+                                  "pip install 'jaxprune[plots]'", name="matplotlib") from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: optional heavy dependency
+    import matplotlib.pyplot as plt
     return plt
 
 
