@@ -427,6 +427,30 @@ def _run_prune(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model directory (save_model / prune --out)")
+    p.add_argument("--out", required=True, help="the file to write; its record goes to OUT.json")
+    p.add_argument("--format", default="stablehlo", choices=("stablehlo", "safetensors", "onnx"),
+                   help="stablehlo: the inference function with its weights (jax.export; "
+                        "loads with jax alone); safetensors: the weights; onnx: via jax2onnx "
+                        "(the 'onnx' extra)")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="batch size of the exported function (default: any batch where the "
+                        "model allows it, else 1)")
+    add_trust_argument(p)
+
+
+def _run_export(args) -> int:
+    from jaxprune import export  # jax.export and the converters load only for this command
+
+    record = export.export(args.checkpoint, args.out, format=args.format, batch=args.batch,
+                           trust=args.trust)
+    _print_json({k: v for k, v in record.items() if k not in ("tensors", "model")})
+    return 0
+
+
 register_command("train", "train a model from scratch", _add_train, _run_train)
 register_command("evaluate", "evaluate a saved model (prints one JSON object)", _add_evaluate,
                  _run_evaluate)
@@ -435,6 +459,9 @@ register_command("finetune", "fine-tune a saved (e.g. pruned) model", _add_finet
 register_command("prune", "prune a saved model: neurons/filters (smaller model out) or, with "
                  "--method magnitude/sipp, individual weights (same shapes, pruned weights 0)",
                  _add_prune, _run_prune)
+register_command("export", "export a saved model for serving without jaxprune (StableHLO, "
+                 "safetensors weights or ONNX) plus a JSON record of it", _add_export,
+                 _run_export)
 
 
 # ----------------------------------------------------------------------------- entry point
