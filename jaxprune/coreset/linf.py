@@ -63,11 +63,13 @@ def _n_cand(n, d, cfg):
     return int(min(n, k))
 
 
-def _linf_core(points, mask, cfg: LinfConfig):
-    """Masked Algorithm 1; returns :class:`LinfCoreset`.  Pure, fixed shapes, jit/vmap-able."""
+def _linf_core(points, mask, cfg: LinfConfig, fr=None):
+    """Masked Algorithm 1; returns :class:`LinfCoreset`.  Pure, fixed shapes, jit/vmap-able.
+    ``fr``: the masked points' frame (``frame_of(points, mask, cfg.rtol)``) if already known."""
     n, d = points.shape
     dt = points.dtype
-    fr = frame_of(points, mask, cfg.rtol)
+    if fr is None:
+        fr = frame_of(points, mask, cfg.rtol)
     Y, r = fr.coords, fr.rank
     u, _, _ = mvee_frame(Y, mask, r, cfg.tol, cfg.max_iter)
     K = _n_cand(n, d, cfg)

@@ -4,10 +4,11 @@
 ``s(p) = 2 rank(Q)^1.5 / i`` for ``p ∈ S_i``, ``Q = Q \\ S_i``, ``i += 1``; the remaining
 points get ``2 rank(Q)^1.5 / i``.
 
-One ``lax.while_loop`` whose carry is ``(Q mask, s, layer, i, rank(Q))``: ``Q`` shrinks as a
-boolean mask over the fixed (n, d) array, Algorithm 1 runs on the masked set each round
-(:func:`jaxprune.coreset.linf._linf_core`), and ``rank(Q)`` is recomputed at the end of the
-body so the loop test needs no extra work.  No ``lax.cond`` (it would become a select under
+One ``lax.while_loop`` whose carry is ``(Q mask, s, layer, i, frame of Q)``: ``Q`` shrinks as
+a boolean mask over the fixed (n, d) array, Algorithm 1 runs on the masked set each round
+(:func:`jaxprune.coreset.linf._linf_core`), and the affine frame of ``Q`` (which holds
+``rank(Q)``) is recomputed at the end of the body, so the loop test needs no extra work and
+the next round's Algorithm 1 starts from it.  No ``lax.cond`` (it would become a select under
 ``vmap``), so ``jax.vmap`` over a leading batch of equal-shape point sets is efficient and
 each batch member stops independently (the batched while_loop masks finished members).
 
@@ -37,10 +38,6 @@ measured radius ``R ≤ 1.02 (r+1) − 1``, so Lemma 2.5's ``1 + R√r ≤ 2r^1.
 and r = 1 is exact); 1e-3 is ~5× slower on 4096×8 with near-identical layers."""
 
 
-def _rank(points, mask, rtol):
-    return frame_of(points, mask, rtol).rank
-
-
 def _duplicate_classes(points):
     """Class id per point, equal iff the rows are exactly equal (lexsort, ``O(n log n · d)``)."""
     n, d = points.shape
@@ -60,27 +57,28 @@ def _peel_core(points, mask, cfg: LinfConfig):
         return 2.0 * re ** 1.5 / i.astype(dt)
 
     def cond(st):
-        Q, _, _, i, r = st
+        Q, _, _, i, fr = st
         cnt = jnp.sum(Q)
-        re = jnp.maximum(r, 1)
+        re = jnp.maximum(fr.rank, 1)
         return (cnt > 0) & (cnt >= 2 * re * re) & (i <= n)
 
     gid = _duplicate_classes(points)
 
     def body(st):
-        Q, s, layer, i, r = st
-        S = _linf_core(points, Q, cfg).mask & Q
+        Q, s, layer, i, fr = st
+        S = _linf_core(points, Q, cfg, fr).mask & Q
         # exact duplicates of a coreset point join it (same point of the set P)
         hit = jax.ops.segment_max(S.astype(jnp.int32), gid, num_segments=n)
         S = (hit[gid] > 0) & Q
-        s = jnp.where(S, value(r, i), s)
+        s = jnp.where(S, value(fr.rank, i), s)
         layer = jnp.where(S, i, layer)
         Q = Q & ~S
-        return Q, s, layer, i + 1, _rank(points, Q, cfg.rtol)
+        return Q, s, layer, i + 1, frame_of(points, Q, cfg.rtol)
 
     st0 = (mask, jnp.zeros(n, dt), jnp.zeros(n, jnp.int32), jnp.asarray(1, jnp.int32),
-           _rank(points, mask, cfg.rtol))
-    Q, s, layer, i, r = jax.lax.while_loop(cond, body, st0)
+           frame_of(points, mask, cfg.rtol))
+    Q, s, layer, i, fr = jax.lax.while_loop(cond, body, st0)
+    r = fr.rank
     s = jnp.where(Q, value(r, i), s)
     layer = jnp.where(Q, i, layer)
     return s, layer, i - 1

@@ -14,10 +14,12 @@ from jaxprune.geometry.caratheodory import caratheodory, caratheodory_booster, c
 from jaxprune.geometry.hull import convex_combination, min_norm_point_core
 from jaxprune.geometry.mvee import MVEEResult, ellipsoid_of, mvee, mvee_frame, mvee_masked
 from jaxprune.geometry.subspace import (DEFAULT_RTOL, Frame, affine_rank, affine_subspace,
-                                        frame_of, jl_project, masked_frame, pca_project)
+                                        frame_of, jl_project, masked_frame, pca_project,
+                                        pca_project_many)
 
 __all__ = ["MVEEResult", "mvee", "mvee_masked", "caratheodory", "caratheodory_booster",
-           "convex_combination", "affine_rank", "affine_subspace", "pca_project", "jl_project",
+           "convex_combination", "affine_rank", "affine_subspace", "pca_project",
+           "pca_project_many", "jl_project",
            "Frame", "masked_frame",
            # jit-friendly cores the coreset layer composes (masked, fixed shapes)
            "caratheodory_core", "min_norm_point_core", "ellipsoid_of", "mvee_frame", "frame_of",

@@ -154,8 +154,7 @@ def affine_subspace(points, mask=None, rtol: float = DEFAULT_RTOL):
         return cast_floats((fr.basis * keep[None, :], fr.offset), dt)
 
 
-@cheap_jit(static_argnames=("k",))
-def _pca(points, k):
+def _pca_core(points, k):
     """Top-``k`` principal components of the centred points ``X`` (n, d).
 
     Gram/eigh instead of SVD (XLA's CPU SVD is slow), on the smaller side: the d×d matrix
@@ -178,6 +177,29 @@ def _pca(points, k):
     vt = vt * jnp.where(sgn == 0, 1.0, sgn)[:, None]
     out = x @ vt.T
     return jnp.pad(out, ((0, 0), (0, k - kk)))
+
+
+_pca = cheap_jit(_pca_core, static_argnames=("k",))
+
+
+@cheap_jit(static_argnames=("k",))
+def _pca_many(points, k):
+    """:func:`_pca_core` of every array of the list ``points``, in one program."""
+    return [_pca_core(p, k) for p in points]
+
+
+def pca_project_many(points, k: int) -> list:
+    """:func:`pca_project` of several point sets (any shapes) in ONE compiled program.
+
+    A network's layers have many distinct shapes, and each would otherwise cost its own
+    compile; one program over the list shares the per-program costs (each set's arithmetic,
+    and so its result, is that of :func:`pca_project`)."""
+    if not points:
+        return []
+    dts = [out_dtype(p) for p in points]
+    with precision(points[0]) as cdt:
+        outs = _pca_many([f64(p, cdt) for p in points], int(k))
+        return [o if o.dtype == dt else o.astype(dt) for o, dt in zip(outs, dts)]
 
 
 def pca_project(points, k: int):

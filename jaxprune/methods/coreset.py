@@ -21,6 +21,8 @@ Per channel group (main paper §2.3–2.5):
 """
 from __future__ import annotations
 
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,18 @@ def activation_constant(activation: str) -> float:
     if activation not in ACTIVATION_CONSTANTS:
         raise ValueError(f"unknown activation {activation!r}; supported: {sorted(ACTIVATION_CONSTANTS)}")
     return ACTIVATION_CONSTANTS[activation]
+
+
+def project_all(keys: list, points: list, projection: str, dim: int) -> list[np.ndarray]:
+    """:func:`project` of every group's points; with PCA, all of them in one compiled program
+    (a network's layers have many distinct shapes)."""
+    if projection != "pca":
+        return [np.asarray(project(k, p, projection, dim)) for k, p in zip(keys, points)]
+    out = list(points)
+    wide = [n for n, p in enumerate(points) if p.shape[1] > dim]
+    for n, q in zip(wide, geometry.pca_project_many([points[n] for n in wide], dim)):
+        out[n] = np.asarray(q)
+    return out
 
 
 def project(key: jax.Array, points: jax.Array, projection: str, dim: int) -> jax.Array:
@@ -92,7 +106,10 @@ def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
-    return jax.lax.map(lambda pm: coreset.sensitivities(*pm), (points, mask))
+    def one(pm):  # an empty (batch padding) set skips the geometry
+        return jax.lax.cond(jnp.any(pm[1]), coreset.sensitivities,
+                            lambda p, m: jnp.zeros(p.shape[0], p.dtype), *pm)
+    return jax.lax.map(one, (points, mask))
 
 
 # The peeling graph (Algorithm 1 inside Algorithm 2's while-loop: MVEE, Wolfe's MNP,
@@ -102,31 +119,92 @@ def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 #                 of every set until the slowest finishes; good on accelerators); "map" runs
 #                 them one after the other with `lax.map` (no batched loops: on the CPU it
 #                 both compiles and runs faster).
-#   peel_compile: "fast" compiles at XLA's backend optimisation level 0 (roughly half the
-#                 compile, slower calls); "optimised" is XLA's default.
+#   peel_compile: "fast" compiles with `geometry._compile.CHEAP_CPU_OPTIONS` (XLA backend
+#                 level 0, classic fusion emitter: about a quarter of the compile, calls ~10 %
+#                 slower); "optimised" is XLA's default.
 # "auto" picks map + fast on the CPU, where one-off prunes are compile-bound, and vmap +
 # optimised elsewhere (`experiments/bench_prune.py --peel-kernels` measures them).
+# `score` guesses the kernel's shapes from the groups' sizes before projecting and compiles it
+# on a thread meanwhile (`_compile_in_background`).
 PEEL_COMPILES = ("auto", "fast", "optimised")
 PEEL_BATCHES = ("auto", "map", "vmap")
-_KERNELS = {
+_KERNEL_JITS = {
     (batch, compile_): jax.jit(fn, compiler_options=(
         CHEAP_CPU_OPTIONS if compile_ == "fast" else None))
     for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
     for compile_ in ("fast", "optimised")}
+_KERNELS = dict(_KERNEL_JITS)  # what a prune calls (tests wrap these entries)
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str,
-                           peel_batch: str):
+def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
+    """``(batch, compile)`` of the peeling kernel, "auto" resolved for the backend."""
+    if peel_compile not in PEEL_COMPILES:
+        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
+    if peel_batch not in PEEL_BATCHES:
+        raise ValueError(f"peel_batch must be one of {PEEL_BATCHES}, got {peel_batch!r}")
     on_cpu = jax.default_backend() == "cpu"
     if peel_compile == "auto":
         peel_compile = "fast" if on_cpu else "optimised"
     if peel_batch == "auto":
         peel_batch = "map" if on_cpu else "vmap"
-    return _KERNELS[peel_batch, peel_compile](points, mask)
+    return peel_batch, peel_compile
+
+
+_COMPILED: set = set()  # (kernel, shape) pairs compiled (or being compiled) in this process
+
+
+def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str,
+                           peel_batch: str):
+    kernel = _kernel(peel_compile, peel_batch)
+    _COMPILED.add((kernel, points.shape))
+    return _KERNELS[kernel](points, mask)
+
+
+def _compile_in_background(shape: tuple, peel_compile: str, peel_batch: str):
+    """Start compiling the peeling kernel for point sets of ``shape`` (batch, n, d) on a
+    thread (by a call on empty sets, which the kernel skips), so that the compile overlaps
+    the projections; returns the thread to join before the real call, or None when the
+    kernel is already there.  A wrong guess of the shape only costs that compile."""
+    kernel = _kernel(peel_compile, peel_batch)
+    if (kernel, shape) in _COMPILED:
+        return None
+    _COMPILED.add((kernel, shape))
+
+    def compile_():
+        try:
+            with jax.enable_x64(True):
+                jax.block_until_ready(_KERNEL_JITS[kernel](np.zeros(shape),
+                                                           np.zeros(shape[:2], bool)))
+        except Exception:  # the real call compiles (and reports) for itself
+            _COMPILED.discard((kernel, shape))
+
+    thread = threading.Thread(target=compile_, name="jaxprune-peel-compile", daemon=True)
+    thread.start()
+    return thread
 
 
 def _bucket(n: int, floor: int = 64) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _peel_shape(shapes) -> tuple[int, int, int]:
+    """(batch, points, dims) of the padded array that holds point sets of these shapes."""
+    return (_bucket(len(shapes), floor=1), _bucket(max(n for n, _ in shapes)),
+            max(d for _, d in shapes))
+
+
+def _expected_peel_shape(views, projection, projection_dim):
+    """:func:`_peel_shape` of the sets that will surely be peeled, known before projecting:
+    a set of ``n`` points in ``d`` dims has affine rank ``r ≤ min(d, n − 1)`` and is peeled
+    when ``n ≥ 2 max(r, 1)²`` (a lower rank may add sets, and the guess is then wrong)."""
+    shapes = []
+    for v in views:
+        n, width = v.points.shape
+        d = projection_dim if projection not in (None, "none") and width > projection_dim \
+            else width
+        if d <= MAX_GEOMETRY_DIM and n >= 2 * max(min(d, n - 1), 1) ** 2:
+            shapes.append((n, d))
+    return _peel_shape(shapes) if shapes else None
 
 
 def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto",
@@ -138,15 +216,10 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto",
     batch is padded to a power of two with empty sets: networks of similar size share one
     compiled kernel.
     """
-    if peel_compile not in PEEL_COMPILES:
-        raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
-    if peel_batch not in PEEL_BATCHES:
-        raise ValueError(f"peel_batch must be one of {PEEL_BATCHES}, got {peel_batch!r}")
+    _kernel(peel_compile, peel_batch)  # validates both
     if not projected:
         return []
-    dim = max(p.shape[1] for p in projected)
-    n_pad = _bucket(max(p.shape[0] for p in projected))
-    b_pad = _bucket(len(projected), floor=1)
+    b_pad, n_pad, dim = _peel_shape([p.shape for p in projected])
     pts = np.zeros((b_pad, n_pad, dim), np.float64)
     mask = np.zeros((b_pad, n_pad), bool)
     for b, p in enumerate(projected):
@@ -179,19 +252,24 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
 def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
                projection_dim: int = 10, activation: str = "relu",
                peel_compile: str = "auto", peel_batch: str = "auto") -> list[jax.Array]:
-    """σ for every group at once (layers of equal projected shape are batched).
+    """σ for every group at once.
 
-    Host arrays go to the jitted kernels as NumPy (cast on the host, no per-shape conversion
-    kernels) and per-group keys are drawn only for the random ``jl`` projection: on a deep
-    network every distinct array shape would otherwise cost one small XLA compile on the
-    first call."""
+    A first prune is compile-bound, so the programs are few and shared: one PCA program for
+    all groups, one peeling kernel per (batch, points, dims) bucket, compiled on a thread
+    while the PCA runs, and one weighting program per row bucket.  Host arrays go to them as
+    NumPy (cast on the host, no per-shape conversion programs), and per-group keys are drawn
+    only for the random ``jl`` projection."""
     kappa = activation_constant(activation)
+    expected = _expected_peel_shape(views, projection, projection_dim)
+    compiling = expected and _compile_in_background(expected, peel_compile, peel_batch)
     keys = [None] * len(views)
     if projection == "jl":
         keys = split_keys(key, len(views))
     with jax.enable_x64(True):  # the geometry (rank, MVEE, Carathéodory) runs in float64
-        projected = [np.asarray(project(k, np.asarray(v.points, np.float64), projection,
-                                        projection_dim)) for k, v in zip(keys, views)]
+        projected = project_all(keys, [np.asarray(v.points, np.float64) for v in views],
+                                projection, projection_dim)
+    if compiling:
+        compiling.join()
     direct = [_no_peel_sensitivity(p) for p in projected]
     peel = [n for n, d in enumerate(direct) if d is None]
     for n in peel:
