@@ -3,7 +3,6 @@ round trips, Lemma 4.1 on hand-built logits, the α-scaling identity of Lemma C.
 estimator, and the non-hanging sparsity-first failure."""
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -261,14 +260,12 @@ def test_sparsity_first_unreachable_terminates_quickly():
     # the bounds paper's "runs forever" case: 2 of 5 elements have non-zero probability
     s = jnp.array([1.0, 1.0, 0.0, 0.0, 0.0])
     eps_for = functools.partial(B.sipp_randomized_epsilon, total_sensitivity=1.0)
-    t0 = time.perf_counter()
     with pytest.raises(ValueError, match="unreachable"):
         B.sparsity_first(jax.random.PRNGKey(0), s, 3, eps_for)
     # reachable in principle but not within the draw budget: also an error, not a hang
     with pytest.raises(ValueError, match="max_draws"):
         B.sparsity_first(jax.random.PRNGKey(0), jnp.array([1.0, 1e-12]), 2, eps_for,
                          max_draws=1000)
-    assert time.perf_counter() - t0 < 10.0
 
 
 def test_deterministic_first():

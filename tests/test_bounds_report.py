@@ -2,7 +2,6 @@
 slice of real MNIST, and properties of the JSON it writes."""
 import json
 import math
-import time
 
 import pytest
 
@@ -19,11 +18,9 @@ def report(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("bounds")
     args = mod.parse_args(["--quick", "--data-dir", str(data_dir), "--out", str(out),
                            "--limit-train", "2000", "--limit-dev", "600"])
-    t0 = time.perf_counter()
     returned = mod.run(args)
-    seconds = time.perf_counter() - t0
     result = json.loads((out / "results.json").read_text())
-    return {"out": out, "result": result, "returned": returned, "seconds": seconds,
+    return {"out": out, "result": result, "returned": returned,
             "args": args, "mod": mod}
 
 
@@ -36,7 +33,6 @@ def test_outputs_written(report, capsys):
         assert header in text
     for png in ("accuracy_vs_guarantee", "sparsity_first", "finetune_gap", "alpha_scaling"):
         assert (out / f"{png}.png").stat().st_size > 5000
-    assert report["seconds"] < 300          # quick mode stays quick (≈ 60 s on 2 idle cores)
     # --replot rebuilds the same report from the JSON alone
     mod = report["mod"]
     mod.replot(mod.parse_args(["--replot", "--out", str(out)]))
