@@ -117,7 +117,12 @@ def main(argv=None) -> list[dict]:
         lines.append(f"| {r['model']} | {', '.join(map(str, r['widths']))} | {r['params']:,} | "
                      f"{r['flops']:,} | {r['batch']} | {r['hlo_s'] * 1e3:.3f} | "
                      f"{base['hlo_s'] / r['hlo_s']:.2f}× | {onnx} |")
-    lines.append("\nMade by `python experiments/bench_export.py`.")
+    if ort is not None:
+        from importlib.metadata import version
+        lines.append(f"\nONNX: jax2onnx {version('jax2onnx')}, onnxruntime "
+                     f"{ort.__version__} (CPUExecutionProvider, default threads).")
+    lines.append("\nMade by `python experiments/bench_export.py` (one run on a shared machine: "
+                 "see the load average).")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,25 @@ import pytest
 import jaxprune
 from jaxprune import checkpoint, cli, export, models
 from jaxprune._flax import apply_inference
+
+
+def _random_variables(model, shape, seed):
+    """Random variables of ``model``'s shapes without compiling its ``init``."""
+    return _random_like(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + shape)),
+                        seed)
+
+
+def _random_nnx(build, seed):
+    """``build()``'s NNX module holding random arrays (nothing initialised eagerly)."""
+    from jaxprune._nnx import variables_of, with_variables
+
+    abstract = nnx.eval_shape(build)
+    return with_variables(abstract, _random_like(variables_of(abstract), seed))
+
+
+def _random_like(tree, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), tree)
 
 
 def _noisy_batch_stats(variables, seed):
@@ -46,21 +66,19 @@ def _save_pruned(root, name, model, variables, input_shape, meta=None):
 def saved(tmp_path_factory):
     """Three pruned checkpoints (LeNet-300-100, a conv net with BatchNorm, an NNX LeNet),
     each with a test input ``x.npy``, its outputs ``y.npy`` and exported artefacts."""
-    from flax import nnx
-
     root = tmp_path_factory.mktemp("export")
     rng = np.random.default_rng(0)
     cases = {}
     lenet = models.get_model("lenet300", widths=(40, 20))
-    v = lenet.init(jax.random.key(1), np.zeros((1, 28, 28, 1), np.float32))
+    v = _random_variables(lenet, (28, 28, 1), 1)
     cases["lenet300"] = _save_pruned(root, "lenet300", lenet, v, (28, 28, 1))
     resnet = models.get_model("resnet20", num_blocks=(1, 1, 1), stage_widths=(4, 8, 8),
                               widths=(4, 8, 8))
-    v = _noisy_batch_stats(resnet.init(jax.random.key(2), np.zeros((1, 8, 8, 3), np.float32)), 3)
+    v = _noisy_batch_stats(_random_variables(resnet, (8, 8, 3), 2), 3)
     cases["resnet_bn"] = _save_pruned(root, "resnet_bn", resnet, v, (8, 8, 3),
                                       meta={"input_shape": [8, 8, 3]})
-    module = models.get_model("lenet300_nnx", widths=(24, 12), image=(8, 8, 1),
-                              rngs=nnx.Rngs(4))
+    module = _random_nnx(lambda: models.get_model("lenet300_nnx", widths=(24, 12),
+                                                  image=(8, 8, 1), rngs=nnx.Rngs(4)), 4)
     cases["lenet300_nnx"] = _save_pruned(root, "lenet300_nnx", module, None, (8, 8, 1))
     shapes = {"lenet300": (28, 28, 1), "resnet_bn": (8, 8, 3), "lenet300_nnx": (8, 8, 1)}
     out = {}
@@ -73,9 +91,9 @@ def saved(tmp_path_factory):
 
 
 def _stablehlo(d, **kwargs):
-    path = d / "model.stablehlo"
-    if not path.exists() or kwargs:
-        path = d / f"model{kwargs.get('batch', '')}.stablehlo"
+    """``d/model[<batch>].stablehlo``, exported once per module."""
+    path = d / f"model{kwargs.get('batch', '')}.stablehlo"
+    if not path.exists():
         export.export(d, path, **kwargs)
     return path
 
