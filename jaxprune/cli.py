@@ -439,14 +439,19 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="batch size of the exported function (default: any batch where the "
                         "model allows it, else 1)")
+    p.add_argument("--platform", nargs="+", default=None, choices=("cpu", "cuda", "rocm", "tpu"),
+                   help="stablehlo: the platforms it runs on (default: this machine's), e.g. "
+                        "--platform cpu cuda to export here and serve on a GPU")
     add_trust_argument(p)
 
 
 def _run_export(args) -> int:
     from jaxprune import export  # jax.export and the converters load only for this command
 
+    if args.platform and args.format != "stablehlo":
+        raise CLIError("--platform only applies to --format stablehlo")
     record = export.export(args.checkpoint, args.out, format=args.format, batch=args.batch,
-                           trust=args.trust)
+                           trust=args.trust, platforms=args.platform)
     _print_json({k: v for k, v in record.items() if k not in ("tensors", "model")})
     return 0
 

@@ -197,6 +197,25 @@ def test_a_model_without_symbolic_batch_falls_back_to_batch_1(tmp_path):
                                model.apply(v, x), rtol=1e-6)
 
 
+class _EvenBatch(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        if x.shape[0] % 2:
+            raise ValueError("this model takes even batches")
+        return nn.Dense(3)(x)
+
+
+def test_a_batch_the_model_cannot_take_is_a_one_line_error(tmp_path):
+    model = _EvenBatch()
+    v = model.init(jax.random.key(0), np.zeros((2, 4), np.float32))
+    with pytest.raises(export.ExportError) as err:
+        export.export_model(model, v, tmp_path / "m.stablehlo", input_shape=(4,), batch=3)
+    assert "\n" not in str(err.value) and "even batches" in str(err.value)
+    assert "(3, 4)" in str(err.value)
+    assert export.export_model(model, v, tmp_path / "m.stablehlo", input_shape=(4,),
+                               batch=2)["batch"] == 2
+
+
 def test_token_input_model(tmp_path):
     """A model on int32 token ids: the dtype comes from ``dtype=`` (or the checkpoint's
     ``meta["input_dtype"]``)."""
@@ -251,12 +270,19 @@ def test_cli_export_and_one_line_errors(saved, tmp_path, capsys):
             (["--checkpoint", str(tmp_path / "nope"), "--out", "o"], "does not exist"),
             (["--checkpoint", str(d), "--out", "o", "--format", "tflite"], "invalid choice"),
             (["--checkpoint", str(d), "--out", "o", "--batch", "0"], "positive integer"),
+            (["--checkpoint", str(d), "--out", "o", "--format", "safetensors", "--platform",
+              "cuda"], "only applies"),
             (["--checkpoint", str(d), "--out", str(tmp_path)], "is a directory")]:
         assert cli.main(["export", *argv]) == 2
         err = capsys.readouterr().err
         last = err.strip().splitlines()[-1]
         assert last.startswith("jaxprune export: error: ") and needle in last, err
         assert "Traceback" not in err
+    assert cli.main(["export", "--checkpoint", str(d), "--out", str(tmp_path / "g.hlo"),
+                     "--platform", "cpu", "cuda"]) == 0
+    assert json.loads(capsys.readouterr().out)["platforms"] == ["cpu", "cuda"]
+    np.testing.assert_allclose(export.load_stablehlo(tmp_path / "g.hlo").call(x), y,
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(export.ExportError, match="positive integer"):
         export.export(d, tmp_path / "z.hlo", batch=0)
     with pytest.raises(export.ExportError, match="unknown export format"):
