@@ -13,10 +13,13 @@ Registry::
     cfg = model_config(model)             # JSON-able: {"name": ..., fields...}
     model_from_config(cfg)                # == model
     get_model("lenet300_nnx", rngs=nnx.Rngs(0))   # NNX twin (``image`` sizes the input)
+    register_model("mine", Mine, (28, 28, 1), recipe={"epochs": 5})   # see register_model
 
 Linen models are ``nn.Module`` dataclasses; the NNX twins (``<name>_nnx``) are ``nnx.Module``
 objects holding their arrays, with the Linen twin's parameter names and layouts and an
 ``init_args`` attribute (their constructor arguments, which ``model_config`` records).
+One :func:`register_model` call makes a model known to all of these, to checkpoints and to
+``jaxprune train --model NAME`` (with its training recipe).
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ from typing import Any, Callable
 import flax.linen as nn
 from flax import nnx
 
+from jaxprune.models._registry import (MODELS, NNX_MODELS, RegisteredModel, entry_of,
+                                       model_names, register_model, registered,
+                                       unregister_model)
 from jaxprune.models.lenet import LeNet5, LeNet300100, NnxLeNet5, NnxLeNet300100
 from jaxprune.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResNet50,
                                     resnet20, resnet50, resnet56)
@@ -34,43 +40,46 @@ from jaxprune.models.vit import NnxViT, ViT
 
 __all__ = [
     "LeNet300100", "LeNet5", "VGG", "vgg16", "vgg19", "CifarResNet", "ResNet50", "BasicBlock",
-    "Bottleneck", "resnet20", "resnet56", "resnet50", "ViT", "NnxViT", "NnxLeNet300100", "NnxLeNet5", "MODELS", "NNX_MODELS", "get_model", "model_config",
-    "model_from_config", "default_input_shape", "model_names",
+    "Bottleneck", "resnet20", "resnet56", "resnet50", "ViT", "NnxViT", "NnxLeNet300100",
+    "NnxLeNet5", "MODELS", "NNX_MODELS", "RegisteredModel", "register_model",
+    "unregister_model", "get_model", "model_config", "model_from_config",
+    "default_input_shape", "model_names", "training_recipe",
 ]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet300": LeNet300100,
-    "lenet5": LeNet5,
-    "vgg16": vgg16,
-    "vgg19": vgg19,
-    "resnet20": resnet20,
-    "resnet56": resnet56,
-    "resnet50": resnet50,
-    "vit": ViT,
-}
-
-_INPUT_SHAPES = {
-    "lenet300": (28, 28, 1),
-    "lenet5": (28, 28, 1),
-    "vgg16": (32, 32, 3),
-    "vgg19": (32, 32, 3),
-    "resnet20": (32, 32, 3),
-    "resnet56": (32, 32, 3),
-    "resnet50": (224, 224, 3),
-    "vit": (28, 28, 1),
-}
+# MNIST-scale models: Adam 1e-3 with cosine decay, batch 128 (>= 98% / >= 99% test accuracy).
+_MNIST = dict(optimizer="adam", learning_rate=1e-3, schedule="cosine", batch_size=128)
+# CIFAR/ImageNet: SGD + Nesterov momentum, cosine, warmup, L2 5e-4 / 1e-4, crop+flip.
+_VGG = dict(optimizer="sgd", learning_rate=0.05, nesterov=True, schedule="cosine",
+            warmup_epochs=1.0, weight_decay=5e-4, epochs=160, batch_size=128,
+            augment="crop_flip")
+_CIFAR_RESNET = dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
+                     warmup_epochs=1.0, weight_decay=1e-4, epochs=182, batch_size=128,
+                     augment="crop_flip")
+_IMAGENET = dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
+                 warmup_epochs=5.0, weight_decay=1e-4, epochs=90, batch_size=256,
+                 label_smoothing=0.1, augment="crop_flip")
 
 
-# NNX twins: name -> (class, the Linen twin whose recipe and input shape they share)
-NNX_MODELS: dict[str, tuple[Callable[..., nnx.Module], str]] = {
-    "lenet300_nnx": (NnxLeNet300100, "lenet300"),
-    "lenet5_nnx": (NnxLeNet5, "lenet5"),
-    "vit_nnx": (NnxViT, "vit"),
-}
+def _is_vgg19(module) -> bool:
+    return isinstance(module, VGG) and module.num_conv == len(VGG19_CONV)
 
 
-def model_names() -> tuple[str, ...]:
-    return tuple(MODELS) + tuple(NNX_MODELS)
+def _is_resnet20(module) -> bool:
+    return isinstance(module, CifarResNet) and tuple(module.num_blocks) == (3, 3, 3)
+
+
+register_model("lenet300", LeNet300100, (28, 28, 1), recipe={**_MNIST, "epochs": 20},
+               nnx=NnxLeNet300100)
+register_model("lenet5", LeNet5, (28, 28, 1), recipe={**_MNIST, "epochs": 10}, nnx=NnxLeNet5)
+register_model("vgg16", vgg16, (32, 32, 3), recipe=_VGG,
+               matches=lambda m: isinstance(m, VGG) and not _is_vgg19(m))
+register_model("vgg19", vgg19, (32, 32, 3), recipe=_VGG, matches=_is_vgg19)
+register_model("resnet20", resnet20, (32, 32, 3), recipe=_CIFAR_RESNET, matches=_is_resnet20)
+register_model("resnet56", resnet56, (32, 32, 3), recipe=_CIFAR_RESNET,
+               matches=lambda m: isinstance(m, CifarResNet) and not _is_resnet20(m))
+register_model("resnet50", resnet50, (224, 224, 3), recipe=_IMAGENET,
+               matches=lambda m: isinstance(m, ResNet50))
+register_model("vit", ViT, (28, 28, 1), nnx=NnxViT)
 
 
 def is_nnx_name(name: str) -> bool:
@@ -83,10 +92,10 @@ def linen_twin(name: str) -> str:
     return NNX_MODELS[name][1] if name in NNX_MODELS else name
 
 
-def _check_name(name: str) -> str:
-    if name not in MODELS and name not in NNX_MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
-    return name
+def training_recipe(name: str) -> dict[str, Any]:
+    """The :class:`jaxprune.train.TrainConfig` fields registered for ``name`` (an NNX twin:
+    its Linen twin's); ``{}`` for a name without a recipe or not registered."""
+    return dict(registered(name).recipe) if name in model_names() else {}
 
 
 def _tupled(overrides: dict) -> dict:
@@ -98,40 +107,17 @@ def get_model(name: str, **overrides: Any):
 
     NNX models are initialised on construction: ``rngs`` (default ``nnx.Rngs(0)``) seeds
     them and ``image`` (default :func:`default_input_shape`) sizes their input layers."""
-    if _check_name(name) in NNX_MODELS:
-        kwargs = {"image": default_input_shape(name), **_tupled(overrides)}
+    entry = registered(name)
+    if entry.is_nnx:
+        kwargs = {"image": entry.input_shape, **_tupled(overrides)}
         kwargs.setdefault("rngs", nnx.Rngs(0))
-        return NNX_MODELS[name][0](**kwargs)
-    return MODELS[name](**_tupled(overrides))
+        return entry.factory(**kwargs)
+    return entry.factory(**_tupled(overrides))
 
 
-def default_input_shape(name: str) -> tuple[int, int, int]:
+def default_input_shape(name: str) -> tuple[int, ...]:
     """Per-example NHWC input shape (no batch dim) the model was designed for."""
-    return _INPUT_SHAPES[linen_twin(_check_name(name))]
-
-
-def _nnx_registry_name(module: nnx.Module) -> str:
-    for name, (cls, _) in NNX_MODELS.items():
-        if type(module) is cls:
-            return name
-    raise TypeError(f"{type(module).__name__} is not a registered jaxprune model (save your "
-                    "own NNX modules with jaxprune.checkpoint.save_nnx)")
-
-
-def _registry_name(model: nn.Module) -> str:
-    if isinstance(model, LeNet300100):
-        return "lenet300"
-    if isinstance(model, LeNet5):
-        return "lenet5"
-    if isinstance(model, VGG):
-        return "vgg19" if model.num_conv == len(VGG19_CONV) else "vgg16"
-    if isinstance(model, CifarResNet):
-        return "resnet20" if tuple(model.num_blocks) == (3, 3, 3) else "resnet56"
-    if isinstance(model, ResNet50):
-        return "resnet50"
-    if isinstance(model, ViT):
-        return "vit"
-    raise TypeError(f"{type(model).__name__} is not a registered jaxprune model")
+    return registered(name).input_shape
 
 
 def _fields(model: nn.Module) -> dict[str, Any]:
@@ -155,9 +141,14 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     shrinks it to the saved arrays.
     """
     if isinstance(model, nnx.Module):
-        return {"name": _nnx_registry_name(model),
+        try:
+            name = entry_of(model).name
+        except TypeError as err:
+            raise TypeError(f"{err} (save your own NNX modules with "
+                            "jaxprune.checkpoint.save_nnx)") from None
+        return {"name": name,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in model.init_args}}
-    return {"name": _registry_name(model), **_fields(model)}
+    return {"name": entry_of(model).name, **_fields(model)}
 
 
 def model_from_config(cfg: dict[str, Any]):

@@ -14,7 +14,7 @@ import dataclasses
 import jax
 import optax
 
-from jaxprune.models import linen_twin
+from jaxprune.models import training_recipe
 from jaxprune.optim import is_kernel, masked
 
 __all__ = ["TrainConfig", "default_config", "make_schedule", "make_optimizer"]
@@ -86,37 +86,16 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-_DEFAULTS = {
-    # MNIST-scale models: Adam 1e-3 with cosine decay, batch 128 (>= 98% / >= 99% test
-    # accuracy on MNIST).
-    "lenet300": dict(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=20,
-                     batch_size=128),
-    "lenet5": dict(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=10,
-                   batch_size=128),
-    # CIFAR/ImageNet: SGD + Nesterov momentum, cosine, warmup, L2 5e-4 / 1e-4, crop+flip.
-    "vgg16": dict(optimizer="sgd", learning_rate=0.05, nesterov=True, schedule="cosine",
-                  warmup_epochs=1.0, weight_decay=5e-4, epochs=160, batch_size=128,
-                  augment="crop_flip"),
-    "vgg19": dict(optimizer="sgd", learning_rate=0.05, nesterov=True, schedule="cosine",
-                  warmup_epochs=1.0, weight_decay=5e-4, epochs=160, batch_size=128,
-                  augment="crop_flip"),
-    "resnet20": dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
-                     warmup_epochs=1.0, weight_decay=1e-4, epochs=182, batch_size=128,
-                     augment="crop_flip"),
-    "resnet56": dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
-                     warmup_epochs=1.0, weight_decay=1e-4, epochs=182, batch_size=128,
-                     augment="crop_flip"),
-    "resnet50": dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
-                     warmup_epochs=5.0, weight_decay=1e-4, epochs=90, batch_size=256,
-                     label_smoothing=0.1, augment="crop_flip"),
-}
-
-
 def default_config(model_name: str, **overrides) -> TrainConfig:
-    """The recipe ``jaxprune train --model NAME`` uses, with ``overrides`` applied (an NNX
-    model trains with its Linen twin's recipe)."""
-    base = dict(_DEFAULTS.get(linen_twin(model_name), {}))
+    """The recipe ``jaxprune train --model NAME`` uses (registered with
+    :func:`jaxprune.models.register_model`; an NNX model trains with its Linen twin's
+    recipe), with ``overrides`` applied."""
+    base = training_recipe(model_name)
     base.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(base) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"no TrainConfig field {', '.join(map(repr, unknown))} (recipe of "
+                         f"model {model_name!r} or its overrides)")
     return TrainConfig(**base)
 
 
