@@ -173,12 +173,14 @@ def _traced(f, spec, batch, what: str):
 # ----------------------------------------------------------------------------- StableHLO
 
 def _export_stablehlo(f, spec, batch, platforms):
-    def build(s):
-        exported = jax.export.export(jax.jit(f), platforms=platforms)(s)
-        return exported, exported.serialize()
-
-    (exported, blob), used, symbolic_error = _traced(build, spec, batch, "stablehlo")
-    return blob, exported.in_avals, exported.out_avals, used, symbolic_error
+    try:
+        import flatbuffers  # noqa: F401 - what jax.export's serialization needs
+    except ImportError:
+        raise ExportError("--format stablehlo needs flatbuffers: pip install "
+                          "'jaxprune[export]'") from None
+    build = jax.export.export(jax.jit(f), platforms=platforms)
+    exported, used, symbolic_error = _traced(build, spec, batch, "stablehlo")
+    return exported.serialize(), exported.in_avals, exported.out_avals, used, symbolic_error
 
 
 def load_stablehlo(path) -> "jax.export.Exported":
@@ -241,7 +243,7 @@ def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     tensors = {}
     for name, info in header.items():
         start, end = info["data_offsets"]
-        dtype = np.dtype(_ST_NUMPY[info["dtype"]]).newbyteorder("<")
+        dtype = jnp.dtype(_ST_NUMPY[info["dtype"]]).newbyteorder("<")
         tensors[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(info["shape"])
     return tensors, metadata
 

@@ -159,7 +159,7 @@ def test_safetensors_hold_the_pruned_weights(saved, name, tmp_path):
 
 def test_safetensors_writer_layout(tmp_path):
     arrays = {"b": np.arange(3, dtype=np.int32), "a": np.ones((2, 2), np.float16),
-              "c": np.array([True, False])}
+              "c": np.array([True, False]), "d": np.ones(4, jnp.bfloat16)}
     export.write_safetensors(tmp_path / "t.safetensors", arrays, {"k": 1})
     raw = (tmp_path / "t.safetensors").read_bytes()
     size = int.from_bytes(raw[:8], "little")
@@ -168,7 +168,8 @@ def test_safetensors_writer_layout(tmp_path):
     assert header["__metadata__"] == {"k": "1"}
     assert header["a"] == {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]}
     assert header["b"]["data_offsets"] == [8, 20] and header["c"]["dtype"] == "BOOL"
-    assert len(raw) == 8 + size + 22
+    assert header["d"] == {"dtype": "BF16", "shape": [4], "data_offsets": [22, 30]}
+    assert len(raw) == 8 + size + 30
     back, _ = export.read_safetensors(tmp_path / "t.safetensors")
     for k, a in arrays.items():
         np.testing.assert_array_equal(back[k], a)
@@ -285,6 +286,10 @@ def test_cli_export_and_one_line_errors(saved, tmp_path, capsys):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(export.ExportError, match="positive integer"):
         export.export(d, tmp_path / "z.hlo", batch=0)
+    with pytest.raises(export.ExportError, match=r"jaxprune\[export\]"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(sys.modules, "flatbuffers", None)
+            export.export(d, tmp_path / "z.hlo")
     with pytest.raises(export.ExportError, match="unknown export format"):
         export.export(d, tmp_path / "z.hlo", format="tflite")
 
