@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.geometry._compile import cheap_jit
-from jaxprune.methods._base import LayerView, Method, per_view, register
+from jaxprune.methods._base import LayerView, Method, register
 
 
 def bias_mask(view: LayerView, who: str = "norm") -> np.ndarray:
@@ -51,8 +51,9 @@ def bias_mask(view: LayerView, who: str = "norm") -> np.ndarray:
 
 
 def _columns(points: jax.Array, mask: np.ndarray) -> jax.Array:
-    """``points[:, mask]`` with a static NumPy mask (no copy when every column is kept)."""
-    return points if mask.all() else points[:, np.flatnonzero(mask)]
+    """``points[:, mask]`` with a static NumPy mask (no copy when every column is kept), taken
+    on the host: a device gather would compile once per layer shape."""
+    return points if mask.all() else np.asarray(points)[:, np.flatnonzero(mask)]
 
 
 def kernel_columns(view: LayerView, include_bias: bool) -> jax.Array:
@@ -63,12 +64,25 @@ def kernel_columns(view: LayerView, include_bias: bool) -> jax.Array:
     return view.points if include_bias else _columns(view.points, ~is_bias)
 
 
-@cheap_jit(static_argnames=("order",))
-def _norm(w: jax.Array, order: int) -> jax.Array:
+def _norm_core(w: jax.Array, order: int) -> jax.Array:
     w = w.astype(jnp.float32)
     if order == 1:
         return jnp.sum(jnp.abs(w), axis=1)
     return jnp.sqrt(jnp.sum(w * w, axis=1))
+
+
+_norm = cheap_jit(_norm_core, static_argnames=("order",))
+
+
+@cheap_jit(static_argnames=("order",))
+def _norms(ws: list, order: int) -> list:
+    """:func:`_norm_core` of every array of ``ws`` in ONE program: a network's layers have
+    many distinct shapes, and each would otherwise cost a compile on the first prune."""
+    return [_norm_core(w, order) for w in ws]
+
+
+def _scores(views, include_bias: bool, order: int) -> list:
+    return list(_norms([kernel_columns(v, include_bias) for v in views], order)) if views else []
 
 
 def l1_score(key: jax.Array, view: LayerView, *, include_bias: bool = False) -> jax.Array:
@@ -83,7 +97,19 @@ def l2_score(key: jax.Array, view: LayerView, *, include_bias: bool = False) -> 
     return _norm(kernel_columns(view, include_bias), 2)
 
 
-L1 = register(Method("l1_norm", "channels", per_view(l1_score), sampling="deterministic",
+def l1_scores(key: jax.Array, views: list[LayerView], *, include_bias: bool = False) -> list:
+    """:func:`l1_score` of every view, all in one compiled program."""
+    del key
+    return _scores(views, include_bias, 1)
+
+
+def l2_scores(key: jax.Array, views: list[LayerView], *, include_bias: bool = False) -> list:
+    """:func:`l2_score` of every view, all in one compiled program."""
+    del key
+    return _scores(views, include_bias, 2)
+
+
+L1 = register(Method("l1_norm", "channels", l1_scores, sampling="deterministic",
                      description="filter/neuron ℓ1 norm of the kernel, top-k (FT, Li et al. 2016)"))
-L2 = register(Method("l2_norm", "channels", per_view(l2_score), sampling="deterministic",
+L2 = register(Method("l2_norm", "channels", l2_scores, sampling="deterministic",
                      description="filter/neuron ℓ2 norm of the kernel, top-k (SoftNet, He et al. 2018)"))
