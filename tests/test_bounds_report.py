@@ -7,6 +7,8 @@ import pytest
 
 import _scripts
 
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
+
 
 def _num(x):
     return math.inf if x == "inf" else x

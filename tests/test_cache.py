@@ -7,8 +7,12 @@ import sys
 
 import jax
 
+import pytest
+
 import jaxprune
 from jaxprune import cache
+
+pytestmark = pytest.mark.slow   # starts processes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRUNE = """

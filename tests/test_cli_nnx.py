@@ -16,6 +16,8 @@ from flax import nnx
 import jaxprune
 from jaxprune import _nnx, checkpoint, cli, models
 
+pytestmark = pytest.mark.slow   # trains nets through the CLI, starts processes
+
 COMMON = ["--limit-train", "1024", "--limit-test", "500", "--batch-size", "64",
           "--no-progress"]
 

@@ -15,6 +15,8 @@ import pytest
 
 from jaxprune import checkpoint, data, distributed
 
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -1,7 +1,11 @@
 """experiments/coreset_sweep.py end to end on a slice of real MNIST."""
 import json
 
+import pytest
+
 import _scripts
+
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 def test_coreset_sweep_tiny_resume(tmp_path, data_dir):

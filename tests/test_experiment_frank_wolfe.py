@@ -6,6 +6,8 @@ import pytest
 
 import _scripts
 
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
+
 
 @pytest.fixture(scope="module")
 def fwm():

@@ -2,7 +2,11 @@
 nets, both fine-tune recipes, random subsets, resume and the report written from the rows."""
 import json
 
+import pytest
+
 import _scripts
+
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 ARGS = ["--limit-train", "2048", "--train-epochs", "1", "--max-epochs", "2", "--patience", "1",
         "--ratios", "0.9", "--methods", "coreset", "random", "--widths", "64", "32",

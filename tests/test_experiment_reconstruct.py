@@ -1,7 +1,11 @@
 """experiments/reconstruct_mnist.py end to end on a slice of real MNIST."""
 import json
 
+import pytest
+
 import _scripts
+
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 def test_reconstruct_mnist_tiny(tmp_path, data_dir):

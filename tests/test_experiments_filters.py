@@ -31,6 +31,8 @@ import pytest
 
 import _scripts
 
+pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
+
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train", "8", "--limit-test", "8",
         "--seeds", "1", "--eval-batch-size", "8", "--augment", "crop_flip"]
