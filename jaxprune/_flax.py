@@ -39,10 +39,11 @@ MODE_FLAGS = {"train": True, "training": True, "is_training": True,
 
 
 def _call_signature(model: nn.Module):
-    """``inspect.signature`` of the ``__call__`` that ``model.apply`` runs (a wrapper that
-    forwards ``*args, **kwargs`` to an inner ``module`` is looked through)."""
-    target = getattr(model, "wrapped_module", None)
-    target = model if target is None else target
+    """``inspect.signature`` of the ``__call__`` that ``model.apply`` runs (wrappers that
+    forward ``*args, **kwargs`` to a ``wrapped_module`` are looked through)."""
+    target = model
+    while getattr(target, "wrapped_module", None) is not None:
+        target = target.wrapped_module
     try:
         return inspect.signature(type(target).__call__)
     except (TypeError, ValueError):
@@ -71,14 +72,16 @@ def inference_kwargs(model: nn.Module, apply_kwargs: Mapping | None = None) -> d
 
 
 def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None = None):
-    """``model.apply(variables, x, **inference_kwargs(model, apply_kwargs))``.
+    """``model.apply(variables, x, **inference_kwargs(model, apply_kwargs))``; ``x`` an
+    :class:`Example` is spread into the call's positional and keyword arguments.
 
     Never falls back to training mode: a module that needs randomness or updates state in
     the call it was given raises a ``ValueError`` that names ``apply_kwargs``.
     """
     kwargs = inference_kwargs(model, apply_kwargs)
+    args, call_kwargs = x.call() if isinstance(x, Example) else ((x,), {})
     try:
-        return model.apply(variables, x, **kwargs)
+        return model.apply(variables, *args, **call_kwargs, **kwargs)
     except (flax_errors.InvalidRngError, flax_errors.ModifyScopeVariableError,
             TypeError) as err:
         if isinstance(err, TypeError) and not any(
@@ -96,21 +99,124 @@ def first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [""])[0]
 
 
+def _is_array(x) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic))
+
+
+@jax.tree_util.register_pytree_node_class
+class Example:
+    """The inputs of one model call: positional ``args`` and keyword ``kwargs``.
+
+    Arrays (any dtype: float images, int32 token ids, bool masks) are the pytree's leaves, each
+    a batch along its first axis; ``None`` and other Python values (flags, strings) are static
+    and passed as they are. :meth:`of` reads the forms ``prune(example_inputs=...)`` takes."""
+
+    def __init__(self, args=(), kwargs=None, dynamic=None):
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        leaves = jax.tree_util.tree_leaves((self.args, self.kwargs))
+        self.dynamic = tuple(map(_is_array, leaves)) if dynamic is None else dynamic
+
+    @classmethod
+    def of(cls, value) -> "Example":
+        """An array (one positional argument), a tuple/list (positional arguments, ``None``
+        allowed) or a dict (keyword arguments); at least one array."""
+        if isinstance(value, Example):
+            return value
+        if isinstance(value, Mapping):
+            ex = cls((), value)
+        elif isinstance(value, (tuple, list)):
+            ex = cls(value)
+        else:
+            ex = cls((value if _is_array(value) else np.asarray(value),))
+        if not any(ex.dynamic):
+            raise ValueError("example inputs hold no array: give an array, a tuple of "
+                             "positional arguments or a dict of keyword arguments")
+        return ex
+
+    def tree_flatten(self):
+        leaves, treedef = jax.tree_util.tree_flatten((self.args, self.kwargs))
+        static = tuple((i, v) for i, (v, d) in enumerate(zip(leaves, self.dynamic)) if not d)
+        return [v for v, d in zip(leaves, self.dynamic) if d], (treedef, static, self.dynamic)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        treedef, static, dynamic = aux
+        leaves, it, fixed = [], iter(children), dict(static)
+        for i, d in enumerate(dynamic):
+            leaves.append(next(it) if d else fixed[i])
+        args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+        return cls(args, kwargs, dynamic)
+
+    def call(self) -> tuple[tuple, dict]:
+        return self.args, self.kwargs
+
+    @property
+    def arrays(self) -> list:
+        return jax.tree_util.tree_leaves(self)
+
+    @property
+    def batch(self) -> int:
+        """Examples in the batch (the first axis of every array)."""
+        sizes = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in self.arrays}
+        if len(sizes) != 1 or -1 in sizes:
+            raise ValueError(f"every input array must be a batch along its first axis of one "
+                             f"size; got shapes {[np.shape(a) for a in self.arrays]}")
+        return sizes.pop()
+
+    def abstract(self, batch: int) -> "Example":
+        """``ShapeDtypeStruct`` leaves with ``batch`` examples."""
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch, *np.shape(a)[1:]),
+                                                           np.dtype(a.dtype)), self)
+
+    def zeros(self, batch: int) -> "Example":
+        """Zero arrays of the same dtypes with ``batch`` examples (what the tracer runs on)."""
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.abstract(batch))
+
+    def take(self, start: int, stop: int) -> "Example":
+        """Examples ``start:stop`` of every array."""
+        return jax.tree.map(lambda a: a[start:stop], self)
+
+    def __repr__(self):
+        shapes = jax.tree.map(lambda a: f"{np.dtype(a.dtype).name}{list(np.shape(a))}", self)
+        return f"Example(args={shapes.args}, kwargs={shapes.kwargs})"
+
+
+def as_example(inputs) -> Example:
+    """``inputs`` as an :class:`Example`: an Example as it is, a per-example shape (ints,
+    no batch axis) as one float32 positional input."""
+    if isinstance(inputs, Example):
+        return inputs
+    return Example((jax.ShapeDtypeStruct((1, *map(int, inputs)), jnp.float32),))
+
+
+def input_spec(data):
+    """What the per-example helpers take for a batch ``data``: an :class:`Example` as it is,
+    an array's per-example shape."""
+    return data if isinstance(data, Example) else tuple(np.shape(data)[1:])
+
+
 def abstract_init(model: nn.Module, input_shape, **kwargs):
-    """``model.init`` on one example of ``input_shape`` under ``jax.eval_shape``: the variables
-    it creates, as ``ShapeDtypeStruct`` (nothing is computed)."""
-    x = jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32)
-    return jax.eval_shape(lambda k, inp: model.init(k, inp, **kwargs), jax.random.key(0), x)
+    """``model.init`` on one example of ``input_shape`` (a shape or an :class:`Example`) under
+    ``jax.eval_shape``: the variables it creates, as ``ShapeDtypeStruct`` (nothing is
+    computed)."""
+    def init(k, inp):
+        args, call_kwargs = inp.call()
+        return model.init(k, *args, **call_kwargs, **kwargs)
+
+    return jax.eval_shape(init, jax.random.key(0), as_example(input_shape).abstract(1))
 
 
 @contextlib.contextmanager
-def kernel_calls(on_call: Callable[[nn.Module, Any, Any], None]):
+def kernel_calls(on_call: Callable[[nn.Module, Any, Any], None], every_module: bool = False):
     """Within the block, ``on_call(module, input, output)`` runs after every ``__call__``
-    of a kernel-bearing module (``input`` is its first positional argument)."""
+    of a kernel-bearing module (``input`` is its first positional argument);
+    ``every_module``: after every method call of any module (``input`` may be None)."""
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
-        if context.method_name == "__call__" and args and has_kernel(module):
+        if every_module and module.scope is not None:
+            on_call(module, args[0] if args else None, out)
+        elif context.method_name == "__call__" and args and has_kernel(module):
             on_call(module, args[0], out)
         return out
 
@@ -134,17 +240,17 @@ def module_path(module: nn.Module) -> Path:
 
 
 def trace_kernel_calls(model: nn.Module, variables, input_shape, on_call,
-                       apply_kwargs: Mapping | None = None) -> None:
+                       apply_kwargs: Mapping | None = None, every_module: bool = False) -> None:
     """Run :func:`kernel_calls` over one abstract (``jax.eval_shape``) inference call of
-    ``model`` on a batch of one example of ``input_shape``; nothing is computed."""
+    ``model`` on a batch of one example of ``input_shape`` (a shape or an :class:`Example`);
+    nothing is computed."""
     variables, _ = as_variables(variables)
 
     def run(v, x):
-        with kernel_calls(on_call):
+        with kernel_calls(on_call, every_module):
             return apply_inference(model, v, x, apply_kwargs)
 
-    jax.eval_shape(run, variables,
-                   jax.ShapeDtypeStruct((1, *tuple(input_shape)), jnp.float32))
+    jax.eval_shape(run, variables, as_example(input_shape).abstract(1))
 
 
 def kernel_modules(model: nn.Module, variables, input_shape,
@@ -186,7 +292,9 @@ def _freeze_value(value):
 
 def hashable(model: nn.Module) -> nn.Module:
     """``model``, or an equal module whose list fields are tuples (e.g. ``nn.Sequential([...])``),
-    so that it can be a static argument of ``jax.jit`` (compiled once per model)."""
+    so that it can be a static argument of ``jax.jit`` (compiled once per model). A module
+    with a field that stays unhashable (a config object, a dict) is wrapped in
+    :class:`Held`, hashed by identity (one per model object, so compiled once per model)."""
     try:
         hash(model)
         return model
@@ -195,26 +303,68 @@ def hashable(model: nn.Module) -> nn.Module:
     updates = {f.name: _freeze_value(getattr(model, f.name)) for f in dataclasses.fields(model)
                if f.init and f.name not in ("parent", "name")}
     frozen = model.clone(**updates)
-    hash(frozen)  # a field that is neither a list nor hashable: let the caller see it
-    return frozen
+    try:
+        hash(frozen)
+        return frozen
+    except TypeError:
+        return _held(model)
+
+
+class _Ref:
+    """A value behind an identity hash (a field of a Linen module that must hash)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Held(nn.Module):
+    """``ref.value``, a Linen module with unhashable fields, run in this module's scope (its
+    variables keep their paths); hashed by the identity of ``ref``."""
+    ref: _Ref
+
+    @property
+    def wrapped_module(self) -> nn.Module:
+        return self.ref.value
+
+    def setup(self):
+        self.inner = self.ref.value.clone()
+        nn.share_scope(self, self.inner)
+
+    def __call__(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+
+_HELD: dict[int, tuple[nn.Module, Held]] = {}
+
+
+def _held(model: nn.Module) -> Held:
+    """The one :class:`Held` of ``model`` (kept with the model, so its id stays its own)."""
+    if id(model) not in _HELD or _HELD[id(model)][0] is not model:
+        _HELD[id(model)] = (model, Held(_Ref(model)))
+    return _HELD[id(model)][1]
 
 
 def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
                   apply_kwargs: Mapping | None = None) -> dict[Path, np.ndarray]:
     """``{module path: its input on images}`` (host arrays) for every kernel-bearing module.
 
-    ``images``: (N, *input_shape); the model runs in inference mode in chunks of
-    ``batch_size``. A module called more than once (weight sharing) keeps its last call's input.
+    ``images``: (N, *input_shape), run as float32, or an :class:`Example` (arrays of any
+    dtype, N examples each, passed as they are); the model runs in inference mode in chunks
+    of ``batch_size``. A module called more than once (weight sharing) keeps its last call's
+    input.
     """
     variables, _ = as_variables(variables)
-    images = np.asarray(images)
-    if images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty batch (N, ...), got shape {images.shape}")
+    if not isinstance(images, Example):
+        images = np.asarray(images)
+        if images.ndim < 2 or images.shape[0] == 0:
+            raise ValueError(f"images must be a non-empty batch (N, ...), got shape "
+                             f"{images.shape}")
+        images = Example((images.astype(np.float32),))
     static = hashable(model)
     kwargs = tuple(sorted(inference_kwargs(model, apply_kwargs).items()))
     chunks = []
-    for start in range(0, images.shape[0], int(batch_size)):
-        part = jnp.asarray(images[start:start + int(batch_size)], jnp.float32)
+    for start in range(0, images.batch, int(batch_size)):
+        part = jax.tree.map(jnp.asarray, images.take(start, start + int(batch_size)))
         chunks.append(jax.device_get(_capture(static, kwargs, variables, part)))
     if not chunks[0]:
         raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "

@@ -125,14 +125,14 @@ class NnxAsLinen(nn.Module):
     on as they are. Runs on existing variables only (``init`` creates nothing)."""
     graph: _Graph
 
-    def __call__(self, x, train: bool = False, **kwargs):
+    def __call__(self, *args, train: bool = False, **kwargs):
         module = nnx.merge(self.graph.graphdef, _replaced(self.graph.state, self.variables))
         if train:
             module.train()
         else:
             module.eval()
         _to_linen(module, self.scope)
-        return module(x, **{**mode_kwargs(module, train), **kwargs})
+        return module(*args, **{**mode_kwargs(module, train), **kwargs})
 
 
 def as_linen(module: nnx.Module) -> NnxAsLinen:

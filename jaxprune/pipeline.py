@@ -78,7 +78,7 @@ class PruneResult:
                                  "result.model(module)")
         if self.kind == "weights":
             return _nnx.with_variables(self.nnx_module, self.params)
-        return rebuild.smaller_nnx(self.nnx_module, self.params)
+        return rebuild.smaller_nnx(self.nnx_module, self.params, self.groups, self.widths)
 
     @functools.cached_property
     def mask(self):
@@ -121,7 +121,8 @@ class PruneResult:
             return self._clone_widths(module)
         shape = input_shape or self.input_shape or _input_shape(module, None)
         return rebuild.smaller_module(module, self.dense_shapes, as_variables(self.params)[0],
-                                      shape, apply_kwargs=self.apply_kwargs, fields=fields)
+                                      shape, apply_kwargs=self.apply_kwargs, fields=fields,
+                                      groups=self.groups, widths=self.widths)
 
     def _clone_widths(self, module):
         by_module = {}
@@ -189,16 +190,28 @@ def _check_arrays(variables) -> None:
             raise ValueError(f"empty array at {name}")
 
 
-def _check_data(data, input_shape):
-    """``(data as a host array or None, input_shape)``, consistent with each other."""
+def _check_data(data, input_shape, example_inputs=None):
+    """``(data, input spec)``, consistent with each other.
+
+    ``data``: ``None``, a float host array (N, *input_shape), or an
+    :class:`~jaxprune._flax.Example` when it is given as a tuple/dict of inputs or as an
+    array that is not floating point (token ids keep their dtype). The input spec is what
+    the model is traced on: an Example (from ``example_inputs``, else from ``data`` when
+    that is an Example) or the per-example shape."""
+    example = None if example_inputs is None else _check_example(example_inputs, input_shape)
     if data is None:
-        return None, input_shape
+        return None, input_shape if example is None else example.abstract(1)
+    if _keeps_dtype(data, example):
+        data = _check_example(data, None)
+        return data, (data if example is None else example).abstract(1)
     data = np.asarray(data)
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must be a non-empty batch (N, *input_shape), got shape "
                          f"{data.shape}")
     if not np.all(np.isfinite(data)):
         raise ValueError("data contains NaN or inf")
+    if example is not None:
+        return data, example.abstract(1)
     if input_shape is None:
         return data, data.shape[1:]
     if tuple(input_shape) != data.shape[1:]:
@@ -207,7 +220,38 @@ def _check_data(data, input_shape):
     return data, input_shape
 
 
+def _keeps_dtype(data, example) -> bool:
+    """True when ``data`` goes to the model as it is (an Example): a tuple/dict of inputs, an
+    integer or bool array (token ids), or any array that is not floating point when
+    ``example_inputs`` is given. uint8 images without ``example_inputs`` are read as float32,
+    as before."""
+    if isinstance(data, (Mapping, tuple, list, _flax.Example)):
+        return True
+    dtype = np.asarray(data).dtype
+    if example is not None:
+        return dtype.kind not in "fc"
+    return dtype.kind in "iub" and dtype != np.uint8
+
+
+def _check_example(inputs, input_shape) -> _flax.Example:
+    """``inputs`` (an array, a tuple of positional inputs, a dict of keyword inputs) as an
+    Example of host arrays with one batch size, finite where floating point."""
+    ex = jax.tree.map(np.asarray, _flax.Example.of(inputs))
+    if ex.batch == 0:
+        raise ValueError("example inputs / data must hold at least one example")
+    for a in ex.arrays:
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError("example inputs / data contain NaN or inf")
+    first = ex.arrays[0].shape[1:]
+    if input_shape is not None and tuple(input_shape) != first:
+        raise ValueError(f"input_shape {tuple(input_shape)} does not match the first example "
+                         f"input's per-example shape {first}; pass one of them")
+    return ex
+
+
 def _input_shape(model, input_shape):
+    if isinstance(input_shape, _flax.Example):
+        return input_shape
     if input_shape is not None:
         return tuple(input_shape)
     shape = getattr(model, "input_shape", None)
@@ -254,11 +298,12 @@ def _shapes(tree):
 # --------------------------------------------------------------------------------------------
 def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
           unit: str = "params", sampling: str | None = None, allocation: str = "bound",
-          leave=(), min_width: int = 1, round_to: int = 1, prune_residual: bool = False,
+          leave=(), min_width: int = 1, max_ratio: float = 0.9, round_to: int = 1,
+          prune_residual: bool = False,
           prune_output: bool = False, data=None, apply_kwargs=None,
           reconstruct: str | None = None, ridge: float = 1e-3, recalibrate_bn: bool = False,
           epsilon: float | None = None, certificate: bool = False, on_phase=None,
-          **options) -> PruneResult:
+          example_inputs=None, rules=None, **options) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -272,7 +317,14 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         layer's name) to prune only the named units.
       method: a registered method (``jaxprune.methods.names()``).
       model: the Flax module (needed for anything but a plain Dense chain); its jaxpr is
-        traced to find the channel groups. ``input_shape``: per-example input shape.
+        traced to find the channel groups. ``input_shape``: per-example input shape of a
+        float input.
+      rules: ``{primitive name: rule}`` teaching the structure tracer primitives it does not
+        know, for this call (the contract: :func:`jaxprune.structure.register_rule`).
+      example_inputs: what the model is traced on when its input is not one float array: an
+        array of any dtype (e.g. int32 token ids, batch first), a tuple of positional
+        inputs (``None`` allowed) or a dict of keyword inputs (``model.apply(v, *args,
+        **kwargs)``); only shapes and dtypes matter.
       unit: ``"params"`` | ``"neurons"`` | ``"flops"`` — what ``ratio`` counts.
       sampling: ``"sparsity_first"`` (re-weighted) or ``"deterministic"`` (top-k); default:
         the method's own.
@@ -280,12 +332,18 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         error bounds, :func:`jaxprune.selection.allocate_widths`) or ``"uniform"``. Weight
         methods always give every kernel the same sparsity (the report says so).
       leave: unit names never pruned. min_width: channels a pruned group keeps at least.
+      max_ratio: a float ``ratio`` removes at most this fraction of any one group's channels
+        (default 0.9, like Torch-Pruning's ``max_pruning_ratio``), so that a whole-model
+        target never cuts a layer to nothing; when frozen groups and this cap put the target
+        out of reach, a ``PruneWarning`` gives the achieved ratio and why. A ratio dict sets
+        its groups' widths itself.
       round_to: widths are multiples of this (hardware-friendly shapes; a group smaller
         than it is left whole).
       prune_residual: also prune channel groups tied by residual adds (default: only the
         inner channels of residual blocks, as the coreset papers do).
       prune_output: weight methods only — also sparsify the output layer's kernel.
-      data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods.
+      data: a small batch of inputs ``S`` (N, *input_shape) for data-informed methods, or
+        the forms of ``example_inputs`` with N examples (integer arrays keep their dtype).
       reconstruct: ``"lstsq"`` refits every consumer of a pruned group on ``data`` by ridge
         least squares (:func:`jaxprune.reconstruct.refit`; structured methods);
         ``ridge``: its relative ridge; ``recalibrate_bn``: re-estimate BatchNorm statistics
@@ -318,6 +376,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if int(min_width) < 1:
         raise ValueError("min_width must be >= 1: a layer may not end up with zero width")
+    max_ratio = _as_ratio(max_ratio, "max_ratio") if max_ratio != 1 else 1.0
     if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
     if model is not None:
@@ -332,7 +391,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     if meth.needs_data and data is None:
         raise ValueError(f"method {method!r} is data-informed: pass data= (a small batch of "
                          "inputs, e.g. from the validation split)")
-    data, input_shape = _check_data(data, input_shape)
+    data, input_shape = _check_data(data, input_shape, example_inputs)
     reads_data = data is not None and (meth.needs_data or meth.uses_data)
     nnx_module = None
     if _nnx.is_module(params):
@@ -341,6 +400,9 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         model = _nnx.as_linen(nnx_module)
         apply_kwargs = _flax.inference_kwargs(model, apply_kwargs)
     _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data)
+    if isinstance(data, _flax.Example) and model is None:
+        raise ValueError("data given as token ids or several inputs runs through the model: "
+                         "pass model= (the Flax module) as well")
     if reads_data and model is None and meth.kind == "channels":
         raise ValueError(f"method {method!r} reads the layers' inputs on data=: pass model= "
                          "(the Flax module) as well")
@@ -359,10 +421,11 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     run = _prune_channels if meth.kind == "channels" else _prune_weights
     result = run(meth, variables, score_vars, wrapped, key, ratio, routed, model=model,
                input_shape=input_shape, unit=unit, sampling=sampling, allocation=allocation,
-               leave=leave, min_width=int(min_width), round_to=int(round_to),
+               leave=leave, min_width=int(min_width), max_ratio=max_ratio,
+               round_to=int(round_to),
                prune_residual=prune_residual, prune_output=prune_output,
                data=data if reads_data else None, apply_kwargs=apply_kwargs,
-               epsilon=epsilon, on_phase=on_phase)
+               epsilon=epsilon, on_phase=on_phase, rules=rules)
     if epsilon is not None:
         result = dataclasses.replace(result, report={**result.report, "epsilon": epsilon})
     if certificate and result.kind == "channels":
@@ -385,6 +448,10 @@ def _check_reconstruct(reconstruct, ridge, recalibrate_bn, meth, model, data) ->
     if data is None:
         raise ValueError("reconstruct='lstsq' refits the layers on data=: pass a small batch "
                          "of inputs (N, *input_shape), e.g. from the validation split")
+    if isinstance(data, _flax.Example):
+        raise ValueError("reconstruct='lstsq' refits on one float input array (N, "
+                         "*input_shape); data given as token ids or several inputs is not "
+                         "supported by the refit")
     if meth.kind != "channels" or model is None:
         raise ValueError("reconstruct='lstsq' needs a structured method and the Linen model= "
                          f"(method {meth.name!r}, model={type(model).__name__})")
@@ -426,34 +493,35 @@ def _method_info(meth, unit_names, views_, routed) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # Channels: traced groups -> widths -> kept channels -> smaller arrays
 # --------------------------------------------------------------------------------------------
-def _structure(model, variables, input_shape, apply_kwargs):
+def _structure(model, variables, input_shape, apply_kwargs, rules=None):
     """``(structure, per-example input shape)`` of the network, traced in inference mode."""
     if model is None:
         struct, _ = structure.from_params(variables)
         first = struct.groups[0].producers[0] if struct.groups else None
         return struct, (None if first is None else (struct.shapes[first.path][0],))
     shape = _input_shape(model, input_shape)
-    x = jnp.zeros((2, *shape), jnp.float32)
+    x = _flax.as_example(shape).zeros(2)
     return structure.trace_groups(
-        lambda v, inp: _flax.apply_inference(model, v, inp, apply_kwargs), variables, x), shape
+        lambda v, inp: _flax.apply_inference(model, v, inp, apply_kwargs), variables, x,
+        rules), shape
 
 
 def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
-                    input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                    prune_residual, prune_output, data, apply_kwargs, epsilon,
-                    on_phase) -> PruneResult:
+                    input_shape, unit, sampling, allocation, leave, min_width, max_ratio,
+                    round_to, prune_residual, prune_output, data, apply_kwargs, epsilon,
+                    on_phase, rules=None) -> PruneResult:
     if prune_output:
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
-        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs)
+        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs, rules)
     groups = selection.prunable_groups(struct, leave, prune_residual,
                                        None if epsilon is not None else ratio, allow_empty=True)
     if epsilon is not None and groups:
         ratio = bounds.group_epsilon_ratios(score_vars, groups, epsilon)
     if not groups:  # nothing can be cut: the network comes back whole, and the warning says why
         report = _channel_report(struct, groups, {}, ratio, unit, meth.name, sampling, {},
-                                 min_width)
+                                 min_width, max_ratio)
         return PruneResult(params=restore_form(variables, wrapped), widths={}, kept={},
                            scales={}, sensitivities={}, groups=struct.groups, report=report,
                            kind="channels", dense_shapes=_shapes(variables),
@@ -469,7 +537,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
     del group_views  # captured activations are not needed past scoring
     with _phase(on_phase, "allocation"):
         widths = selection.allocate_widths(struct, groups, ratio, unit, min_width, sens,
-                                           allocation, round_to)
+                                           allocation, round_to, max_ratio)
     kept, scales, draws = {}, {}, {}
     with _phase(on_phase, "selection"):
         for g, k in zip(groups, jax.random.split(select_key, len(groups))):
@@ -478,7 +546,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
     with _phase(on_phase, "surgery"):
         small = jax.block_until_ready(surgery.shrink(variables, struct.groups, kept, scales))
     report = _channel_report(struct, groups, widths, ratio, unit, meth.name, sampling, draws,
-                             min_width)
+                             min_width, max_ratio)
     if info is not None:
         report["method_info"] = info
     return PruneResult(params=restore_form(small, wrapped), widths=widths, kept=kept,
@@ -506,7 +574,7 @@ def _frozen_summary(struct, groups, limit: int = 8) -> str:
 
 
 def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws,
-                    min_width) -> dict:
+                    min_width, max_ratio=1.0) -> dict:
     achieved = {u: selection.removed_fraction(struct, groups, widths, u) for u in UNITS}
     report = {
         "method": method, "kind": "channels", "sampling": sampling, "unit": unit,
@@ -522,11 +590,17 @@ def _channel_report(struct, groups, widths, ratio, unit, method, sampling, draws
         "frozen": {g.name: _why_whole(g) for g in struct.groups if g.name not in widths},
         "draws": draws,
     }
+    low = selection.min_widths(groups, min_width, max_ratio)
+    capped = sorted(g.name for g in groups if widths[g.name] == low[g.name] > min_width)
     if not isinstance(ratio, Mapping) and abs(achieved[unit] - ratio) > 0.01:
+        cap = (f"; at the per-group cap max_ratio={max_ratio}: {', '.join(capped)}"
+               if capped else "")
         warnings.warn(f"achieved {unit} ratio {achieved[unit]:.4f} of the whole model is more "
-                      f"than 1% from the target {ratio} (integer widths, min_width, or channels "
-                      f"that cannot be pruned). Not pruned: {_frozen_summary(struct, groups)}",
+                      f"than 1% from the target {ratio} (integer widths, min_width, the "
+                      f"max_ratio={max_ratio} cap per group, or channels that cannot be "
+                      f"pruned). Not pruned: {_frozen_summary(struct, groups)}{cap}",
                       PruneWarning, stacklevel=4)
+    report["capped"] = capped
     floor = sorted(g.name for g in groups if widths[g.name] <= min_width < g.size)
     if floor and not isinstance(ratio, Mapping):
         warnings.warn(f"layers cut to min_width={min_width}: {', '.join(floor)}; the ratio "
@@ -570,15 +644,15 @@ def _top_k_per_layer(key, scores, views_, keep, sampling) -> list:
 
 
 def _prune_weights(meth, variables, score_vars, wrapped, key, ratio, routed, *, model,
-                   input_shape, unit, sampling, allocation, leave, min_width, round_to,
-                   prune_residual, prune_output, data, apply_kwargs, epsilon,
-                   on_phase) -> PruneResult:
+                   input_shape, unit, sampling, allocation, leave, min_width, max_ratio,
+                   round_to, prune_residual, prune_output, data, apply_kwargs, epsilon,
+                   on_phase, rules=None) -> PruneResult:
     """Unstructured pruning. ``ratio`` is the fraction of the prunable kernels' entries
     removed; every kernel gets the same sparsity: ``R = round(ratio·N)`` entries are removed
     in total, split by largest-remainder rounding (:func:`jaxprune.selection.layer_budgets`).
     ``allocation="bound"`` has no weight-level counterpart and falls back to this split (the
     report records ``allocation: "uniform"``)."""
-    del score_vars, min_width, round_to, prune_residual, epsilon
+    del score_vars, min_width, max_ratio, round_to, prune_residual, epsilon, rules
     if unit != "params":
         raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
                          f"entries (unit='params'); unit={unit!r} is not supported (it removes "

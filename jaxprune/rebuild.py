@@ -10,14 +10,17 @@ fields change by comparing the pruned kernels with the layers that own them.
 """
 from __future__ import annotations
 
+import copy as copy_module
+import dataclasses
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import numpy as np
 
-from jaxprune._nnx import submodules, with_variables
-from jaxprune._flax import (abstract_init, first_line, hashable, inference_kwargs, module_path,
-                            scope_path, trace_kernel_calls)
+from jaxprune._nnx import submodules, variables_of, with_variables
+from jaxprune._flax import (Held, abstract_init, first_line, hashable, inference_kwargs,
+                            module_path, scope_path, trace_kernel_calls)
 from jaxprune._tree import Path, get_path, leaves_with_paths, shape_mismatches
 
 __all__ = ["Resized", "smaller_module", "smaller_nnx"]
@@ -88,7 +91,7 @@ def _pinned_fields(parent: nn.Module, path: Path, dense_params) -> dict:
     channels it reads does not change them (its heads are resized through its q/k/v layers)."""
     if not isinstance(getattr(parent, "num_heads", None), int):
         return {}
-    own = get_path(dense_params, path) if path else dense_params
+    own = _own(dense_params, path)
     pinned = {}
     if getattr(parent, "qkv_features", 0) is None and "query" in own:
         pinned["qkv_features"] = int(np.prod(np.shape(own["query"]["kernel"])[1:]))
@@ -103,45 +106,159 @@ def _shapes(tree) -> dict[Path, tuple]:
 
 def smaller_module(module: nn.Module, dense_variables, small_variables, input_shape, *,
                    apply_kwargs: Mapping | None = None,
-                   fields: Mapping[str, Mapping[str, Any]] | None = None) -> Resized:
+                   fields: Mapping[str, Mapping[str, Any]] | None = None,
+                   groups=(), widths: Mapping[str, int] | None = None) -> Resized:
     """A :class:`Resized` ``module`` whose ``init`` creates exactly ``small_variables``' shapes.
 
     ``dense_variables``: the variables ``module`` was pruned from (arrays or
-    ``ShapeDtypeStruct``); one abstract inference call finds every kernel-bearing layer.
+    ``ShapeDtypeStruct``); one abstract inference call finds every module. Kernel layers get
+    their ``features`` (or ``shape``, :func:`_new_fields`); the user's own modules that own
+    no parameter themselves (attention, MLP and model modules that compose layers) and the
+    config objects in their fields get the counts that changed (:func:`_count_fields`: e.g.
+    ``num_heads`` from the pruned head ``groups`` and their ``widths``).
     ``fields``: extra ``{'a/b/layer': {field: value}}`` (``''``: the top module) for layers
-    whose size lives in a field that is not ``features`` (checked like the rest). Raises
+    whose size lives where jaxprune cannot see it (checked like the rest). Raises
     ``ValueError`` naming the arrays when the rebuilt module would create other shapes than
-    the pruned ones.
+    the pruned ones. ``input_shape``: a shape or an :class:`~jaxprune._flax.Example`.
     """
     base, sizes = module, {}
     if isinstance(module, Resized):  # pruned before: start from its sizes
         base = module.module
         sizes = {tuple(p): dict(f) for p, f in module.sizes}
-    layers: dict[Path, nn.Module] = {}
-    parents: dict[Path, nn.Module] = {}
+    modules: dict[Path, nn.Module] = {}
 
     def record(layer, _x, _out):
-        layers[module_path(layer)] = layer
-        if isinstance(layer.parent, nn.Module):
-            parents[module_path(layer.parent)] = layer.parent
+        modules.setdefault(module_path(layer), layer)
 
-    trace_kernel_calls(module, dense_variables, input_shape, record, apply_kwargs)
-    for path, parent in parents.items():
-        pinned = _pinned_fields(parent, path, dense_variables["params"])
-        if pinned:
-            sizes.setdefault(path, {}).update(pinned)
-    for path, layer in layers.items():
-        dense = np.shape(get_path(dense_variables["params"], path + ("kernel",)))
-        small = np.shape(get_path(small_variables["params"], path + ("kernel",)))
-        new = _new_fields(layer, dense, small)
+    trace_kernel_calls(module, dense_variables, input_shape, record, apply_kwargs,
+                       every_module=True)
+    dense, small = dense_variables["params"], small_variables["params"]
+    changes = _Changes(dense, small, groups, widths or {})
+    counts: dict[Path, dict] = {}
+    for path, layer in modules.items():
+        own = _own(dense, path)
+        new = _pinned_fields(layer, path, dense)
+        if "kernel" in own:
+            new.update(_new_fields(layer, np.shape(own["kernel"]),
+                                   np.shape(get_path(small, path + ("kernel",)))))
+        elif not type(layer).__module__.startswith("flax."):
+            new.update(_shape_field(layer, path, dense, small))
+            if all(isinstance(v, Mapping) for v in own.values()):
+                counts[path] = _count_fields(layer, changes.at(path), new)
         if new:
             sizes.setdefault(path, {}).update(new)
-    for name, extra in (fields or {}).items():
-        sizes.setdefault(tuple(p for p in name.split("/") if p), {}).update(extra)
-    table = tuple(sorted((p, tuple(sorted(f.items()))) for p, f in sizes.items() if f))
-    small = Resized(hashable(base), table)
-    _check_shapes(small, small_variables, input_shape, apply_kwargs)
-    return small
+    extra = {tuple(p for p in name.split("/") if p): dict(f) for name, f in (fields or {}).items()}
+    plain = Resized(_as_hashable(base), _merged(sizes, extra))
+    guessed = Resized(plain.module, _merged(counts, sizes, extra))
+    if guessed.sizes != plain.sizes:  # the counts are a guess: kept when the shapes agree
+        try:
+            _check_shapes(guessed, small_variables, input_shape, apply_kwargs)
+            return guessed
+        except ValueError:
+            pass
+    _check_shapes(plain, small_variables, input_shape, apply_kwargs)
+    return plain
+
+
+def _merged(*tables) -> tuple:
+    """``Resized.sizes`` of the field tables ``{path: {field: value}}``, later ones winning."""
+    out: dict[Path, dict] = {}
+    for table in tables:
+        for path, f in table.items():
+            out.setdefault(path, {}).update(f)
+    return tuple(sorted(((p, tuple(sorted(f.items()))) for p, f in out.items() if f),
+                        key=lambda pf: pf[0]))
+
+
+def _own(params, path: Path) -> Mapping:
+    """The parameters of the module at ``path`` (``{}`` for a module that has none)."""
+    for key in path:
+        params = params.get(key, {}) if isinstance(params, Mapping) else {}
+    return params if isinstance(params, Mapping) else {}
+
+
+def _as_hashable(module: nn.Module) -> nn.Module:
+    """``module`` with list fields as tuples when that makes it hashable, else as it is."""
+    held = hashable(module)
+    return module if isinstance(held, Held) else held
+
+
+class _Changes:
+    """The sizes pruning changed under each module path: every parameter axis (dense size ->
+    pruned size) and every channel group with an array there (its size -> its width)."""
+
+    def __init__(self, dense, small, groups, widths):
+        self.axes = [(p, a, b) for (p, a), (_, b) in zip(leaves_with_paths(dense),
+                                                         leaves_with_paths(small))]
+        self.groups = [({s.path[1:-1] for s in (*g.producers, *g.members, *g.consumers)},
+                        g.size, widths.get(g.name, g.size)) for g in groups]
+
+    def at(self, path: Path) -> dict[int, int]:
+        """``{old: new}`` for the sizes changed under ``path`` whose new value is unique
+        there (an old size that maps to several values, or also stays, is left out)."""
+        seen: dict[int, set] = {}
+        n = len(path)
+        for p, a, b in self.axes:
+            if p[:n] == path:
+                for old, new in zip(np.shape(a), np.shape(b)):
+                    seen.setdefault(int(old), set()).add(int(new))
+        for modules, old, new in self.groups:
+            if any(m[:n] == path for m in modules):
+                seen.setdefault(int(old), set()).add(int(new))
+        return {old: new.pop() for old, new in seen.items() if len(new) == 1 and old not in new}
+
+
+def _shape_field(layer: nn.Module, path: Path, dense, small) -> dict:
+    """``{'shape': pruned shape}`` for a layer that creates its one parameter from a
+    ``shape`` field (a custom einsum layer), when that parameter shrank."""
+    own = _own(dense, path)
+    shape = getattr(layer, "shape", None)
+    if not isinstance(shape, (tuple, list)):
+        return {}
+    for name, arr in own.items():
+        if not isinstance(arr, Mapping) and tuple(np.shape(arr)) == tuple(shape):
+            new = tuple(np.shape(get_path(small, path + (name,))))
+            return {} if new == tuple(shape) else {"shape": new}
+    return {}
+
+
+def _count_fields(layer: nn.Module, changes: Mapping[int, int], taken) -> dict:
+    """Integer fields of ``layer`` (and integer attributes/items of a config object or dict
+    it holds) whose value is a size pruning changed under the layer (``changes``): their
+    new value (``num_heads`` 8 -> 5 when the layer's head group keeps 5). Config objects
+    are copied, never changed in place."""
+    new = {}
+    for f in dataclasses.fields(layer):
+        if not f.init or f.name in ("parent", "name") or f.name in taken:
+            continue
+        value = getattr(layer, f.name)
+        updated = _counted(value, changes)
+        if updated is not value:
+            new[f.name] = updated
+    return new
+
+
+def _counted(value, changes: Mapping[int, int]):
+    """``value`` with the counts in ``changes`` replaced (an int, or a copy of a dict / a
+    plain config object with such int entries); ``value`` itself when nothing changes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return changes.get(value, value)
+    if isinstance(value, Mapping):
+        items = {k: _counted(v, changes) for k, v in value.items()
+                 if isinstance(v, int) and not isinstance(v, bool)}
+        items = {k: v for k, v in items.items() if v != value[k]}
+        return {**value, **items} if items else value
+    attrs = getattr(value, "__dict__", None)
+    if attrs is None or isinstance(value, (nn.Module, type)) or callable(value):
+        return value
+    items = {k: changes[v] for k, v in attrs.items()
+             if isinstance(v, int) and not isinstance(v, bool) and v in changes}
+    if not items:
+        return value
+    copy = copy_module.copy(value)
+    for k, v in items.items():
+        setattr(copy, k, v)
+    return copy
 
 
 def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) -> None:
@@ -220,12 +337,18 @@ def _attention_fields(layer, nested: Mapping) -> dict:
     return {k: int(v) for k, v in values.items() if isinstance(getattr(layer, k, None), int)}
 
 
-def smaller_nnx(module, small_variables):
+def smaller_nnx(module, small_variables, groups=(), widths: Mapping[str, int] | None = None):
     """A copy of the NNX ``module`` holding ``small_variables`` (a variables dict with the
     pruned shapes, arrays or ``ShapeDtypeStruct``), every layer's size attributes made
-    consistent with its arrays (:func:`_nnx_fields`). The input module is not changed."""
+    consistent with its arrays (:func:`_nnx_fields`); a module that owns no parameter itself
+    (an attention or block written by the user) gets the integer attributes that counted
+    what pruning changed (:func:`_counted`: ``num_heads`` from the pruned head ``groups``
+    and their ``widths``). The input module is not changed."""
+    dense = _shapes(variables_of(module))
     new = with_variables(module, small_variables)
     shapes = _shapes(small_variables)
+    changes = _Changes(_tree_of(dense)["params"], _tree_of(shapes)["params"], groups,
+                       widths or {})
     for path, layer in submodules(new):
         own = {p[-1]: s for p, s in shapes.items() if p[1:-1] == path}
         nested: dict = {}  # child name -> its arrays (an attention's query/key/value/out)
@@ -234,4 +357,21 @@ def smaller_nnx(module, small_variables):
                 nested.setdefault(p[-2], {})[p[-1]] = s
         for name, value in _nnx_fields(layer, own, nested).items():
             setattr(layer, name, value)
+        if not own and not type(layer).__module__.startswith("flax."):
+            at = changes.at(path)
+            for name, value in list(vars(layer).items()):
+                updated = _counted(value, at) if isinstance(value, int) else value
+                if updated is not value:
+                    setattr(layer, name, updated)
     return new
+
+
+def _tree_of(shapes: Mapping[Path, tuple]) -> dict:
+    """``{path: shape}`` as a nested dict of ``ShapeDtypeStruct`` leaves."""
+    tree: dict = {}
+    for path, shape in shapes.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = jax.ShapeDtypeStruct(shape, np.float32)
+    return tree

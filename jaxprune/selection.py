@@ -97,9 +97,18 @@ def _fit_scale(struct, groups, ratio, unit, width_at) -> dict:
                key=lambda w: abs(removed_fraction(struct, groups, w, unit) - ratio))
 
 
+def min_widths(groups, min_width: int = 1, max_ratio: float = 1.0) -> dict[str, int]:
+    """The fewest channels each group keeps under a float ratio: ``min_width``, and at most
+    ``max_ratio`` of its channels removed, so that a whole-model target never cuts one group
+    to (almost) nothing (Torch-Pruning's ``max_pruning_ratio``)."""
+    return {g.name: min(g.size, max(min_width, g.size - int(math.floor(max_ratio * g.size
+                                                                       + 1e-9))))
+            for g in groups}
+
+
 def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_width: int = 1,
                     scores: Mapping[str, Any] | None = None, allocation: str = "bound",
-                    round_to: int = 1) -> dict:
+                    round_to: int = 1, max_ratio: float = 1.0) -> dict:
     """Per-group widths for ``ratio``.
 
     ``allocation="uniform"``: one keep fraction ``q`` for every group, ``m_g = round(q·C_g)``.
@@ -111,7 +120,8 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
     neighbours' widths, so ``c_g`` is re-evaluated at the allocated widths (5 fixed-point
     rounds). Widths are clipped to ``[min_width, C_g]`` (and rounded to multiples of
     ``round_to``) and the common scale is found by bisection so that the achieved ratio is
-    closest to ``ratio``.
+    closest to ``ratio``. ``max_ratio``: no group loses more than this fraction of its
+    channels (:func:`min_widths`; a ratio dict names its widths itself).
     """
     if isinstance(ratio, Mapping):
         names = {g.name: g for g in groups}
@@ -127,10 +137,12 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
             widths[name] = k
         return widths
 
+    floor = min_widths(groups, min_width, max_ratio)
+
     def clip(g, value):
         if round_to > 1:  # a multiple of round_to, at least one step; small groups stay whole
-            value = round_to * max(round(value / round_to), -(-min_width // round_to), 1)
-        return int(min(g.size, max(min_width, round(value))))
+            value = round_to * max(round(value / round_to), -(-floor[g.name] // round_to), 1)
+        return int(min(g.size, max(floor[g.name], round(value))))
 
     if allocation == "uniform" or scores is None:
         return _fit_scale(struct, groups, ratio, unit,

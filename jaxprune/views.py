@@ -70,7 +70,7 @@ def channel_views(variables, groups, model=None, data=None,
     inputs = modules = None
     if data is not None:
         inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
-        modules = _flax.kernel_modules(model, variables, np.shape(data)[1:], apply_kwargs)
+        modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)
     return [layer_view(variables, g, inputs, modules) for g in groups]
 
 

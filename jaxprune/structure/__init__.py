@@ -17,7 +17,8 @@ output), and a depthwise conv carries its input's groups through, its kernel a m
 product of two activations (attention scores, ``weights @ v``) ties the labels on its batch
 axes — the head axis of q, k and v becomes one group, whole heads are pruned — and freezes
 those it contracts or leaves free (head_dim). The per-primitive rules live in one table,
-:data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`); anything no rule
+:data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`; users add their own
+with :func:`register_rule` or ``prune(..., rules=...)``); anything no rule
 covers (a slice that cuts a channel axis, grouped convs, gathers) *freezes* the groups it
 touches, so an unfamiliar model is pruned conservatively rather than wrongly. Groups whose
 channels reach the network output (the logits) are never prunable.
@@ -30,9 +31,9 @@ in call order for weight pruning, and the bare Dense-chain check :func:`dense_ch
 from jaxprune._tree import path_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
 from jaxprune.structure._layers import ConvSpec, KernelLayer, dense_chain, kernel_layers
-from jaxprune.structure._rules import RULES
+from jaxprune.structure._rules import RULES, register_rule
 from jaxprune.structure._trace import from_model, from_params, trace_groups
 
 __all__ = ["ArraySlot", "ChannelGroup", "ConvSpec", "KernelLayer", "RULES", "Structure",
            "dense_chain", "from_model", "from_params", "kernel_layers", "path_of",
-           "trace_groups"]
+           "register_rule", "trace_groups"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 
@@ -54,3 +55,23 @@ class _Info:
     porig: tuple = ()
     act: bool = False
     uniform: frozenset = frozenset()
+
+
+class Layout(NamedTuple):
+    """Where the ``size`` channels of a group split off a parent group lie among the
+    parent's channels: child channel ``c`` is parent channels ``(o · period + offset + c) ·
+    inner + i`` (``o < outer``, ``i < inner``). Heads of a ``(H·D) -> (H, D)`` reshape:
+    ``Layout(H, 1, H, 0, D)``; the second of three equal pieces of a split of ``3·C``
+    channels: ``Layout(C, 1, 3·C, C, 1)``."""
+    size: int
+    outer: int
+    period: int
+    offset: int
+    inner: int
+
+
+def product_layouts(sizes) -> list[Layout]:
+    """The layouts of the factors of a channel axis reshaped to ``sizes`` (row-major): factor
+    ``k`` repeats ``prod(sizes[:k])`` times and owns blocks of ``prod(sizes[k+1:])``."""
+    return [Layout(n, math.prod(sizes[:k]), n, 0, math.prod(sizes[k + 1:]))
+            for k, n in enumerate(sizes)]

@@ -14,6 +14,16 @@ Layouts. A segment ``Seg(g, outer, inner, offset, period)`` on an axis of
 per operand. A reshape that merges a labelled axis with its neighbours multiplies ``outer``
 by the product of the merged axes before it and ``inner`` by the product of those after it.
 
+Splits. A reshape that splits a channel axis into ``(A1, ..., An)`` (``(H·D) -> (H, D)``:
+heads) splits its group into one group per factor (:meth:`Tracer.split_group`): the heads
+are a group of H blocks of D channels, head_dim a group of D channels repeated H times, and
+the arrays of the parent (the Dense kernel's output axis, its bias, the kernels that read the
+unsplit value) are handed to both with those layouts. What happens downstream decides which
+part is prunable: an attention product ties the heads of q, k and v and freezes head_dim,
+which it contracts. A ``split`` of a channel axis gives one
+group per piece (a window of the parent's channels), prunable when the pieces are tied
+again: fused qkv head by head by the attention, SwiGLU's fused gate/up by their product.
+
 Rules never leave an activation's channel axis unlabelled: what they cannot follow gets
 frozen pseudo-labels (``tracer.opaque``), so a bias added to it is never taken for a bare
 parameter and no group merged with it can be pruned.
@@ -23,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from jaxprune.structure._labels import _Info
+from jaxprune.structure._labels import Layout, _Info, product_layouts
 
 _ELEMENTWISE = {
     "add", "sub", "mul", "div", "max", "min", "pow", "neg", "exp", "exp2", "log", "log1p",
@@ -42,14 +52,14 @@ _CALLS = {"jit", "pjit", "closed_call", "call", "core_call", "remat2", "checkpoi
 
 
 # -- label algebra ----------------------------------------------------------------------------
-def map_axes(tracer, info: _Info, amap: dict[int, int]) -> _Info:
+def map_axes(tracer, info: _Info, amap: dict[int, int], why: str = "channel axis removed") -> _Info:
     """Relabel axes by ``amap`` (input axis -> output axis); unmapped labels freeze."""
     out = _Info(act=info.act)
     for ax, segs in info.chan.items():
         if ax in amap:
             out.chan[amap[ax]] = segs
         else:
-            tracer.freeze_segs(segs, "channel axis removed")
+            tracer.freeze_segs(segs, why)
     out.porig = tuple((leaf, {p: amap[v] for p, v in m.items() if v in amap})
                       for leaf, m in info.porig)
     return out
@@ -101,8 +111,12 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
                 after = math.prod(old[b] for b in big_i if b > a)
                 out.chan[big_j[0]] = out.chan.get(big_j[0], ()) + tuple(
                     s._replace(outer=s.outer * before, inner=s.inner * after) for s in segs)
+            elif len(big_i) == 1 and plain(tracer, segs, old[a]):  # (H·D) -> (H, D)
+                parts = tracer.split_group(segs[0], product_layouts([new[b] for b in big_j]))
+                for b, part in zip(big_j, parts):
+                    out.chan[b] = (part,)
             elif len(big_i) == 1 and all(s[1:3] == (1, 1) for s in segs):
-                tracer.freeze_segs(segs, "reshape splits a channel axis")
+                tracer.freeze_segs(segs, "reshape splits a concatenated channel axis")
             else:
                 tracer.freeze_segs(segs, "unsupported reshape")
     out.porig = tuple((leaf, {p: porig_map[v] for p, v in m.items() if v in porig_map})
@@ -211,7 +225,9 @@ def reduction(tracer, eqn, ins, in_shapes, out_shapes):
     """Reduced axes drop their labels (a channel axis reduced away freezes its group)."""
     axes = set(eqn.params["axes"])
     keep = [a for a in range(len(in_shapes[0])) if a not in axes]
-    return [map_axes(tracer, ins[0], {a: k for k, a in enumerate(keep)})]
+    return [map_axes(tracer, ins[0], {a: k for k, a in enumerate(keep)},
+                     "channel axis removed by a reduction (e.g. a LayerNorm/RMSNorm statistic: "
+                     "every channel is normalised by all of them, so none can go)")]
 
 
 def windowed(tracer, eqn, ins, in_shapes, out_shapes):
@@ -240,6 +256,11 @@ def pad(tracer, eqn, ins, in_shapes, out_shapes):
                 "merged with a value padded along its channel axis")]
 
 
+def plain(tracer, segs, n: int) -> bool:
+    """True when ``segs`` label an axis of ``n`` entries with one whole group, unlaid-out."""
+    return len(segs) == 1 and segs[0][1:] == (1, 1, 0, n) and tracer.group_size[segs[0].gid] == n
+
+
 def slice_(tracer, eqn, ins, in_shapes, out_shapes):
     """``slice`` / ``dynamic_slice``: an axis is cut unless the whole of it is taken."""
     shape = in_shapes[0]
@@ -256,9 +277,39 @@ def slice_(tracer, eqn, ins, in_shapes, out_shapes):
 
 
 def split(tracer, eqn, ins, in_shapes, out_shapes):
-    """Every output is a cut of the input along ``axis``."""
-    return [cut(tracer, ins[0], [eqn.params["axis"]], s, "split cuts a channel axis",
+    """Every output is a cut of the input along ``axis``; along a plain channel axis each
+    piece is a part of its group (:func:`pieces`)."""
+    axis = eqn.params["axis"]
+    ends = list(itertools.accumulate(s[axis] for s in out_shapes))
+    spans = list(zip([0, *ends[:-1]], ends))
+    out = pieces(tracer, ins[0], [axis], axis, in_shapes[0][axis], spans, out_shapes, "split")
+    if out is not None:
+        return out
+    return [cut(tracer, ins[0], [axis], s, "split cuts a channel axis",
                 "merged with a value cut by split") for s in out_shapes]
+
+
+def pieces(tracer, info: _Info, axes, axis: int, n: int, spans, out_shapes, name: str):
+    """Outputs of cutting ``axes`` of ``info``'s value where ``axis`` (a plain channel axis
+    of ``n`` entries) is cut to ``spans`` (``(start, stop)`` per output): the piece of
+    ``axis`` is a part of the group (:meth:`Tracer.split_group` with ``tied=True``: the
+    pieces stay prunable only when tied to each other, so that they keep equal widths and
+    ``jnp.split(x, n)`` still cuts the smaller value where it cut the dense one), the other
+    axes are cut as :func:`cut` does. None when ``axis`` is not one plain group."""
+    segs = info.chan.get(axis, ())
+    if not plain(tracer, segs, n):
+        return None
+    parts = tracer.split_group(segs[0], [Layout(stop - start, 1, n, start, 1)
+                                         for start, stop in spans], tied=True)
+    rest = _Info(chan={a: s for a, s in info.chan.items() if a != axis}, act=info.act,
+                 porig=info.porig)
+    outs = []
+    for part, shape in zip(parts, out_shapes):
+        out = cut(tracer, rest, axes, shape, f"{name} cuts a channel axis",
+                  f"merged with a value cut by {name}")
+        out.chan[axis] = (part,)
+        outs.append(out)
+    return outs
 
 
 def concatenate(tracer, eqn, ins, in_shapes, out_shapes):
@@ -303,9 +354,10 @@ def activation_product(tracer, eqn, ins, in_shapes, out_shapes):
     out = _Info(act=True)
     for k, (a, b) in enumerate(zip(lb, rb)):
         ls, rs = lhs.chan.get(a, ()), rhs.chan.get(b, ())
+        tracer.batch.update(s.gid for s in (*ls, *rs))
         if ls and rs:
             tracer.merge_segs(ls, rs, "differently laid-out batch axes of an attention-like "
-                              "product")
+                              "product", refine=True)  # e.g. a key head repeated (GQA)
             out.chan[k] = ls
         elif (ls and b in rhs.uniform) or (rs and a in lhs.uniform):  # e.g. one key head
             out.chan[k] = ls or rs                            # broadcast to every query head
@@ -325,33 +377,50 @@ def activation_product(tracer, eqn, ins, in_shapes, out_shapes):
 
 
 def dot_general(tracer, eqn, ins, in_shapes, out_shapes):
-    """``x @ kernel`` with a parameter kernel of any rank whose contracting axes are its
-    first ones: each labelled contracting axis of ``x`` is read by the matching kernel axis
-    (a consumer, with its layout); labels on ``x``'s other axes pass; each free kernel axis
-    creates a group on its output axis. A product of two activations is
-    :func:`activation_product`; any other contraction freezes its operands."""
-    lhs, rhs = ins
+    """``x @ W`` with a parameter ``W`` on either side, of any rank and name, its axes in any
+    order (``nn.Dense``, ``DenseGeneral``, ``nn.Einsum``, a custom einsum layer's ``w``, a
+    tied embedding's transpose): recognised by what it contracts (:func:`kernel_product`).
+    A product of two activations is :func:`activation_product`; any other contraction
+    freezes its operands."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    leaf = tracer.kernel_leaf(rhs, len(in_shapes[1]))
-    if leaf is None and lhs.act and rhs.act:
+    if not (lb or rb):
+        for side, contract, other in ((1, rc, lc), (0, lc, rc)):
+            kernel = tracer.param_axes(ins[side], len(in_shapes[side]))
+            if kernel is not None:
+                return [kernel_product(tracer, ins[1 - side], in_shapes[1 - side], other,
+                                       *kernel, contract, side == 0, out_shapes[0])]
+    lhs, rhs = ins
+    if lhs.act and rhs.act:
         return activation_product(tracer, eqn, ins, in_shapes, out_shapes)
-    if leaf is None or lb or rb or tuple(rc) != tuple(range(len(rc))):
-        why = "dot_general that is not input @ kernel"
-        tracer.freeze(lhs, why)
-        tracer.freeze(rhs, why)
-        return [tracer.opaque(out_shapes[0], f"merged with the output of a {why}")]
-    kshape = tracer.leaf_shapes[leaf]
-    free = [a for a in range(len(in_shapes[0])) if a not in lc]
+    why = "dot_general that is not input @ kernel"
+    tracer.freeze(lhs, why)
+    tracer.freeze(rhs, why)
+    return [tracer.opaque(out_shapes[0], f"merged with the output of a {why}")]
+
+
+def kernel_product(tracer, x: _Info, x_shape, x_contract, leaf: int, axes: dict,
+                   k_contract, kernel_first: bool, out_shape) -> _Info:
+    """Labels of ``x · W`` (no batch axes) for the parameter ``leaf`` whose value axis ``v``
+    is its axis ``axes[v]``: each labelled contracting axis of ``x`` is read by the matching
+    kernel axis (a consumer, with its layout); labels on ``x``'s free axes pass; each free
+    kernel axis creates a group on its output axis (the output is ``(x free, W free)``, or
+    ``(W free, x free)`` when ``W`` is the left operand)."""
+    k_rank = len(axes)
+    x_free = [a for a in range(len(x_shape)) if a not in x_contract]
+    k_free = [v for v in range(k_rank) if v not in k_contract]
+    x_at = len(k_free) if kernel_first else 0
+    k_at = 0 if kernel_first else len(x_free)
     out = _Info(act=True)
-    for k, ax in enumerate(lc):
-        tracer.bind(leaf, k, lhs.chan.get(ax, ()), "consumer")
-    for ax, segs in lhs.chan.items():
-        if ax in free:
-            out.chan[free.index(ax)] = segs
-    for k in range(len(rc), len(kshape)):
-        out.chan[len(free) + k - len(rc)] = tracer.produce(leaf, k)
-    tracer.count_use(leaf, out_shapes[0], math.prod(kshape[len(rc):]))
-    return [out]
+    for xa, kv in zip(x_contract, k_contract):
+        tracer.bind(leaf, axes[kv], x.chan.get(xa, ()), "consumer")
+    for ax, segs in x.chan.items():
+        if ax in x_free:
+            out.chan[x_at + x_free.index(ax)] = segs
+    for k, v in enumerate(k_free):
+        out.chan[k_at + k] = tracer.produce(leaf, axes[v])
+    shape = tracer.leaf_shapes[leaf]
+    tracer.count_use(leaf, out_shape, math.prod(shape[axes[v]] for v in k_free))
+    return out
 
 
 def conv(tracer, eqn, ins, in_shapes, out_shapes):
@@ -413,6 +482,16 @@ def call(tracer, eqn, ins, in_shapes, out_shapes):
                    for s in out_shapes[len(outs):]]
 
 
+def gather(tracer, eqn, ins, in_shapes, out_shapes):
+    """An embedding lookup (``jnp.take`` / indexing of a parameter table at token ids):
+    the features it produces are the residual stream's, which the tracer does not follow
+    into the table: frozen pseudo-labels. A gather of an activation is not understood."""
+    if ins[0].act or ins[0].chan:
+        return None
+    return [tracer.opaque(out_shapes[0], "merged with an embedding lookup (the residual "
+                          "stream of a token model is kept whole)")]
+
+
 def constant(tracer, eqn, ins, in_shapes, out_shapes):
     """``iota`` (``jnp.arange``, causal masks): a constant, no channels."""
     return [_Info() for _ in out_shapes]
@@ -420,6 +499,7 @@ def constant(tracer, eqn, ins, in_shapes, out_shapes):
 
 RULES = {
     "iota": constant,
+    "gather": gather,
     "dot_general": dot_general,
     "conv_general_dilated": conv,
     "broadcast_in_dim": broadcast_in_dim,
@@ -437,3 +517,27 @@ RULES = {
     **{name: windowed for name in _WINDOWED},
     **{name: call for name in _CALLS},
 }
+
+
+def register_rule(primitive: str, rule) -> None:
+    """Teach the tracer a primitive, for every later trace: ``RULES[primitive] = rule``.
+
+    The contract: ``rule(tracer, eqn, ins, in_shapes, out_shapes)`` gets the jaxpr
+    equation, the labels of its inputs (``ins[k].chan``: axis -> segments of channel
+    groups; ``ins[k].act``: depends on the network input) and the shapes, and returns one
+    ``_Info`` per output, or ``None`` for "not understood" (every group the equation
+    touches is then frozen). It must label every channel axis of an activation output
+    (``tracer.opaque(shape, why)`` for what it cannot follow) and may tie groups
+    (``tracer.merge_segs``), freeze them (``tracer.freeze``) or bind parameter axes to them
+    (``tracer.bind``). Example, a custom element-wise primitive::
+
+        from jaxprune.structure import register_rule
+        from jaxprune.structure._rules import elementwise
+        register_rule("my_gelu", elementwise)
+
+    ``prune(..., rules={primitive: rule})`` does the same for one call.
+    """
+    if not isinstance(primitive, str) or not callable(rule):
+        raise ValueError(f"register_rule takes a primitive name and a callable rule, got "
+                         f"{primitive!r}, {rule!r}")
+    RULES[primitive] = rule

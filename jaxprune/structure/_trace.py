@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from jaxprune._flax import apply_inference
+from jaxprune._flax import apply_inference, as_example
 from jaxprune._tree import Path, get_path, leaves_with_paths, params_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
-from jaxprune.structure._labels import Seg, _Info, _UnionFind
+from jaxprune.structure._labels import Layout, Seg, _Info, _UnionFind, product_layouts
 from jaxprune.structure._layers import dense_chain
 from jaxprune.structure._rules import RULES
 
@@ -52,6 +52,12 @@ class Tracer:
         self.bound: dict[tuple[int, int], tuple] = {}     # (leaf, axis) -> segments
         self.produced: dict[tuple[int, int], tuple] = {}  # (leaf, axis) -> its group's label
         self.kernel_positions: dict[Path, int] = {}  # output positions per kernel (x batch)
+        self.layer_params = _layer_params(self.leaf_paths)
+        # (child, parent, Layout, split id): a channel axis split into blocks or windows
+        self.links: list[tuple[int, int, Layout, int]] = []
+        self.splits = 0
+        self.tied_splits: set[int] = set()
+        self.batch: set[int] = set()  # groups on a batch axis of an attention-like product
 
     # -- bookkeeping used by the rules ------------------------------------------------------
     def new_group(self, size: int, producer: ArraySlot | None = None) -> int:
@@ -85,14 +91,50 @@ class Tracer:
         """What two segments must share to be merged: group size and layout."""
         return (self.group_size[seg.gid], *seg[1:])
 
-    def merge_segs(self, a, b, why: str, residual: bool = False) -> None:
+    def merge_segs(self, a, b, why: str, residual: bool = False, refine: bool = False) -> None:
         """Tie the groups of two labellings of one axis segment by segment (same layouts),
-        else freeze all of them with ``why``; ``residual`` as in :meth:`merge`."""
+        else freeze all of them with ``why``; ``residual`` as in :meth:`merge`; ``refine``:
+        a plain label meeting a laid-out one is split to match it (:meth:`refine`)."""
         if [self.layout(s) for s in a] == [self.layout(s) for s in b]:
             for x, y in zip(a, b):
                 self.merge(x.gid, y.gid, residual)
-        else:
+        elif not (refine and len(a) == len(b) == 1
+                  and (self.refine(a[0], b[0]) or self.refine(b[0], a[0]))):
             self.freeze_segs((*a, *b), why)
+
+    def split_group(self, seg: Seg, layouts: Sequence[Layout],
+                    tied: bool = False) -> tuple[Seg, ...]:
+        """Fresh groups, one per :class:`Layout` over the channels of ``seg``'s group, that
+        take over its arrays (:meth:`groups`): a reshape ``(H·D) -> (H, D)`` gives a group of
+        H heads (blocks of D channels) and one of D, a split along channels one window per
+        piece. ``tied``: the parts are prunable only if they end up in one group. Returns
+        their plain labels."""
+        self.splits += 1
+        if tied:
+            self.tied_splits.add(self.splits)
+        out = []
+        for lay in layouts:
+            child = self.new_group(lay.size)
+            self.links.append((child, seg.gid, lay, self.splits))
+            out.append(Seg(child, 1, 1, 0, lay.size))
+        return tuple(out)
+
+    def refine(self, a: Seg, b: Seg) -> bool:
+        """Tie a plain label ``a`` of ``n`` channels with a laid-out label ``b`` (``outer ·
+        size · inner = n``, e.g. one key head repeated for ``inner`` query heads) by splitting
+        ``a``'s group into the product ``(outer, size, inner)`` and tying the middle factor
+        with ``b``'s group. False when the two are not of that form."""
+        n = self.group_size[a.gid]
+        if a[1:] != (1, 1, 0, n) or b.offset != 0 or b.period != self.group_size[b.gid]:
+            return False
+        if b.outer * b.period * b.inner != n or (b.outer, b.inner) == (1, 1):
+            return False
+        layouts = product_layouts([b.outer, b.period, b.inner])
+        kept = [lay for k, lay in enumerate(layouts) if lay.size > 1 or k == 1]
+        children = self.split_group(a, kept)
+        self.merge(children[kept.index(layouts[1])].gid, b.gid)
+        self.batch.update(c.gid for c in children)
+        return True
 
     def bind(self, leaf: int, axis: int, segs, role: str) -> None:
         """Record that axis ``axis`` of parameter ``leaf`` is indexed by ``segs``, as a
@@ -154,6 +196,17 @@ class Tracer:
             return None
         return leaf
 
+    def param_axes(self, info: _Info, ndim: int):
+        """``(leaf, {value axis: parameter axis})`` if ``info`` is a whole kernel passed in,
+        maybe transposed or cast (:attr:`layer_params`), else None."""
+        if len(info.porig) != 1 or info.act or info.chan:
+            return None
+        leaf, amap = info.porig[0]
+        if (leaf not in self.layer_params or len(self.leaf_shapes[leaf]) != ndim
+                or sorted(amap.values()) != list(range(ndim))):
+            return None
+        return leaf, {v: p for p, v in amap.items()}
+
     def slot(self, leaf: int, axis: int, seg: Seg) -> ArraySlot:
         """The :class:`ArraySlot` of ``seg`` on axis ``axis`` of parameter ``leaf``."""
         period = None if seg.period == self.group_size[seg.gid] else seg.period
@@ -192,55 +245,187 @@ class Tracer:
                 for shape in out_shapes]
 
     # -- result -----------------------------------------------------------------------------
-    def groups(self) -> list[ChannelGroup]:
-        """One :class:`ChannelGroup` per union-find class with a producer; it is prunable
-        unless frozen, reaching the output, or read by no layer, and ``residual`` when an
-        element-wise op merged it with another group. It is named after its first producer's
-        module (``module:axis`` when that kernel creates several groups)."""
-        roots: dict[int, list[int]] = {}
+    def _classes(self) -> dict[int, _Class]:
+        """Every union-find class with its own arrays, reason and residual flag."""
+        classes: dict[int, _Class] = {}
         for gid in range(len(self.group_size)):
-            roots.setdefault(self.uf.find(gid), []).append(gid)
-        result = []
-        for root, gids in sorted(roots.items()):
-            if not any(self.producers[g] for g in gids):
-                continue  # only pseudo-groups (input / untracked values): nothing to prune
-            producers, consumers, members = [], [], set()
-            reason = ""
-            for g in gids:
-                producers += self.producers[g]
-                consumers += self.consumers[g]
-                members |= self.members[g]
-                if g in self.frozen and not reason:
-                    reason = self.frozen[g]
-                if g in self.output and not reason:
-                    reason = "channels reach the network output"
-            if not consumers and not reason:
-                reason = "no layer reads these channels"
-            prod_axes = {(s.path, s.axis) for s in producers}
-            members = sorted((m for m in members if (m.path, m.axis) not in prod_axes),
+            c = classes.setdefault(self.uf.find(gid), _Class(self.group_size[gid]))
+            c.gids.append(gid)
+            c.producers += self.producers[gid]
+            c.consumers += self.consumers[gid]
+            c.members |= self.members[gid]
+            if not c.reason:
+                c.reason = self.frozen.get(gid) or (
+                    "channels reach the network output" if gid in self.output else "")
+            c.residual |= gid in self.added
+        return classes
+
+    def _hand_down(self, classes: dict[int, _Class]) -> None:
+        """Give the arrays of every split class to the classes split off it (a class split
+        twice in different ways, or tied with its own part, is frozen), recursively from the
+        first parent, so each final class holds all arrays its channels index."""
+        parents: dict[int, list] = {}
+        splits: dict[int, set] = {}
+        for child, parent, lay, split in self.links:
+            c, p = self.uf.find(child), self.uf.find(parent)
+            parents.setdefault(c, []).append((p, lay))
+            splits.setdefault(p, set()).add(split)
+        for p, ids in splits.items():
+            classes[p].split = True
+            if len(ids) > 1:
+                classes[p].reason = classes[p].reason or "channels split in two different ways"
+        done: set[int] = set()
+
+        def resolve(root, seen=()):
+            if root in done:
+                return
+            if root in seen:
+                classes[root].reason = classes[root].reason or "a split tied with its own part"
+                return
+            c = classes[root]
+            for p, lay in parents.get(root, ()):
+                resolve(p, (*seen, root))
+                c.inherit(classes[p], lay)
+            done.add(root)
+
+        for root in list(classes):
+            resolve(root)
+        self._check_parts(classes)
+
+    def _check_parts(self, classes: dict[int, _Class]) -> None:
+        """Freeze the parts of splits whose pruning the model's code may not follow: a part
+        of a reshape-split channel axis that is not a batch axis of an attention-like
+        product (heads are; a hidden layer reshaped and merged back is left whole), and the
+        pieces of a ``split`` along channels unless every piece keeps the same prunable
+        groups (``jnp.split(x, n)`` cuts equal pieces)."""
+        children: dict[int, set] = {}
+        for child, parent, _, _ in self.links:
+            children.setdefault(self.uf.find(parent), set()).add(self.uf.find(child))
+
+        def leaves(root, seen=()):
+            if not classes[root].split or root in seen:
+                return {root}
+            return set().union(*(leaves(c, (*seen, root)) for c in children[root]))
+
+        for child, _, _, split in self.links:
+            c = classes[self.uf.find(child)]
+            if split not in self.tied_splits and not c.split and not self.batch & set(c.gids):
+                c.reason = c.reason or ("reshape splits a channel axis (its parts are pruned "
+                                        "only as heads: batch axes of an attention-like "
+                                        "product)")
+        for split in self.tied_splits:
+            pieces = [self.uf.find(c) for c, _, _, k in self.links if k == split]
+            free = [{d for d in leaves(p) if not classes[d].reason} for p in pieces]
+            if any(f != free[0] for f in free):
+                for d in set().union(*free):
+                    classes[d].reason = ("split cuts a channel axis into pieces not tied to "
+                                         "each other (they must keep equal widths)")
+
+    def groups(self) -> list[ChannelGroup]:
+        """One :class:`ChannelGroup` per union-find class with a producer (split classes
+        hand their arrays to their parts, :meth:`_hand_down`); it is prunable unless frozen,
+        reaching the output, or read by no layer, and ``residual`` when an element-wise op
+        merged it with another group. It is named after its first producer's module
+        (``module:axis`` when that kernel creates several groups; ``#k`` tells apart parts
+        of one split that stay separate)."""
+        classes = self._classes()
+        self._hand_down(classes)
+        result, names = [], {}
+        for root, c in sorted(classes.items()):
+            if c.split or not c.producers:
+                continue  # handed down, or only pseudo-groups (input / untracked values)
+            reason = c.reason or ("" if c.consumers else "no layer reads these channels")
+            prod_axes = {(s.path, s.axis) for s in c.producers}
+            members = sorted((m for m in c.members if (m.path, m.axis) not in prod_axes),
                              key=lambda s: (s.path, s.axis, s.offset))
-            name = "/".join(producers[0].path[1:-1])
-            leaf = self.leaf_paths.index(producers[0].path)
+            name = "/".join(c.producers[0].path[1:-1])
+            leaf = self.leaf_paths.index(c.producers[0].path)
             if sum(k[0] == leaf for k in self.produced) > 1:  # e.g. DenseGeneral((H, D))
-                name += f":{producers[0].axis}"
-            size = self.group_size[next(g for g in gids if self.producers[g])]
+                name += f":{c.producers[0].axis}"
+            names[name] = names.get(name, 0) + 1
+            if names[name] > 1:
+                name += f"#{names[name] - 1}"
             result.append(ChannelGroup(
-                name=name, size=size, producers=tuple(producers),
-                members=tuple(members), consumers=tuple(dict.fromkeys(consumers)),
-                prunable=not reason, reason=reason,
-                residual=any(g in self.added for g in gids)))
+                name=name, size=c.size, producers=tuple(dict.fromkeys(c.producers)),
+                members=tuple(members), consumers=tuple(dict.fromkeys(c.consumers)),
+                prunable=not reason, reason=reason, residual=c.residual))
         return result
+
+
+class _Class:
+    """A union-find class of groups while :meth:`Tracer.groups` assembles it."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.gids: list[int] = []
+        self.producers: list[ArraySlot] = []
+        self.members: set[ArraySlot] = set()
+        self.consumers: list[ArraySlot] = []
+        self.reason = ""
+        self.residual = False
+        self.split = False  # its channels were split into other classes
+
+    def inherit(self, parent: "_Class", lay: Layout) -> None:
+        """Take ``parent``'s arrays at layout ``lay`` (this class is a part of it), and its
+        reason to be left whole."""
+        slots = {"producers": parent.producers, "members": parent.members,
+                 "consumers": parent.consumers}
+        for role, parent_slots in slots.items():
+            for slot in parent_slots:
+                new = compose(slot, parent.size, lay)
+                if new is None:
+                    self.reason = self.reason or "a split of a laid-out channel axis"
+                elif role == "members":
+                    self.members.add(new)
+                else:
+                    getattr(self, role).append(new)
+        self.reason = self.reason or parent.reason
+        self.residual |= parent.residual
+
+
+def compose(slot: ArraySlot, parent_size: int, lay: Layout) -> ArraySlot | None:
+    """``slot`` (an array axis indexed by a parent group of ``parent_size`` channels) as the
+    slot of the part at layout ``lay``; None when it is not one outer/period/inner layout."""
+    period = parent_size if slot.period is None else slot.period
+    if period % lay.inner or slot.offset % lay.inner:
+        return None
+    inner = slot.inner * lay.inner
+    if lay.outer == 1:
+        outer, period, offset = slot.outer, period // lay.inner, slot.offset // lay.inner
+    elif slot.offset == 0 and period == lay.outer * lay.period * lay.inner:
+        outer, period, offset = slot.outer * lay.outer, lay.period, 0
+    else:
+        return None
+    offset += lay.offset
+    return ArraySlot(slot.path, slot.axis, outer, inner, offset,
+                     None if (period, offset) == (lay.size, 0) else period)
+
+
+def _layer_params(paths: Sequence[Path]) -> set[int]:
+    """Indices of the parameters a ``dot_general`` may read as a kernel: every ``'kernel'``,
+    and any parameter of a layer that holds no sub-layer (a custom einsum layer's ``w``,
+    an attention's own ``q``/``k``/``v``), whose shape follows the layer's fields. A
+    parameter of a module that also holds sub-layers is a constant (its shape may be
+    written in the code, beyond what a rebuild can change)."""
+    modules = {p[:-1] for p in paths if p[0] == "params"}
+    parents = {m[:k] for m in modules for k in range(1, len(m))}
+    return {k for k, p in enumerate(paths) if p[0] == "params"
+            and (p[-1] == "kernel" or p[:-1] not in parents)}
 
 
 def _shape(v) -> tuple[int, ...]:
     return tuple(getattr(v.aval, "shape", ()))
 
 
-def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -> Structure:
+def trace_groups(apply_fn: Callable, variables: Any, example_input,
+                 rules: Mapping[str, Callable] | None = None) -> Structure:
     """Structure of ``apply_fn(variables, x)`` found by tracing its jaxpr.
 
     ``variables`` is the full variables dict (``{'params': ..., 'batch_stats': ...}``);
-    ``apply_fn`` must run the network in inference mode.
+    ``apply_fn`` must run the network in inference mode. ``example_input``: an array, or an
+    :class:`~jaxprune._flax.Example` (several inputs of any dtype), passed to ``apply_fn``
+    as it is; only its shapes and dtypes matter. ``rules``: extra or replacing
+    per-primitive rules for this trace (:func:`~jaxprune.structure.register_rule`).
     """
     flat = leaves_with_paths(variables)
     paths = [p for p, _ in flat]
@@ -251,30 +436,32 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input: jax.Array) -
         return apply_fn(jax.tree_util.tree_unflatten(treedef, flat), x)
 
     closed = jax.make_jaxpr(flat_apply)(leaves, example_input)
-    tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves])
+    tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves], {**RULES, **(rules or {})})
     in_infos = [_Info(porig=((k, {a: a for a in range(np.ndim(l))}),))
                 for k, l in enumerate(leaves)]
     # the example input indexes no prunable channels, but a group merged with it element-wise
     # (a residual add of the raw input) must not be pruned: label it with frozen pseudo-groups
-    in_infos.append(tracer.opaque(tuple(example_input.shape), "merged with the network input"))
+    inputs = jax.tree_util.tree_leaves(example_input)
+    in_infos += [tracer.opaque(tuple(np.shape(x)), "merged with the network input")
+                 for x in inputs]
     outs = tracer.run(closed.jaxpr, in_infos)
     for info in outs:
         for segs in info.chan.values():
             tracer.output.update(s.gid for s in segs)
-    batch = example_input.shape[0]
+    batch = np.shape(inputs[0])[0]
     return Structure(
         groups=tuple(tracer.groups()),
         shapes={p: tuple(np.shape(l)) for p, l in zip(paths, leaves)},
         kernel_positions={p: n // batch for p, n in tracer.kernel_positions.items()})
 
 
-def from_model(model, variables, input_shape: Sequence[int]) -> Structure:
-    """Structure of a Flax linen ``model`` (inference mode) for inputs of ``input_shape``.
+def from_model(model, variables, input_shape) -> Structure:
+    """Structure of a Flax linen ``model`` (inference mode) for inputs of ``input_shape``
+    (float32, no batch axis) or an :class:`~jaxprune._flax.Example` (inputs of any dtype).
 
-    ``input_shape`` excludes the batch axis. A batch of 2 is traced so the batch axis never
-    coincides with a size-1 channel axis.
+    A batch of 2 is traced so the batch axis never coincides with a size-1 channel axis.
     """
-    x = jnp.zeros((2, *tuple(input_shape)), jnp.float32)
+    x = as_example(input_shape).zeros(2)
     return trace_groups(lambda v, inp: apply_inference(model, v, inp), variables, x)
 
 
