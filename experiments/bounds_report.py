@@ -5,13 +5,13 @@ on real MNIST.
     python experiments/bounds_report.py --out DIR          # the full run (all of MNIST)
 
 1. **Training cases** (paper §4.2, App. B.1): ``difficult``, ``moderate`` (L1), ``easy_weight``,
-   ``easy_neuron`` (L0 gates) and optional ``dropout<p>`` (:mod:`jaxprune.bounds.lab.cases`).
+   ``easy_neuron`` (L0 gates) and optional ``dropout<p>`` (:mod:`bounds_lab.cases`).
 2. **Pruning the final layer** of each case, guaranteeing ``--guarantee`` of the correct dev
    labels (Lemma 4.1 → ε), epsilon-first and sparsity-first, with ``sipp_rand`` (Thm A.1),
    ``sipp_det`` (Thm A.2), ``mussay`` (Thm A.4) and ``coreset`` (main paper, Thm 2.6)
-   (:mod:`jaxprune.bounds.lab.samplers`).
+   (:mod:`bounds_lab.samplers`).
 3. **Fine-tuning gap** (Figure 3), 4. **hidden vs output error** (§5.2), 5. **α-scaling**
-   (Lemma C.1, Corollary C.2) — :mod:`jaxprune.bounds.lab.analysis`, whose docstring lists
+   (Lemma C.1, Corollary C.2) — :mod:`bounds_lab.analysis`, whose docstring lists
    the conventions (each a choice the paper leaves open; all in the JSON).
 
 The dev set is MNIST's test split (10,000 images).  Every hyper-parameter is a flag.
@@ -30,9 +30,9 @@ import time
 import jax
 import numpy as np
 
+import bounds_lab as lab
+from bounds_lab import WEIGHT_METHODS, fmt_count, fmt_eps, log
 from jaxprune import data
-from jaxprune.bounds import lab
-from jaxprune.bounds.lab import WEIGHT_METHODS, fmt_count, fmt_eps, log
 
 
 def parse_args(argv=None):

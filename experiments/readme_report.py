@@ -209,8 +209,8 @@ PAPER_CASES = ("easy", "moderate", "difficult")   # the bounds paper's own cases
 
 def bounds_figures() -> str:
     """What the bounds run reproduces and where it differs, every figure from
-    ``bounds/results.json`` (and the paper's, from ``jaxprune.bounds.lab.report``)."""
-    from jaxprune.bounds.lab import report as lab  # lazy: only the bounds blocks need it
+    ``bounds/results.json`` (and the paper's, from ``bounds_lab.report``)."""
+    from bounds_lab import report as lab  # lazy: only the bounds blocks need it
 
     doc = lab.unjson(_load("bounds"))
     card = lab.card_rows(doc)
@@ -287,7 +287,7 @@ BOUNDS_LABELS = {"sipp_rand": "SiPP randomized (Thm A.1)",
 def bounds_card() -> str:
     """Epsilon-first rows of the report card (the guarantee of ``--guarantee``), ours with the
     bounds paper's Figure 2 numbers in brackets where it has them."""
-    from jaxprune.bounds.lab import report as lab  # lazy: only this block needs it
+    from bounds_lab import report as lab  # lazy: only this block needs it
 
     doc = lab.unjson(_load("bounds"))
     rows = {(r["network"], r["method"]): (r, row) for r, row in lab.card_rows(doc)}

@@ -28,7 +28,6 @@ LAYERS = [
     ("jaxprune.views",),
     ("jaxprune.bounds",),
     ("jaxprune.pipeline",),
-    ("jaxprune.bounds.lab",),
     ("jaxprune.workflows",),
     ("jaxprune.cli", "jaxprune.__main__"),
 ]

@@ -4,7 +4,9 @@ the main paper.
 
 Everything here is a pure function of arrays; the scalar formulas are vectorised with numpy
 (they broadcast over arrays of ``ε`` / ``m``), the array-heavy parts (μ(P) estimation, label
-margins, observed errors) use jax.
+margins, observed errors) use jax. The bounds paper's LeNet-300-100 experiments built on
+them live beside their script: ``experiments/bounds_lab/``, run by
+``experiments/bounds_report.py``.
 
 =================  ==========================================================================
 ``theorems``       sample sizes and ε of SiPP randomized (Thm A.1) and deterministic (Thm A.2)
@@ -15,8 +17,6 @@ margins, observed errors) use jax.
 ``draws``          epsilon-first and sparsity-first pruning draws (bounds paper §3.3)
 ``errors``         observed additive / multiplicative error statistics
 ``twolayer``       the two-layer ReLU net of the α-scaling argument (Lemma C.1)
-``lab``            the LeNet-300-100 experiments of the bounds paper (imported on its own:
-                   ``from jaxprune.bounds import lab``; it needs training and plotting)
 =================  ==========================================================================
 """
 from jaxprune.bounds.certificate import certify, epsilon_ratios, group_epsilon_ratios

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from bounds_lab._util import to_host
 from jaxprune import train
-from jaxprune._tree import to_host
 from jaxprune.models import LeNet300100
 
 __all__ = ["adam_cosine", "distill_logits", "finetune"]

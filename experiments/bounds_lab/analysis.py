@@ -25,7 +25,7 @@ Conventions (choices the paper leaves open):
   ``|f̂ − f|/|f|`` (multiplicative) — the smallest ε for which the element-wise guarantee holds
   on it; mean±std and median over dev examples; the mean over units is reported beside it.
 
-``cfg`` is a :class:`~jaxprune.bounds.lab.config.LabConfig`.
+``cfg`` is a :class:`~bounds_lab.config.LabConfig`.
 """
 from __future__ import annotations
 
@@ -37,19 +37,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bounds_lab._util import log, progress, to_host
+from bounds_lab.cases import Case
+from bounds_lab.network import (apply_mask, forward_np, head_aug, heads_logits, max_augmented_norm,
+                                ones_like, raw_pixel_layer, row_top_k, with_head)
+from bounds_lab.samplers import (KIND, METHODS, WEIGHT_METHODS, layer_size, neuron_epsilon_first,
+                                 neuron_scores, neuron_sparsity_first, sipp_epsilon_first,
+                                 sipp_parts, sipp_sparsity_first, sparsity_of)
+from bounds_lab.tuning import distill_logits, finetune
 from jaxprune import bounds as B
 from jaxprune import data, methods, train
-from jaxprune._tree import to_host
-from jaxprune.bounds.lab._util import progress, log
-from jaxprune.bounds.lab.cases import Case
-from jaxprune.bounds.lab.network import (apply_mask, forward_np, head_aug, heads_logits,
-                                         max_augmented_norm, ones_like, raw_pixel_layer,
-                                         row_top_k, with_head)
-from jaxprune.bounds.lab.samplers import (KIND, METHODS, WEIGHT_METHODS, layer_size,
-                                          neuron_epsilon_first, neuron_scores,
-                                          neuron_sparsity_first, sipp_epsilon_first, sipp_parts,
-                                          sipp_sparsity_first, sparsity_of)
-from jaxprune.bounds.lab.tuning import distill_logits, finetune
 
 __all__ = ["Net", "prepare", "error_summary", "metrics_of", "analyse", "finetune_gap",
            "hidden_vs_output", "alpha_scaling"]

@@ -1,5 +1,7 @@
 """The LeNet-300-100 experiments of "When are neural pruning approximation bounds useful?"
-on real MNIST (driven by ``experiments/bounds_report.py``).
+on real MNIST, driven by ``experiments/bounds_report.py`` beside it (which puts
+``experiments/`` on ``sys.path``, so this package imports as ``bounds_lab``). The bound
+formulas, μ(P), certificates and epsilon-first ratios it uses are :mod:`jaxprune.bounds`.
 
 ==============  =============================================================================
 ``config``      :class:`LabConfig`, every setting of the experiments
@@ -14,27 +16,23 @@ on real MNIST (driven by ``experiments/bounds_report.py``).
 ``report``      markdown tables and the JSON encoding; ``figures``: the four plots
 ==============  =============================================================================
 """
-from jaxprune.bounds.lab._util import log, progress
-from jaxprune.bounds.lab.analysis import (Net, alpha_scaling, analyse, error_summary,
-                                          finetune_gap, hidden_vs_output, metrics_of, prepare)
-from jaxprune.bounds.lab.cases import Case, cached, sgd_config, train_cases
-from jaxprune.bounds.lab.config import LabConfig
-from jaxprune.bounds.lab.figures import (plot_alpha, plot_finetune, plot_guarantee,
-                                         plot_sparsity_first)
-from jaxprune.bounds.lab.network import (apply_mask, forward, forward_np, gated_apply, head_aug,
-                                         heads_logits, magnitude_mask, max_augmented_norm,
-                                         neuron_mask, ones_like, raw_pixel_layer, row_top_k,
-                                         with_head)
-from jaxprune.bounds.lab.report import (PAPER_CARD, PAPER_HIDDEN, alpha_table, cases_table,
-                                        finetune_table, fmt_count, fmt_eps, fmt_pm,
-                                        hidden_table, jsonable, report_card_table,
-                                        sparsity_first_table, unjson, write_report)
-from jaxprune.bounds.lab.samplers import (KIND, MAX_DRAW, METHOD_LABEL, METHODS, WEIGHT_METHODS,
-                                          NeuronScores, SippParts, layer_size,
-                                          neuron_epsilon_first, neuron_scores,
-                                          neuron_sparsity_first, sipp_epsilon_first, sipp_parts,
-                                          sipp_sparsity_first, sparsity_of)
-from jaxprune.bounds.lab.tuning import adam_cosine, distill_logits, finetune
+from bounds_lab._util import log, progress
+from bounds_lab.analysis import (Net, alpha_scaling, analyse, error_summary, finetune_gap,
+                                 hidden_vs_output, metrics_of, prepare)
+from bounds_lab.cases import Case, cached, sgd_config, train_cases
+from bounds_lab.config import LabConfig
+from bounds_lab.figures import plot_alpha, plot_finetune, plot_guarantee, plot_sparsity_first
+from bounds_lab.network import (apply_mask, forward, forward_np, gated_apply, head_aug,
+                                heads_logits, magnitude_mask, max_augmented_norm, neuron_mask,
+                                ones_like, raw_pixel_layer, row_top_k, with_head)
+from bounds_lab.report import (PAPER_CARD, PAPER_HIDDEN, alpha_table, cases_table, finetune_table,
+                               fmt_count, fmt_eps, fmt_pm, hidden_table, jsonable,
+                               report_card_table, sparsity_first_table, unjson, write_report)
+from bounds_lab.samplers import (KIND, MAX_DRAW, METHOD_LABEL, METHODS, WEIGHT_METHODS,
+                                 NeuronScores, SippParts, layer_size, neuron_epsilon_first,
+                                 neuron_scores, neuron_sparsity_first, sipp_epsilon_first,
+                                 sipp_parts, sipp_sparsity_first, sparsity_of)
+from bounds_lab.tuning import adam_cosine, distill_logits, finetune
 
 __all__ = [
     "LabConfig", "log", "progress",

@@ -1,7 +1,10 @@
-"""Console output used across the lab."""
+"""Console output and host copies used across the lab."""
 from __future__ import annotations
 
 import sys
+
+import jax
+import numpy as np
 
 
 def log(msg):
@@ -14,3 +17,6 @@ def progress(iterable, desc, total=None):
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, file=sys.stderr)
 
 
+def to_host(tree):
+    """Every leaf as a NumPy array (the lab runs in one process)."""
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bounds_lab.network import row_top_k
 from jaxprune import bounds as B
 from jaxprune import methods
-from jaxprune.bounds.lab.network import row_top_k
 
 __all__ = ["METHODS", "METHOD_LABEL", "KIND", "WEIGHT_METHODS", "MAX_DRAW", "SippParts",
            "sipp_parts", "sipp_epsilon_first", "sipp_sparsity_first", "NeuronScores", "neuron_scores",
