@@ -527,7 +527,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
                            kind="channels", dense_shapes=_shapes(variables),
                            dense_variables=variables, input_shape=input_shape,
                            apply_kwargs=apply_kwargs)
-    score_key, select_key = jax.random.split(key)
+    score_key, select_key = methods.split_keys(key, 2)  # one program for every count
     with _phase(on_phase, "views"):
         group_views = views.channel_views(score_vars, groups, model, data, apply_kwargs)
     with _phase(on_phase, "scores"):
@@ -540,7 +540,7 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
                                            allocation, round_to, max_ratio)
     kept, scales, draws = {}, {}, {}
     with _phase(on_phase, "selection"):
-        for g, k in zip(groups, jax.random.split(select_key, len(groups))):
+        for g, k in zip(groups, methods.split_keys(select_key, len(groups))):
             kept[g.name], scales[g.name], draws[g.name] = selection.select(
                 k, sens[g.name], widths[g.name], sampling)
     with _phase(on_phase, "surgery"):
