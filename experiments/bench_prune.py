@@ -9,7 +9,11 @@ Measured in ONE process run:
    fill).  First call (tracing + compilation included) vs a second call with another key, each
    broken down by phase (``prune``'s ``on_phase`` hook, ``jaxprune.pipeline.PHASES``) and, by
    JAX's monitoring events, into tracing, lowering, XLA compilation and the rest (execution,
-   Python; "other" = validation, report, PRNG splits). Process CPU seconds beside wall times.
+   Python; "other" = validation, report, PRNG splits). Process CPU seconds beside wall times,
+   and the number of XLA programs each call compiled.  The coreset scores phase compiles its
+   peeling kernel on a second thread while the projections run, so there its trace + lower +
+   compile seconds (summed over both threads) can exceed its wall time.  ``--method`` times
+   another method (e.g. ``l1_norm``).
 2. Inference latency of the dense vs pruned LeNet-300-100 (batch 1 and 1024) and ResNet-50
    (batch 1 and 64): jitted ``apply`` (inference mode), ``metrics.measure_latency`` (compile and
    warm-up calls excluded, median of the timed calls), with params and FLOPs.
