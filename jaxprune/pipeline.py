@@ -166,6 +166,15 @@ def _as_ratio(r, what) -> float:
     return value
 
 
+def _max_ratio(max_ratio, ratio) -> float:
+    """The per-group cap: ``max_ratio`` in [0, 1], or by default 0.9, raised halfway to 1
+    for a float target above 0.9."""
+    if max_ratio is None:
+        target = ratio if isinstance(ratio, float) else 0.0
+        return (1.0 + target) / 2 if target > 0.9 else 0.9
+    return 1.0 if max_ratio == 1 else _as_ratio(max_ratio, "max_ratio")
+
+
 def _check_ratio(ratio):
     """``ratio`` as a float or a ``{name: float}`` dict (clear errors otherwise)."""
     if isinstance(ratio, Mapping):
@@ -298,7 +307,7 @@ def _shapes(tree):
 # --------------------------------------------------------------------------------------------
 def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shape=None,
           unit: str = "params", sampling: str | None = None, allocation: str = "bound",
-          leave=(), min_width: int = 1, max_ratio: float = 0.9, round_to: int = 1,
+          leave=(), min_width: int = 1, max_ratio: float | None = None, round_to: int = 1,
           prune_residual: bool = False,
           prune_output: bool = False, data=None, apply_kwargs=None,
           reconstruct: str | None = None, ridge: float = 1e-3, recalibrate_bn: bool = False,
@@ -308,8 +317,8 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
 
     Args:
       params: trained params, or the full variables dict (``{'params', 'batch_stats'}``), or
-        a Flax NNX module: its own model (no ``model=``; ``input_shape`` or ``data`` is
-        needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen model is, so
+        a Flax NNX module: its own model (no ``model=``; ``input_shape``,
+        ``example_inputs`` or ``data`` is needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen model is, so
         every method and option works alike; ``result.module`` is the pruned module and
         ``result.params`` its variables as a dict.
       key: a JAX PRNG key (selection and JL projections are random; fixed key, same result).
@@ -333,10 +342,11 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         methods always give every kernel the same sparsity (the report says so).
       leave: unit names never pruned. min_width: channels a pruned group keeps at least.
       max_ratio: a float ``ratio`` removes at most this fraction of any one group's channels
-        (default 0.9, like Torch-Pruning's ``max_pruning_ratio``), so that a whole-model
-        target never cuts a layer to nothing; when frozen groups and this cap put the target
-        out of reach, a ``PruneWarning`` gives the achieved ratio and why. A ratio dict sets
-        its groups' widths itself.
+        (like Torch-Pruning's ``max_pruning_ratio``), so that a whole-model target never cuts
+        a layer to nothing; default 0.9, or halfway from ``ratio`` to 1 for a target above
+        0.9 (reachable when every group gives about as much). When frozen groups and this cap
+        put the target out of reach, a ``PruneWarning`` gives the achieved ratio and why. A
+        ratio dict sets its groups' widths itself.
       round_to: widths are multiples of this (hardware-friendly shapes; a group smaller
         than it is left whole).
       prune_residual: also prune channel groups tied by residual adds (default: only the
@@ -376,7 +386,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if int(min_width) < 1:
         raise ValueError("min_width must be >= 1: a layer may not end up with zero width")
-    max_ratio = _as_ratio(max_ratio, "max_ratio") if max_ratio != 1 else 1.0
+    max_ratio = _max_ratio(max_ratio, ratio)
     if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
     if model is not None:
@@ -479,8 +489,8 @@ def _check_nnx(model, input_shape) -> None:
         raise ValueError("an NNX module is the model itself: pass it as the first argument "
                          "and no model=")
     if input_shape is None:
-        raise ValueError("pass input_shape= (one example, no batch axis) or data= with an "
-                         "NNX module")
+        raise ValueError("pass input_shape= (one example, no batch axis), example_inputs= or "
+                         "data= with an NNX module")
 
 
 def _method_info(meth, unit_names, views_, routed) -> dict | None:

@@ -241,6 +241,7 @@ def _width(res, path_part):
 
 
 # -- tests ------------------------------------------------------------------------------------
+@pytest.mark.slow  # > 5 s on a shared CPU
 def test_bert_heads_behind_a_reshape_prune_with_token_ids_and_a_mask():
     model = Bert(BertConfig(**BERT))
     ids, mask = _tokens(), jnp.ones((3, T), jnp.int32).at[:, -2:].set(0)
@@ -280,6 +281,7 @@ def test_gpt2_fused_qkv_ties_each_head_across_its_three_segments():
     _check_smaller(model, res, idx)
 
 
+@pytest.mark.slow  # > 5 s on a shared CPU
 def test_llama_gqa_prunes_whole_kv_groups_and_swiglu_as_one_group():
     model = Llama(dict(LLAMA))
     tokens, positions = _tokens(), jnp.broadcast_to(jnp.arange(T), (3, T))
@@ -384,6 +386,7 @@ class NnxDecoder(nnx.Module):
         return self.embedder.attend(self.norms[2](x))  # tied embeddings
 
 
+@pytest.mark.slow  # > 5 s on a shared CPU
 def test_nnx_gqa_decoder_with_einsum_kernels_named_w_prunes_kv_groups():
     module = NnxDecoder(dict(LLAMA), rngs=nnx.Rngs(0))
     tokens, positions = _tokens(), jnp.broadcast_to(jnp.arange(T), (3, T))
@@ -441,6 +444,7 @@ class NnxBertLayer(nnx.Module):
         return self.head(nnx.gelu(self.up(h)).mean(axis=1))
 
 
+@pytest.mark.slow  # > 5 s on a shared CPU
 def test_nnx_linear_heads_behind_a_reshape_prune_with_keyword_inputs():
     module = NnxBertLayer(rngs=nnx.Rngs(0))
     module = _nnx.with_variables(module, jax.tree.map(
@@ -454,3 +458,37 @@ def test_nnx_linear_heads_behind_a_reshape_prune_with_keyword_inputs():
     assert small.query.kernel.shape == (16, heads * 3) and small.out.in_features == heads * 3
     np.testing.assert_allclose(small(input_ids=ids, attention_mask=mask),
                                masked(input_ids=ids, attention_mask=mask), rtol=2e-4, atol=2e-5)
+
+
+class RepeatKVAttention(nn.Module):
+    """GQA written with ``jnp.repeat`` of the key/value heads (Llama ports), Dense kernels."""
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, c = x.shape
+        h, kv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q = nn.Dense(h * d, name="q_proj")(x).reshape(b, t, h, d)
+        k, v = (jnp.repeat(nn.Dense(kv * d, name=n)(x).reshape(b, t, kv, d), h // kv, axis=2)
+                for n in ("k_proj", "v_proj"))
+        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
+        o = jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(b, t, h * d)
+        return nn.Dense(2, name="head")(nn.Dense(c, name="o_proj")(o).mean(axis=1))
+
+
+def test_gqa_with_repeated_key_value_heads_prunes_whole_kv_groups():
+    model = RepeatKVAttention()
+    x = jax.random.normal(jax.random.key(2), (3, T, 8))
+    v = _init(model, x)
+    res = jaxprune.prune(v, jax.random.key(1), 0.3, model=model, method="l1_norm",
+                         input_shape=(T, 8))
+    kv = res.widths["k_proj"]  # a KV group: k and v heads with their two query heads
+    assert kv == 1
+    assert res.params["params"]["q_proj"]["kernel"].shape == (8, 2 * kv * 3)
+    assert any("share a key/value head" in why for why in res.report["frozen"].values())
+    # the head counts live only in the reshapes here: the user names them for the rebuild
+    small = res.model(model, fields={"": {"num_heads": 2 * kv, "num_kv_heads": kv}})
+    np.testing.assert_allclose(small.apply(res.params, x), model.apply(res.masked, x),
+                               rtol=2e-4, atol=2e-5)

@@ -16,7 +16,12 @@ reach a kernel's contracting axis. An axis may carry several groups at offsets (
 output), and a depthwise conv carries its input's groups through, its kernel a member. A
 product of two activations (attention scores, ``weights @ v``) ties the labels on its batch
 axes — the head axis of q, k and v becomes one group, whole heads are pruned — and freezes
-those it contracts or leaves free (head_dim). The per-primitive rules live in one table,
+those it contracts or leaves free (head_dim). A reshape that splits a channel axis into
+``(heads, head_dim)`` (``Dense(H·D)`` then ``reshape``) and a ``split`` along channels (fused
+qkv) split its group into parts that take over its arrays; the attention ties the heads of q,
+k and v, and grouped-query attention prunes whole KV groups. A parameter is a kernel wherever
+a ``dot_general`` contracts it with an activation, whatever its name or axis order (einsum
+layers), unless its module also holds sub-layers. The per-primitive rules live in one table,
 :data:`RULES` (primitive name -> rule, :mod:`jaxprune.structure._rules`; users add their own
 with :func:`register_rule` or ``prune(..., rules=...)``); anything no rule
 covers (a slice that cuts a channel axis, grouped convs, gathers) *freezes* the groups it

@@ -24,6 +24,15 @@ which it contracts. A ``split`` of a channel axis gives one
 group per piece (a window of the parent's channels), prunable when the pieces are tied
 again: fused qkv head by head by the attention, SwiGLU's fused gate/up by their product.
 
+Grouped-query attention. The query heads reshaped to ``(kv_heads, group)`` split into a
+KV-group part, tied to the key/value heads by the scores' batch axis, and a within-group
+part that the product with the (shared) key head mixes: it is frozen. So whole KV groups are
+pruned (a key/value head with its query heads), never single query heads: every group keeps
+its ``group`` query heads, the smaller model keeps ``num_heads = group · num_kv_heads``
+(``num_heads % num_kv_heads == 0``), the query-to-key/value sharing it was trained with, and a
+smaller KV cache. Keys repeated to the query heads (``jnp.repeat``) meet the query heads'
+plain label on a batch axis and are tied the same way (:meth:`Tracer.refine`).
+
 Rules never leave an activation's channel axis unlabelled: what they cannot follow gets
 frozen pseudo-labels (``tracer.opaque``), so a bias added to it is never taken for a bare
 parameter and no group merged with it can be pruned.
@@ -52,14 +61,16 @@ _CALLS = {"jit", "pjit", "closed_call", "call", "core_call", "remat2", "checkpoi
 
 
 # -- label algebra ----------------------------------------------------------------------------
-def map_axes(tracer, info: _Info, amap: dict[int, int], why: str = "channel axis removed") -> _Info:
-    """Relabel axes by ``amap`` (input axis -> output axis); unmapped labels freeze."""
+def map_axes(tracer, info: _Info, amap: dict[int, int]) -> _Info:
+    """Relabel axes by ``amap`` (input axis -> output axis); unmapped labels freeze (a
+    LayerNorm/RMSNorm statistic reduces the channel axis: every channel is normalised by
+    all of them, so none can go)."""
     out = _Info(act=info.act)
     for ax, segs in info.chan.items():
         if ax in amap:
             out.chan[amap[ax]] = segs
         else:
-            tracer.freeze_segs(segs, why)
+            tracer.freeze_segs(segs, "channel axis removed")
     out.porig = tuple((leaf, {p: amap[v] for p, v in m.items() if v in amap})
                       for leaf, m in info.porig)
     return out
@@ -225,9 +236,7 @@ def reduction(tracer, eqn, ins, in_shapes, out_shapes):
     """Reduced axes drop their labels (a channel axis reduced away freezes its group)."""
     axes = set(eqn.params["axes"])
     keep = [a for a in range(len(in_shapes[0])) if a not in axes]
-    return [map_axes(tracer, ins[0], {a: k for k, a in enumerate(keep)},
-                     "channel axis removed by a reduction (e.g. a LayerNorm/RMSNorm statistic: "
-                     "every channel is normalised by all of them, so none can go)")]
+    return [map_axes(tracer, ins[0], {a: k for k, a in enumerate(keep)})]
 
 
 def windowed(tracer, eqn, ins, in_shapes, out_shapes):

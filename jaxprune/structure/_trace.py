@@ -58,6 +58,7 @@ class Tracer:
         self.splits = 0
         self.tied_splits: set[int] = set()
         self.batch: set[int] = set()  # groups on a batch axis of an attention-like product
+        self.refined: dict[tuple, int] = {}  # (class, layouts) -> the part tied by refine()
 
     # -- bookkeeping used by the rules ------------------------------------------------------
     def new_group(self, size: int, producer: ArraySlot | None = None) -> int:
@@ -123,17 +124,28 @@ class Tracer:
         """Tie a plain label ``a`` of ``n`` channels with a laid-out label ``b`` (``outer ·
         size · inner = n``, e.g. one key head repeated for ``inner`` query heads) by splitting
         ``a``'s group into the product ``(outer, size, inner)`` and tying the middle factor
-        with ``b``'s group. False when the two are not of that form."""
+        with ``b``'s group; the other factors (the query heads sharing a key head) are
+        frozen. False when the two are not of that form."""
         n = self.group_size[a.gid]
         if a[1:] != (1, 1, 0, n) or b.offset != 0 or b.period != self.group_size[b.gid]:
             return False
         if b.outer * b.period * b.inner != n or (b.outer, b.inner) == (1, 1):
             return False
         layouts = product_layouts([b.outer, b.period, b.inner])
+        key = (self.uf.find(a.gid), tuple(layouts))
+        if key in self.refined:  # split this way before (the keys, now the values): reuse
+            self.merge(self.refined[key], b.gid)
+            return True
         kept = [lay for k, lay in enumerate(layouts) if lay.size > 1 or k == 1]
         children = self.split_group(a, kept)
-        self.merge(children[kept.index(layouts[1])].gid, b.gid)
-        self.batch.update(c.gid for c in children)
+        for lay, child in zip(kept, children):
+            if lay is layouts[1]:
+                self.merge(child.gid, b.gid)
+                self.batch.add(child.gid)
+                self.refined[key] = child.gid
+            else:
+                self.freeze_group(child.gid, "query heads that share a key/value head (whole "
+                                  "KV groups are pruned)")
         return True
 
     def bind(self, leaf: int, axis: int, segs, role: str) -> None:
