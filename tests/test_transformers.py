@@ -492,3 +492,16 @@ def test_gqa_with_repeated_key_value_heads_prunes_whole_kv_groups():
     small = res.model(model, fields={"": {"num_heads": 2 * kv, "num_kv_heads": kv}})
     np.testing.assert_allclose(small.apply(res.params, x), model.apply(res.masked, x),
                                rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.slow  # > 5 s on a shared CPU
+def test_keyword_data_feeds_a_data_informed_method_on_a_module_with_an_unhashable_config():
+    """``data=`` as a dict of keyword inputs; the model (a config object in a field) runs
+    under ``jax.jit`` as a static argument by identity (``_flax.Held``)."""
+    model = Bert(BertConfig(**BERT))
+    ids, mask = _tokens(8), jnp.ones((8, T), jnp.int32).at[:, -1].set(0)
+    v = _init(model, ids, mask)
+    res = jaxprune.prune(v, jax.random.key(1), 0.4, model=model, method="pfp",
+                         data={"input_ids": ids, "attention_mask": mask})
+    assert res.widths["layer_0/attention/query"] < 4
+    _check_smaller(model, res, input_ids=ids, attention_mask=mask)
