@@ -55,7 +55,7 @@ import sys
 import warnings
 from typing import Callable, NamedTuple
 
-from jaxprune import checkpoint, distributed, methods, selection, train, workflows
+from jaxprune import checkpoint, distributed, export, methods, selection, train, workflows
 from jaxprune.cache import enable_compilation_cache
 from jaxprune.pipeline import PruneWarning
 
@@ -446,7 +446,6 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args) -> int:
-    from jaxprune import export  # jax.export and the converters load only for this command
 
     if args.platform and args.format != "stablehlo":
         raise CLIError("--platform only applies to --format stablehlo")

@@ -29,6 +29,7 @@ LAYERS = [
     ("jaxprune.bounds",),
     ("jaxprune.pipeline",),
     ("jaxprune.workflows",),
+    ("jaxprune.export",),
     ("jaxprune.cli", "jaxprune.__main__"),
 ]
 

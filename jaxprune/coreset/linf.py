@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry._compile import cheap_jit
+from jaxprune.geometry import cheap_jit
 from jaxprune.geometry import (DEFAULT_RTOL, caratheodory_core, ellipsoid_of, f64, frame_of,
                                min_norm_point_core, mvee_frame, out_dtype, precision)
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.geometry import f64, out_dtype, precision
-from jaxprune.geometry._compile import cheap_jit
+from jaxprune.geometry import cheap_jit
 
 
 class Sample(NamedTuple):

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprune.coreset.linf import LinfConfig, _linf_core
 from jaxprune.geometry import f64, frame_of, out_dtype, precision
-from jaxprune.geometry._compile import cheap_jit
+from jaxprune.geometry import cheap_jit
 
 
 PEEL_CONFIG = LinfConfig(tol=2e-2)

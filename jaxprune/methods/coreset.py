@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import coreset, geometry
-from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, cheap_jit
+from jaxprune.geometry import CHEAP_CPU_OPTIONS, cheap_jit
 from jaxprune.methods._base import LayerView, Method, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry._compile import cheap_jit
+from jaxprune.geometry import cheap_jit
 from jaxprune.methods._base import LayerView, Method, register
 
 
