@@ -46,7 +46,7 @@ def test_bench_prune_quick_resnet50(bench, capsys):
     assert all((again.kept[g] == res.kept[g]).all() for g in res.kept)
     assert set(out["latency"]["resnet50"]) == {(lab, b) for lab in ("dense", "pruned")
                                                for b in (1, 64)}
-    assert "Target: resnet50 pruned end to end in < 30 s" in text
+    assert "Target: coreset on resnet50 ≤ 3 s on the first call" in text
 
 
 def test_bench_cache_quick(bench):
