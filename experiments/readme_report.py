@@ -329,6 +329,16 @@ def bench_prune() -> str:
     return _md_table(BENCH / "prune.md", "## Prune time")
 
 
+def bench_vs_torch_pruning() -> str:
+    """The medians table and the ratio lines of ``vs_torch_pruning.md``."""
+    lines = (BENCH / "vs_torch_pruning.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| tool | import"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")),
+               len(lines))
+    ratios = [line for line in lines[end:] if "/ Torch-Pruning (medians)" in line]
+    return "\n".join(lines[start:end] + [""] + ratios)
+
+
 def bench_peel() -> str:
     """Each model's peeling-kernel means over rounds (first / second call, seconds)."""
     kernels = ("map + fast", "vmap + fast", "map + optimised", "vmap + optimised")
@@ -478,7 +488,7 @@ BLOCKS = {
     "bench_latency_lenet300": bench_latency_lenet300,
     "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
     "bench_summary": bench_summary, "bench_targets": bench_targets,
-    "bench_round_to": bench_round_to,
+    "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
 }
 
 

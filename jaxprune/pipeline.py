@@ -167,11 +167,12 @@ def _as_ratio(r, what) -> float:
 
 
 def _max_ratio(max_ratio, ratio) -> float:
-    """The per-group cap: ``max_ratio`` in [0, 1], or by default 0.9, raised halfway to 1
-    for a float target above 0.9."""
+    """The per-group cap: ``max_ratio`` in [0, 1], or by default ``max(0.9, (1 + r) / 2)``
+    for a float target ``r`` (a group keeps at least 10 % of its channels, or half of what
+    the target leaves when that is less: at r = 0.9, 5 %)."""
     if max_ratio is None:
         target = ratio if isinstance(ratio, float) else 0.0
-        return (1.0 + target) / 2 if target > 0.9 else 0.9
+        return max(0.9, (1.0 + target) / 2)
     return 1.0 if max_ratio == 1 else _as_ratio(max_ratio, "max_ratio")
 
 
@@ -343,8 +344,9 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
       leave: unit names never pruned. min_width: channels a pruned group keeps at least.
       max_ratio: a float ``ratio`` removes at most this fraction of any one group's channels
         (like Torch-Pruning's ``max_pruning_ratio``), so that a whole-model target never cuts
-        a layer to nothing; default 0.9, or halfway from ``ratio`` to 1 for a target above
-        0.9 (reachable when every group gives about as much). When frozen groups and this cap
+        a layer to nothing; default ``max(0.9, (1 + ratio) / 2)`` (at least 10 % of a group
+        kept, or half of what the target leaves, so a target every group can meet is
+        reachable). When frozen groups and this cap
         put the target out of reach, a ``PruneWarning`` gives the achieved ratio and why. A
         ratio dict sets its groups' widths itself.
       round_to: widths are multiples of this (hardware-friendly shapes; a group smaller
