@@ -128,6 +128,7 @@ def test_product_of_activations_without_batch_axes_freezes():
     assert not a.prunable and ATTN_WHY in a.reason
 
 
+@pytest.mark.slow
 def test_shared_layer_tie_is_not_residual_and_pruned_by_default():
     """``shared(a) + shared(b)``: the branches are tied by the shared kernel, not by an add
     of two groups (``shared``'s output is added to itself): pruned without prune_residual."""
@@ -196,6 +197,7 @@ def _heads_of(params):
             if path[-2:-1] in (("query",), ("key",), ("value",)) and path[-1] == "kernel"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("prune_residual", [False, True])
 def test_linen_mha_block_loses_whole_heads(method, prune_residual):
@@ -239,6 +241,7 @@ def test_nnx_mha_block_loses_whole_heads(method):
 
 
 # -- ViT ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_vit_is_registered_and_round_trips():
     model = models.get_model("vit")
     assert isinstance(model, ViT) and models.default_input_shape("vit") == (28, 28, 1)
@@ -255,6 +258,7 @@ def linen_vit():
     return _linen(ViT(**VIT), IMAGE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_linen_vit_prunes_heads_and_mlp_not_the_stream(linen_vit, method):
     model, v = linen_vit
@@ -317,6 +321,7 @@ def test_nnx_vit_smaller_equals_masked_and_matches_linen(linen_vit, method):
 
 
 # Flax announces SelfAttention's deprecation; users' models still use it, so it must prune
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:SelfAttention will be deprecated:DeprecationWarning")
 def test_self_attention_with_input_sized_features_rebuilds_after_its_input_shrinks():
     """``nn.SelfAttention(num_heads=4)`` sizes q/k/v and its output from its input width: the

@@ -43,6 +43,7 @@ def test_a_symmetric_point_set_has_finite_mu_and_an_epsilon():
     assert group["draws"] >= res.widths["dense_0"]
 
 
+@pytest.mark.slow
 def test_observed_errors_and_the_cli_flag(tmp_path, capsys):
     model = LeNet300100(widths=(16, 8))
     v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))

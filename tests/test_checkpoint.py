@@ -54,6 +54,7 @@ def _perturbed_batch_stats(bs, seed):
         lambda a: np.abs(np.asarray(a)) + rng.uniform(0.1, 0.5, a.shape).astype(a.dtype), bs)
 
 
+@pytest.mark.slow
 def test_pruned_models_round_trip_in_fresh_process(tmp_path):
     cases = {
         "lenet300_pruned": (models.get_model("lenet300", widths=(37, 11)), (28, 28, 1)),

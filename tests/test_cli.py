@@ -53,6 +53,7 @@ def test_checkpoint_dir_without_model_exit_2(capsys, tmp_path):
     assert rc == 2 and "model.json" in err
 
 
+@pytest.mark.slow
 def test_console_entry_point_subprocess():
     p = subprocess.run([sys.executable, "-m", "jaxprune", "evaluate", "--checkpoint",
                         "/nonexistent/run"], cwd=REPO, capture_output=True, text=True,
@@ -89,6 +90,7 @@ def test_default_recipe_lenet300():
     assert cfg.optimizer == "adam" and cfg.batch_size == 128 and cfg.epochs <= 20
 
 
+@pytest.mark.slow
 def test_train_evaluate_finetune_end_to_end(tmp_path, capsys, data_dir):
     out = tmp_path / "dense"
     common = ["--data-dir", str(data_dir), "--limit-train", "1024", "--limit-test", "300",
@@ -196,6 +198,7 @@ def test_prune_a_user_module_from_the_command_line(tmp_path, capsys):
     assert rc == 2 and "JSON object" in err
 
 
+@pytest.mark.slow
 def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
     """SIGKILL a `jaxprune finetune` once its first epoch is checkpointed (the second is under
     way), rerun the same command: the final weights equal an uninterrupted run's."""

@@ -57,6 +57,7 @@ def test_prune_missing_checkpoint_exit_2(tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["frank_wolfe", "frank_wolfe_momentum"])
 def test_frank_wolfe_methods_run_from_the_command_line(dense_dir, tmp_path, capsys, data_dir,
                                                        method):

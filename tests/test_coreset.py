@@ -98,6 +98,7 @@ def test_linf_coreset_degenerate_inputs():
     assert S[0] and S[-1]                                                  # both endpoints
 
 
+@pytest.mark.slow
 def test_linf_coreset_masked_jit_vmap():
     P = cloud("student", 9)
     masks = np.stack([np.ones(N, bool), np.arange(N) % 2 == 0, np.arange(N) < 5])
@@ -131,6 +132,7 @@ def _check_peeling(P, s, layer):
         assert len(set(layer[inv.ravel() == g].tolist())) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_sensitivities_follow_algorithm_2(kind):
     P = cloud(kind, 21)
@@ -163,6 +165,7 @@ def test_sensitivities_outer_points_get_the_top_value():
     assert s[10] == s[~outer].min()
 
 
+@pytest.mark.slow
 def test_sensitivities_mask_padding_jit_and_vmap():
     P = cloud("gauss", 5)
     rng = np.random.default_rng(5)
@@ -259,6 +262,7 @@ def test_top_k():
         C.top_k(s, 6)
 
 
+@pytest.mark.slow
 def test_fast_compile_peeling_kernel_matches_the_optimised_one(monkeypatch):
     """`prune` on the CPU runs the peeling kernel compiled at XLA backend optimisation level 0
     (`peel_compile="fast"`, half the compile time); it must give the very numbers of XLA's

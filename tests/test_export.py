@@ -98,6 +98,7 @@ def _stablehlo(d, **kwargs):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet300", "resnet_bn", "lenet300_nnx"])
 def test_stablehlo_export_gives_the_saved_models_outputs(saved, name):
     d = saved[name]

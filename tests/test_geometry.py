@@ -110,6 +110,7 @@ def test_mvee_degenerate_raises(bad, msg):
         G.mvee(bad)
 
 
+@pytest.mark.slow
 def test_mvee_lower_dimensional_raises_and_masked_variant_works():
     rng = np.random.default_rng(0)
     plane = rng.standard_normal((N, 2)) @ np.array([[1.0, 0.0, 1.0], [0.0, 1.0, -1.0]]) + 3.0
@@ -148,6 +149,7 @@ def _mvee_internals():
 
 @pytest.mark.parametrize("kind,d,plane", [("student", 3, False), ("gauss", 6, False),
                                           ("student", 10, False), ("plane", 4, True)])
+@pytest.mark.slow
 def test_mvee_carried_quantities_match_recomputation(kind, d, plane):
     """The loop never recomputes X⁻¹, the leverages M or Σ u q: after any number of steps
     they must equal what a fresh computation from the weights gives (full rank, and the
@@ -177,6 +179,7 @@ def test_mvee_carried_quantities_match_recomputation(kind, d, plane):
         assert np.all(M[~mask] == -np.inf)
 
 
+@pytest.mark.slow
 def test_mvee_fast_paths_match_their_general_forms(monkeypatch):
     """Unrolled leverage / Gram / Kumar–Yıldırım code (small d) equals the general form."""
     from jaxprune.geometry import subspace

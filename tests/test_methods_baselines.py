@@ -295,6 +295,7 @@ def lenet5():
     ("pvc", None, {"beta": 28.0}),
     ("pvc", "deterministic", {"activation": "gelu", "normalization": "per_output"}),
 ])
+@pytest.mark.slow
 def test_shrunk_equals_masked_and_reweighted_original(lenet5, method, sampling, opts):
     model, v = lenet5
     res = jaxprune.prune(v, jax.random.key(2), 0.6, model=model, method=method,
@@ -352,6 +353,7 @@ def _bias_free_prune(model_and_vars, method, **opts):
                           method=method, input_shape=(6, 6, 2), **opts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["l1_norm", "l2_norm"])
 def test_norms_count_every_kernel_entry_of_bias_free_convs(bias_free_cnn, method):
     res = _bias_free_prune(bias_free_cnn, method)

@@ -166,6 +166,7 @@ def tiny_cnn():
     return model, v, data, layer_inputs(model, v, data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block_elements", [None, 50])
 def test_pfp_matches_loops_on_conv_conv_and_conv_flatten_dense(tiny_cnn, block_elements):
     """conv→conv (stride 2, SAME: every patch a separate input, padding contributes nothing),

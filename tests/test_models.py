@@ -85,6 +85,7 @@ def test_default_input_shapes():
     assert M.default_input_shape("resnet50") == (224, 224, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_forward_prunable_clone_config(name):
     overrides, shape = TINY[name]
@@ -235,6 +236,7 @@ def test_shrunk_resnet_block_inner_channels():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batchnorm_and_dropout_modes():
     model = M.VGG(widths=(4, 6, 8), pool_after=(0, 1), num_dense=1, dropout_rate=0.5)
     v, x = _init(model, (8, 8, 3))

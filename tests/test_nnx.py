@@ -81,6 +81,7 @@ def _state(module):
     return jax.tree.map(np.asarray, nnx.state(module, (nnx.Param, nnx.BatchStat)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("method", ["coreset", "l1_norm", "random"])
 @pytest.mark.parametrize("prune_residual", [False, True])
@@ -146,6 +147,7 @@ print(m.inner.out_features, m.bn1.num_features)
 """
 
 
+@pytest.mark.slow
 def test_save_and_restore_in_a_fresh_process(tmp_path):
     module = _randomised(zoo_nnx.NnxCNN(rngs=nnx.Rngs(0)))
     res = jaxprune.prune(module, jax.random.key(0), 0.5, input_shape=(6, 6, 2))
@@ -212,6 +214,7 @@ METHODS = {"pfp": {"method": "pfp"},
                                     "epochs": 1, "batch_size": 32}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("case", list(METHODS))
 def test_every_method_prunes_an_nnx_module_as_its_linen_twin(name, case):

@@ -165,6 +165,7 @@ def test_other_bad_input(lenet):
                        apply_kwargs={"train": False})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch, compile_", [("map", "fast"), ("vmap", "optimised")])
 def test_padded_batched_peeling_equals_per_layer_peeling(batch, compile_):
     """Bucketing (zero padding + masks, batch padding) must not change any sensitivity, with
@@ -196,6 +197,7 @@ def test_unprojected_points_skip_or_refuse_the_geometry():
         jaxprune.prune(params, jax.random.key(0), {"l0": 0.5}, projection="none")
 
 
+@pytest.mark.slow
 def test_frank_wolfe_methods_run_their_data_phase_inside_prune():
     from jaxprune import data
 
@@ -216,6 +218,7 @@ def test_frank_wolfe_methods_run_their_data_phase_inside_prune():
         jaxprune.prune(v, jax.random.key(0), 0.5, model=model, method="frank_wolfe")
 
 
+@pytest.mark.slow
 def test_structured_result_mask_marks_what_the_smaller_network_uses():
     """``result.mask`` (input shapes) zeroes exactly the removed channels: the dense params
     times the mask compute what the smaller network computes (top-k, no re-weights)."""

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import jaxprune
@@ -73,6 +74,7 @@ def _variables(cls, widths, seed, degenerate):
        sampling=st.sampled_from((None,) + selection.SAMPLINGS),
        degenerate=st.sampled_from(["none", "zero", "duplicate"]),
        seed=st.integers(0, 3))
+@pytest.mark.slow
 def test_prune_gives_a_valid_result_or_a_value_error(cls, widths, ratio, method, unit,
                                                      allocation, sampling, degenerate, seed):
     model, shape, v = _variables(cls, widths, seed, degenerate)

@@ -2,6 +2,8 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -14,6 +16,7 @@ def _run_example(heading: str) -> dict:
     return scope
 
 
+@pytest.mark.slow
 def test_pruning_your_own_model_example_runs():
     scope = _run_example("## Pruning your own model")
     assert scope["result"].report["frozen"]["Dense_1"] == "channel axis removed"

@@ -43,6 +43,7 @@ def _init(model, shape, **kw):
     return model.init(jax.random.key(0), jnp.ones((1, *shape)), **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["coreset", "l1_norm"])
 def test_setup_style_module_shrinks_and_equals_the_masked_network(method):
     m = SetupStyle()
@@ -86,6 +87,7 @@ def test_a_size_in_a_field_jaxprune_cannot_see_is_a_clear_error_and_fields_fixes
     np.testing.assert_allclose(small.apply(res.params, x), m.apply(res.masked, x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_original_module_is_untouched():
     m = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(6), nn.relu, nn.Dense(2)])
     v = _init(m, (4,))

@@ -103,6 +103,7 @@ NETS = {"lenet300": (LeNet300100(widths=(80, 40)), (28, 28, 1)),
     ("coreset", {"projection_dim": 3}),  # 3 dims: every group is big enough to be peeled
     ("l1_norm", {}),
 ])
+@pytest.mark.slow
 def test_second_prune_of_same_shapes_compiles_nothing(net, method, options):
     model, shape = NETS[net]
     variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)))

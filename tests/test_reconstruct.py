@@ -196,6 +196,7 @@ def _im2col(x, window, strides, padding, dilation):
     dict(strides=(2, 1), padding="SAME", kernel_dilation=(1, 1)),
     dict(strides=(1, 2), padding=((1, 0), (2, 1)), kernel_dilation=(2, 1)),
 ])
+@pytest.mark.slow
 def test_conv_refit_matches_numpy_im2col(config):
     m = CNN((4, 3), **config)
     x = _data(12, 7, 6, 2)
@@ -266,6 +267,7 @@ def test_refit_lowers_the_error_after_pruning():
     assert jax.tree.map(np.shape, new) == jax.tree.map(np.shape, res.params)
 
 
+@pytest.mark.slow
 def test_refit_of_a_pruned_cnn_and_bare_params():
     m = CNN((6, 4))
     x = _data(40, 8, 8, 1)
@@ -298,6 +300,7 @@ def test_batchnorm_recalibration_gives_population_statistics():
     assert np.all(np.isfinite(m.apply(new, x)))
 
 
+@pytest.mark.slow
 def test_resnet_blocks_with_batchnorm():
     """A ResNet whose residual blocks' inner channels are pruned (the residual stream is kept):
     every block's second conv is refit, and the whole network's output on S moves closer to
@@ -366,6 +369,7 @@ def test_bad_input(change, match):
 
 # ----------------------------------------------------------------------------- prune(reconstruct=)
 
+@pytest.mark.slow
 def test_prune_with_reconstruct_refits_and_masked_follows(tmp_path, capsys, data_dir):
     """``prune(..., data=S, reconstruct="lstsq")``: the consumers are refit (lower error on S
     than the plain prune), ``result.masked`` is the refit network at dense shapes, and the

@@ -64,6 +64,7 @@ def _init(model, shape, seed=0):
     return v
 
 
+@pytest.mark.slow
 def test_lenet300_groups_follow_the_widths():
     model = LeNet300100(widths=(37, 23, 11))
     v = _init(model, (28, 28, 1))

@@ -82,6 +82,7 @@ class DepthwiseAdd(nn.Module):
         return nn.Dense(3, name="head")(jnp.mean(y, axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_depthwise_ties_input_and_output_channels():
     st = _check(DepthwiseAdd(), (6, 6, 3),
                 lambda w: DepthwiseAdd(w=(w["conv_a"], w["proj"])))
@@ -94,6 +95,7 @@ def test_depthwise_ties_input_and_output_channels():
     assert st.kernel_positions[("params", "dw", "kernel")] == 36
 
 
+@pytest.mark.slow
 def test_depthwise_channel_multiplier_is_an_inner_layout():
     """``m`` outputs per input channel: channel ``c`` owns outputs ``c·m + j`` (inner = m)."""
     st = _check(DepthwiseAdd(w=(6, 5), mult=2, add=False), (6, 6, 3),
@@ -112,6 +114,7 @@ def test_depthwise_channel_multiplier_is_an_inner_layout():
     assert not _by_name(st)["conv_b"].prunable
 
 
+@pytest.mark.slow
 def test_grouped_convolution_freezes_and_nothing_downstream_is_misread():
     class Grouped(nn.Module):
         @nn.compact
@@ -150,6 +153,7 @@ class InvertedResidual(nn.Module):
         return nn.Dense(3, name="head")(jnp.mean(x, axis=(1, 2)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mobilenet_v2_inverted_residual(seed):
     model = InvertedResidual()
@@ -259,6 +263,7 @@ class Sliced(nn.Module):
         return nn.Dense(3, name="head")(jnp.mean(z, axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_slices_pass_labels_on_uncut_axes_and_freeze_cut_channel_axes():
     st = _check(Sliced(), (9, 8, 2), lambda w: Sliced(w=(w["a"], w["b"])))
     by = _by_name(st)
@@ -288,6 +293,7 @@ class DenseGeneralNet(nn.Module):
         return nn.Dense(3, name="head")(y.reshape((y.shape[0], -1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flat", [False, True])
 @pytest.mark.parametrize("tokens", [False, True])
 def test_dense_general_contractions(flat, tokens):
@@ -323,6 +329,7 @@ class DenseBlock(nn.Module):
         return nn.Dense(3, name="head")(jnp.mean(h, axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_densenet_concatenation_along_channels():
     st = _check(DenseBlock(), (6, 6, 2), lambda w: DenseBlock(w=(w["c0"], w["c1"], w["c2"])))
     by = _by_name(st)
@@ -351,6 +358,7 @@ class UNet(nn.Module):
         return nn.Dense(3, name="head")(h.reshape((h.shape[0], -1)))
 
 
+@pytest.mark.slow
 def test_unet_skip_concatenation():
     st = _check(UNet(), (4, 4, 2), lambda w: UNet(w=(w["enc"], w["down"], w["dec"])))
     by = _by_name(st)

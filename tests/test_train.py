@@ -72,6 +72,7 @@ def test_four_devices_available():
     assert jax.local_device_count() >= 4, "conftest should configure 4 CPU devices"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["bn_dropout", "lenet300_dropout"])
 def test_device_count_invariance(which):
     if which == "bn_dropout":      # BatchNorm stats must be over the GLOBAL batch
@@ -289,6 +290,7 @@ _RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     cfg = TrainConfig(optimizer="sgd", learning_rate=0.05, schedule="cosine", epochs=3,
                       batch_size=16, seed=7, log_every=0)

@@ -7,7 +7,6 @@ The models are written here in the styles of popular Flax code (BERT, GPT-2, Gem
 tiny so each test takes seconds. For each: whole heads are removed, the smaller model's
 output equals ``result.masked``'s, and the smaller model's ``init`` creates the pruned shapes.
 """
-import dataclasses
 import warnings
 
 import flax.linen as nn
@@ -262,6 +261,7 @@ def test_bert_heads_behind_a_reshape_prune_with_token_ids_and_a_mask():
     assert small.module.config is model.config and model.config.num_attention_heads == 4
 
 
+@pytest.mark.slow
 def test_gpt2_fused_qkv_ties_each_head_across_its_three_segments():
     model = GPT2()
     idx = _tokens()
@@ -306,6 +306,7 @@ def test_llama_gqa_prunes_whole_kv_groups_and_swiglu_as_one_group():
     _check_smaller(model, res, tokens, positions)
 
 
+@pytest.mark.slow
 def test_data_of_token_ids_feeds_a_data_informed_method():
     model = GPT2(n_layer=1)
     idx = _tokens(8)
@@ -478,6 +479,7 @@ class RepeatKVAttention(nn.Module):
         return nn.Dense(2, name="head")(nn.Dense(c, name="o_proj")(o).mean(axis=1))
 
 
+@pytest.mark.slow
 def test_gqa_with_repeated_key_value_heads_prunes_whole_kv_groups():
     model = RepeatKVAttention()
     x = jax.random.normal(jax.random.key(2), (3, T, 8))

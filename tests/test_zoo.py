@@ -120,6 +120,7 @@ def _shape_tree(tree):
 # --------------------------------------------------------------------------------------------
 # (a)-(d): every zoo model x method
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name,method", CASES)
 def test_small_model_equals_masked_network(name, method):
     model, v, shape, kw = _model(name)
@@ -198,6 +199,7 @@ _RESTORE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_saved_small_models_reload_in_a_fresh_process(tmp_path):
     names = ("sequential_mlp", "batchnorm_cnn", "densenet")
     expected, classes = {}, {}
