@@ -75,7 +75,8 @@ def run(args) -> dict:
     nets = protocol.dense_nets(model, "lenet300", train_ds,
                                data.load("mnist", "test", args.data_dir),
                                pathlib.Path(args.dense_dir or out), range(args.dense_seeds),
-                               args.train_epochs, args.batch_size)
+                               args.train_epochs, args.batch_size,
+                               reuse=args.resume or args.dense_dir is not None)
     ft = train.TrainConfig(optimizer="adam", learning_rate=1e-3, schedule="cosine",
                            epochs=args.finetune_epochs, batch_size=args.batch_size, seed=0,
                            log_every=0)

@@ -83,7 +83,8 @@ def run(args) -> dict:
                                                                   num_classes=10)
     nets = protocol.dense_nets(model, args.model, train_ds, test_ds,
                                pathlib.Path(args.dense_dir or out), range(args.dense_seeds),
-                               args.train_epochs, args.batch_size)
+                               args.train_epochs, args.batch_size,
+                               reuse=args.resume or args.dense_dir is not None)
     shape = train_ds.images.shape[1:]
     ft = train.TrainConfig(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=1,
                            batch_size=args.batch_size, seed=0, log_every=0)

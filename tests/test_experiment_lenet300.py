@@ -2,6 +2,7 @@
 nets, both fine-tune recipes, random subsets, resume and the report written from the rows."""
 import json
 
+import jax
 import pytest
 
 import _scripts
@@ -63,3 +64,28 @@ def test_paired_p_value_and_holm_correction():
     # the step-down stops at the first failure: 0.03 > 0.05/2, so 0.04 is kept too
     assert report.holm([0.01, 0.03, 0.04]) == [True, False, False]
     assert report.holm([0.2, 0.5]) == [False, False] and report.holm([]) == []
+
+
+def test_a_saved_dense_net_is_reused_only_under_resume_and_with_its_training_config(
+        tmp_path, data_dir, capsys):
+    _scripts.load("lenet300_mnist")                  # puts experiments/ on sys.path
+    from common import protocol
+    from jaxprune import data
+    from jaxprune.models import LeNet300100
+
+    model = LeNet300100(widths=(16, 8))
+    train_ds = data.head(data.load("mnist", "train", data_dir), 256)
+    test_ds = data.head(data.load("mnist", "test", data_dir), 128)
+    first = protocol.dense_nets(model, "lenet300", train_ds, test_ds, tmp_path, [0], 1, 64)
+    again = protocol.dense_nets(model, "lenet300", train_ds, test_ds, tmp_path, [0], 1, 64,
+                                reuse=True)
+    assert "reused from" in capsys.readouterr().out
+    assert all((a == b).all() for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)))
+    with pytest.raises(SystemExit, match="pass --resume"):
+        protocol.dense_nets(model, "lenet300", train_ds, test_ds, tmp_path, [0], 1, 64)
+    with pytest.raises(SystemExit, match="epochs 1 vs 2"):   # the results would lie
+        protocol.dense_nets(model, "lenet300", train_ds, test_ds, tmp_path, [0], 2, 64,
+                            reuse=True)
+    with pytest.raises(SystemExit, match="train_data"):
+        protocol.dense_nets(model, "lenet300", data.head(train_ds, 128), test_ds, tmp_path,
+                            [0], 1, 64, reuse=True)

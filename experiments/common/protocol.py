@@ -108,24 +108,41 @@ class Rows:
 
 
 def dense_nets(model, recipe: str, train_ds, test_ds, out: pathlib.Path, seeds, epochs: int,
-               batch_size: int) -> dict[int, dict]:
-    """``{seed: variables}``: one dense net per seed (``train.default_config(recipe)``),
-    restored from ``out/dense_<seed>`` when it is there."""
+               batch_size: int, reuse: bool = False) -> dict[int, dict]:
+    """``{seed: variables}``: one dense net per seed (``train.default_config(recipe)``).
+
+    A net saved at ``out/dense_<seed>`` is reused only when ``reuse`` (``--resume``, or a
+    ``--dense-dir`` named on purpose) and its recorded training identity (model, recipe,
+    epochs, batch size, seed, training data checksum) equals this run's; any other saved net
+    there is refused in one line rather than mixed in or overwritten."""
     nets = {}
     for seed in seeds:
         path = out / f"dense_{seed}"
+        identity = {"recipe": recipe, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                    "train_data": data.fingerprint(train_ds)}
         if path.exists():
-            saved, variables, _ = checkpoint.load_model(path)
-            if saved == model:
-                nets[seed] = variables
-                continue
+            saved, variables, meta = checkpoint.load_model(path)
+            recorded = (meta or {}).get("dense_identity")
+            if saved != model or recorded != identity:
+                differ = ("the model" if saved != model else "no recorded training config"
+                          if recorded is None else ", ".join(
+                              f"{k} {recorded.get(k)!r} vs {v!r}" for k, v in identity.items()
+                              if recorded.get(k) != v))
+                raise SystemExit(f"{path} holds a dense net trained otherwise ({differ}); "
+                                 "use another --out or remove it")
+            if not reuse:
+                raise SystemExit(f"{path} holds a dense net of an earlier run; pass --resume "
+                                 "to reuse it, or use another --out")
+            print(f"dense net {seed}: reused from {path} (same training config)", flush=True)
+            nets[seed] = variables
+            continue
         cfg = train.default_config(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
         t0 = time.time()
         res = train.fit(model, train_ds, cfg, out_dir=out / f"dense_{seed}_train",
                         eval_ds=test_ds, progress=False)
         print(f"dense net {seed}: trained in {time.time() - t0:.0f}s, test error "
               f"{harness.error(model, res.variables, test_ds):.2f}%", flush=True)
-        checkpoint.save_model(path, model, res.variables)
+        checkpoint.save_model(path, model, res.variables, meta={"dense_identity": identity})
         nets[seed] = res.variables
     return nets
 
@@ -425,7 +442,7 @@ def run(args, make_model, recipe: str, reference: str, paper: dict, title: str,
     rows = Rows(out, {k: getattr(args, k) for k in DEFINING + getattr(args, "defining", ())},
                 args.resume)
     nets = dense_nets(model, recipe, train_ds, test_ds, out, range(args.dense_seeds),
-                      args.train_epochs, args.batch_size)
+                      args.train_epochs, args.batch_size, reuse=args.resume)
     batch = harness.validation_batch(val_ds, args.data_batch)
     trials(args, model, nets, (train_ds, val_ds, test_ds), rows, train_ds.images.shape[1:],
            batch, reference)
@@ -530,6 +547,8 @@ def write_report(doc: dict, args, out: pathlib.Path, reference: str, paper: dict
     (out / "table.md").write_text(text)
     print(text)
     report.plot(rows, summary, methods, out / "error_vs_ratio.png", title)
+    print(f"\nwrote {out / 'results.json'}, {out / 'table.md'} and "
+          f"{out / 'error_vs_ratio.png'}", flush=True)
     if args.readme:
         report.write_block(pathlib.Path(args.readme), args.readme_block or block, text)
     return {"rows": rows, "summary": summary, "config": doc["config"]}

@@ -138,6 +138,11 @@ def _diff(d) -> str:
     return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{star}"
 
 
+def _mean_sd(mean: float, std: float) -> str:
+    """``mean ± sd``, or the mean alone where the sd is undefined (one net)."""
+    return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
 def markdown(summary: list[dict], reference: str, paper: dict) -> str:
     """The table: errors in %, mean ± sample std (n − 1) over nets, the kept widths per layer
     (range over nets), and the paired difference."""
@@ -150,8 +155,8 @@ def markdown(summary: list[dict], reference: str, paper: dict) -> str:
         lines.append(
             f"| {100 * s['ratio']:.1f} | {s['finetune']} | {s['method']} | {s['nets']} | "
             f"{100 * s['pr']:.2f} | {s['widths']} | {s['dense_err']:.2f} | "
-            f"{s['before_mean']:.2f} ± "
-            f"{s['before_std']:.2f} | {pct} | {s['after_mean']:.2f} ± {s['after_std']:.2f} | "
+            f"{_mean_sd(s['before_mean'], s['before_std'])} | {pct} | "
+            f"{_mean_sd(s['after_mean'], s['after_std'])} | "
             f"{s['after_best']:.2f} | {s['epochs']:.1f} | {_diff(s['vs_reference'])} | "
             f"{paper.get(str(s['ratio']), '–') if s['method'] == reference else ''} |")
     return "\n".join(lines)
