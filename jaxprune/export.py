@@ -259,7 +259,7 @@ def _export_onnx(f, spec, batch):
         from jax2onnx import to_onnx
     except ImportError:
         raise ExportError("--format onnx needs jax2onnx and onnxruntime: pip install "
-                          "'jaxprune[onnx]'") from None
+                          "'jaxprune[onnx]' && pip install --no-deps jax2onnx") from None
 
     def build(s):
         try:
