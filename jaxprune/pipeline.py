@@ -24,6 +24,7 @@ import time
 import warnings
 from typing import Any, Mapping
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -259,6 +260,29 @@ def _check_example(inputs, input_shape) -> _flax.Example:
     return ex
 
 
+def _as_key(key):
+    """``key`` as a JAX PRNG key: an int seed becomes ``jax.random.key(seed)``."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return jnp.asarray(key)  # a raw key (jax.random.PRNGKey), also as a NumPy copy
+    raise ValueError(f"key must be a JAX PRNG key (jax.random.key(seed)) or an int seed, got "
+                     f"{type(key).__name__}")
+
+
+def _structure_of_model(model, variables, input_shape, apply_kwargs, rules):
+    """:func:`_structure`, with a ``model=`` that does not fit the params reported in one
+    line naming the parameter (Flax's own error says which path and shapes differ)."""
+    try:
+        return _structure(model, variables, input_shape, apply_kwargs, rules)
+    except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError,
+            flax.errors.ScopeCollectionNotFound) as err:
+        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") \
+            from None
+
+
 def _input_shape(model, input_shape):
     if isinstance(input_shape, _flax.Example):
         return input_shape
@@ -322,7 +346,8 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
         ``example_inputs`` or ``data`` is needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen model is, so
         every method and option works alike; ``result.module`` is the pruned module and
         ``result.params`` its variables as a dict.
-      key: a JAX PRNG key (selection and JL projections are random; fixed key, same result).
+      key: a JAX PRNG key, or an int seed (``jax.random.key(seed)``); selection and JL
+        projections are random (fixed key, same result).
       ratio: float in [0, 1), or ``{unit name: fraction}`` (a channel group's or a kernel
         layer's name) to prune only the named units.
       method: a registered method (``jaxprune.methods.names()``).
@@ -421,6 +446,7 @@ def prune(params, key, ratio, *, method: str = "coreset", model=None, input_shap
     leave = (leave,) if isinstance(leave, str) else tuple(leave)
     variables, wrapped = as_variables(params)
     _check_arrays(variables)
+    key = _as_key(key)
     score_vars = variables
     if meth.prepare is not None:
         if model is None:
@@ -526,7 +552,8 @@ def _prune_channels(meth, variables, score_vars, wrapped, key, ratio, routed, *,
         raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
                          "channels, and channels that reach the output are never pruned")
     with _phase(on_phase, "structure"):
-        struct, input_shape = _structure(model, variables, input_shape, apply_kwargs, rules)
+        struct, input_shape = _structure_of_model(model, variables, input_shape, apply_kwargs,
+                                                  rules)
     groups = selection.prunable_groups(struct, leave, prune_residual,
                                        None if epsilon is not None else ratio, allow_empty=True)
     if epsilon is not None and groups:

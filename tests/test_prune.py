@@ -254,3 +254,15 @@ def test_on_phase_hook_wraps_every_phase_that_runs():
     expected = [p for p in pipeline.PHASES if p not in ("prepare", "reconstruct")]  # no data phase
     assert seen == expected
     assert set(timings) == set(expected) and all(t >= 0.0 for t in timings.values())
+
+
+def test_an_int_seed_is_a_key_and_a_bad_key_or_model_is_one_clear_error(lenet):
+    model, v = lenet
+    by_seed = jaxprune.prune(v, 5, 0.5, method="random")
+    by_key = jaxprune.prune(v, jax.random.key(5), 0.5, method="random")
+    assert all((by_seed.kept[g] == by_key.kept[g]).all() for g in by_key.kept)
+    with pytest.raises(ValueError, match="int seed"):
+        jaxprune.prune(v, "0", 0.5)
+    # a model= that does not create these params names the parameter, not Flax's internals
+    with pytest.raises(ValueError, match=r'model= does not match the params: .*"/dense_0"'):
+        jaxprune.prune(v, 0, 0.5, model=LeNet300100(widths=(200, 100)))
