@@ -314,15 +314,19 @@ def bounds_card() -> str:
 BENCH = RESULTS / "bench"
 
 
+def _table_end(lines: list[str], first: int) -> int:
+    """The index after the Markdown table whose first row is ``lines[first]``."""
+    return next((i for i in range(first, len(lines)) if not lines[i].startswith("|")),
+                len(lines))
+
+
 def _md_table(path: pathlib.Path, heading: str) -> str:
     """The first Markdown table after the first line of ``path`` that starts with
     ``heading``."""
     lines = path.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(heading))
     first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
-    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")),
-               len(lines))
-    return "\n".join(lines[first:end])
+    return "\n".join(lines[first:_table_end(lines, first)])
 
 
 def bench_prune() -> str:
@@ -333,8 +337,7 @@ def bench_vs_torch_pruning() -> str:
     """The medians table and the ratio lines of ``vs_torch_pruning.md``."""
     lines = (BENCH / "vs_torch_pruning.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| tool | import"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")),
-               len(lines))
+    end = _table_end(lines, start)
     ratios = [line for line in lines[end:] if "/ Torch-Pruning (medians)" in line]
     return "\n".join(lines[start:end] + [""] + ratios)
 
