@@ -193,7 +193,8 @@ def run(args, out: pathlib.Path) -> dict:
 
 
 def summarize(results) -> list[dict]:
-    """Mean and std over seeds of every measure, per (budget, method)."""
+    """Mean and sample standard deviation (n − 1) over seeds of every measure, per (budget,
+    method); one seed gives sd 0."""
     out = []
     for b in sorted({r["budget"] for r in results["runs"]}):
         runs = [r for r in results["runs"] if r["budget"] == b]
@@ -202,7 +203,8 @@ def summarize(results) -> list[dict]:
             for key in ("acc", "loss", "acc_at_mask", "kernel_sparsity", "model_sparsity",
                         "iterate_sparsity", "mass_removed", "latency"):
                 vals = [x for x in (r["methods"][m].get(key) for r in runs) if x is not None]
-                row[key] = (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
+                sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+                row[key] = (float(np.mean(vals)), sd) if vals else (None, None)
             out.append(row)
     return out
 
@@ -221,7 +223,7 @@ LABELS = {"dense": "dense", "magnitude": "magnitude", "fw": "FW", "fw_momentum":
 
 
 def tables(summary) -> str:
-    """The compact table (test accuracy % per method and pre-training budget, mean ± std over
+    """The compact table (test accuracy % per method and pre-training budget, mean ± sample sd over
     seeds, and each method's latency relative to the dense network timed beside it), then the
     full table of every measure."""
     def f(x, scale, fmt):
