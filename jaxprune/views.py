@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import _flax, surgery
+from jaxprune import _flax, calibration, surgery
 from jaxprune._tree import get_path
 from jaxprune.methods import LayerInput, LayerView, WeightView
 from jaxprune.structure import ChannelGroup
@@ -65,12 +65,25 @@ def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
 
 
 def channel_views(variables, groups, model=None, data=None,
-                  apply_kwargs: Mapping | None = None) -> list[LayerView]:
-    """One view per group; with ``data``, each view also holds its layers' inputs on it."""
+                  apply_kwargs: Mapping | None = None, statistics: bool = False,
+                  batch_size: int = 32) -> list[LayerView]:
+    """One view per group; with ``data``, each view also holds its layers' inputs on it.
+
+    ``statistics=True``: each :class:`~jaxprune.methods.LayerInput` holds the
+    :class:`~jaxprune.calibration.ChannelStats` of its module's input instead of the
+    activations, streamed ``batch_size`` examples at a time
+    (:func:`jaxprune.calibration.input_statistics`), so the activations of the whole of
+    ``data`` are never held (what ``wanda_sp`` and ``flap`` read)."""
     inputs = modules = None
     if data is not None:
-        inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
         modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)
+        if statistics:
+            paths = {tuple(s.path[1:-1]) for g in groups for s in (*g.consumers, *g.producers)}
+            inputs = calibration.input_statistics(model, variables, data, sorted(paths),
+                                                  batch_size=batch_size,
+                                                  apply_kwargs=apply_kwargs)
+        else:
+            inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
     return [layer_view(variables, g, inputs, modules) for g in groups]
 
 
