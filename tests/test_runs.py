@@ -3,11 +3,17 @@
 ``--out`` is refused when it is a file or holds another run (unless ``--overwrite``), a run
 killed while writing never loads, a second writer is refused by the lock, ``--resume``
 refuses a different run in one line, hyperparameters are checked at parse time, a prune that
-removes nothing warns, and ``fit`` stops on a non-finite loss naming the step.
+removes nothing warns, and ``fit`` stops on a non-finite loss naming the step. SIGTERM or
+SIGINT stops ``train`` after a step with the whole epochs checkpointed, and ``--resume`` then
+ends with the uninterrupted run's weights.
 """
 import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -63,24 +69,29 @@ def test_out_is_one_whole_run(dense, tmp_path, capsys):
     _one_error(err, "not a jaxprune run")
 
 
+def _kill_after(monkeypatch, step: str) -> None:
+    """Interrupt the process (``KeyboardInterrupt``) right after it writes ``step``: a JSON
+    file of that name, the saved model (``save_model``) or a training checkpoint."""
+    def killing(owner, name, when):
+        original = getattr(owner, name)
+
+        def write(*args, **kwargs):
+            original(*args, **kwargs)
+            if when(args):
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(owner, name, write)
+
+    killing(checkpoint, "save_model", lambda args: step == "save_model")
+    killing(checkpoint, "save_training_state", lambda args: step == "training checkpoint")
+    killing(workflows, "write_json", lambda args: str(args[0]).endswith(step))
+
+
 @pytest.mark.parametrize("step", ["save_model", "config.json", "results.json"])
 def test_a_prune_killed_while_writing_never_loads(dense, tmp_path, capsys, monkeypatch, step):
     out = tmp_path / "run"
     assert _prune(capsys, dense, out)[0] == 0            # a previous complete run
-    save_model, write_json = checkpoint.save_model, workflows.write_json
-
-    def killed_save(*args, **kwargs):
-        save_model(*args, **kwargs)
-        if step == "save_model":
-            raise KeyboardInterrupt
-
-    def killed_write(path, obj):
-        write_json(path, obj)
-        if str(path).endswith(step):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save_model", killed_save)
-    monkeypatch.setattr(workflows, "write_json", killed_write)
+    _kill_after(monkeypatch, step)
     rc, err = _prune(capsys, dense, out, "--seed", "2", "--overwrite")
     assert rc == 130 and "interrupted" in err
     monkeypatch.undo()
@@ -226,3 +237,104 @@ def test_train_killed_resumes_only_as_the_same_run(tmp_path, capsys, monkeypatch
     assert cli.main([*argv, "--resume"]) == 0
     capsys.readouterr()
     assert checkpoint.load_model(out)[2]["dataset"] == "mnist"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _same_weights(a, b) -> None:
+    """The saved models in ``a`` and ``b`` hold equal arrays."""
+    va, vb = checkpoint.load_model(a)[1], checkpoint.load_model(b)[1]
+    assert jax.tree.structure(va) == jax.tree.structure(vb)
+    for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _finetune_argv(dense, out):
+    return ["finetune", "--checkpoint", dense, "--epochs", "2", "--batch-size", "64",
+            "--limit-train", "256", "--limit-test", "100", "--no-progress", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def finetuned(dense, tmp_path_factory):
+    """An uninterrupted fine-tune of ``dense``."""
+    out = tmp_path_factory.mktemp("finetuned") / "run"
+    assert cli.main(_finetune_argv(dense, out)) == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["config.json", "training checkpoint", "save_model",
+                                  "results.json"])
+def test_a_finetune_killed_while_writing_never_loads_and_resumes_to_the_same_run(
+        dense, finetuned, tmp_path, capsys, monkeypatch, step):
+    out = tmp_path / "run"
+    argv = _finetune_argv(dense, out)
+    assert cli.main([*argv, "--lr", "0.5"]) == 0                # a previous complete run
+    _kill_after(monkeypatch, step)
+    assert cli.main([*argv, "--overwrite"]) == 130
+    monkeypatch.undo()
+    assert "interrupted" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unfinished run"):     # neither run loads
+        checkpoint.load_model(out)
+    assert cli.main(argv) == 2
+    assert "holds an unfinished run" in capsys.readouterr().err
+    assert cli.main([*argv, "--resume"]) == 0                   # the new run, whole
+    capsys.readouterr()
+    _same_weights(out, finetuned)
+
+
+def _train_argv(out, epochs):
+    return ["train", "--model", "lenet300", "--dataset", "mnist", "--epochs", str(epochs),
+            "--batch-size", "64", "--limit-train", "512", "--limit-test", "100",
+            "--no-progress", "--out", str(out)]
+
+
+_EPOCHS = 40
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """An uninterrupted ``train`` run of ``_EPOCHS`` epochs."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert cli.main(_train_argv(out, _EPOCHS)) == 0
+    return out
+
+
+def _epoch_lines(out) -> int:
+    with open(out / "metrics.jsonl") as f:
+        return sum(json.loads(line)["kind"] == "epoch" for line in f)
+
+
+@pytest.mark.slow  # starts a training process
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_train_after_a_checkpoint_and_resume_ends_as_one_run(
+        trained, tmp_path, capsys, sig):
+    out = tmp_path / "run"
+    argv = _train_argv(out, _EPOCHS)
+    proc = subprocess.Popen([sys.executable, "-m", "jaxprune", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / "checkpoints" / "1").is_dir() and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the signal"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert f"{sig.name} received" in err and "interrupted" in lines[-1] and "--resume" in lines[-1]
+    assert "Traceback" not in err
+    saved = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == _epoch_lines(out) < _EPOCHS        # every whole epoch is checkpointed
+    assert checkpoint.read_run_json(out)["complete"] is False
+    with pytest.raises(ValueError, match="unfinished run"):
+        checkpoint.load_model(out)
+    assert cli.main([*argv, "--resume"]) == 0
+    capsys.readouterr()
+    assert _epoch_lines(out) == _EPOCHS
+    _same_weights(out, trained)
