@@ -1,5 +1,7 @@
 """Multi-process runs (loopback only): the coordinator listens on the address given, processes
-started with different flags fail fast, and SIGTERM to one process stops the whole run."""
+started with different flags fail fast, and SIGTERM to one process stops the whole run after
+the same step, with every whole epoch checkpointed."""
+import json
 import os
 import signal
 import socket
@@ -69,9 +71,17 @@ def test_the_coordinator_listens_on_loopback_and_sigterm_stops_the_run(tmp_path,
             time.sleep(0.05)
         assert all(p.poll() is None for p in procs), "the run ended before the signal"
         procs[0].send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=120)                                    # every process stops
-        assert procs[0].returncode != 0 and procs[1].returncode != 0
+        errs = [p.communicate(timeout=120)[1] for p in procs]      # every process stops
+        for p, err in zip(procs, errs):
+            assert p.returncode == 130, err[-2000:]
+            assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
+        assert "SIGTERM received" in errs[0]
+        out = tmp_path / "run"
+        saved = max(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+        with open(out / "metrics.jsonl") as f:
+            epochs = sum(json.loads(line)["kind"] == "epoch" for line in f)
+        assert saved == epochs < 50                                 # no whole epoch lost
+        assert json.loads((out / "run.json").read_text())["complete"] is False
     finally:
         for p in procs:
             if p.poll() is None:
