@@ -18,6 +18,18 @@ Sources (nothing ever downloads):
   split into float32 memory is not feasible: use a sliced split such as
   ``'validation[:5000]'``.
 
+* **Text corpora** (byte level, :mod:`jaxprune.corpus`): any folder ``<root>/<name>/`` that
+  holds ``train.txt.gz``, ``valid.txt.gz`` and ``test.txt.gz`` (the name is the folder's).
+  ``load(name, split, root, seq_len=256)`` gives non-overlapping windows of ``seq_len`` bytes
+  as ``images`` and the same windows shifted by one byte as ``labels`` (both ``int32``
+  ``(N, seq_len)``, ``N = (bytes - 1) // seq_len``, 256 classes), read lazily from a
+  memory-mapped copy unpacked once into the user cache folder; splits 'train', 'valid'
+  (alias 'validation') and 'test'. For example, with ``$JAXPRUNE_DATA_DIR/pystdlib/``::
+
+      ds = load("pystdlib", "valid", seq_len=128)
+      x, y = next(batches(ds, 32, seed=0))      # int32 (32, 128) bytes and next bytes
+      mine = shard(ds, process_index, process_count)   # a contiguous block, still lazy
+
 Normalisation: ``(x / 255 − mean) / std`` with the standard constants in ``NORMALIZATION``
 (MNIST-like: one grey channel; CIFAR/ImageNet: per channel).
 """
@@ -34,11 +46,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from jaxprune.cache import user_cache_dir
+from jaxprune.corpus import (DEFAULT_SEQ_LEN, NUM_BYTES, SPLIT_FILES, ByteWindows,
+                             is_text_corpus, read_split, shard)
+from jaxprune.corpus import fingerprint as _text_fingerprint
 
 __all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load",
            "read_idx", "open_idx", "normalize", "train_val_split", "batches", "num_batches",
            "crop_flip", "evaluation_split", "head", "load_splits", "sample_images",
-           "fingerprint", "check_finite"]
+           "fingerprint", "check_finite", "ByteWindows", "DEFAULT_SEQ_LEN", "shard"]
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
                "imagenet2012": 1000}
@@ -81,9 +96,13 @@ class ArrayDataset:
 
     def subset(self, indices: Any) -> "ArrayDataset":
         idx = np.asarray(indices)
-        images = (self.images.take(idx) if isinstance(self.images, LazyImages)
-                  else self.images[idx])
-        return dataclasses.replace(self, images=images, labels=self.labels[idx])
+        return dataclasses.replace(self, images=_take(self.images, idx),
+                                   labels=_take(self.labels, idx))
+
+
+def _take(arr, idx: np.ndarray):
+    """Rows ``idx`` of ``arr``, still read on demand when ``arr`` is."""
+    return arr.take(idx) if isinstance(arr, (LazyImages, ByteWindows)) else arr[idx]
 
 
 class LazyImages:
@@ -332,6 +351,20 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
     return ArrayDataset(images, labels.astype(np.int32), NUM_CLASSES[name], name)
 
 
+# ------------------------------------------------------------------------------ text corpora
+
+def _load_text(name: str, split: str, folder: pathlib.Path, verify: bool, seq_len: int
+               ) -> ArrayDataset:
+    sums = _read_sha256sums(folder) if verify else {}
+    inputs, labels = read_split(folder, split, seq_len, checksums=sums)
+    return ArrayDataset(inputs, labels, NUM_BYTES, name)
+
+
+def _plain_name(name: str) -> bool:
+    """``name`` is one folder name (no separator, not '.' or '..')."""
+    return name not in ("", ".", "..") and not any(sep in name for sep in "/\\")
+
+
 # ------------------------------------------------------------------------------------- TFDS
 
 def _optional(module: str, purpose: str):
@@ -439,12 +472,17 @@ def normalize(images_uint8: np.ndarray, name: str) -> np.ndarray:
 
 def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, *,
          source: str = "auto", verify_checksums: bool = True,
-         image_size: int = 224, lazy: bool = False) -> ArrayDataset:
+         image_size: int = 224, lazy: bool = False, seq_len: int | None = None
+         ) -> ArrayDataset:
     """Load a dataset split as a normalised :class:`ArrayDataset`.
 
-    ``name``: one of ``DATASETS``. ``split``: 'train'/'test' (IDX), any TFDS split string
-    otherwise. ``source``: 'auto' (IDX if ``<root>/<name>/`` exists for an MNIST-format
-    name, else TFDS), 'idx' or 'tfds'. ``data_dir`` (default ``$JAXPRUNE_DATA_DIR``) is the
+    ``name``: one of ``DATASETS``, or the name of a text corpus folder ``<root>/<name>/``
+    holding ``train.txt.gz``, ``valid.txt.gz``, ``test.txt.gz`` (:mod:`jaxprune.corpus`:
+    windows of ``seq_len`` bytes, default 256, and their next bytes; always read lazily;
+    ``source='text'`` insists on it). ``split``: 'train'/'test' (IDX), any TFDS split string
+    otherwise. ``source``: 'auto' (a text corpus if ``<root>/<name>/`` holds a
+    ``*.txt.gz`` split file or ``name`` is no known dataset; IDX if ``<root>/<name>/`` exists
+    for an MNIST-format name; else TFDS), 'idx', 'tfds' or 'text'. ``data_dir`` (default ``$JAXPRUNE_DATA_DIR``) is the
     IDX root and is also handed to TFDS as its data dir. Never downloads.
 
     ``lazy=True``: the images are a :class:`LazyImages` that reads and normalises only the
@@ -452,11 +490,27 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     memory-mapped file, :func:`open_idx`), so a process that feeds one shard of every batch
     reads only its rows.
     """
-    if name not in NUM_CLASSES:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    if source not in ("auto", "idx", "tfds"):
-        raise ValueError(f"source must be 'auto', 'idx' or 'tfds', got {source!r}")
+    if source not in ("auto", "idx", "tfds", "text"):
+        raise ValueError(f"source must be 'auto', 'idx', 'tfds' or 'text', got {source!r}")
     root = data_dir if data_dir is not None else os.environ.get("JAXPRUNE_DATA_DIR")
+    folder = (pathlib.Path(root) / name if root is not None and _plain_name(name) else None)
+    if source == "text" or (source == "auto" and folder is not None and (
+            is_text_corpus(folder) or (name not in NUM_CLASSES and folder.is_dir()))):
+        if folder is None:
+            raise ValueError(f"a text corpus is read from <data_dir>/{name}/ holding "
+                             f"{', '.join(SPLIT_FILES.values())}: " + (
+                                 "pass data_dir= or set JAXPRUNE_DATA_DIR" if root is None
+                                 else f"{name!r} is not a folder name"))
+        return _load_text(name, split, folder, verify_checksums,
+                          DEFAULT_SEQ_LEN if seq_len is None else seq_len)
+    if seq_len is not None:
+        raise ValueError(f"seq_len applies to text corpora only, not to {name!r}")
+    if name not in NUM_CLASSES:
+        where = ("data_dir/$JAXPRUNE_DATA_DIR unset" if root is None
+                 else f"no folder {folder}" if folder is not None else "not a folder name")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a text "
+                         f"corpus folder <data_dir>/<name>/ holding "
+                         f"{', '.join(SPLIT_FILES.values())} ({where})")
     if source == "idx" or (source == "auto" and name in IDX_DATASETS and root is not None
                            and (pathlib.Path(root) / name).is_dir()):
         if name not in IDX_DATASETS:
@@ -481,7 +535,10 @@ def _in_memory(ds: ArrayDataset) -> np.ndarray | None:
 
 def fingerprint(ds: ArrayDataset) -> str | None:
     """SHA-256 of a dataset's images and labels (``None`` for images read on demand, which
-    are not read whole for this)."""
+    are not read whole for this). A text corpus (:class:`ByteWindows`) is fingerprinted
+    without reading it: its archive's SHA-256, ``seq_len`` and rows."""
+    if isinstance(ds.images, ByteWindows):
+        return _text_fingerprint(ds.images, ds.labels)
     images = _in_memory(ds)
     if images is None:
         return None
@@ -494,7 +551,8 @@ def fingerprint(ds: ArrayDataset) -> str | None:
 
 def check_finite(ds: ArrayDataset, what: str = "the data") -> None:
     """``ValueError`` naming the first example whose in-memory float images hold NaN or
-    inf (images read on demand come from uint8 files and are not checked)."""
+    inf (images read on demand come from uint8 files, text corpora are bytes: neither is
+    checked)."""
     images = _in_memory(ds)
     if images is None or not np.issubdtype(images.dtype, np.floating):
         return
@@ -514,14 +572,15 @@ def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:
 
 def load_splits(name: str, data_dir: str | os.PathLike | None = None, *,
                 limit_train: int | None = None, limit_test: int | None = None,
-                need_train: bool = True, lazy_train: bool = False
-                ) -> tuple[ArrayDataset | None, ArrayDataset]:
+                need_train: bool = True, lazy_train: bool = False,
+                seq_len: int | None = None) -> tuple[ArrayDataset | None, ArrayDataset]:
     """``(train or None, evaluation split)`` of ``name``, each cut to its first
-    ``limit_*`` examples (the training split read on demand with ``lazy_train``). Raises
-    like :func:`load`."""
-    train = (head(load(name, "train", data_dir, lazy=lazy_train), limit_train) if need_train
-             else None)
-    return train, head(load(name, evaluation_split(name), data_dir), limit_test)
+    ``limit_*`` examples (the training split read on demand with ``lazy_train``; a text
+    corpus always is, in windows of ``seq_len`` bytes). Raises like :func:`load`."""
+    extra = {} if seq_len is None else {"seq_len": seq_len}
+    train = (head(load(name, "train", data_dir, lazy=lazy_train, **extra), limit_train)
+             if need_train else None)
+    return train, head(load(name, evaluation_split(name), data_dir, **extra), limit_test)
 
 
 def sample_images(ds: ArrayDataset, size: int, seed: int, limit: int | None = None

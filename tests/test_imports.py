@@ -16,7 +16,7 @@ LAYERS = [
      "jaxprune.distributed"),
     ("jaxprune.geometry",),
     ("jaxprune.coreset",),
-    ("jaxprune.data", "jaxprune.models", "jaxprune.gates", "jaxprune.metrics"),
+    ("jaxprune.data", "jaxprune.corpus", "jaxprune.models", "jaxprune.gates", "jaxprune.metrics"),
     ("jaxprune.structure",),
     ("jaxprune.surgery", "jaxprune.rebuild"),
     ("jaxprune.selection",),
