@@ -34,8 +34,8 @@ refused); a second process writing the same ``--out`` is refused while the first
 Loading a checkpoint (``evaluate``/``prune``/``finetune``) imports only jaxprune, Flax, JAX
 and NumPy names from its ``model.json``; ``--trust PKG`` allows a package of your own.
 
-Errors the user can fix (bad flag, unknown model/dataset, missing data or checkpoint) print a
-one-line message on stderr and exit with status 2 (``jaxprune --debug ...`` or
+Errors the user can fix (bad flag or value, unknown model/dataset, missing data or checkpoint)
+print one line ``jaxprune <command>: error: <message>`` on stderr and exit with status 2 (``jaxprune --debug ...`` or
 ``JAXPRUNE_DEBUG=1`` for tracebacks).
 
 Adding a subcommand: write ``add_arguments(parser)`` and ``run(args) -> int`` and append
@@ -174,6 +174,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
                         "or --resume)")
     add_out_arguments(p, resume=True)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="stop after this many optimizer steps in all, mid-epoch if need be "
+                        "(the schedule then spans these steps)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="GLOBAL batch size (divisible by the device count)")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_POSITIVE,
@@ -225,7 +228,7 @@ def _run_config(args: argparse.Namespace) -> str:
     return json.dumps({k: repr(v) for k, v in sorted(vars(args).items()) if k not in own})
 
 
-_CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum", "nesterov",
+_CONFIG_FLAGS = ("epochs", "max_steps", "batch_size", "learning_rate", "optimizer", "momentum", "nesterov",
                  "schedule", "step_decay", "step_milestones", "warmup_epochs", "weight_decay",
                  "decoupled_weight_decay", "l1", "label_smoothing", "seed", "log_every")
 
@@ -471,9 +474,22 @@ register_command("export", "export a saved model for serving without jaxprune (S
 # ----------------------------------------------------------------------------- entry point
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's default, but never a traceback
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    """An ``ArgumentParser`` whose errors are one line ``<prog>: error: <message>`` (exit
+    status 2) with no usage block; ``--help`` prints the usage as usual."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        hint = f" (see {self.prog} --help)" if "required" in message else ""
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but unknown flags are reported by the subcommand they follow."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = getattr(self, "commands", {})
+            commands.get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,8 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks for errors (also JAXPRUNE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    parser.commands = {}
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p = parser.commands[cmd.name] = sub.add_parser(cmd.name, help=cmd.help,
+                                                       description=cmd.help)
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser

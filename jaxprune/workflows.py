@@ -46,9 +46,7 @@ class UsageError(Exception):
 @contextlib.contextmanager
 def _dataset_errors(name: str):
     """Unknown dataset names, unreadable/missing files and a missing ``[data]`` extra ->
-    :class:`UsageError`."""
-    if name not in data.DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(data.DATASETS)}")
+    :class:`UsageError` (a name outside ``data.DATASETS`` may be a text corpus folder)."""
     try:
         yield
     except (FileNotFoundError, ValueError, ModuleNotFoundError) as e:
@@ -56,12 +54,38 @@ def _dataset_errors(name: str):
 
 
 def load_datasets(name: str, data_dir=None, limit_train=None, limit_test=None,
-                  need_train: bool = True):
-    """(train split or None, evaluation split) of ``name``, cut to the first ``limit_*``."""
+                  need_train: bool = True, seq_len: int | None = None):
+    """(train split or None, evaluation split) of ``name``, cut to the first ``limit_*``;
+    ``seq_len``: the window length of a text corpus (for a model of token inputs)."""
     with _dataset_errors(name):
         return data.load_splits(name, data_dir, limit_train=limit_train, limit_test=limit_test,
-                                need_train=need_train,
-                                lazy_train=distributed.process_count() > 1)
+                                need_train=need_train, lazy_train=distributed.process_count() > 1,
+                                **_seq_len_option(seq_len))
+
+
+def _seq_len_option(seq_len: int | None) -> dict:
+    """The ``seq_len=`` keyword of :func:`jaxprune.data.load` (none for image datasets)."""
+    return {} if seq_len is None else {"seq_len": seq_len}
+
+
+def token_length(shape, dtype) -> int | None:
+    """The sequence length of a model whose input (one example's ``shape`` and ``dtype``) is
+    token ids, the window length its text corpus is read in; ``None`` for other inputs."""
+    return int(shape[0]) if np.issubdtype(np.dtype(dtype), np.integer) else None
+
+
+def _example_input(meta: dict) -> np.ndarray | None:
+    """One zero example of a checkpoint's recorded input when that is not float images
+    (token ids: what ``prune`` traces the model on), else ``None``."""
+    dtype = np.dtype(meta.get("input_dtype", "float32"))
+    if "input_shape" not in meta or np.issubdtype(dtype, np.floating):
+        return None
+    return np.zeros((1, *meta["input_shape"]), dtype)
+
+
+def _checkpoint_seq_len(meta: dict) -> int | None:
+    """:func:`token_length` of a checkpoint's recorded input."""
+    return token_length(meta.get("input_shape") or (0,), meta.get("input_dtype", "float32"))
 
 
 def check_model_name(name: str) -> None:
@@ -199,12 +223,15 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
         ev = train.evaluate(model, res.variables, test_ds, batch_size=eval_batch_size)
         size = size_report(model, res.variables, test_ds.images.shape[1:])
         results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
+                   **({"test_bits_per_byte": ev["bits_per_byte"]} if "bits_per_byte" in ev
+                      else {}),
                    **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
                    "model": model_name(saved),
                    # an NNX model's config holds the dense constructor's widths
                    "widths": None if is_module(saved) else model_cfg.get("widths")}
         meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
                 "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
+                "input_dtype": train.model_input(test_ds.images[:1]).dtype.name,
                 **(extra_meta or {})}
         checkpoint.save_model(out, saved, res.variables, meta=meta)
         write_json(os.path.join(out, "results.json"), results)
@@ -216,7 +243,10 @@ def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
     """Train a registered model from scratch (``options``: those of :func:`train_and_save`);
     an NNX model is initialised with the recipe's seed, sized to the dataset's images."""
     check_model_name(model_name)
-    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
+    seq_len = token_length(models.default_input_shape(model_name),
+                           models.default_input_dtype(model_name))
+    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test,
+                                      seq_len=seq_len)
     config = make_config(model_name)
     extra = ({"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
              if models.is_nnx_name(model_name) else {})
@@ -240,7 +270,8 @@ def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=N
     :func:`load_checkpoint`."""
     model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
-    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test)
+    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test,
+                                      seq_len=_checkpoint_seq_len(meta))
     config = make_config(model_name(model))
     if keep_zeros is None:
         keep_zeros = is_unstructured(meta)
@@ -270,23 +301,25 @@ def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=No
     (``trust``: see :func:`load_checkpoint`)."""
     model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
-    _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False)
+    _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False,
+                               seq_len=_checkpoint_seq_len(meta))
     model_id, model = model_name(model), runnable(model)
     ev = train.evaluate(model, variables, test_ds, batch_size=batch_size)
-    return {"accuracy": ev["accuracy"], "loss": ev["loss"], "n": ev["n"],
+    return {**ev,
             **size_report(model, variables, test_ds.images.shape[1:]),
             "model": model_id, "dataset": dataset,
             "checkpoint": os.path.abspath(directory)}
 
 
 def _data_batch(method: str, directory, dataset, data_dir, size: int, seed: int,
-                limit_train=None) -> np.ndarray:
-    """``size`` training images (seeded choice) of the checkpoint's dataset."""
+                limit_train=None, seq_len: int | None = None) -> np.ndarray:
+    """``size`` training images (seeded choice) of the checkpoint's dataset (token windows
+    of ``seq_len`` for a text corpus)."""
     if not dataset:
         raise UsageError(f"--method {method} needs data and {directory} does not record its "
                          "dataset; pass --dataset")
     with _dataset_errors(dataset):
-        train_ds = data.load(dataset, "train", data_dir)
+        train_ds = data.load(dataset, "train", data_dir, **_seq_len_option(seq_len))
     return data.sample_images(train_ds, size, seed, limit_train)
 
 
@@ -320,14 +353,15 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                                         resumable=False) as out:
         dataset = dataset or meta.get("dataset")
         meth = methods.get(method)
-        batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train)
-                 if meth.needs_data or reconstruct else None)
+        seq_len = _checkpoint_seq_len(meta)
+        batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train,
+                             seq_len) if meth.needs_data or reconstruct else None)
         options = dict(options or {})
         if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
             if not dataset:
                 raise UsageError(f"--method {method} trains before it prunes and {directory} does "
                                  "not record its dataset; pass --dataset")
-            train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1)
+            train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1, seq_len=seq_len)
             options.setdefault("train_ds", train_ds)
         t0 = time.time()
         nnx_model = is_module(model)
@@ -339,7 +373,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                                  input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
                                  min_width=min_width, round_to=round_to, leave=tuple(leave),
                                  data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
-                                 ridge=ridge, recalibrate_bn=recalibrate_bn, **options)
+                                 ridge=ridge, recalibrate_bn=recalibrate_bn,
+                                 example_inputs=_example_input(meta), **options)
             small = res.model(model)  # NNX: result.module; weight methods: the same shapes
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -352,7 +387,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
             report["data_batch"] = int(batch.shape[0])
         if certificate and meth.kind == "channels":
             report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
-        new_meta = {**{k: meta[k] for k in ("input_shape", "apply_kwargs") if k in meta},
+        new_meta = {**{k: meta[k] for k in ("input_shape", "input_dtype", "apply_kwargs")
+                       if k in meta},
                     "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
                     "prune": report}
         checkpoint.save_model(out, small, res.params, meta=new_meta)

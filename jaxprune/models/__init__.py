@@ -27,12 +27,14 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import numpy as np
 from flax import nnx
 
 from jaxprune.models._registry import (MODELS, NNX_MODELS, RegisteredModel, entry_of,
                                        model_names, register_model, registered,
                                        unregister_model)
 from jaxprune.models.lenet import LeNet5, LeNet300100, NnxLeNet5, NnxLeNet300100
+from jaxprune.models.lm import LM, NnxLM
 from jaxprune.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResNet50,
                                     resnet20, resnet50, resnet56)
 from jaxprune.models.vgg import VGG, VGG19_CONV, vgg16, vgg19
@@ -41,9 +43,10 @@ from jaxprune.models.vit import NnxViT, ViT
 __all__ = [
     "LeNet300100", "LeNet5", "VGG", "vgg16", "vgg19", "CifarResNet", "ResNet50", "BasicBlock",
     "Bottleneck", "resnet20", "resnet56", "resnet50", "ViT", "NnxViT", "NnxLeNet300100",
-    "NnxLeNet5", "MODELS", "NNX_MODELS", "RegisteredModel", "register_model",
+    "NnxLeNet5", "LM", "NnxLM", "lm", "MODELS", "NNX_MODELS", "RegisteredModel", "register_model",
     "unregister_model", "get_model", "model_config", "model_from_config",
-    "default_input_shape", "model_names", "training_recipe",
+    "default_input_shape", "default_input_dtype", "example_input", "model_names",
+    "training_recipe",
 ]
 
 # MNIST-scale models: Adam 1e-3 with cosine decay, batch 128 (>= 98% / >= 99% test accuracy).
@@ -82,6 +85,21 @@ register_model("resnet50", resnet50, (224, 224, 3), recipe=_IMAGENET,
 register_model("vit", ViT, (28, 28, 1), nnx=NnxViT)
 
 
+def lm(num_classes: int | None = None, **fields) -> LM:
+    """:class:`LM` with ``fields``; ``num_classes`` (the dataset's label count, as
+    ``jaxprune train`` passes it) sets ``vocab_size`` when given."""
+    if num_classes is not None:
+        fields["vocab_size"] = num_classes
+    return LM(**fields)
+
+
+# Byte LM: windows of 128 byte ids; Adam 3e-3 with warmup and cosine decay, batch 32.
+register_model("lm", lm, (LM.max_len,), nnx=NnxLM, input_dtype="int32",
+               matches=lambda m: isinstance(m, LM),
+               recipe=dict(optimizer="adam", learning_rate=3e-3, schedule="cosine",
+                           warmup_epochs=0.1, epochs=1, batch_size=32))
+
+
 def is_nnx_name(name: str) -> bool:
     """True for the registry name of an NNX model."""
     return name in NNX_MODELS
@@ -118,6 +136,22 @@ def get_model(name: str, **overrides: Any):
 def default_input_shape(name: str) -> tuple[int, ...]:
     """Per-example NHWC input shape (no batch dim) the model was designed for."""
     return registered(name).input_shape
+
+
+def default_input_dtype(name: str) -> str:
+    """The dtype of the model's input (``'float32'`` images, ``'int32'`` token ids)."""
+    return registered(name).input_dtype
+
+
+def example_input(name: str, batch: int = 1) -> np.ndarray:
+    """Zeros of the registered input shape and dtype with a leading batch axis: what the
+    model is traced and initialised on (``example_inputs=`` of :func:`jaxprune.prune`).
+
+    >>> example_input("lm").dtype, example_input("lenet300", 2).shape
+    (dtype('int32'), (2, 28, 28, 1))
+    """
+    entry = registered(name)
+    return np.zeros((int(batch),) + entry.input_shape, entry.input_dtype)
 
 
 def _fields(model: nn.Module) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import dataclasses
 import types
 from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
+
 __all__ = ["RegisteredModel", "register_model", "unregister_model", "registered",
            "entry_of", "model_names", "MODELS", "NNX_MODELS"]
 
@@ -23,6 +25,7 @@ class RegisteredModel:
     linen: str
     is_nnx: bool
     matches: Callable[[Any], bool]
+    input_dtype: str = "float32"
 
 
 _REGISTRY: dict[str, RegisteredModel] = {}
@@ -69,6 +72,17 @@ def _shape(input_shape) -> tuple[int, ...]:
     return shape
 
 
+def _dtype(input_dtype) -> str:
+    try:
+        dtype = np.dtype(input_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not (np.issubdtype(dtype, np.floating)
+                             or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"input_dtype must name a float or integer dtype, got {input_dtype!r}")
+    return dtype.name
+
+
 def _free(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a model name must be a non-empty string, got {name!r}")
@@ -83,7 +97,8 @@ def _instances_of(factory) -> Callable[[Any], bool] | None:
 
 def register_model(name: str, factory: Callable[..., Any], input_shape, *,
                    recipe: Mapping[str, Any] | None = None, nnx: type | None = None,
-                   matches: Callable[[Any], bool] | None = None) -> RegisteredModel:
+                   matches: Callable[[Any], bool] | None = None,
+                   input_dtype="float32") -> RegisteredModel:
     """Register a Linen model for :func:`get_model`, checkpoints and ``jaxprune train``.
 
     ``factory(**fields)`` builds the module (a ``flax.linen.Module`` class or a function
@@ -92,7 +107,9 @@ def register_model(name: str, factory: Callable[..., Any], input_shape, *,
     (``{}``: the defaults); ``nnx``: an NNX class with the same parameter names, registered
     as ``NAME_nnx`` (built as ``nnx(image=input_shape, rngs=..., **fields)``) with the same
     recipe; ``matches(module)``: whether a module is recorded under this name when saved
-    (default: the instances of ``factory`` when it is a class). Returns the Linen entry.
+    (default: the instances of ``factory`` when it is a class); ``input_dtype``: the dtype
+    of its input (``"int32"`` for token ids; traced, initialised and fed as that dtype).
+    Returns the Linen entry.
 
     >>> import flax.linen as nn
     >>> from jaxprune import models
@@ -116,7 +133,7 @@ def register_model(name: str, factory: Callable[..., Any], input_shape, *,
     """
     if not callable(factory):
         raise ValueError(f"factory of model {name!r} must be callable, got {factory!r}")
-    shape = _shape(input_shape)
+    shape, dtype = _shape(input_shape), _dtype(input_dtype)
     if recipe is not None and not isinstance(recipe, Mapping):
         raise ValueError(f"recipe of model {name!r} must be a mapping of TrainConfig fields, "
                          f"got {type(recipe).__name__}")
@@ -127,8 +144,8 @@ def register_model(name: str, factory: Callable[..., Any], input_shape, *,
         if not isinstance(nnx, type):
             raise ValueError(f"nnx= of model {name!r} must be an nnx.Module class, got {nnx!r}")
         twin = RegisteredModel(_free(f"{name}_nnx"), nnx, shape, recipe, name, True,
-                               lambda module, cls=nnx: type(module) is cls)
-    entry = RegisteredModel(_free(name), factory, shape, recipe, name, False, matches)
+                               lambda module, cls=nnx: type(module) is cls, dtype)
+    entry = RegisteredModel(_free(name), factory, shape, recipe, name, False, matches, dtype)
     _REGISTRY[name] = entry
     if twin is not None:
         _REGISTRY[twin.name] = twin

@@ -5,7 +5,11 @@ Main entry points::
     cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, epochs=20, batch_size=128)
     res = fit(model, train_ds, cfg, out_dir="runs/dense", eval_ds=test_ds)
     res.variables                  # {'params': ..., 'batch_stats': ...} (replicated jax arrays)
-    evaluate(model, res.variables, test_ds)   # {'accuracy', 'loss', 'n'}
+    evaluate(model, res.variables, test_ds)   # {'accuracy', 'loss', 'n'} (+ bits_per_byte)
+
+Labels are class ids ``(N,)`` or, for a language model, next-token ids ``(N, L)`` (losses
+and accuracies are then means over all positions); integer inputs (token ids) stay integer.
+``TrainConfig(max_steps=N)`` bounds the optimizer steps of a run.
 
 * :mod:`._config`: :class:`TrainConfig`, the per-model recipes (:func:`default_config`),
   :func:`make_schedule`, :func:`make_optimizer`.
@@ -19,14 +23,16 @@ Main entry points::
   what ``fit(devices=None)`` uses.
 * :mod:`._eval`: :func:`evaluate`, :func:`predict_logits`.
 """
-from jaxprune.train._config import TrainConfig, default_config, make_optimizer, make_schedule
+from jaxprune.train._config import (TrainConfig, default_config, make_optimizer, make_schedule,
+                                    total_steps)
 from jaxprune.train._eval import evaluate, predict_logits
 from jaxprune.train._loop import MAX_IN_FLIGHT_STEPS, Callback, FitResult, default_devices, fit
 from jaxprune.train._step import (cross_entropy, distillation_loss, init_opt_state,
-                                  init_variables, logit_mse, make_train_step, total_loss,
-                                  train_step_fn, variables_of)
+                                  init_variables, logit_mse, make_train_step, model_input,
+                                  total_loss, train_step_fn, variables_of)
 
 __all__ = ["MAX_IN_FLIGHT_STEPS", "Callback", "FitResult", "TrainConfig", "cross_entropy",
            "default_config", "default_devices", "distillation_loss", "evaluate", "fit", "init_opt_state",
            "init_variables", "logit_mse", "make_optimizer", "make_schedule", "make_train_step",
-           "predict_logits", "total_loss", "train_step_fn", "variables_of"]
+           "model_input", "predict_logits", "total_loss", "total_steps", "train_step_fn",
+           "variables_of"]

@@ -17,7 +17,7 @@ import optax
 from jaxprune.models import training_recipe
 from jaxprune.optim import is_kernel, masked
 
-__all__ = ["TrainConfig", "default_config", "make_schedule", "make_optimizer"]
+__all__ = ["TrainConfig", "default_config", "make_schedule", "make_optimizer", "total_steps"]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -29,7 +29,10 @@ class TrainConfig:
     ``learning_rate`` is the peak rate; ``warmup_epochs`` (float) ramps linearly from 0.
     ``schedule``: ``'constant'``, ``'cosine'`` (to 0 at the end) or ``'step'`` (multiply by
     ``step_decay`` at each of ``step_milestones``, given as fractions of the total steps).
-    ``batch_size`` is the GLOBAL batch (all devices together).
+    ``batch_size`` is the GLOBAL batch (all devices together). ``max_steps``: at most this
+    many optimizer steps in all (the run stops mid-epoch when they are used up; the
+    schedule's horizon is the steps actually run, :func:`total_steps`); ``None``: every
+    step of ``epochs`` epochs.
     """
 
     optimizer: str = "adam"              # 'adam' | 'sgd'
@@ -52,6 +55,7 @@ class TrainConfig:
     distill_temperature: float = 4.0
     distill_loss: str = "kl"             # 'kl' (Hinton soft targets) | 'logit_mse' (logit matching)
     log_every: int = 100                 # steps between 'step' log lines (0: none)
+    max_steps: int | None = None         # bound on the optimizer steps of the whole run
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -70,11 +74,18 @@ class TrainConfig:
         if self.distill_loss not in ("kl", "logit_mse"):
             raise ValueError(f"distill_loss must be 'kl' or 'logit_mse', got "
                              f"{self.distill_loss!r}")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool)
+                                           or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ValueError(f"max_steps must be None or a positive integer, got "
+                             f"{self.max_steps!r}")
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["step_milestones"] = list(d["step_milestones"])
+        if d["max_steps"] is None:  # an unbounded run records no max_steps key
+            del d["max_steps"]
         return d
 
     @classmethod
@@ -99,10 +110,20 @@ def default_config(model_name: str, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of a whole run: ``min(epochs * steps_per_epoch, max_steps)``.
+
+    >>> total_steps(TrainConfig(epochs=3, max_steps=50), 20)
+    50
+    """
+    total = int(config.epochs * steps_per_epoch)
+    return total if config.max_steps is None else min(total, int(config.max_steps))
+
+
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Learning-rate schedule over ``config.epochs * steps_per_epoch`` steps."""
+    """Learning-rate schedule over the run's :func:`total_steps` steps."""
     lr = float(config.learning_rate)
-    total = max(int(config.epochs * steps_per_epoch), 1)
+    total = max(total_steps(config, steps_per_epoch), 1)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, total)
     rest = max(total - warmup, 1)

@@ -1,10 +1,12 @@
 """Evaluation: accuracy / mean cross-entropy over a whole dataset, and logits, on one device.
 
 The final partial batch is padded and masked out, so every example counts and there is one
-compiled program per (model, batch size).
+compiled program per (model, batch size). Labels are ``(N,)`` class ids or ``(N, L)``
+per-position ids (a language model's next bytes); the means are over all labelled positions.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import jax
@@ -13,7 +15,7 @@ import numpy as np
 
 from jaxprune._flax import hashable
 from jaxprune._tree import as_variables, to_host
-from jaxprune.train._step import apply_eval, cross_entropy
+from jaxprune.train._step import apply_eval, cross_entropy, model_input
 
 __all__ = ["evaluate", "predict_logits"]
 
@@ -22,7 +24,8 @@ def _eval_batch_impl(model, variables, images, labels, weights):
     logits = apply_eval(model, variables, images)
     ce = cross_entropy(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return jnp.sum(correct * weights), jnp.sum(ce * weights)
+    w = weights.reshape(weights.shape + (1,) * (labels.ndim - 1))  # per position
+    return jnp.sum(correct * w), jnp.sum(ce * w)
 
 
 _eval_batch = jax.jit(_eval_batch_impl, static_argnums=(0,))
@@ -49,8 +52,22 @@ def _eval_device_vars(variables):
 
 
 def evaluate(model, variables, ds, batch_size: int = 1000) -> dict:
-    """Accuracy and mean cross-entropy over ALL examples of ``ds``:
-    ``{'accuracy', 'loss', 'n'}``."""
+    """Accuracy and mean cross-entropy (nats) over ALL examples of ``ds``:
+    ``{'accuracy', 'loss', 'n'}``, ``n`` the number of examples.
+
+    With sequence labels ``(N, L)`` (a byte language model: position ``t`` predicts byte
+    ``t + 1``) both are means over all ``N * L`` predicted positions, and the result also
+    holds ``positions = N * L`` and ``bits_per_byte = loss / ln 2`` (image labels get neither
+    key).
+
+    >>> import flax.linen as nn, jax
+    >>> from jaxprune.data import ArrayDataset
+    >>> ds = ArrayDataset(np.zeros((4, 3), np.int32), np.ones((4, 3), np.int32), 5, "toy")
+    >>> net = nn.Embed(5, 5)
+    >>> ev = evaluate(net, net.init(jax.random.key(0), ds.images[:1]), ds)
+    >>> bool(np.isclose(ev["bits_per_byte"], ev["loss"] / np.log(2))), ev["positions"]
+    (True, 12)
+    """
     n = len(ds.labels)
     if n == 0:
         return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
@@ -58,19 +75,25 @@ def evaluate(model, variables, ds, batch_size: int = 1000) -> dict:
     variables = _eval_device_vars(variables)
     correct = 0.0
     loss = 0.0
+    per_example = int(np.prod(np.shape(ds.labels[:1])[1:], dtype=np.int64))  # positions
     for a, b in _padded_chunks(n, bs):
-        images = _pad(np.asarray(ds.images[a:b], np.float32), bs)
+        images = _pad(model_input(ds.images[a:b]), bs)
         labels = _pad(np.asarray(ds.labels[a:b], np.int32), bs)
         weights = _pad(np.ones((b - a,), np.float32), bs)
         c, l_ = _eval_batch(hashable(model), variables, images, labels, weights)
         correct += float(c)
         loss += float(l_)
-    return {"accuracy": correct / n, "loss": loss / n, "n": int(n)}
+    positions = n * per_example
+    out = {"accuracy": correct / positions, "loss": loss / positions, "n": int(n)}
+    if np.ndim(ds.labels[:1]) > 1:  # sequence labels
+        out.update(positions=int(positions), bits_per_byte=out["loss"] / math.log(2))
+    return out
 
 
 def predict_logits(model, variables, images, batch_size: int = 1000) -> np.ndarray:
-    """Logits (numpy, float32) of ``model`` in eval mode for every row of ``images``."""
-    images = np.asarray(images, np.float32)
+    """Logits (numpy, float32) of ``model`` in eval mode for every row of ``images`` (float
+    images or integer token ids, :func:`jaxprune.train.model_input`)."""
+    images = model_input(images)
     n = images.shape[0]
     if n == 0:
         return np.zeros((0,), np.float32)

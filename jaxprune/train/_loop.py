@@ -20,6 +20,9 @@ Checkpoints / resume
     ``out_dir`` restores the latest one and continues; because the data order of epoch ``e``
     is a function of ``(config.seed, e)`` (``data.batches``) and the dropout key a function
     of the global step, the resumed run ends with exactly the uninterrupted result.
+    ``config.max_steps`` ends the run after that many steps, mid-epoch if need be: that last,
+    partial epoch is checkpointed like a whole one, and a resumed run that already took its
+    steps trains no more.
     A JSON-lines log ``out_dir/metrics.jsonl`` gets one ``{"kind": "epoch", ...}`` line per epoch
     (epoch, step, loss, accuracy, eval_accuracy/eval_loss, wall time, examples/s) and one
     ``{"kind": "step", ...}`` line every ``log_every`` steps.
@@ -54,9 +57,10 @@ from jaxprune import checkpoint, data, distributed, models
 from jaxprune._flax import hashable
 from jaxprune._tree import split_variables, to_host
 from jaxprune.optim import apply_mask
-from jaxprune.train._config import TrainConfig, make_schedule
+from jaxprune.train._config import TrainConfig, make_schedule, total_steps
 from jaxprune.train._eval import evaluate
-from jaxprune.train._step import init_opt_state, init_variables, make_train_step, variables_of
+from jaxprune.train._step import (init_opt_state, init_variables, make_train_step, model_input,
+                                  variables_of)
 
 __all__ = ["FitResult", "Callback", "MAX_IN_FLIGHT_STEPS", "default_devices", "fit"]
 
@@ -156,8 +160,9 @@ def _initial_state(model, train_ds, config: TrainConfig, variables, mask, optimi
     cast to the params' dtypes; masked params are zeroed."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     if variables is None:
+        dtype = model_input(np.zeros((), train_ds.images.dtype)).dtype.name
         variables = init_variables(model, (1,) + tuple(train_ds.images.shape[1:]), init_key,
-                                   dropout_key)
+                                   dropout_key, dtype)
     params, others = split_variables(variables)
     params = _host_copy(params)
     batch_stats = _host_copy(dict(others.get("batch_stats", {})))
@@ -279,9 +284,12 @@ def _stop_if_non_finite(first_bad: int, epoch: int, steps_per_epoch: int) -> Non
 
 
 def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, place: _Placement,
-               extra: tuple, reporter: _Reporter, lr_schedule) -> tuple[dict, dict]:
-    """One epoch of train steps -> ``(state, epoch record)``. ``lr_schedule=None``: the step
-    log lines carry no ``lr`` (a caller-supplied optimizer)."""
+               extra: tuple, reporter: _Reporter, lr_schedule, max_batches: int
+               ) -> tuple[dict, dict]:
+    """The first ``max_batches`` train steps of an epoch -> ``(state, epoch record)``
+    (fewer than the epoch's batches: the last epoch of a ``max_steps`` run).
+    ``lr_schedule=None``: the step log lines carry no ``lr`` (a caller-supplied
+    optimizer)."""
     t0 = time.perf_counter()
     spe = data.num_batches(len(train_ds.labels), config.batch_size, drop_remainder=True)
     sums = _no_sums()
@@ -291,7 +299,9 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     for images, labels in data.batches(train_ds, b, seed=config.seed, epoch=epoch,
                                        shuffle=True, augment=config.augment,
                                        drop_remainder=True, shard=distributed.shard()):
-        images = _global_array(np.asarray(images, np.float32), place.batch, b)
+        if n_steps == max_batches:  # before the step: no state of it is touched
+            break
+        images = _global_array(model_input(images), place.batch, b)
         labels = _global_array(np.asarray(labels, np.int32), place.batch, b)
         state, m = train_step(state, images, labels, *extra)
         in_flight.append(m["loss"])
@@ -372,17 +382,24 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
                                      has_mask=mask is not None, teacher_model=teacher_model,
                                      sharding=place.replicated)
         lr_schedule = make_schedule(config, max(spe, 1)) if optimizer is None else None
-        reporter = _Reporter(log_path, progress, config.epochs * spe, start_epoch * spe,
-                             f"training {config.epochs - start_epoch} epoch(s) x {spe} steps "
-                             f"on {len(place.devices)} device(s)")
+        total = total_steps(config, spe)
+        bound = "" if config.max_steps is None else f" (at most {total} steps in all)"
+        reporter = _Reporter(log_path, progress, total, min(start_epoch * spe, total),
+                             f"training {config.epochs - start_epoch} epoch(s) x {spe} steps"
+                             f"{bound} on {len(place.devices)} device(s)")
         model_cfg = _model_config_or_none(model)
         for epoch in range(start_epoch, config.epochs):
+            if total <= epoch * spe:
+                break  # max_steps used up (a resumed run may already have reached it)
             state, record = _run_epoch(train_step, state, train_ds, config, epoch, place,
-                                       (mask, teacher_vars), reporter, lr_schedule)
+                                       (mask, teacher_vars), reporter, lr_schedule,
+                                       min(spe, total - epoch * spe))
             if eval_ds is not None:
                 ev = evaluate(model, variables_of(state["params"], state["batch_stats"]),
                               eval_ds, batch_size=eval_batch_size)
                 record.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"])
+                if "bits_per_byte" in ev:
+                    record["eval_bits_per_byte"] = ev["bits_per_byte"]
             history.append(record)
             reporter.epoch(record)
             if ckpts is not None:

@@ -14,6 +14,13 @@ Train state
     A dict ``{'params', 'batch_stats', 'opt_state', 'step', 'rng'}``; ``batch_stats`` is ``{}``
     for models without BatchNorm. The dropout key of step ``s`` is ``fold_in(rng, s)``.
 
+Inputs and labels
+    Float inputs (images) stay float32 and integer inputs (token ids) keep an integer dtype
+    (:func:`model_input`). Labels are ``(B,)`` class ids or ``(B, L)`` per-position ids
+    (next-byte targets of a language model, logits ``(B, L, V)``): every loss and accuracy
+    above is then the mean over all ``B * L`` positions, and the KD terms compare the
+    distributions over the last axis at each position.
+
 Mode
     Training and evaluation calls pass the module's own mode flag (``train``, ``training``,
     ``deterministic``, ... from its ``__call__`` signature, :func:`jaxprune._flax.mode_kwargs`).
@@ -24,6 +31,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxprune._flax import mode_kwargs
@@ -31,11 +39,25 @@ from jaxprune.optim import is_kernel, masked
 from jaxprune.train._config import TrainConfig, make_optimizer
 
 __all__ = ["cross_entropy", "distillation_loss", "logit_mse", "total_loss", "init_variables",
-           "init_opt_state", "train_step_fn", "make_train_step"]
+           "init_opt_state", "train_step_fn", "make_train_step", "model_input"]
+
+
+def model_input(x) -> np.ndarray:
+    """A host batch as the model takes it: integer (and bool) arrays keep their dtype as
+    int32 (token ids), anything else becomes float32 (images).
+
+    >>> model_input(np.zeros((2, 3), np.uint8)).dtype, model_input([[0.5]]).dtype
+    (dtype('int32'), dtype('float32'))
+    """
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        return x.astype(np.int32, copy=False)
+    return x.astype(np.float32, copy=False)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    """Per-example softmax cross-entropy with integer labels and optional label smoothing."""
+    """Per-example (per-position for ``(B, L)`` labels) softmax cross-entropy
+    ``-log softmax(logits)[label]`` with integer labels and optional label smoothing."""
     num_classes = logits.shape[-1]
     onehot = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
     if label_smoothing > 0:
@@ -93,11 +115,12 @@ def apply_eval(model, variables, images):
     return model.apply(variables, images, **mode_kwargs(model, train=False))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def init_variables(model, shape, params_key, dropout_key):
-    """``model.init`` on zeros of ``shape`` (batch axis included) as one compiled program
-    (op-by-op init is slow), cached per model/shape."""
-    x = jnp.zeros(shape, jnp.float32)
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def init_variables(model, shape, params_key, dropout_key, dtype="float32"):
+    """``model.init`` on zeros of ``shape`` (batch axis included) and ``dtype`` (``'int32'``
+    for token ids) as one compiled program (op-by-op init is slow), cached per
+    model/shape/dtype."""
+    x = jnp.zeros(shape, dtype)
     return model.init({"params": params_key, "dropout": dropout_key}, x,
                       **mode_kwargs(model, train=False))
 
