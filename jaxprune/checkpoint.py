@@ -23,6 +23,8 @@ step holds two items: ``state`` (params, batch_stats, opt_state, step, rng; Stan
 """
 from __future__ import annotations
 
+import copy as copy_module
+import dataclasses
 import hashlib
 import json
 import math
@@ -37,9 +39,9 @@ from flax import linen as nn
 from flax import nnx
 
 from jaxprune import distributed, models, rebuild
-from jaxprune._nnx import variables_of, with_variables
+from jaxprune._nnx import submodules, variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
-from jaxprune._flax import abstract_init, first_line, hashable, mode_kwargs
+from jaxprune._flax import Held, abstract_init, first_line, hashable, mode_kwargs
 from jaxprune._flax import Example
 from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches, to_host
 
@@ -199,21 +201,92 @@ def model_record(model) -> dict:
     return record
 
 
+#: How a ``Resized.sizes`` value that is an object (a copied config object) is written: its
+#: class name and its JSON attributes; loading copies the like-typed object of ``like=``.
+OBJECT = "jaxprune-object"
+_SCALARS = (type(None), bool, int, float, str)
+
+
 def _plain(value):
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+    """A ``Resized.sizes`` value as JSON: tuples as lists, a config object as
+    ``{OBJECT: {"class": ..., "attrs": {...}}}`` (its JSON-able attributes only)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, _SCALARS):
+        return value
+    cls = type(value)
+    attrs = {k: _plain(v) for k, v in getattr(value, "__dict__", {}).items()
+             if isinstance(k, str) and _is_json(v)}
+    return {OBJECT: {"class": f"{cls.__module__}:{cls.__qualname__}", "attrs": attrs}}
 
 
-def _tupled(value):
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+def _is_json(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return isinstance(value, _SCALARS + (np.integer, np.floating, np.bool_))
 
 
-def _sizes_from_record(sizes) -> tuple:
+def _decoded(value, like):
+    """Inverse of :func:`_plain`: lists as tuples; an object from the same-class object
+    that ``like`` holds, copied with the recorded attributes (nothing is imported)."""
+    if isinstance(value, list):
+        return tuple(_decoded(v, like) for v in value)
+    if isinstance(value, dict) and set(value) == {OBJECT}:
+        body = value[OBJECT]
+        if not (isinstance(body, dict) and isinstance(body.get("class"), str)
+                and isinstance(body.get("attrs", {}), dict)):
+            raise ValueError("malformed object in the saved model's sizes")
+        found = _held_object(like, body["class"])
+        if found is None:
+            raise ValueError(f"the saved model holds a {body['class']!r} object in a field, "
+                             "and the module passed as like= holds none")
+        copy = copy_module.copy(found)
+        for key, item in body.get("attrs", {}).items():
+            if str(key).isidentifier():
+                setattr(copy, key, _decoded(item, like) if isinstance(item, dict) else item)
+        return copy
+    if isinstance(value, dict):
+        return {k: _decoded(v, like) for k, v in value.items()}
+    return value
+
+
+def _held_object(root, name: str):
+    """The first object of class ``name`` (``module:qualname``) among the fields of the module
+    ``root`` (nested modules, lists, tuples and dicts included), or ``None``."""
+    stack, seen = [root], set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        cls = type(value)
+        if f"{cls.__module__}:{cls.__qualname__}" == name:
+            return value
+        if isinstance(value, nn.Module):
+            stack += [getattr(value, f.name) for f in dataclasses.fields(value)
+                      if f.init and f.name not in ("parent", "name")][::-1]
+            if isinstance(value, Held):
+                stack.append(value.wrapped_module)
+        elif isinstance(value, (tuple, list)):
+            stack += list(value)[::-1]
+        elif isinstance(value, dict):
+            stack += list(value.values())[::-1]
+    return None
+
+
+def _sizes_from_record(sizes, like=None) -> tuple:
     """The ``Resized.sizes`` table :func:`model_record` wrote as JSON lists."""
     try:
         return tuple((tuple(str(p) for p in path),
-                      tuple((str(k), _tupled(v)) for k, v in fields))
+                      tuple((str(k), _decoded(v, like)) for k, v in fields))
                      for path, fields in sizes)
-    except (TypeError, ValueError):
+    except (TypeError, AttributeError):
         raise ValueError("malformed 'sizes' in the saved model record") from None
 
 
@@ -227,10 +300,11 @@ def _from_like(record: dict, like):
         return like
     base = like.module if isinstance(like, rebuild.Resized) else like
     try:
-        base = hashable(base)
+        held = hashable(base)
+        base = base if isinstance(held, Held) else held
     except TypeError:  # a field that is neither hashable nor a list: the module as given
         pass
-    return rebuild.Resized(base, _sizes_from_record(record["sizes"]))
+    return rebuild.Resized(base, _sizes_from_record(record["sizes"], base))
 
 
 def model_from_record(record: dict, *, trust=(), like=None):
@@ -265,7 +339,9 @@ def save_nnx(directory, module) -> pathlib.Path:
 
     NNX modules are rebuilt by their own constructors, which jaxprune cannot call; so
     :func:`load_nnx` takes the constructor of the *dense* module and shrinks it to the shapes
-    recorded here (``jaxprune.rebuild.smaller_nnx``) before restoring the arrays.
+    recorded here (``jaxprune.rebuild.smaller_nnx``) before restoring the arrays. The integer
+    attributes of every submodule (``num_heads``: counts that no array shape shows) are
+    recorded too and set on the rebuilt module where it has them.
     """
     directory = _abs(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -276,11 +352,36 @@ def save_nnx(directory, module) -> pathlib.Path:
     ckpt.wait_until_finished()
     ckpt.close()
     doc = {"format": "jaxprune-nnx/1", "class": type(module).__qualname__,
-           "shapes": {"/".join(p): list(np.shape(a)) for p, a in leaves_with_paths(variables)}}
+           "shapes": {"/".join(p): list(np.shape(a)) for p, a in leaves_with_paths(variables)},
+           "counts": _int_attributes(module)}
     tmp = directory / (NNX_JSON + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
     os.replace(tmp, directory / NNX_JSON)
     return directory
+
+
+def _int_attributes(module) -> dict[str, dict[str, int]]:
+    """``{"a/b": {attribute: int}}``: the plain int attributes of every submodule."""
+    out = {}
+    for path, layer in submodules(module):
+        ints = {k: v for k, v in vars(layer).items() if type(v) is int and not k.startswith("_")}
+        if ints:
+            out["/".join(path)] = ints
+    return out
+
+
+def _set_counts(module, counts) -> None:
+    """Set the recorded ``counts`` (:func:`_int_attributes`) on ``module``'s submodules that
+    hold an int attribute of that name (plain ints only: nothing else from the file)."""
+    if not isinstance(counts, dict):
+        return
+    for path, layer in submodules(module):
+        recorded = counts.get("/".join(path))
+        if not isinstance(recorded, dict):
+            continue
+        for name, value in recorded.items():
+            if type(value) is int and type(vars(layer).get(name)) is int:
+                setattr(layer, name, value)
 
 
 def load_nnx(directory, build):
@@ -292,7 +393,9 @@ def load_nnx(directory, build):
         raise FileNotFoundError(f"no saved NNX module in {d}: expected {NNX_JSON} and "
                                 f"{VARIABLES_DIR}/ (written by jaxprune.checkpoint.save_nnx)")
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return _restore_nnx(d, build, sharding)[0]
+    module, _ = _restore_nnx(d, build, sharding)
+    _set_counts(module, json.loads((d / NNX_JSON).read_text()).get("counts"))
+    return module
 
 
 def _restore_nnx(d: pathlib.Path, build, sharding):
