@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune import checkpoint, cli, data, runs, train, workflows
+from jaxprune import _signals, checkpoint, cli, data, runs, train, workflows
 from jaxprune.models import LeNet300100
 
 
@@ -338,3 +338,31 @@ def test_a_signal_stops_train_after_a_checkpoint_and_resume_ends_as_one_run(
     capsys.readouterr()
     assert _epoch_lines(out) == _EPOCHS
     _same_weights(out, trained)
+
+
+@pytest.mark.slow  # three fits
+def test_a_sigterm_in_fit_stops_after_the_epoch_checkpoint_and_a_rerun_continues(tmp_path):
+    """The signal arrives between steps (from a callback): ``fit`` raises ``Stopped`` with the
+    epoch checkpointed, restores the signal handlers, and a second ``fit`` into the same
+    ``out_dir`` ends with the uninterrupted run's weights."""
+    ds = _nan_dataset()
+    ds = data.ArrayDataset(np.nan_to_num(ds.images), ds.labels, 3, "clean")
+    config = train.TrainConfig(epochs=3, batch_size=8)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate(epoch, _result):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(_signals.Stopped, match="SIGTERM after 1 whole epoch") as stopped:
+        train.fit(_Tiny(), ds, config, out_dir=tmp_path / "o", callbacks=[terminate],
+                  progress=False)
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sorted(p.name for p in (tmp_path / "o" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["1"]
+    resumed = train.fit(_Tiny(), ds, config, out_dir=tmp_path / "o", progress=False)
+    whole = train.fit(_Tiny(), ds, config, progress=False)
+    assert len(resumed.history) == 3
+    for a, b in zip(jax.tree.leaves(resumed.variables), jax.tree.leaves(whole.variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
