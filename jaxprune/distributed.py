@@ -15,6 +15,9 @@ Three ways to start a run:
   from its environment (SLURM, Open MPI, Kubernetes, Cloud TPU, ...);
 * neither: a single process; nothing to do.
 
+SIGTERM or SIGINT to any process during ``train.fit`` stops every process after the same step,
+once the last whole epoch's checkpoint is written (:mod:`jaxprune._signals`).
+
 Any process that reaches the coordinator's port can join a run as one of its processes, and
 the processes exchange parameters unencrypted: run multi-host jobs on a trusted network only.
 """
@@ -59,7 +62,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if jax.distributed.is_initialized():
         raise ValueError("jax.distributed is already initialized in this process")
     # JAX's preemption service swallows SIGTERM (it only marks a sync point that jaxprune
-    # does not poll): without it, SIGTERM ends a process as it ends any other program
+    # does not poll): without it, SIGTERM reaches jaxprune (train.fit stops every process
+    # after the same step, jaxprune._signals) or ends the process outside training
     jax.config.update("jax_enable_preemption_service", False)
     try:
         if auto:

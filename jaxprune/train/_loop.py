@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxprune import checkpoint, data, distributed, models
+from jaxprune import _signals, checkpoint, data, distributed, models
 from jaxprune._flax import hashable
 from jaxprune._tree import split_variables, to_host
 from jaxprune.optim import apply_mask
@@ -284,12 +284,13 @@ def _stop_if_non_finite(first_bad: int, epoch: int, steps_per_epoch: int) -> Non
 
 
 def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, place: _Placement,
-               extra: tuple, reporter: _Reporter, lr_schedule, max_batches: int
-               ) -> tuple[dict, dict]:
+               extra: tuple, reporter: _Reporter, lr_schedule,
+               stop: _signals.StopRequest, max_batches: int) -> tuple[dict, dict | None]:
     """The first ``max_batches`` train steps of an epoch -> ``(state, epoch record)``
     (fewer than the epoch's batches: the last epoch of a ``max_steps`` run).
     ``lr_schedule=None``: the step log lines carry no ``lr`` (a caller-supplied
-    optimizer)."""
+    optimizer). The record is ``None`` when a
+    signal stopped the epoch after a step (``stop``)."""
     t0 = time.perf_counter()
     spe = data.num_batches(len(train_ds.labels), config.batch_size, drop_remainder=True)
     sums = _no_sums()
@@ -318,6 +319,8 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
                 record["lr"] = float(lr_schedule(step - 1))
             reporter.step(record)
         reporter.tick()
+        if stop.after_step():
+            return state, None
     jax.block_until_ready(state["params"])
     wall = time.perf_counter() - t0
     loss_sum, acc_sum, _, first_bad = (float(x) for x in jax.device_get(sums))
@@ -351,7 +354,8 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     one (see the module docstring). NaN/inf in the (in-memory) training images is a
     ``ValueError`` before training; a NaN/inf training loss is one naming the first such
     step, raised at the next logged step or at the end of its epoch (before that epoch is
-    checkpointed).
+    checkpointed). SIGTERM/SIGINT stop it after the current step with the checkpoints of the
+    whole epochs written: :class:`jaxprune._signals.Stopped` (a ``KeyboardInterrupt``).
     """
     model = hashable(model)  # a static argument of the compiled steps
     data.check_finite(train_ds, "the training data")
@@ -373,6 +377,7 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
         log_path = os.path.join(out_dir, "metrics.jsonl")
         ckpts = _Checkpoints(out_dir, keep_checkpoints)
     reporter = None
+    stop = _signals.StopRequest(place.batch).install()  # SIGTERM/SIGINT: see jaxprune._signals
     try:
         history: list = []
         start_epoch = 0
@@ -392,8 +397,10 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
             if total <= epoch * spe:
                 break  # max_steps used up (a resumed run may already have reached it)
             state, record = _run_epoch(train_step, state, train_ds, config, epoch, place,
-                                       (mask, teacher_vars), reporter, lr_schedule,
+                                       (mask, teacher_vars), reporter, lr_schedule, stop,
                                        min(spe, total - epoch * spe))
+            if record is None:
+                break  # a signal: the partial epoch is dropped
             if eval_ds is not None:
                 ev = evaluate(model, variables_of(state["params"], state["batch_stats"]),
                               eval_ds, batch_size=eval_batch_size)
@@ -410,9 +417,13 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
                                list(history), state)
             if any([callback(epoch + 1, so_far) is True for callback in callbacks]):
                 break  # a callback asked to stop (early stopping): the run so far is the result
+            if stop.at_epoch_end():
+                break
     finally:
+        stop.uninstall()
         if reporter is not None:
             reporter.close()
         if ckpts is not None:
             ckpts.close()
+    stop.raise_if_stopped(len(history))
     return FitResult(variables_of(state["params"], state["batch_stats"]), history, state)
