@@ -36,9 +36,12 @@ in call order for weight pruning, and the bare Dense-chain check :func:`dense_ch
 from jaxprune._tree import path_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
 from jaxprune.structure._layers import ConvSpec, KernelLayer, dense_chain, kernel_layers
+from jaxprune.structure._residual import (Program, ResidualBranch, Residuals, flatten_program,
+                                          residual_branches)
 from jaxprune.structure._rules import RULES, register_rule
 from jaxprune.structure._trace import from_model, from_params, trace_groups
 
 __all__ = ["ArraySlot", "ChannelGroup", "ConvSpec", "KernelLayer", "RULES", "Structure",
            "dense_chain", "from_model", "from_params", "kernel_layers", "path_of",
-           "register_rule", "trace_groups"]
+           "register_rule", "residual_branches", "ResidualBranch", "Residuals", "trace_groups",
+           "flatten_program", "Program"]
