@@ -54,8 +54,9 @@ import gzip
 import hashlib
 import json
 import os
-import zlib
 import pathlib
+import tempfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -134,9 +135,9 @@ def unpack(path: str | os.PathLike, expected_sha256: str | None = None, *,
     """``(decompressed copy, SHA-256 of the archive)`` of the gzipped ``path``.
 
     The copy lies in ``$XDG_CACHE_HOME/jaxprune/text/``, keyed on the archive's SHA-256, and
-    is written once: streamed (at most ``max_bytes``) into a file private to this process,
-    then renamed into place, so processes that unpack at the same time never see a partial
-    file; nothing is left behind on an error. A digest that differs from
+    is written once: streamed (at most ``max_bytes``) into a file private to this call,
+    then renamed into place, so processes (or threads) that unpack at the same time never see
+    a partial file; nothing is left behind on an error. A digest that differs from
     ``expected_sha256``, a file that is not gzip, a truncated or corrupt stream, or more than
     ``max_bytes`` of text is a one-line ``ValueError``.
     """
@@ -149,9 +150,10 @@ def unpack(path: str | os.PathLike, expected_sha256: str | None = None, *,
     if target.is_file():
         return target, digest
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".partial")
+    partial = pathlib.Path(name)
     try:
-        with open(partial, "wb") as dst:
+        with os.fdopen(fd, "wb") as dst:
             _gunzip(path, dst.write, max_bytes)
         os.replace(partial, target)
     finally:
@@ -199,8 +201,6 @@ class ByteWindows:
             first = self[idx[0]]
             rest = idx[1:] if np.ndim(first) == 1 else (slice(None),) + idx[1:]
             return first[rest]
-        if isinstance(idx, ByteWindows):
-            idx = np.asarray(idx)
         rows = idx if self._rows is None else self._rows[idx]
         return np.asarray(self._windows[rows], dtype=np.int32)
 

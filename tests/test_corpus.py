@@ -1,6 +1,7 @@
 """Byte-level text corpora (jaxprune.corpus through jaxprune.data.load): windows and their
 next bytes equal the raw bytes, splits, laziness (memory map, lazy subsets), sharding,
 deterministic batches, fingerprints and one-line errors. Tiny corpora built in tmp_path."""
+import concurrent.futures
 import doctest
 import gzip
 import hashlib
@@ -205,6 +206,16 @@ def test_truncated_or_non_gzip_split_is_one_line(tmp_path, cache):
         data.load("tiny", "valid", tmp_path)
     assert not list(cache.rglob("*.partial")) and not list(cache.rglob("valid*"))
     assert len(data.load("tiny", "test", tmp_path, seq_len=4)) == 32  # the others still load
+
+
+def test_concurrent_unpacks_agree(tmp_path, cache):
+    raw = _corpus(tmp_path, sizes=(300_000, 301, 129))["train"]
+    path = tmp_path / "tiny" / "train.txt.gz"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: corpus.unpack(path), range(4)))
+    assert len({r for r in results}) == 1 and results[0][0].read_bytes() == raw
+    assert results[0][1] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [p.name for p in results[0][0].parent.iterdir()] == [results[0][0].name]
 
 
 def test_bad_arguments_and_short_splits(tmp_path, cache):
