@@ -2,8 +2,11 @@
 least squares so that the small network reproduces the dense network's pre-activations.
 
 Removing channels changes what every *consumer* of a pruned group reads. :func:`refit` fits
-each consumer kernel layer ``l`` (Dense, or an ungrouped Conv through its im2col patches) anew
-on a small batch ``data`` (N, *input_shape)::
+each consumer kernel layer ``l`` (Dense, an ungrouped Conv through its im2col patches, or a
+linear einsum -- ``nn.DenseGeneral``, ``nnx.LinearGeneral``, ``nn.Einsum``/``nnx.Einsum`` of
+the form ``"…i,ik->…k"``, e.g. a ``(heads, head_dim, d_model)`` out-projection reading pruned
+heads -- seen as the Dense layer ``(Π in axes, Π out axes)`` and reshaped back) anew on a
+small batch ``data`` (N, *input_shape; token ids or a tuple/dict of inputs too)::
 
     W', b' = argmin_{W, b}  sum || X_small W + b - Y_dense ||^2  +  lam ||W||^2
 
@@ -26,8 +29,8 @@ of layer ``l`` would reach layer ``l+1`` uncorrected.
 A consumer whose own output channels were pruned as well (a hidden layer between two pruned
 groups) is fit to the dense outputs it kept; pass ``groups=``/``kept=`` (``result.groups``,
 ``result.kept``) for those. Skipped, with the reason in the report: kernel layers that are not
-a Dense or an ungrouped Conv (``kernel_layers`` says ``"other"``) and layers called more than
-once (shared weights). Memory: the normal equations (``d x d`` and ``d x K`` float32, ``d`` =
+a Dense, an ungrouped Conv or a linear einsum (an einsum whose bias is not shaped like its
+outputs too) and layers called more than once (shared weights). Memory: the normal equations (``d x d`` and ``d x K`` float32, ``d`` =
 a row's features + 1), one chunk's forward pass of both networks (a chunk holds at most 256 MiB
 of kernel-layer activations) and one 64 MiB sub-batch of patches, whatever N.
 
@@ -49,8 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._flax import (first_line, hashable, inference_kwargs, kernel_io, module_path,
-                            trace_kernel_calls)
+from jaxprune import calibration
+from jaxprune._flax import (Example, as_example, first_line, hashable, inference_kwargs,
+                            kernel_io, kernel_modules, module_path, trace_kernel_calls)
+from jaxprune.calibration import batches
 from jaxprune._tree import Path, as_variables, get_path, map_with_paths, restore_form
 from jaxprune.structure import ConvSpec, kernel_layers
 
@@ -68,10 +73,16 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-def _check_data(data) -> np.ndarray:
+def _check_data(data):
+    """``data`` as a float32 array (N, *input_shape), or as an :class:`Example` when it is
+    token ids (a non-float array) or a tuple/dict of inputs."""
     if data is None:
         raise ValueError("refit needs data=: a batch of inputs (N, *input_shape), e.g. a few "
                          "thousand training images")
+    if isinstance(data, (Example, Mapping, tuple)) or (
+            isinstance(data, (np.ndarray, jax.Array)) and np.asarray(data).dtype.kind in "iub"
+            and np.asarray(data).dtype != np.uint8):
+        return _check_example(data)
     try:
         arr = np.asarray(data)
     except Exception as err:  # ragged lists and the like
@@ -87,6 +98,26 @@ def _check_data(data) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("data contains NaN or infinite values")
     return arr
+
+
+def _check_example(data) -> Example:
+    ex = jax.tree.map(np.asarray, Example.of(data))
+    if ex.batch == 0:
+        raise ValueError("data is empty: pass at least one example")
+    for a in ex.arrays:
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError("data contains NaN or infinite values")
+    return ex
+
+
+def _spec(images):
+    """What the models are traced on: an Example's one-example abstract form, an array's
+    per-example shape."""
+    return images.abstract(1) if isinstance(images, Example) else images.shape[1:]
+
+
+def _examples_in(images) -> int:
+    return images.batch if isinstance(images, Example) else int(images.shape[0])
 
 
 def _check_ridge(ridge) -> float:
@@ -119,7 +150,7 @@ def _layers(model, variables, input_shape, kwargs, which: str):
     except Exception as err:  # shape mismatches surface as TypeError / flax errors
         raise ValueError(
             f"the {which} model {type(model).__name__} cannot run on data of per-example shape "
-            f"{tuple(input_shape)}: {type(err).__name__}: "
+            f"{input_shape}: {type(err).__name__}: "
             f"{first_line(err)}") from None
     return {layer.path: layer for layer in layers}, calls
 
@@ -158,24 +189,31 @@ def consumer_paths(groups, kept) -> set:
             for slot in g.consumers}
 
 
-def _kept_outputs(path: Path, dense_width: int, small_width: int, groups, kept):
-    """Indices of the dense layer's output channels the small layer still has."""
-    if dense_width == small_width:
+def _kept_outputs(path: Path, dense_kernel: tuple, small_kernel: tuple, outputs: int, groups,
+                  kept):
+    """Flat indices of the dense layer's outputs (its kernel's last ``outputs`` axes, row
+    major) that the small layer still has."""
+    dense_out, small_out = tuple(dense_kernel[-outputs:]), tuple(small_kernel[-outputs:])
+    dense_width, small_width = math.prod(dense_out), math.prod(small_out)
+    if dense_out == small_out:
         return np.arange(dense_width)
     name = "/".join(path[1:-1])
     if groups is None or kept is None:
         raise ValueError(
-            f"layer {name} lost output channels ({dense_width} -> {small_width}): pass "
+            f"layer {name} lost output channels ({dense_out} -> {small_out}): pass "
             "groups= and kept= (result.groups, result.kept) so its targets can be matched")
-    removed = set()
+    keep = np.ones(dense_out, bool)
+    first = len(dense_kernel) - outputs
     for g in groups:
         if g.name not in kept:
             continue
         gone = np.setdiff1d(np.arange(g.size), np.asarray(kept[g.name], int))
         for slot in g.producers:
-            if tuple(slot.path) == path:
-                removed.update(slot.entries(g.size)[gone].ravel().tolist())
-    index = np.setdiff1d(np.arange(dense_width), np.fromiter(removed, int, len(removed)))
+            if tuple(slot.path) == path and slot.axis >= first:
+                index = [slice(None)] * outputs
+                index[slot.axis - first] = slot.entries(g.size)[gone].ravel()
+                keep[tuple(index)] = False
+    index = np.flatnonzero(keep.ravel())
     if index.size != small_width:
         raise ValueError(f"layer {name}: groups/kept leave {index.size} of its "
                          f"{dense_width} outputs, but its small kernel has {small_width}")
@@ -253,27 +291,34 @@ def _errors(yhat, y, mask):
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
 def _chunk_stats(dense_model, dense_kw, small_model, small_kw, cur, measure, dense_vars,
                  small_vars, images, mask, indices, cur_index, acc):
-    """Adds one chunk to ``acc``. ``cur``: ``(kernel path, ConvSpec | None, has bias)`` of the
-    layer being fit (its normal equations), or None; ``measure``: kernel paths whose error
-    against the dense network is summed. ``indices``, ``cur_index``: the kept output channels
-    of those layers and of ``cur``."""
-    want = {p[1:-1] for p in measure + ((cur[0],) if cur else ())}
+    """Adds one chunk to ``acc``. ``cur``: ``(kernel path, ConvSpec | None, has bias, input
+    axes, output axes)`` of the layer being fit (its normal equations), or None; ``measure``:
+    ``(kernel path, output axes)`` of the layers whose error against the dense network is
+    summed. ``indices``, ``cur_index``: the kept (flat) outputs of those layers and of
+    ``cur``. An einsum's input and output axes are flattened: it is fit as a Dense layer."""
+    fits = measure + ((cur[0], cur[4]),) if cur else measure
+    want = {p[1:-1] for p, _ in fits}
     dense = kernel_io(dense_model, dense_vars, images, paths=want, apply_kwargs=dict(dense_kw))
     small = kernel_io(small_model, small_vars, images, paths=want, apply_kwargs=dict(small_kw))
     acc = dict(acc)
-    targets = {p: jnp.take(jnp.asarray(dense[p[1:-1]][1], jnp.float32), index, axis=-1)
-               for p, index in zip(measure + ((cur[0],) if cur else ()),
-                                   indices + ((cur_index,) if cur else ()))}
+    targets = {p: jnp.take(_flat(dense[p[1:-1]][1], outputs), index, axis=-1)
+               for (p, outputs), index in zip(fits, indices + ((cur_index,) if cur else ()))}
     if cur is not None:
-        path, spec, bias = cur
-        g, b = _normal_equations(jnp.asarray(small[path[1:-1]][0], jnp.float32),
-                                 targets[path], mask, spec, bias)
+        path, spec, bias, inputs, _ = cur
+        g, b = _normal_equations(_flat(small[path[1:-1]][0], inputs), targets[path], mask,
+                                 spec, bias)
         acc.update(G=acc["G"] + g, B=acc["B"] + b)
     if measure:
-        err, norm = zip(*(_errors(jnp.asarray(small[p[1:-1]][1], jnp.float32), targets[p],
-                                  mask) for p in measure))
+        err, norm = zip(*(_errors(_flat(small[p[1:-1]][1], outputs), targets[p], mask)
+                          for p, outputs in measure))
         acc.update(err=acc["err"] + jnp.stack(err), norm=acc["norm"] + jnp.stack(norm))
     return acc
+
+
+def _flat(x, axes: int):
+    """``x`` float32 with its last ``axes`` axes merged into one."""
+    x = jnp.asarray(x, jnp.float32)
+    return x.reshape(*x.shape[:x.ndim - axes], -1)
 
 
 def _solve(g, b, ridge: float, bias: bool) -> np.ndarray:
@@ -307,7 +352,8 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
         variables (``result.params``: a variables dict or bare params).
       consumers: kernel paths ``('params', ..., 'kernel')`` (or '/'-joined layer names) of the
         layers to refit -- the consumers of the pruned groups (:func:`consumer_paths`).
-      data: inputs (N, *input_shape), float; the fit uses every example.
+      data: inputs (N, *input_shape), float; or token ids (an integer array) or a tuple/dict
+        of inputs (as ``prune(..., data=...)`` takes them); the fit uses every example.
       ridge: ``lam = ridge * trace(X^T X) / d``; 0 is ordinary least squares.
       apply_kwargs: keyword arguments of both models' inference call (default: found from
         their ``__call__`` signature).
@@ -336,14 +382,16 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
     small_vars, wrapped = as_variables(small_variables)
     dense_kw = inference_kwargs(model, apply_kwargs)
     small_kw = inference_kwargs(small_model, apply_kwargs)
-    input_shape = images.shape[1:]
+    input_shape = _spec(images)
     dense_layers, dense_calls = _layers(model, dense_vars, input_shape, dense_kw, "dense")
     small_layers, small_calls = _layers(small_model, small_vars, input_shape, small_kw,
                                         "small")
     wanted = _check_consumers(consumers, small_layers, dense_layers)
 
+    einsums = _einsum_axes(small_model, small_vars, input_shape, small_kw, small_layers,
+                           wanted)
     plan, skipped = _plan(wanted, small_layers, small_calls, dense_calls, small_vars,
-                          dense_vars, groups, kept)
+                          dense_vars, groups, kept, einsums)
     statics = (hashable(model), tuple(sorted(dense_kw.items())), hashable(small_model),
                tuple(sorted(small_kw.items())))
     chunk = min(chunk, _fitting_chunk(((model, dense_vars, dense_kw),
@@ -354,39 +402,76 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
     if recalibrate_bn:
         small_vars, bn = _recalibrate(small_model, small_vars, images, small_kw, chunk)
     report = {"layers": layers_report, "skipped": skipped, "ridge": ridge,
-              "examples": int(images.shape[0]),
+              "examples": _examples_in(images),
               "batch_stats": bn}
     return restore_form(small_vars, wrapped), report
 
 
 class _Fit(NamedTuple):
-    """One layer to refit: its kernel path, its KernelLayer, whether it has a bias, and the
-    dense output channels it kept."""
+    """One layer to refit: its kernel path, its KernelLayer, whether it has a bias, the
+    dense outputs it kept (flat indices), and how many of its kernel's leading axes read the
+    input (``inputs``) and trailing axes make the output (``outputs``; 1 and 1 for a Dense or
+    a conv's channels)."""
     path: Path
     layer: Any
     bias: bool
     index: np.ndarray
+    inputs: int = 1
+    outputs: int = 1
+
+
+def _einsum_axes(model, variables, input_shape, kwargs, layers, wanted) -> dict:
+    """``{kernel path: contracted kernel axes, or why it cannot be fit}`` of the wanted
+    layers that are not Dense/Conv: a linear einsum (``nn.DenseGeneral``,
+    ``nnx.LinearGeneral``, ``nn.Einsum``/``nnx.Einsum`` of the form ``"…i,ik->…k"``,
+    :func:`jaxprune.calibration.feature_axes`) is fit as the Dense layer ``(Π in, Π out)``."""
+    paths = [p for p in wanted if p in layers and layers[p].layer == "other"]
+    if not paths:
+        return {}
+    modules = kernel_modules(model, variables, input_shape, kwargs)
+    shapes = calibration.input_shapes(model, variables, input_shape, kwargs)
+    out = {}
+    for path in paths:
+        module = modules.get(path[1:-1])
+        why = f"not a Dense, ungrouped Conv or linear einsum layer: {layers[path].why}"
+        if module is None or calibration.declared_contraction(module) is None:
+            out[path] = why
+            continue
+        kernel = np.shape(get_path(variables, path))
+        try:
+            out[path] = calibration.feature_axes(kernel, shapes[path[1:-1]], module)[1]
+        except ValueError as err:
+            out[path] = str(err)
+            continue
+        bias = get_path(variables, path[:-1]).get("bias")
+        if bias is not None and np.shape(bias) != kernel[out[path]:]:
+            out[path] = f"bias {np.shape(bias)} is not shaped like the outputs {kernel[out[path]:]}"
+    return out
 
 
 def _plan(wanted, small_layers, small_calls, dense_calls, small_vars, dense_vars, groups,
-          kept) -> tuple[list[_Fit], dict]:
+          kept, einsums) -> tuple[list[_Fit], dict]:
     """The consumers to refit, in call order, and ``{name: why}`` of those skipped."""
     plan, skipped = [], {}
     for path, layer in small_layers.items():
         if path not in wanted:
             continue
         small_bias = "bias" in get_path(small_vars, path[:-1])
-        if layer.layer not in ("dense", "conv"):
-            skipped[layer.name] = f"not a Dense or ungrouped Conv layer: {layer.why}"
+        contracted = einsums.get(path, 1)
+        if layer.layer not in ("dense", "conv") and not isinstance(contracted, int):
+            skipped[layer.name] = contracted
         elif small_calls.get(path, 0) > 1 or dense_calls.get(path, 0) > 1:
             skipped[layer.name] = (f"called {small_calls.get(path)} times (shared weights): "
                                    "one kernel cannot be fit per call site")
         elif small_bias and "bias" not in get_path(dense_vars, path[:-1]):
             skipped[layer.name] = "the small layer has a bias the dense one lacks"
         else:
-            index = _kept_outputs(path, np.shape(get_path(dense_vars, path))[-1],
-                                  np.shape(get_path(small_vars, path))[-1], groups, kept)
-            plan.append(_Fit(path, layer, small_bias, index))
+            kernel = np.shape(get_path(small_vars, path))
+            outputs = len(kernel) - contracted if layer.layer == "other" else 1
+            index = _kept_outputs(path, np.shape(get_path(dense_vars, path)), kernel, outputs,
+                                  groups, kept)
+            plan.append(_Fit(path, layer, small_bias, index, len(kernel) - outputs
+                             if layer.layer == "other" else 1, outputs))
     return plan, skipped
 
 
@@ -394,28 +479,20 @@ def _fitting_chunk(models, input_shape) -> int:
     """The most examples whose kernel-layer inputs and outputs, in every network of
     ``models`` (``(module, variables, apply kwargs)``), fit in :data:`_CHUNK_BYTES`."""
     per_example = 0
+    one = as_example(input_shape).abstract(1)
     for module, variables, kwargs in models:
         shapes = jax.eval_shape(
             lambda v, x, m=module, kw=kwargs: kernel_io(m, v, x, apply_kwargs=kw),
-            variables, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+            variables, one)
         per_example += sum(4 * math.prod(leaf.shape)
                            for leaf in jax.tree_util.tree_leaves(shapes))
     return max(1, _CHUNK_BYTES // max(per_example, 1))
 
 
-def _chunks(images: np.ndarray, chunk: int):
-    """``(examples, mask)`` per chunk, every chunk of one size (the last one zero-padded, its
-    padding masked out), so each pass compiles once."""
-    n = images.shape[0]
-    size = min(chunk, n)
-    for start in range(0, n, size):
-        part = images[start:start + size]
-        mask = np.zeros(size, np.float32)
-        mask[:part.shape[0]] = 1.0
-        if part.shape[0] < size:
-            part = np.concatenate([part, np.zeros((size - part.shape[0], *part.shape[1:]),
-                                                  part.dtype)])
-        yield jnp.asarray(part), jnp.asarray(mask)
+def _chunks(images, chunk: int):
+    """``(examples, mask)`` per chunk, every chunk of one size (the last zero-padded, its
+    padding masked out) so each pass compiles once (:func:`jaxprune.calibration.batches`)."""
+    return batches(images, chunk)
 
 
 def _fit_in_order(statics, plan: list[_Fit], dense_vars, small_vars, images, chunk: int,
@@ -430,14 +507,16 @@ def _fit_in_order(statics, plan: list[_Fit], dense_vars, small_vars, images, chu
         cur = plan[step] if step < len(plan) else None
         acc = {}
         if cur is not None:
-            d = int(np.prod(np.shape(get_path(small_vars, cur.path))[:-1])) + int(cur.bias)
+            kernel = np.shape(get_path(small_vars, cur.path))
+            d = math.prod(kernel[:len(kernel) - cur.outputs]) + int(cur.bias)
             acc.update(G=jnp.zeros((d, d), jnp.float32),
                        B=jnp.zeros((d, len(cur.index)), jnp.float32))
         if measure:
             acc.update(err=jnp.zeros(len(measure), jnp.float32),
                        norm=jnp.zeros(len(measure), jnp.float32))
-        static_cur = None if cur is None else (cur.path, cur.layer.conv, cur.bias)
-        static_measure = tuple(item.path for item in measure)
+        static_cur = None if cur is None else (cur.path, cur.layer.conv, cur.bias, cur.inputs,
+                                               cur.outputs)
+        static_measure = tuple((item.path, item.outputs) for item in measure)
         indices = tuple(jnp.asarray(item.index) for item in measure)
         cur_index = jnp.asarray(cur.index if cur else np.zeros(0, int))
         for part, mask in _chunks(images, chunk):
@@ -450,7 +529,8 @@ def _fit_in_order(statics, plan: list[_Fit], dense_vars, small_vars, images, chu
         if cur is None:
             break
         small_vars = _updated(small_vars, cur.path, _solve(acc["G"], acc["B"], ridge,
-                                                           cur.bias), cur.bias)
+                                                           cur.bias), cur.bias,
+                              cur.layer.conv is not None)
         measure = (cur,)
     return small_vars, report
 
@@ -460,13 +540,14 @@ def _rel(err, norm) -> float:
     return math.sqrt(max(err, 0.0) / norm) if norm > 0 else math.sqrt(max(err, 0.0))
 
 
-def _updated(variables: dict, path: Path, w: np.ndarray, bias: bool) -> dict:
+def _updated(variables: dict, path: Path, w: np.ndarray, bias: bool, conv: bool) -> dict:
     """``variables`` with the kernel at ``path`` (and its bias) replaced by the solution ``w``
-    (rows: the input features in patch order, then the bias)."""
+    (rows: the input features in patch order, then the bias; an einsum's flat ``(Π in,
+    Π out)`` solution is its kernel in row-major order)."""
     kernel = get_path(variables, path)
     shape = np.shape(kernel)
     rows = w[:-1] if bias else w
-    if len(shape) > 2:  # conv: rows in (C, *window) order, the kernel is (*window, C, K)
+    if conv:  # rows in (C, *window) order, the kernel is (*window, C, K)
         rows = np.moveaxis(rows.reshape(shape[-2], *shape[:-2], shape[-1]), 0, -2)
     new = {path: jnp.asarray(rows.reshape(shape), jnp.asarray(kernel).dtype)}
     if bias:
@@ -504,21 +585,23 @@ def _bn_sums_impl(model, kwargs, variables, images):
         return next_fun(x, **kw)
 
     with nn.intercept_methods(interceptor):
-        model.apply(variables, images, mutable=["batch_stats"], **dict(kwargs))
+        args, call_kwargs = images.call() if isinstance(images, Example) else ((images,), {})
+        model.apply(variables, *args, **call_kwargs, mutable=["batch_stats"], **dict(kwargs))
     return {p: (s1, s2, jnp.float32(c)) for p, (s1, s2, c) in sums.items()}
 
 
 _bn_sums = jax.jit(_bn_sums_impl, static_argnums=(0, 1))
 
 
-def _recalibrate(model, variables: dict, images: np.ndarray, kwargs: dict, chunk: int):
+def _recalibrate(model, variables: dict, images, kwargs: dict, chunk: int):
     if "batch_stats" not in variables:
         return variables, []
     static, kw = hashable(model), tuple(sorted(kwargs.items()))
     total: dict[Path, list] = {}
-    for start in range(0, images.shape[0], chunk):
-        part = jax.device_get(_bn_sums(static, kw, variables,
-                                       jnp.asarray(images[start:start + chunk])))
+    examples = images if isinstance(images, Example) else Example((images,))
+    for start in range(0, examples.batch, chunk):
+        part = jax.device_get(_bn_sums(static, kw, variables, jax.tree.map(
+            jnp.asarray, examples.take(start, start + chunk))))
         for path, values in part.items():
             acc = total.setdefault(path, [0.0, 0.0, 0.0])
             for i, v in enumerate(values):
@@ -563,6 +646,6 @@ def recalibrate_batch_stats(model: nn.Module, variables, data, *,
         raise
     except Exception as err:
         raise ValueError(f"cannot recalibrate {type(model).__name__} on data of per-example "
-                         f"shape {images.shape[1:]}: {type(err).__name__}: "
+                         f"shape {_spec(images)}: {type(err).__name__}: "
                          f"{first_line(err)}") from None
     return restore_form(variables, wrapped), names

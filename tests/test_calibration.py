@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxprune
-from jaxprune import _flax, calibration, methods, structure, views
+from jaxprune import _flax, calibration, methods, reconstruct, structure, views
 
 
 class MLP(nn.Module):
@@ -305,3 +305,74 @@ def test_flap_compensation_without_bias_is_reported_not_dropped():
     assert "no bias" in comp.report["bias_compensation"]["skipped"]["head"]
     for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(comp.params)):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# Refit of einsum consumers
+# --------------------------------------------------------------------------------------------
+class FloatAttention(nn.Module):
+    """Float input (N, T, 5) → Dense → q/k/v DenseGeneral (heads, head_dim) → attention →
+    DenseGeneral out-projection over (heads, head_dim) → Dense head."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(8, name="inp")(x))
+        q, k, v = (nn.DenseGeneral((3, 4), name=n)(h) for n in ("q", "k", "v"))
+        att = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / 2.0, axis=-1)
+        o = jnp.einsum("bhqk,bkhd->bqhd", att, v)
+        y = nn.relu(nn.DenseGeneral(6, axis=(-2, -1), name="o")(o))
+        return nn.Dense(2, name="out")(y.mean(axis=1))
+
+
+def test_refit_einsum_consumers_through_prune():
+    model = FloatAttention()
+    x = np.asarray(jax.random.normal(jax.random.key(4), (40, 5, 5)), np.float32)
+    v = _perturbed(model.init(jax.random.key(0), x))
+    ratio = {"inp": 0.5, "q:1": 0.34, "o": 0.5}
+    plain = jaxprune.prune(v, 0, ratio, method="wanda_sp", model=model, data=x)
+    res = jaxprune.prune(v, 0, ratio, method="wanda_sp", model=model, data=x,
+                         reconstruct="lstsq")
+    rep = res.report["reconstruct"]
+    # q/k/v lost input features and whole heads, o lost heads and outputs, out lost inputs
+    assert set(rep["layers"]) == {"q", "k", "v", "o", "out"} and not rep["skipped"]
+    for name, errs in rep["layers"].items():
+        assert errs["rel_err_after"] <= errs["rel_err_before"] + 1e-6, name
+    assert jax.tree.map(np.shape, res.params) == jax.tree.map(np.shape, plain.params)
+    small = res.model(model)
+    assert np.all(np.isfinite(small.apply(res.params, x)))
+
+
+def test_refit_token_lm_einsum_out_projection_solves_its_normal_equations():
+    model, v, tok = _lm(n=16)
+    res = jaxprune.prune(v, 0, LM_RATIO, method="flap", model=model, data=tok,
+                         prune_residual=True)
+    small = res.model(model)
+    consumers = reconstruct.consumer_paths(res.groups, res.kept)
+    new, rep = reconstruct.refit(model, v, small, res.params, consumers, tok, ridge=0.0,
+                                 groups=res.groups, kept=res.kept)
+    assert set(rep["layers"]) == {"o", "down"} and not rep["skipped"]
+    for errs in rep["layers"].values():
+        assert errs["rel_err_after"] <= errs["rel_err_before"] + 1e-6
+    assert jax.tree.map(np.shape, new) == jax.tree.map(np.shape, res.params)
+    # o is fit first, on the inputs of the small network as pruned: the residual of the
+    # least-squares fit is orthogonal to every input feature and to the bias column
+    x = views.layer_inputs(small, res.params, _flax.Example.of(tok))[("o",)]
+    x = np.asarray(x, np.float64).reshape(-1, np.prod(x.shape[-2:]))
+    target = _dense_o_output(model, v, tok).reshape(x.shape[0], -1)
+    w = np.asarray(new["params"]["o"]["kernel"], np.float64)
+    b = np.asarray(new["params"]["o"]["bias"], np.float64)
+    resid = x @ w.reshape(x.shape[1], -1) + b - target
+    a = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+    assert np.abs(a.T @ resid).max() <= 1e-4 * np.abs(a).max() * np.abs(target).sum(0).max()
+
+
+def _dense_o_output(model, v, tok):
+    out = {}
+
+    def record(module, _x, y):
+        if _flax.module_path(module) == ("o",):
+            out["y"] = y
+
+    with _flax.kernel_calls(record):
+        model.apply(v, tok)
+    return np.asarray(out["y"], np.float64)
