@@ -439,6 +439,21 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input,
     as it is; only its shapes and dtypes matter. ``rules``: extra or replacing
     per-primitive rules for this trace (:func:`~jaxprune.structure.register_rule`).
     """
+    tracer, _ = walk(apply_fn, variables, example_input, {**RULES, **(rules or {})})
+    batch = np.shape(jax.tree_util.tree_leaves(example_input)[0])[0]
+    return Structure(
+        groups=tuple(tracer.groups()),
+        shapes=dict(zip(tracer.leaf_paths, map(tuple, tracer.leaf_shapes))),
+        kernel_positions={p: n // batch for p, n in tracer.kernel_positions.items()})
+
+
+def walk(apply_fn: Callable, variables: Any, example_input,
+         rules: Mapping[str, Callable]) -> tuple[Tracer, Any]:
+    """``(tracer, closed jaxpr)``: a :class:`Tracer` with exactly ``rules`` run over the
+    jaxpr of ``apply_fn(variables, x)`` (its leaves first, then the input arrays), the
+    groups reaching the output marked; :func:`trace_groups` collects its groups. An
+    opt-in tracing mode (:mod:`jaxprune.hidden`) passes its own rules and reads the
+    tracer's bookkeeping afterwards."""
     flat = leaves_with_paths(variables)
     paths = [p for p, _ in flat]
     leaves = [leaf for _, leaf in flat]
@@ -448,7 +463,7 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input,
         return apply_fn(jax.tree_util.tree_unflatten(treedef, flat), x)
 
     closed = jax.make_jaxpr(flat_apply)(leaves, example_input)
-    tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves], {**RULES, **(rules or {})})
+    tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves], rules)
     in_infos = [_Info(porig=((k, {a: a for a in range(np.ndim(l))}),))
                 for k, l in enumerate(leaves)]
     # the example input indexes no prunable channels, but a group merged with it element-wise
@@ -460,11 +475,7 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input,
     for info in outs:
         for segs in info.chan.values():
             tracer.output.update(s.gid for s in segs)
-    batch = np.shape(inputs[0])[0]
-    return Structure(
-        groups=tuple(tracer.groups()),
-        shapes={p: tuple(np.shape(l)) for p, l in zip(paths, leaves)},
-        kernel_positions={p: n // batch for p, n in tracer.kernel_positions.items()})
+    return tracer, closed
 
 
 def from_model(model, variables, input_shape) -> Structure:
