@@ -136,6 +136,18 @@ def test_max_steps_stops_mid_epoch_and_a_resume_adds_nothing(tmp_path):
         train.TrainConfig(max_steps=0)
 
 
+def test_a_max_steps_run_squeezes_its_whole_schedule_into_its_steps():
+    cfg = train.TrainConfig(learning_rate=1.0, epochs=100, schedule="cosine", warmup_epochs=10,
+                            max_steps=40)
+    lr = train.make_schedule(cfg, 10)  # 1000 steps unbounded, 40 run: warmup 4, cosine 36
+    assert float(lr(4)) == pytest.approx(1.0) and float(lr(2)) == pytest.approx(0.5)
+    assert float(lr(4 + 18)) == pytest.approx(0.5, abs=1e-6)
+    assert float(lr(40)) == pytest.approx(0.0, abs=1e-6)
+    plain = train.make_schedule(train.TrainConfig(epochs=4, warmup_epochs=1,
+                                                  schedule="cosine"), 10)
+    assert float(plain(10)) == pytest.approx(1e-3)  # unbounded: the warmup is one epoch
+
+
 def test_gqa_pruning_removes_whole_kv_groups_and_the_smaller_model_matches(lm_vars):
     lm, v = lm_vars
     tokens = _tokens()
@@ -211,7 +223,10 @@ def test_cli_trains_evaluates_and_prunes_an_lm(tmp_path, capsys):
     out, pruned = str(tmp_path / "run"), str(tmp_path / "pruned")
     assert cli.main(["train", "--model", "lm", *data, "--max-steps", "3", "--batch-size", "8",
                      "--no-progress", "--out", out]) == 0
-    capsys.readouterr()
+    results = json.loads(capsys.readouterr().out)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps[-1] == 3 and results["test_bits_per_byte"] > 0
     assert cli.main(["evaluate", "--checkpoint", out, "--data-dir", str(tmp_path)]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert math.isclose(ev["bits_per_byte"], ev["loss"] / math.log(2), rel_tol=1e-9)
@@ -220,4 +235,7 @@ def test_cli_trains_evaluates_and_prunes_an_lm(tmp_path, capsys):
                      "--out", pruned]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["achieved_ratio"] > 0
-    assert os.path.isfile(os.path.join(pruned, "model.json"))
+    assert cli.main(["evaluate", "--checkpoint", pruned, "--data-dir", str(tmp_path)]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["params"] < ev["params"] and small["n"] == ev["n"]
+    assert math.isclose(small["bits_per_byte"], small["loss"] / math.log(2), rel_tol=1e-9)

@@ -121,11 +121,19 @@ def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
-    """Learning-rate schedule over the run's :func:`total_steps` steps."""
+    """Learning-rate schedule over the run's :func:`total_steps` steps. A run cut short by
+    ``max_steps`` gets the whole schedule squeezed into its steps: the warmup keeps its share
+    ``warmup_epochs / epochs`` of the run (milestones are fractions of the run anyway).
+
+    >>> s = make_schedule(TrainConfig(epochs=10, warmup_epochs=1, max_steps=50), 100)
+    >>> round(float(s(2)) / 1e-3, 6)  # 2 of the 5 warmup steps (a tenth of the 50-step run)
+    0.4
+    """
     lr = float(config.learning_rate)
+    full = int(config.epochs * steps_per_epoch)
     total = max(total_steps(config, steps_per_epoch), 1)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    warmup = min(warmup, total)
+    warmup = config.warmup_epochs * steps_per_epoch * (min(total / full, 1.0) if full else 1.0)
+    warmup = min(int(round(warmup)), total)
     rest = max(total - warmup, 1)
     if config.schedule == "constant":
         base = optax.constant_schedule(lr)

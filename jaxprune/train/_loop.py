@@ -341,6 +341,9 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
         keep_checkpoints: int = 3, eval_batch_size: int = 1000) -> FitResult:
     """Train ``model`` on ``train_ds`` (an ``ArrayDataset``) with ``config``.
 
+    Inputs are float images or integer token ids (kept integer); labels are class ids
+    ``(N,)`` or next-token ids ``(N, L)`` (a language model: the loss is the cross-entropy
+    averaged over all ``B * L`` positions of a batch). ``config.max_steps`` bounds the steps.
     ``variables=None`` initialises from ``config.seed``; otherwise fine-tunes the given
     ``{'params': ..., ['batch_stats': ...]}``. ``mask``: pytree of 0/1 arrays like params; the
     masked weights are zeroed and stay 0 (:func:`jaxprune.optim.masked`).
