@@ -1,13 +1,15 @@
-"""Every generated block of the README, rendered from the committed results files alone (no
-training, a few seconds).
+"""Every generated block of the README and the documentation pages, rendered from the
+committed results files alone (no training, a few seconds).
 
 A generated block sits between ``<!-- generated NAME: COMMAND -->`` and
-``<!-- end generated NAME -->``; COMMAND is the one that rewrites it. Each block has one
-renderer here (:data:`BLOCKS`), which calls the same function its experiment script uses for
-``table.md`` and ``--readme`` (so both write the same text):
+``<!-- end generated NAME -->`` in ``README.md`` or a page under ``docs/``; COMMAND is the one
+that rewrites it. Each block has one renderer here (:data:`BLOCKS`), which calls the same
+function its experiment script uses for ``table.md`` and ``--readme`` (so both write the same
+text). A block may appear in several files (the README's summary and the results page both
+hold ``summary``); every copy is checked and written:
 
     python experiments/readme_report.py --check            # exit 1 and a diff on any drift
-    python experiments/readme_report.py --write            # rewrite every block
+    python experiments/readme_report.py --write            # rewrite every block, every file
     python experiments/readme_report.py --write --block table1
 
 ``--check`` also compares each experiment's committed ``table.md`` with what its script's
@@ -29,6 +31,7 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parent
 ROOT = EXPERIMENTS.parent
 RESULTS = EXPERIMENTS / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 if str(EXPERIMENTS) not in sys.path:
     sys.path.insert(0, str(EXPERIMENTS))
 
@@ -483,6 +486,134 @@ def status_table1() -> str:
     return "\n".join(out)
 
 
+def bench_export() -> str:
+    """The latency table of ``export.md`` with its machine line and its ONNX versions line."""
+    lines = (BENCH / "export.md").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = _table_end(lines, first)
+    machine = next(line for line in lines[1:first] if line.strip())
+    onnx = next((line for line in lines[end:] if line.startswith("ONNX")), "")
+    return "\n".join(lines[first:end] + ["", machine + ("; " + onnx if onnx else "")])
+
+
+# --- where each results page's numbers come from ---------------------------------------------
+
+SOURCES = ("lenet300_mnist", "lenet300_mnist_weak", "lenet5_mnist", "reconstruct_mnist",
+           "reconstruct_lenet5", "coreset_sweep", "vit_mnist", "frank_wolfe_mnist", "bounds")
+
+
+def source(folder: str) -> str:
+    """One line naming ``folder``'s results file, its plots, the hardware it records and the
+    run's wall time where the file has it."""
+    doc = _load(folder)
+    where = RESULTS / folder
+    plots = sorted(p.name for p in where.glob("*.png"))
+    parts = [f"Results file: `experiments/results/{folder}/results.json`"]
+    if plots:
+        parts.append("plots: " + ", ".join(f"`{name}`" for name in plots))
+    cpu = doc.get("cpu")
+    parts.append(f"measured on: {cpu}" if cpu else
+                 "hardware: not recorded in the results file")
+    seconds = doc.get("wall_time_s", doc.get("seconds"))
+    if seconds is not None:
+        parts.append(f"wall time of the run: {_minutes(seconds)}")
+    return "; ".join(parts) + "."
+
+
+def _source_block(folder: str):
+    def render() -> str:
+        return source(folder)
+    render.__name__ = f"source_{folder}"
+    return render
+
+
+# --- the short summary in the README and on the results index --------------------------------
+
+def _holm_cells(folder: str) -> tuple[str, int]:
+    """What survives Holm's correction over the whole table of a protocol run, per method, and
+    the number of (ratio, recipe) cells."""
+    summary = report.summarize(_load(folder)["rows"], "coreset")
+    cells = len({(s["ratio"], s["finetune"]) for s in summary})
+    lower, higher, none = [], [], []
+    for m in dict.fromkeys(s["method"] for s in summary if s["method"] != "coreset"):
+        diffs = [s["vs_reference"] for s in summary if s["method"] == m
+                 and s["vs_reference"] is not None and s["vs_reference"].get("holm_table")]
+        down = sum(d["mean"] < 0 for d in diffs)
+        up = len(diffs) - down
+        if down:
+            lower.append(f"{m} ({down})")
+        if up:
+            higher.append(f"{m} ({up})")
+        if not diffs:
+            none.append(m)
+    parts = []
+    if lower:
+        parts.append("coreset lower than " + ", ".join(lower))
+    if higher:
+        parts.append("higher than " + ", ".join(higher))
+    if none:
+        parts.append("no difference from " + ", ".join(none) + " in any cell")
+    return "; ".join(parts), cells
+
+
+def _line_after(text: str, prefix: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(prefix))
+
+
+def _cell(text: str) -> str:
+    """``text`` inside a Markdown table cell (its pipes escaped)."""
+    return text.replace("|", "\\|")
+
+
+def summary(pages: str = "docs/results/") -> str:
+    """One row per experiment: what its committed results file says, in a few words; links
+    go to ``pages`` + ``<page>.md``."""
+    rows = ["| experiment | what the committed results say | page |", "|---|---|---|"]
+    for folder, name, page in (
+            ("lenet300_mnist", "Table 1: LeNet-300-100, MNIST", "table1"),
+            ("lenet300_mnist_weak", "Table 1 with weaker dense nets", "weak_baseline"),
+            ("lenet5_mnist", "LeNet-5, MNIST", "lenet5")):
+        text, cells = _holm_cells(folder)
+        config = _load(folder)["config"]
+        rows.append(f"| {name} ({config['dense_seeds']} nets, fine-tune schedule "
+                    f"`{config.get('ft_schedule', 'early_stop')}`) | cells (of {cells}) where a "
+                    f"difference survives Holm's correction over the whole table: {text} | "
+                    f"[{page}]({pages}{page}.md) |")
+    for folder, name, page in (("reconstruct_mnist", "Least-squares refit, LeNet-300-100",
+                                "reconstruction"),
+                               ("reconstruct_lenet5", "Least-squares refit, LeNet-5",
+                                "reconstruction")):
+        line = _line_after(_script("reconstruct_mnist").format_table(_load(folder)),
+                           "- Whole table")
+        rows.append(f"| {name} | {_cell(line[2:])} | [{page}]({pages}{page}.md) |")
+    sweep_text = sweep()
+    rows.append("| Coreset defaults (validation sweep) | "
+                + _line_after(sweep_text, "Lowest mean").split(". ")[1].rstrip(".")
+                + f" | [coreset_sweep]({pages}coreset_sweep.md) |")
+    vit_doc = _load("vit_mnist")
+    accs = {}
+    for row in vit_doc["rows"]:
+        accs.setdefault(row["method"], []).append(row["acc_after_ft"])
+    rows.append("| ViT heads and MLP units (1 net) | test accuracy after one fine-tune epoch: "
+                + ", ".join(f"{m} {np.mean(v):.2f} %" for m, v in accs.items())
+                + f"; dense {vit_doc['dense_acc']:.2f} % | [vit]({pages}vit.md) |")
+    claims = []
+    for line in frank_wolfe().splitlines():
+        if line.startswith("- *") and "* — **" in line:     # the claims with a verdict
+            claim, rest = line[3:].split("* — **", 1)
+            claims.append(f"{claim}: {rest.split('**', 1)[0]}")
+    rows.append("| Frank-Wolfe pruning study (LeNet-5) | the paper's claims — " + "; ".join(claims)
+                + f" | [frank_wolfe]({pages}frank_wolfe.md) |")
+    rows.append("| Bounds laboratory | "
+                + _cell(bounds_figures().split(": ", 1)[1].split(" — ", 1)[0]) + ")"
+                + f" | [bounds]({pages}bounds.md) |")
+    targets = [line for line in bench_targets().splitlines() if line.startswith("- Target")]
+    met = sum(": MET" in line for line in targets)
+    rows.append(f"| Benchmarks (prune time, cache) | {met} of {len(targets)} speed targets met "
+                f"| [benchmarks]({pages}benchmarks.md) |")
+    return "\n".join(rows)
+
+
 BLOCKS = {
     "table1": table1, "table1weak": table1weak, "reconstruct_lenet300": reconstruct_lenet300,
     "reconstruct_lenet5": reconstruct_lenet5, "vit": vit, "frank_wolfe": frank_wolfe,
@@ -492,6 +623,9 @@ BLOCKS = {
     "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
     "bench_summary": bench_summary, "bench_targets": bench_targets,
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
+    "bench_export": bench_export, "summary": summary,
+    "summary_docs": lambda: summary(pages=""),
+    **{f"source_{folder}": _source_block(folder) for folder in SOURCES},
 }
 
 
@@ -520,38 +654,87 @@ def command(name: str) -> str:
     return f"python experiments/readme_report.py --write --block {name}"
 
 
-def drift(path: pathlib.Path = README, names=None) -> dict[str, str]:
-    """``{block: unified diff}`` for every block whose text in ``path`` differs from what its
-    renderer makes now (a block missing from ``path`` counts as a difference)."""
-    doc = path.read_text()
+def files() -> list[pathlib.Path]:
+    """The README and every Markdown page of the documentation (build output excluded)."""
+    pages = sorted(p for p in DOCS.rglob("*.md")
+                   if not any(part.startswith("_") for part in p.relative_to(DOCS).parts))
+    return [README] + pages
+
+
+def _label(path: pathlib.Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def locations(paths=None) -> dict[str, list[pathlib.Path]]:
+    """``{block: the files that hold it}`` for every block found in ``paths`` (default
+    :func:`files`), renderer or not."""
+    out: dict[str, list[pathlib.Path]] = {}
+    for path in files() if paths is None else paths:
+        for line in path.read_text().splitlines():
+            if line.startswith("<!-- generated "):
+                out.setdefault(line.split("generated ", 1)[1].split(":", 1)[0], []).append(path)
+    return out
+
+
+def drift(paths=None, names=None) -> dict[str, str]:
+    """``{"file (block)": unified diff}`` for every copy of a block in ``paths`` (a file or a
+    list of files; default :func:`files`) whose text differs from what its renderer makes now.
+    A block of ``names`` (default every renderer) that none of the files holds counts as a
+    difference."""
+    if isinstance(paths, (str, pathlib.Path)):
+        paths = [pathlib.Path(paths)]
+    paths = files() if paths is None else list(paths)
+    found = locations(paths)
     out = {}
     for name in BLOCKS if names is None else names:
+        if name not in found:
+            out[name] = (f"no generated block {name!r} in "
+                         + ", ".join(_label(p) for p in paths))
+            continue
         want = BLOCKS[name]().strip("\n")
-        have = report.read_block(doc, name)
-        if have is None:
-            out[name] = f"README has no generated block {name!r}"
-        elif have != want:
-            out[name] = "\n".join(difflib.unified_diff(
-                have.splitlines(), want.splitlines(), f"README.md ({name})",
-                f"{command(name)}", lineterm=""))
+        for path in dict.fromkeys(found[name]):
+            have = report.read_block(path.read_text(), name)
+            if have != want:
+                out[f"{_label(path)} ({name})"] = "\n".join(difflib.unified_diff(
+                    (have or "").splitlines(), want.splitlines(), f"{_label(path)} ({name})",
+                    command(name), lineterm=""))
     return out
+
+
+def write(paths=None, names=None) -> list[str]:
+    """Rewrite every copy of the blocks ``names`` (default every block the files hold) in
+    ``paths`` (default :func:`files`); the ``file (block)`` labels written."""
+    found = locations(files() if paths is None else paths)
+    done = []
+    for name in [n for n in BLOCKS if n in found] if names is None else names:
+        if name not in found:
+            raise SystemExit(f"no file holds a generated block {name!r}")
+        text = BLOCKS[name]()
+        for path in dict.fromkeys(found[name]):
+            report.write_block(path, name, text)
+            done.append(f"{_label(path)} ({name})")
+    return done
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--readme", default=str(README))
+    p.add_argument("--file", action="append", default=None,
+                   help="only this file (repeatable); default the README and docs/**/*.md")
     p.add_argument("--block", action="append", choices=sorted(BLOCKS),
                    help="only this block (repeatable); default every block")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="report drift, exit 1 on any")
     mode.add_argument("--write", action="store_true", help="rewrite the blocks")
     args = p.parse_args(argv)
-    path = pathlib.Path(args.readme)
+    paths = None if args.file is None else [pathlib.Path(f) for f in args.file]
     if args.write:
-        for name in args.block or BLOCKS:
-            report.write_block(path, name, BLOCKS[name]())
+        for label in write(paths, args.block):
+            print(f"wrote {label}")
         return 0
-    found = drift(path, args.block)
+    found = drift(paths, args.block)
     for name, diff in found.items():
         print(diff)
     stale = [] if args.block else table_drift()

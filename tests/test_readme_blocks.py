@@ -1,6 +1,7 @@
-"""The README's generated blocks equal what the committed results files give now (no training:
-``experiments/readme_report.py`` renders each block from its ``results.json``), so the text
-cannot drift from the data; and the rendering itself is what it claims to be."""
+"""The generated blocks of the README and the documentation pages equal what the committed
+results files give now (no training: ``experiments/readme_report.py`` renders each block from
+its ``results.json``), so the text cannot drift from the data; and the rendering itself is what
+it claims to be."""
 import json
 import math
 
@@ -14,19 +15,46 @@ from common import protocol, report  # noqa: E402 - experiments/ is on sys.path 
 
 def test_every_generated_block_matches_the_committed_results():
     drift = readme_report.drift()
-    assert not drift, ("README blocks differ from the committed results files; run "
+    assert not drift, ("README/docs blocks differ from the committed results files; run "
                        "`python experiments/readme_report.py --write` and review the diff:\n"
                        + "\n\n".join(drift.values()))
 
 
-def test_every_generated_marker_in_the_readme_has_a_renderer():
+def test_every_generated_marker_has_a_renderer_and_every_renderer_a_place():
+    found = readme_report.locations()
+    assert set(found) == set(readme_report.BLOCKS)
+    for name, paths in found.items():
+        for path in set(paths):
+            text = path.read_text()
+            begin = f"<!-- generated {name}: {readme_report.command(name)} -->"
+            assert text.count(begin) == text.count(f"<!-- end generated {name} -->") == 1, \
+                (path, name)
+
+
+def test_the_checked_files_are_the_readme_and_the_docs_pages():
+    files = readme_report.files()
+    assert files[0] == readme_report.README
+    pages = {p.relative_to(readme_report.DOCS).as_posix() for p in files[1:]}
+    assert "results/table1.md" in pages and "results/index.md" in pages
+    assert not any(p.startswith("_") for p in pages)          # no build output
+
+
+def test_readme_is_short_and_links_into_the_docs():
     text = readme_report.README.read_text()
-    names = {line.split("generated ", 1)[1].split(":", 1)[0]
-             for line in text.splitlines() if line.startswith("<!-- generated ")}
-    assert names == set(readme_report.BLOCKS)
-    for name in names:
-        assert f"<!-- generated {name}: {readme_report.command(name)} -->" in text
-        assert text.count(f"<!-- end generated {name} -->") == 1
+    assert len(text.splitlines()) <= 200
+    for target in ("docs/getting_started.md", "docs/results/index.md", "CHANGELOG.md"):
+        assert target in text and (readme_report.ROOT / target).exists()
+
+
+def test_write_and_check_cover_every_copy_of_a_block(tmp_path):
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    for path in (a, b):
+        path.write_text(f"x\n<!-- generated vit: {readme_report.command('vit')} -->\nold\n"
+                        "<!-- end generated vit -->\n")
+    assert set(readme_report.drift([a, b], ["vit"])) == {f"{a} (vit)", f"{b} (vit)"}
+    assert readme_report.write([a, b]) == [f"{a} (vit)", f"{b} (vit)"]
+    assert readme_report.drift([a, b], ["vit"]) == {}
+    assert "table1" in readme_report.drift([a], ["table1"])     # a block no file holds
 
 
 def test_write_block_keeps_the_markers_and_reads_back(tmp_path):

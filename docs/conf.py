@@ -1,0 +1,73 @@
+"""Sphinx configuration of the jaxprune documentation.
+
+Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (the ``docs`` extra).
+The guides are MyST notebooks executed at build time and cached in
+``docs/_build/.jupyter_cache`` (a guide runs again only when its code changes).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(ROOT))
+
+# the notebooks' kernels inherit this: CPU only, no GPU probing, one device
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAXPRUNE_DEVICES", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jaxprune  # noqa: E402 - after sys.path
+
+project = "jaxprune"
+author = "the jaxprune authors"
+copyright = "the jaxprune authors, Apache-2.0"
+release = jaxprune.__version__
+version = release
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "api_coverage",
+    "docstring_text",
+]
+
+exclude_patterns = ["_build", "**/.ipynb_checkpoints", "README.md"]
+templates_path = []
+html_static_path = []
+
+# --- MyST and notebook execution ----------------------------------------------------------
+myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = "cache"
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+# --- API reference -------------------------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+# --- HTML ----------------------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = f"jaxprune {release}"
+html_theme_options = {
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+}
+html_last_updated_fmt = None
