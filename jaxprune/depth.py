@@ -60,6 +60,7 @@ network on a check batch:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Mapping, Sequence
@@ -74,7 +75,7 @@ from jaxprune._tree import (Path, as_variables, leaves_with_paths, map_with_path
                             restore_form, shape_mismatches)
 from jaxprune.geometry import cheap_jit
 from jaxprune.rebuild import Resized
-from jaxprune.structure import Residuals, flatten_program, residual_branches
+from jaxprune.structure import Program, Residuals, flatten_program, residual_branches
 
 __all__ = ["DepthResult", "Skipped", "prune_depth", "SCORES", "UNITS"]
 
@@ -186,10 +187,9 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
     batch = None if data is None else _example(data, "data")
     spec = _spec(example_inputs, input_shape, batch)
 
-    def apply_fn(v, *xs):
-        return _flax.apply_inference(model, v, _rebuild_example(spec, xs), kwargs)
-
-    residuals = residual_branches(apply_fn, variables, spec.zeros(2).arrays)
+    treedef = jax.tree_util.tree_structure(spec)
+    residuals = residual_branches(_applier(model, _frozen(kwargs), treedef), variables,
+                                  spec.zeros(2).arrays)
     branches = residuals.branches
     units = _units(residuals, variables, unit)
     if not units:
@@ -201,7 +201,7 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
     if score == "norm":
         values = _norm_scores(variables, residuals, units)
     else:
-        values = _influence(residuals, units, apply_fn, variables, spec, batch,
+        values = _influence(residuals, units, model, kwargs, variables, spec, batch,
                             int(batch_size))
     order = sorted(range(len(units)), key=lambda i: (values[i], i))
     removed = [units[i] for i in sorted(order[:k])]
@@ -252,11 +252,6 @@ def _spec(example_inputs, input_shape, batch) -> _flax.Example:
         raise ValueError("pass example_inputs=, input_shape= (one example, no batch axis) "
                          "or data=")
     return _flax.as_example(tuple(input_shape))
-
-
-def _rebuild_example(spec: _flax.Example, arrays) -> _flax.Example:
-    treedef = jax.tree_util.tree_structure(spec)
-    return jax.tree_util.tree_unflatten(treedef, list(arrays))
 
 
 def _check_inputs(spec: _flax.Example) -> _flax.Example:
@@ -321,7 +316,7 @@ def _norm_scores(variables, residuals: Residuals, units: Sequence[Unit]) -> np.n
     return np.asarray(out)
 
 
-def _influence(residuals: Residuals, units: Sequence[Unit], apply_fn, variables, spec,
+def _influence(residuals: Residuals, units: Sequence[Unit], model, kwargs, variables, spec,
                batch: _flax.Example, batch_size: int) -> np.ndarray:
     """Block influence of each unit over ``batch`` (module docstring), one jitted forward per
     ``batch_size`` examples returning only the sums of ``1 - cos``."""
@@ -330,25 +325,38 @@ def _influence(residuals: Residuals, units: Sequence[Unit], apply_fn, variables,
     for u in units:
         first, last = branches[u.branches[0]], branches[u.branches[-1]]
         taps += [(first.add, first.skip), (last.add, -1)]
-    leaves = [leaf for _, leaf in leaves_with_paths(variables)]
-    reference = [(e.primitive.name, len(e.ins)) for e in residuals.program.eqns]
-    compiled: dict[tuple, Any] = {}
+    static = (_flax.hashable(model), _frozen(kwargs), jax.tree_util.tree_structure(spec),
+              tuple(taps))
     sums, counts = np.zeros(len(units)), np.zeros(len(units))
     for start in range(0, batch.batch, batch_size):
         part = jax.tree.map(jnp.asarray, batch.take(start, start + batch_size))
-        arrays = part.arrays
-        key = tuple((a.shape, a.dtype) for a in arrays)
-        if key not in compiled:
-            prog = flatten_program(apply_fn, variables, arrays)
-            if [(e.primitive.name, len(e.ins)) for e in prog.eqns] != reference:
-                raise ValueError("the model's computation depends on the batch size; "
-                                 "pass data whose size is a multiple of batch_size")
-            compiled[key] = cheap_jit(lambda lv, xs, prog=prog: _cos_sums(prog.run(lv, xs,
-                                                                                 taps)))
-        s, n = jax.device_get(compiled[key](leaves, arrays))
+        s, n = jax.device_get(_influence_sums(*static, variables, part.arrays))
         sums += np.asarray(s, np.float64)
         counts += np.asarray(n, np.float64)
     return sums / counts
+
+
+def _applier(model, kwargs, treedef):
+    """``apply_fn(variables, *input arrays)`` of ``model`` in inference mode."""
+    def apply_fn(v, *xs):
+        return _flax.apply_inference(model, v, jax.tree_util.tree_unflatten(treedef, list(xs)),
+                                     dict(kwargs))
+    return apply_fn
+
+
+def _frozen(kwargs: Mapping) -> tuple:
+    return tuple(sorted(kwargs.items()))
+
+
+@functools.partial(cheap_jit, static_argnums=(0, 1, 2, 3))
+def _influence_sums(model, kwargs, treedef, taps, variables, arrays):
+    prog = flatten_program(_applier(model, kwargs, treedef), variables, arrays)
+    if any(e >= len(prog.eqns) or prog.eqns[e].primitive.name not in ("add", "add_any")
+           for e, _ in taps):
+        raise ValueError("the model's computation depends on the batch size; pass data whose "
+                         "size is a multiple of batch_size")
+    leaves = [leaf for _, leaf in leaves_with_paths(variables)]
+    return _cos_sums(prog.run(leaves, arrays, taps))
 
 
 def _cos_sums(values):
@@ -387,14 +395,15 @@ def _matches(module, small, model, masked, spec, kwargs, check) -> bool:
         shapes = _flax.abstract_init(module, spec, **kwargs)
         if shape_mismatches(shapes, small):
             return False
-        return _same_outputs(_jit_apply(module, kwargs)(small, check),
-                             _jit_apply(model, kwargs)(masked, check))
+        return _same_outputs(_apply(_flax.hashable(module), _frozen(kwargs), small, check),
+                             _apply(_flax.hashable(model), _frozen(kwargs), masked, check))
     except Exception:  # a candidate the module's own code rejects is no rebuild
         return False
 
 
-def _jit_apply(module, kwargs):
-    return cheap_jit(lambda v, x: _flax.apply_inference(module, v, x, kwargs))
+@functools.partial(cheap_jit, static_argnums=(0, 1))
+def _apply(module, kwargs, variables, x):
+    return _flax.apply_inference(module, variables, x, dict(kwargs))
 
 
 def _siblings(variables, parent: Path, removed: Sequence[Unit]) -> list[str]:
@@ -406,9 +415,9 @@ def _siblings(variables, parent: Path, removed: Sequence[Unit]) -> list[str]:
     return [n for n in tree if any(re.fullmatch(p, n) for p in patterns)]
 
 
-def _call_order(apply_fn, variables, spec, parent: Path, names: Sequence[str]) -> list[str]:
-    """``names`` (submodules under ``parent``) ordered by the first use of their variables."""
-    prog = flatten_program(apply_fn, variables, spec.zeros(2).arrays)
+def _call_order(prog: Program, parent: Path, names: Sequence[str]) -> list[str]:
+    """``names`` (submodules under ``parent``) ordered by the first use of their variables
+    in ``prog``."""
     first: dict[str, int] = {}
     for e_idx, e in enumerate(prog.eqns):
         for r in e.ins:
@@ -458,13 +467,8 @@ def _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs, 
     if len(parents) != 1:
         return None
     parent = parents.pop()
-
-    def apply_with(module):
-        return lambda v, *xs: _flax.apply_inference(module, v, _rebuild_example(spec, xs),
-                                                    kwargs)
-
-    old = _call_order(apply_with(model), variables, spec, parent,
-                      _siblings(variables, parent, removed))
+    treedef = jax.tree_util.tree_structure(spec)
+    old = _call_order(residuals.program, parent, _siblings(variables, parent, removed))
     gone = {u.path[-1] for u in removed}
     if not gone <= set(old):
         return None
@@ -474,8 +478,9 @@ def _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs, 
         try:
             module = model.clone(**fields)
             shapes = _flax.abstract_init(module, spec, **kwargs)
-            new = _call_order(apply_with(module), shapes, spec, parent,
-                              _siblings(shapes, parent, removed))
+            prog = flatten_program(_applier(module, _frozen(kwargs), treedef), shapes,
+                                   spec.zeros(2).arrays)
+            new = _call_order(prog, parent, _siblings(shapes, parent, removed))
         except Exception:  # the module's own checks refuse these fields
             continue
         if len(new) != len(kept):

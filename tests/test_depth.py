@@ -86,19 +86,33 @@ def n_params(tree):
 def block_influence(model, variables, x, block_names):
     """BI of each block from its captured input and output (1 - cos over the last axis,
     mean over tokens and examples)."""
-    seen = {}
+    def capture(v, x):
+        seen = {}
 
-    def grab(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and context.module.name in block_names:
-            a, b = np.asarray(args[0], np.float64), np.asarray(out, np.float64)
-            cos = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-            seen[context.module.name] = float(np.mean(1 - cos))
-        return out
+        def grab(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.method_name == "__call__" and context.module.name in block_names:
+                seen[context.module.name] = (args[0], out)
+            return out
 
-    with nn.intercept_methods(grab):
-        model.apply(variables, x)
-    return seen
+        with nn.intercept_methods(grab):
+            model.apply(v, x)
+        return seen
+
+    result = {}
+    for name, (a, b) in jax.jit(capture)(variables, x).items():
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        cos = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+        result[name] = float(np.mean(1 - cos))
+    return result
+
+
+def run(module, variables, x):
+    return jax.jit(module.apply)(variables, x)
+
+
+def init_shapes(module, x):
+    return jax.eval_shape(module.init, jax.random.key(0), x)
 
 
 def test_rebuilt_decoder_is_the_masked_one_with_fewer_layers():
@@ -108,16 +122,16 @@ def test_rebuilt_decoder_is_the_masked_one_with_fewer_layers():
     assert r.form == "rebuilt" and r.fields == {"num_layers": 2}
     small = r.model(model)
     assert small.num_layers == 2
-    assert not shape_mismatches(small.init(jax.random.key(1), tokens(1)), r.params)
+    assert not shape_mismatches(init_shapes(small, tokens(1)), r.params)
     x = tokens(5, seed=3)
-    np.testing.assert_allclose(small.apply(r.params, x), model.apply(r.masked, x),
+    np.testing.assert_allclose(run(small, r.params, x), run(model, r.masked, x),
                                rtol=1e-5, atol=1e-5)
     # independent: renumber the kept blocks by hand and run a 2-layer decoder
     kept = [f"layer_{i}" for i in range(4) if f"layer_{i}" not in r.removed]
     hand = {k: w for k, w in v["params"].items() if not k.startswith("layer_")}
     hand.update({f"layer_{j}": v["params"][name] for j, name in enumerate(kept)})
-    np.testing.assert_allclose(Decoder(2).apply({"params": hand}, x),
-                               model.apply(r.masked, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run(Decoder(2), {"params": hand}, x),
+                               run(model, r.masked, x), rtol=1e-5, atol=1e-5)
     removed = sum(n_params(v["params"][name]) for name in r.removed)
     assert r.report["params_before"] == n_params(v)
     assert r.report["params_after"] == n_params(r.params) == n_params(v) - removed
@@ -150,7 +164,7 @@ def test_identity_block_scores_lowest_and_goes_first():
         assert min(r.scores.values()) == r.scores["layer_2"]
         assert all(s > 1e-4 for name, s in r.scores.items() if name != "layer_2")
     # removing an identity block changes nothing
-    np.testing.assert_allclose(model.apply(r.masked, x), model.apply(v, x), atol=1e-6)
+    np.testing.assert_allclose(run(model, r.masked, x), run(model, v, x), atol=1e-6)
 
 
 def test_block_influence_matches_captured_block_inputs_and_outputs():
@@ -197,9 +211,9 @@ def test_listed_blocks_are_skipped_and_their_params_leave():
     assert block not in r.params["params"] and block in r.masked["params"]
     small = r.model(model)
     assert isinstance(small, Skipped)
-    assert not shape_mismatches(small.init(jax.random.key(0), tokens(1)), r.params)
+    assert not shape_mismatches(init_shapes(small, tokens(1)), r.params)
     x = tokens(4, seed=2)
-    np.testing.assert_allclose(small.apply(r.params, x), model.apply(r.masked, x),
+    np.testing.assert_allclose(run(small, r.params, x), run(model, r.masked, x),
                                rtol=1e-5, atol=1e-5)
     assert r.report["params_after"] == n_params(v) - n_params(v["params"][block])
 
@@ -212,7 +226,7 @@ def test_branch_unit_is_masked_and_counts_its_params():
     assert r.report["params_after"] == r.report["params_before"] == n_params(v)
     assert r.report["params_dead"] > 0
     x = tokens(3)
-    np.testing.assert_allclose(r.model(model).apply(r.params, x), model.apply(r.masked, x))
+    np.testing.assert_allclose(run(r.model(model), r.params, x), run(model, r.masked, x))
 
 
 def test_errors():
@@ -274,7 +288,7 @@ def test_nnx_module_is_masked():
     small = r.model()
     assert isinstance(small, nnx.Module)
     linen = _nnx.as_linen(net)
-    np.testing.assert_allclose(small(jnp.asarray(x)), linen.apply(r.masked, x, train=False),
+    np.testing.assert_allclose(small(jnp.asarray(x)), jax.jit(lambda v, x: linen.apply(v, x, train=False))(r.masked, x),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -293,10 +307,35 @@ def test_resnet_blocks_are_rebuilt_per_stage():
     assert r.form == "rebuilt" and sum(r.fields["num_blocks"]) == 4
     assert len(r.fields["widths"]) == 4
     small = r.model(model)
-    assert not shape_mismatches(small.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))),
-                                r.params)
-    np.testing.assert_allclose(small.apply(r.params, x), model.apply(r.masked, x),
+    assert not shape_mismatches(init_shapes(small, jnp.zeros((1, 8, 8, 3))), r.params)
+    np.testing.assert_allclose(run(small, r.params, x), run(model, r.masked, x),
                                rtol=1e-5, atol=1e-5)
     assert all(0.0 <= s <= 2.0 for s in r.scores.values())
     removed = sum(n_params(v["params"][b]) for b in r.removed)
     assert r.report["params_after"] == n_params(v["params"]) - removed
+
+
+@pytest.mark.slow
+def test_language_model_loses_whole_layers():
+    from jaxprune.models.lm import LM
+    lm = LM(dim=16, num_layers=3, num_heads=2, num_kv_heads=1, mlp_dim=32, max_len=8)
+    x = np.random.default_rng(0).integers(0, lm.vocab_size, (5, 8)).astype(np.int32)
+    v = lm.init(jax.random.key(0), x[:1])
+    v = silence_lm(v, "block_1")
+    r = prune_depth(v, 1, model=lm, data=x, batch_size=2)
+    assert r.removed == ("block_1",) and r.form == "rebuilt"
+    assert r.fields == {"num_layers": 2}
+    assert set(r.units) == {"block_0", "block_1", "block_2"}
+    small = r.model(lm)
+    assert not shape_mismatches(init_shapes(small, x[:1]), r.params)
+    np.testing.assert_allclose(run(small, r.params, x), run(lm, v, x), rtol=1e-5, atol=1e-5)
+
+
+def silence_lm(variables, block):
+    """``variables`` with the output projections of ``block``'s branches (attention ``out``,
+    MLP ``down``) zeroed."""
+    params = jax.tree.map(lambda x: x, variables)
+    for sub, last in (("attn", "out"), ("mlp", "down")):
+        layer = params["params"][block][sub][last]
+        params["params"][block][sub][last] = jax.tree.map(jnp.zeros_like, layer)
+    return params
