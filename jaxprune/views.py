@@ -31,12 +31,12 @@ def _layer_inputs(variables, slots, inputs, modules) -> tuple:
 
 
 def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
-               modules: Mapping | None = None) -> LayerView:
+               modules: Mapping | None = None, producers: bool = True) -> LayerView:
     """Points ``[W_j | b_j]`` and outgoing ``|w_kj|`` of one group.
 
     ``inputs``: ``{module path: its input on the data}`` (:func:`jaxprune._flax.kernel_inputs`)
     and ``modules`` (:func:`jaxprune._flax.kernel_modules`); when given, the view's
-    ``consumer_inputs``/``producer_inputs`` are filled.
+    ``consumer_inputs`` and (``producers=True``) ``producer_inputs`` are filled.
     """
     cols, is_bias = [], []
     for slot in group.producers:
@@ -58,7 +58,8 @@ def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
     extra = {}
     if inputs is not None:
         extra = dict(consumer_inputs=_layer_inputs(variables, group.consumers, inputs, modules),
-                     producer_inputs=_layer_inputs(variables, group.producers, inputs, modules))
+                     producer_inputs=_layer_inputs(variables, group.producers, inputs, modules)
+                     if producers else None)
     return LayerView(points=jnp.asarray(np.concatenate(cols, axis=1), jnp.float32),
                      outgoing=jnp.asarray(np.concatenate(out, axis=1), jnp.float32),
                      is_bias=np.concatenate(is_bias), **extra)
@@ -73,18 +74,19 @@ def channel_views(variables, groups, model=None, data=None,
     :class:`~jaxprune.calibration.ChannelStats` of its module's input instead of the
     activations, streamed ``batch_size`` examples at a time
     (:func:`jaxprune.calibration.input_statistics`), so the activations of the whole of
-    ``data`` are never held (what ``wanda_sp`` and ``flap`` read)."""
+    ``data`` are never held (what ``wanda_sp`` and ``flap`` read); only the consumers' inputs
+    are summarised (``producer_inputs`` is None)."""
     inputs = modules = None
     if data is not None:
         modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)
         if statistics:
-            paths = {tuple(s.path[1:-1]) for g in groups for s in (*g.consumers, *g.producers)}
+            paths = {tuple(s.path[1:-1]) for g in groups for s in g.consumers}
             inputs = calibration.input_statistics(model, variables, data, sorted(paths),
                                                   batch_size=batch_size,
                                                   apply_kwargs=apply_kwargs)
         else:
             inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
-    return [layer_view(variables, g, inputs, modules) for g in groups]
+    return [layer_view(variables, g, inputs, modules, producers=not statistics) for g in groups]
 
 
 def chain_inputs(variables, layers, data) -> dict[str, np.ndarray]:

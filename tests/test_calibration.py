@@ -6,13 +6,14 @@ outputs, from the weights and the layer inputs (computed in NumPy for the MLP, c
 :func:`jaxprune.views.layer_inputs` for the attention and conv models).
 """
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxprune
-from jaxprune import _flax, calibration, methods, reconstruct, structure, views
+from jaxprune import _flax, _nnx, calibration, methods, reconstruct, structure, views
 
 
 class MLP(nn.Module):
@@ -376,3 +377,42 @@ def _dense_o_output(model, v, tok):
     with _flax.kernel_calls(record):
         model.apply(v, tok)
     return np.asarray(out["y"], np.float64)
+
+
+class NnxAttention(nnx.Module):
+    """:class:`FloatAttention` in NNX: ``nnx.LinearGeneral`` q/k/v, an ``nnx.Einsum``
+    out-projection ``"bqhd,hdk->bqk"``."""
+
+    def __init__(self, rngs):
+        self.inp = nnx.Linear(5, 8, rngs=rngs)
+        self.q, self.k, self.v = (nnx.LinearGeneral(8, (3, 4), rngs=rngs) for _ in range(3))
+        self.o = nnx.Einsum("bqhd,hdk->bqk", (3, 4, 6), (6,), rngs=rngs)
+        self.out = nnx.Linear(6, 2, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.inp(x))
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        att = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / 2.0, axis=-1)
+        return self.out(nnx.relu(self.o(jnp.einsum("bhqk,bkhd->bqhd", att, v))).mean(1))
+
+
+def test_nnx_einsum_refit_and_flap_compensation():
+    module = NnxAttention(nnx.Rngs(0))
+    x = np.asarray(jax.random.normal(jax.random.key(4), (30, 5, 5)), np.float32)
+    ratio = {"q:1": 0.34, "inp": 0.5}
+    res = jaxprune.prune(module, 0, ratio, method="flap", data=x, reconstruct="lstsq")
+    rep = res.report["reconstruct"]
+    assert set(rep["layers"]) == {"q", "k", "v", "o"} and not rep["skipped"]
+    for errs in rep["layers"].values():
+        assert errs["rel_err_after"] <= errs["rel_err_before"] + 1e-6
+    comp = calibration.compensate(res, None, x)
+    assert {"q", "k", "v", "o"} <= set(comp.report["bias_compensation"]["compensated"])
+    small, masked = comp.module, comp.masked
+    assert small.o.kernel.shape == (2, 4, 6)
+    np.testing.assert_allclose(small(x), masked(x), rtol=1e-4, atol=1e-5)
+    # the streamed statistics score the NNX layers as the captured activations do
+    model, v = _nnx.as_linen(module), _nnx.variables_of(module)
+    heads = next(g for g in comp.groups if g.name == "q:1")
+    for method in ("wanda_sp", "flap"):
+        np.testing.assert_allclose(_scores(method, model, v, x, heads, True),
+                                   _scores(method, model, v, x, heads, False), rtol=1e-4)
