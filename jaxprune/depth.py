@@ -38,7 +38,11 @@ network on a check batch:
 * ``"skipped"``: a :class:`Skipped` wrapper whose removed block submodules return their input
   without running; their variables are gone from ``params``.
 * ``"masked"``: ``params`` is the masked network; the removed branches' parameters are still
-  there (counted in ``report["params_after"]``, listed in ``report["params_dead"]``).
+  there (counted in ``report["params_after"]`` and in ``report["params_dead"]``).
+
+An NNX module is rebuilt as a copy without the removed blocks (list entries deleted,
+``block_{i}``-like attributes reassigned in call order, an integer attribute equal to the
+block count lowered), else masked.
 
 >>> import flax.linen as nn, jax, jax.numpy as jnp
 >>> class Block(nn.Module):
@@ -63,6 +67,7 @@ import dataclasses
 import functools
 import math
 import re
+from collections.abc import MutableSequence
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -154,8 +159,10 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
                 apply_kwargs: Mapping | None = None, batch_size: int = 64) -> DepthResult:
     """Remove the ``k`` residual units with the lowest ``score`` (module docstring).
 
-    ``variables``: params, the variables dict, or an ``nnx.Module`` (then no ``model``; the
-    result is always ``"masked"`` and ``result.model()`` is the NNX module). The model is
+    ``variables``: params, the variables dict, or an ``nnx.Module`` (then no ``model``;
+    ``result.model()`` is a new NNX module, the input is untouched: ``"rebuilt"`` without the
+    removed blocks when they are entries of a list or numbered attributes, else
+    ``"masked"``). The model is
     traced on ``example_inputs`` (an array, a tuple of positional or a dict of keyword
     inputs), else on ``data``, else on float32 inputs of ``input_shape``. ``data``: the
     calibration batch for ``"block_influence"`` (``(N, ...)`` array or the forms of
@@ -209,7 +216,13 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
     masked = map_with_paths(lambda p, x: jnp.zeros_like(x) if p in zero else x, variables)
     check = (batch.take(0, 2) if batch is not None else _check_inputs(spec))
     form, small, fields, skipped = "masked", masked, {}, ()
-    if removed and nnx_module is None:
+    if removed and nnx_module is not None:
+        built = _rebuilt_nnx(nnx_module, variables, masked, residuals, removed, model, kwargs,
+                             check)
+        if built is not None:
+            form, small, fields, nnx_module = "rebuilt", _nnx.variables_of(built[1]), \
+                built[0], built[1]
+    elif removed:
         built = _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs,
                          check)
         if built is not None:
@@ -489,6 +502,62 @@ def _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs, 
         if _matches(module, small, model, masked, spec, kwargs, check):
             return fields, small
     return None
+
+
+def _rebuilt_nnx(module, variables, masked, residuals, removed, linen, kwargs, check):
+    """``(attribute changed, smaller nnx module)``: a copy of ``module`` without the removed
+    blocks (list entries deleted; ``block_{i}``-like attributes reassigned in call order),
+    one integer attribute equal to the block count lowered (each tried, then none), checked
+    against the masked network; or None."""
+    if any(u.path is None for u in removed):
+        return None
+    parents = {u.path[:-1] for u in removed}
+    if len(parents) != 1:
+        return None
+    parent = parents.pop()
+    old = _call_order(residuals.program, parent, _siblings(variables, parent, removed))
+    gone = {u.path[-1] for u in removed}
+    if not gone <= set(old):
+        return None
+    kept = [n for n in old if n not in gone]
+    expected = _apply(_flax.hashable(linen), _frozen(kwargs), masked, check)
+    counts = [name for name, value in vars(module).items()
+              if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+              and value == len(old)]
+    for count in (*counts, None):
+        copy = _nnx.with_variables(module, masked)
+        owner = copy
+        for key in parent:
+            owner = owner[int(key)] if isinstance(owner, MutableSequence) else getattr(owner, key)
+        if isinstance(owner, MutableSequence):
+            for index in sorted((int(n) for n in gone), reverse=True):
+                del owner[index]
+        else:
+            blocks = [getattr(owner, n) for n in kept]
+            for n in old:
+                delattr(owner, n)
+            for n, block in zip(old, blocks):
+                setattr(owner, n, block)
+        changed = {} if count is None else _reduce_count(copy, count, len(gone))
+        try:
+            small = _nnx.variables_of(copy)
+            out = _apply(_flax.hashable(_nnx.as_linen(copy)), _frozen(kwargs), small, check)
+        except Exception:  # the module's own code refuses the smaller copy
+            continue
+        if _same_outputs(out, expected):
+            return changed, copy
+    return None
+
+
+def _reduce_count(module, name: str, k: int) -> dict:
+    """Attribute ``name`` of ``module`` lowered by ``k`` (and in its ``init_args`` record, when
+    it keeps one); returns ``{name: new value}``."""
+    value = getattr(module, name) - k
+    setattr(module, name, value)
+    record = getattr(module, "init_args", None)
+    if isinstance(record, tuple):
+        module.init_args = tuple((key, value if key == name else v) for key, v in record)
+    return {name: value}
 
 
 def _renamed(variables, parent: Path, old: Sequence[str], mapping: Mapping[str, str]):

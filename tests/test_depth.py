@@ -3,7 +3,8 @@ influence or by the norm of their output producers, and removed whole.
 
 Models defined here: a pre-norm decoder over int tokens with a ``num_layers`` field (rebuilt
 with fewer blocks), the same blocks listed in ``setup`` with no count field (skipped), a
-residual NNX MLP (masked), a model without residual branches, and a small CIFAR ResNet
+residual NNX MLP whose branches span two lists (masked), NNX blocks in an
+``nnx.List`` (rebuilt shorter), the byte LM of jaxprune.models.lm, a model without residual branches, and a small CIFAR ResNet
 from jaxprune.models (per-stage ``num_blocks`` and per-block ``widths``).
 """
 import flax.linen as nn
@@ -339,3 +340,43 @@ def silence_lm(variables, block):
         layer = params["params"][block][sub][last]
         params["params"][block][sub][last] = jax.tree.map(jnp.zeros_like, layer)
     return params
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, width, *, rngs):
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.fc = nnx.Linear(width, width, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.fc(nnx.relu(self.norm(x)))
+
+
+class NnxStack(nnx.Module):
+    """Blocks in an ``nnx.List``, run ``self.depth`` of them."""
+
+    def __init__(self, width=8, depth=3, *, rngs):
+        self.depth = depth
+        self.inp = nnx.Linear(4, width, rngs=rngs)
+        self.blocks = nnx.List([NnxBlock(width, rngs=rngs) for _ in range(depth)])
+        self.out = nnx.Linear(width, 2, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.inp(x)
+        for i in range(self.depth):
+            x = self.blocks[i](x)
+        return self.out(x)
+
+
+def test_nnx_list_of_blocks_is_rebuilt_shorter():
+    net = NnxStack(rngs=nnx.Rngs(1))
+    for w in (net.blocks[1].fc.kernel, net.blocks[1].fc.bias):
+        w[...] = jnp.zeros_like(w[...])
+    x = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    r = prune_depth(net, 1, data=x)
+    assert r.removed == ("blocks/1",) and r.form == "rebuilt"
+    assert r.fields == {"depth": 2}
+    small = r.model()
+    assert small.depth == 2 and len(small.blocks) == 2 and len(net.blocks) == 3
+    assert r.report["params_after"] == n_params(r.params) \
+        == n_params(_nnx.variables_of(net)["params"]) - n_params(r.params["params"]["blocks"]["1"])
+    np.testing.assert_allclose(small(jnp.asarray(x)), net(jnp.asarray(x)), rtol=1e-5, atol=1e-6)
