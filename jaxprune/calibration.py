@@ -49,6 +49,7 @@ import warnings
 from typing import Any, Iterable, Mapping, NamedTuple
 
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,10 +144,23 @@ def _einsum_contracted(spec: str) -> int | None:
     return None
 
 
+def _layer(module):
+    """The layer a module computes: an NNX layer run as Linen (:mod:`jaxprune._nnx`) is
+    looked through."""
+    return getattr(getattr(module, "ref", None), "layer", module)
+
+
+def _is_conv(module) -> bool:
+    return isinstance(_layer(module), (nn.Conv, nnx.Conv))
+
+
 def declared_contraction(module) -> int | None:
     """Contracted kernel axes a module declares (Dense 1, DenseGeneral ``len(axis)``, an
-    einsum by its string), looking through NNX layers run as Linen; None: not declared."""
-    layer = getattr(getattr(module, "ref", None), "layer", module)
+    einsum by its string), looking through NNX layers run as Linen; None: not declared (a
+    conv, a layer of another kind)."""
+    layer = _layer(module)
+    if _is_conv(layer):
+        return None
     if isinstance(layer, nn.Dense):
         return 1
     if isinstance(layer, nn.DenseGeneral):
@@ -167,14 +181,14 @@ def declared_contraction(module) -> int | None:
 def feature_axes(kernel_shape, input_shape, module=None) -> tuple[int, int]:
     """``(first kernel axis, number of feature axes)`` of a module's input features.
 
-    A conv (``flax.linen.Conv``): ``(ndim − 2, 1)`` (its input channels). Otherwise the input's
-    last ``c`` axes are the kernel's first ``c`` (``(0, c)``), ``c`` as the module declares it
-    (Dense, DenseGeneral ``axis``, an einsum string), else the one ``c`` the shapes admit;
-    anything else is a ``ValueError``.
+    A conv (``nn.Conv``, ``nnx.Conv``): ``(ndim − 2, 1)`` (its input channels). Otherwise the
+    input's last ``c`` axes are the kernel's first ``c`` (``(0, c)``), ``c`` as the module
+    declares it (:func:`declared_contraction`); without a module, the one ``c`` the shapes
+    admit. Anything else is a ``ValueError``.
     """
     kernel_shape, input_shape = tuple(kernel_shape), tuple(input_shape)
     nd = len(kernel_shape)
-    if isinstance(module, nn.Conv):
+    if _is_conv(module):
         if input_shape[-1:] != kernel_shape[-2:-1]:
             raise ValueError(f"conv kernel {kernel_shape} does not read input {input_shape} "
                              "channel by channel (grouped convolutions are not supported)")
@@ -183,9 +197,9 @@ def feature_axes(kernel_shape, input_shape, module=None) -> tuple[int, int]:
     fits = [c for c in range(1, nd) if input_shape[-c:] == kernel_shape[:c]]
     if declared is not None and declared in fits:
         return 0, declared
-    if declared is None and len(fits) == 1:
+    if module is None and len(fits) == 1:
         return 0, fits[0]
-    name = type(getattr(getattr(module, "ref", None), "layer", module)).__name__
+    name = type(_layer(module)).__name__
     raise ValueError(f"cannot tell which axes of the {name} kernel {kernel_shape} read its "
                      f"input {input_shape} (a linear layer contracts the input's last axes "
                      "with the kernel's first ones)")

@@ -132,6 +132,7 @@ def test_mlp_scores_match_numpy(method, statistics):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["wanda_sp", "flap"])
 def test_einsum_out_projection_scores_whole_heads(method):
     model, v, tok = _lm()
@@ -148,6 +149,7 @@ def test_einsum_out_projection_scores_whole_heads(method):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["wanda_sp", "flap"])
 def test_conv_consumer_pools_positions_and_window(method):
     model = TinyCNN()
@@ -218,6 +220,9 @@ def test_feature_axes_reads_the_module_or_refuses_ambiguity():
                                                                     "btd,dhk->bthk")) == (0, 1)
     with pytest.raises(ValueError, match="cannot tell which axes"):
         calibration.feature_axes((4, 4, 4), (2, 4, 4), None)
+    # a layer that declares no contraction is refused even where the shapes would fit
+    with pytest.raises(ValueError, match="ConvTranspose"):
+        calibration.feature_axes((3, 5), (2, 3), nn.ConvTranspose(5, (1,)))
     with pytest.raises(ValueError, match="cannot tell which axes"):
         calibration.feature_axes((4, 4, 4), (2, 4, 4), nn.Einsum((4, 4, 4), "bij,jki->bk"))
 
@@ -325,6 +330,7 @@ class FloatAttention(nn.Module):
         return nn.Dense(2, name="out")(y.mean(axis=1))
 
 
+@pytest.mark.slow
 def test_refit_einsum_consumers_through_prune():
     model = FloatAttention()
     x = np.asarray(jax.random.normal(jax.random.key(4), (40, 5, 5)), np.float32)
@@ -343,6 +349,7 @@ def test_refit_einsum_consumers_through_prune():
     assert np.all(np.isfinite(small.apply(res.params, x)))
 
 
+@pytest.mark.slow
 def test_refit_token_lm_einsum_out_projection_solves_its_normal_equations():
     model, v, tok = _lm(n=16)
     res = jaxprune.prune(v, 0, LM_RATIO, method="flap", model=model, data=tok,
@@ -396,6 +403,7 @@ class NnxAttention(nnx.Module):
         return self.out(nnx.relu(self.o(jnp.einsum("bhqk,bkhd->bqhd", att, v))).mean(1))
 
 
+@pytest.mark.slow
 def test_nnx_einsum_refit_and_flap_compensation():
     module = NnxAttention(nnx.Rngs(0))
     x = np.asarray(jax.random.normal(jax.random.key(4), (30, 5, 5)), np.float32)
