@@ -57,6 +57,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from jaxprune import _flax, _nnx, rebuild, surgery
+from jaxprune.geometry import cheap_jit
 from jaxprune._tree import as_variables, leaves_with_paths, map_with_paths, restore_form
 from jaxprune.structure import ChannelGroup
 from jaxprune.structure._labels import _Info
@@ -318,7 +319,7 @@ def _scores(apply_fn, variables, batches, info: Stream) -> list[np.ndarray]:
                           [0])
                 return _share_sums([found[k] for k in ordinals], axes)
 
-            compiled[key] = jax.jit(run)
+            compiled[key] = cheap_jit(run)
         for k, (s, n) in enumerate(jax.device_get(compiled[key](leaves, batch.arrays))):
             sums[k] += np.asarray(s, np.float64)
             counts[k] += float(n)
@@ -428,7 +429,7 @@ def prune_hidden(variables, ratio: float, *, model=None, data=None, labels=None,
                                    for g, s in zip(info.groups, scores)]))
     small = surgery.shrink(variables, info.groups, kept)
     factor = 1.0
-    if rescale_norms and width < d:
+    if rescale_norms and width < d and info.scales:
         factor = math.sqrt(d * max(1.0 - removed_share, 0.0) / width) or 1.0
         scaled = {p for p, _ in info.scales}
         small = map_with_paths(lambda p, x: x * jnp.asarray(factor, x.dtype)
@@ -495,7 +496,7 @@ def _rebuilt(model, dense, small, spec, kwargs, info: Stream, width: int, fields
 
 def _error(dense_apply, small_apply, dense, small, batch, target, size: int) -> dict:
     """The pruned model's error on ``batch``, one jitted pass per ``size`` examples."""
-    @jax.jit
+    @cheap_jit
     def sums(dv, sv, x, y):
         a = dense_apply(dv, x).astype(jnp.float32)
         b = small_apply(sv, x).astype(jnp.float32)
