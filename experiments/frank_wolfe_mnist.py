@@ -19,6 +19,7 @@ Writes ``<out>/results.json``, ``table.md``, ``accuracy_vs_pretraining.png`` and
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import pathlib
 import sys
@@ -30,8 +31,9 @@ import numpy as np
 
 from jaxprune import data, metrics, optim, train
 from jaxprune.checkpoint import to_jsonable
-from jaxprune.methods import frank_wolfe as fw
 from jaxprune.models import LeNet5
+
+fw = importlib.import_module("jaxprune.methods.frank_wolfe")  # methods.frank_wolfe: the class
 
 METHODS = ("magnitude", "fw", "fw_momentum", "fw_mom_struct")
 

@@ -3,11 +3,14 @@
 The entry point is :func:`jaxprune.prune` (:mod:`jaxprune.pipeline`); the sub-packages hold
 the parts, in import order: ``geometry`` (MVEE, Carathéodory, projections) → ``coreset``
 (ℓ∞-coreset, peeling sensitivities, sampling) → ``structure`` (traced channel groups) →
-``surgery`` → ``selection`` → ``optim`` → ``train`` → ``methods`` → ``pipeline`` → ``bounds``.
+``surgery`` → ``selection`` → ``optim`` → ``train`` → ``methods`` → ``plan`` / ``results`` /
+``pipeline`` → ``bounds``.
 """
 from jaxprune.cache import enable_compilation_cache
-from jaxprune.pipeline import PruneResult, PruneWarning, prune
+from jaxprune.pipeline import (Certificate, ChannelResult, PruneResult, PruneWarning, Refit,
+                               WeightResult, prune)
 
 __version__ = "0.1.0"
 
-__all__ = ["PruneResult", "PruneWarning", "enable_compilation_cache", "prune", "__version__"]
+__all__ = ["Certificate", "ChannelResult", "PruneResult", "PruneWarning", "Refit",
+           "WeightResult", "enable_compilation_cache", "prune", "__version__"]

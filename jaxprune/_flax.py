@@ -94,6 +94,24 @@ def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None
             "arguments of its inference call, e.g. {'deterministic': True})") from None
 
 
+_INPUT_SHAPE_HOOKS: list[Callable[[nn.Module], Any]] = []
+
+
+def add_input_shape_hook(hook: Callable[[nn.Module], Any]) -> None:
+    """Teach :func:`default_input_shape` a source of input shapes: ``hook(model)`` returns a
+    per-example shape, or ``None`` for a model it does not know (the model registry adds one)."""
+    _INPUT_SHAPE_HOOKS.append(hook)
+
+
+def default_input_shape(model: nn.Module):
+    """The first per-example input shape a hook knows for ``model``, else ``None``."""
+    for hook in reversed(_INPUT_SHAPE_HOOKS):
+        shape = hook(model)
+        if shape is not None:
+            return shape
+    return None
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message ('' for an empty one)."""
     return (str(err).splitlines() or [""])[0]

@@ -23,7 +23,7 @@ from jaxprune._flax import (Held, abstract_init, first_line, hashable, inference
                             module_path, scope_path, trace_kernel_calls)
 from jaxprune._tree import Path, get_path, leaves_with_paths, shape_mismatches
 
-__all__ = ["Resized", "smaller_module", "smaller_nnx"]
+__all__ = ["Resized", "clone_widths", "smaller", "smaller_module", "smaller_nnx"]
 
 
 class Resized(nn.Module):
@@ -158,6 +158,45 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
             pass
     _check_shapes(plain, small_variables, input_shape, apply_kwargs)
     return plain
+
+
+def smaller(module: nn.Module, dense_variables, small_variables, input_shape, *, groups,
+            widths: Mapping[str, int], apply_kwargs: Mapping | None = None,
+            fields: Mapping[str, Mapping[str, Any]] | None = None) -> nn.Module:
+    """The smaller Linen module of a channel prune: a module with a ``widths`` field and
+    ``prunable_layers()`` (jaxprune's models) as :func:`clone_widths`, any other as
+    :func:`smaller_module`."""
+    if hasattr(module, "widths") and hasattr(module, "prunable_layers"):
+        return clone_widths(module, groups, widths)
+    return smaller_module(module, dense_variables, small_variables, input_shape,
+                          apply_kwargs=apply_kwargs, fields=fields, groups=groups, widths=widths)
+
+
+def clone_widths(module: nn.Module, groups, widths: Mapping[str, int]) -> nn.Module:
+    """``module.clone(widths=new)``, ``new[i]`` the pruned width of the group whose producer
+    is ``module.prunable_layers()[i]`` (the old width when it was not pruned); the fields of
+    ``module.tied_width_layers()`` (``{field: layers}``, an int or a tuple per field) follow
+    their layers' widths the same way."""
+    by_module = {}
+    for g in groups:
+        if g.name in widths:
+            for m in g.producer_modules:
+                by_module[m] = widths[g.name]
+    layers = tuple(module.prunable_layers())
+    small = module.clone(widths=tuple(by_module.get(layer, w)
+                                      for layer, w in zip(layers, module.widths)))
+    tied = getattr(module, "tied_width_layers", None)
+    if tied is None:
+        return small
+    updates = {}
+    for field, field_layers in tied().items():
+        current = getattr(module, field)
+        if isinstance(current, int):
+            updates[field] = by_module.get(field_layers[0], current)
+        else:
+            updates[field] = tuple(by_module.get(layer, w)
+                                   for layer, w in zip(field_layers, current))
+    return small.clone(**updates)
 
 
 def _merged(*tables) -> tuple:

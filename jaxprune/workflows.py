@@ -357,7 +357,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
         batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train,
                              seq_len) if meth.needs_data or reconstruct else None)
         options = dict(options or {})
-        if "train_ds" in methods.keyword_options(meth.prepare):  # Frank-Wolfe: trains first
+        if "train_ds" in meth.options():  # Frank-Wolfe: trains first
             if not dataset:
                 raise UsageError(f"--method {method} trains before it prunes and {directory} does "
                                  "not record its dataset; pass --dataset")

@@ -1,5 +1,7 @@
 """Frank-Wolfe (jaxprune.optim, jaxprune.methods.frank_wolfe): LMO vertices, feasibility of iterates, momentum ρ=0 ≡ SFW, masks,
 structured keep indices → surgery."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from jaxprune import optim, surgery
-from jaxprune.methods import frank_wolfe as fwm
 from jaxprune.models import LeNet5, LeNet300100
+
+fwm = importlib.import_module("jaxprune.methods.frank_wolfe")  # methods.frank_wolfe: the class
 
 
 def _params(seed=0):
@@ -268,20 +271,21 @@ def test_registered_methods_prepare_and_score():
         assert m.kind == "channels" and m.sampling == "deterministic"
         opts = m.options()
         assert opts["momentum"] == rho and {"train_ds", "epochs", "score_by"} <= set(opts)
+        assert opts["train_ds"] is methods.REQUIRED
     model = LeNet300100(widths=(12, 8))
     v = _numpy_init(model, (16, 16, 1))
     ds = _toy_data()
-    prep = methods.get("frank_wolfe_momentum").prepare
-    shrink_v, score_v = prep(model, v, train_ds=ds, batch_size=32)
+    shrink_v, score_v = methods.frank_wolfe_momentum(train_ds=ds, batch_size=32).prepare(model, v)
     assert score_v is shrink_v
-    shrink_m, score_m = prep(model, v, train_ds=ds, batch_size=32, score_by="momentum")
+    shrink_m, score_m = methods.frank_wolfe_momentum(
+        train_ds=ds, batch_size=32, score_by="momentum").prepare(model, v)
     for a, b in zip(jax.tree.leaves(shrink_v), jax.tree.leaves(shrink_m)):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(score_m["params"]["dense_0"]["kernel"],
                            shrink_m["params"]["dense_0"]["kernel"])
     views = [methods.LayerView(points=jnp.asarray([[3.0, 4.0, 9.0], [1.0, 0.0, 0.0]]),
                                outgoing=jnp.ones((2, 1)), is_bias=np.array([False, False, True]))]
-    scores = methods.get("frank_wolfe").score(jax.random.key(0), views)
+    scores = methods.frank_wolfe(train_ds=ds).score(jax.random.key(0), views)
     np.testing.assert_allclose(np.asarray(scores[0]), [5.0, 1.0])
     small, small_v = fwm.structured_shrink(model, shrink_v, 0.5, input_shape=(16, 16, 1))
     assert small.widths == (6, 4)

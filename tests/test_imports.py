@@ -27,6 +27,8 @@ LAYERS = [
     ("jaxprune.methods",),
     ("jaxprune.views",),
     ("jaxprune.bounds",),
+    ("jaxprune.plan",),
+    ("jaxprune.results",),
     ("jaxprune.pipeline",),
     ("jaxprune.workflows",),
     ("jaxprune.export",),

@@ -44,7 +44,7 @@ def _view():
 
 
 def _score(name, view, **opts):
-    return np.asarray(methods.get(name).score(jax.random.key(0), [view], **opts)[0])
+    return np.asarray(methods.get(name)(**opts).score(jax.random.key(0), [view])[0])
 
 
 def test_registered_with_their_default_sampling():

@@ -229,7 +229,7 @@ def test_pfp_without_data_or_model_is_a_clear_error():
         jaxprune.prune(v, jax.random.key(0), {"l0": 0.5}, method="pfp", data=np.ones((2, 3)))
     view = LayerView(points=jnp.ones((4, 4)), outgoing=jnp.ones((4, 2)))
     with pytest.raises(ValueError, match="data-informed"):
-        methods.get("pfp").score(jax.random.key(0), [view])
+        methods.pfp().score(jax.random.key(0), [view])
     assert methods.get("pfp").needs_data and not methods.get("pvc").needs_data
 
 

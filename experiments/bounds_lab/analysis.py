@@ -310,7 +310,7 @@ def alpha_scaling(net: Net, cfg) -> list[dict]:
     is_bias = np.zeros(points.shape[1], bool)
     is_bias[-1] = True
     outgoing = jnp.asarray(np.abs(np.asarray(two[2])).T)
-    coreset_score = methods.get("coreset").score
+    coreset_score = methods.coreset(projection="pca", projection_dim=cfg.projection_dim).score
     g = cfg.guarantee
     rows = []
     ref = {}
@@ -331,9 +331,7 @@ def alpha_scaling(net: Net, cfg) -> list[dict]:
             jnp.asarray(np.concatenate([head_sc, -head_sc]), jnp.float32),
             jnp.asarray(sx, jnp.float32))
         view = methods.LayerView(jnp.asarray(alpha * points, jnp.float32), outgoing, is_bias)
-        t_core = float(jnp.sum(coreset_score(jax.random.PRNGKey(cfg.seed), [view],
-                                             projection="pca",
-                                             projection_dim=cfg.projection_dim)[0]))
+        t_core = float(jnp.sum(coreset_score(jax.random.PRNGKey(cfg.seed), [view])[0]))
         row = {"alpha": alpha, "total_sensitivity": t, "t_ratio": t / t1,
                "t_rebalanced_ratio": t_rebal / t1,
                "labels_unchanged": float(np.mean(np.argmax(logits, 1) == labels0)),

@@ -166,9 +166,8 @@ def neuron_scores(params, head, beta, method: str, cfg) -> NeuronScores:
         is_bias[-1] = True
         view = methods.LayerView(jnp.asarray(points, jnp.float32),
                                  jnp.asarray(np.abs(w2.T), jnp.float32), is_bias)
-        s = np.asarray(methods.get("coreset").score(
-            jax.random.PRNGKey(cfg.seed), [view], projection="pca",
-            projection_dim=cfg.projection_dim)[0], np.float64)
+        s = np.asarray(methods.coreset(projection="pca", projection_dim=cfg.projection_dim)
+                       .score(jax.random.PRNGKey(cfg.seed), [view])[0], np.float64)
         # an all-zero point (a pre-pruned neuron) adds 0 to both sums of Definition 2.3, so
         # μ(P) = μ(P without it); dropped because the LP certificate of
         # mu_is_unbounded asks every point to be strictly negative, which p = 0 never is

@@ -10,23 +10,22 @@ A :class:`Method` turns *views* of the prunable units into importance scores:
   unless the method supplies its own ``select`` (a global threshold, per-neuron budgets,
   sampling); the network keeps its shapes and pruned weights become exact zeros.
 
-Both kinds share one registry and one options rule: the options a method accepts are the
-keyword-only parameters of its ``score``/``select``/``prepare``/``info`` callables, and
-:meth:`Method.route` hands every option to the callables that declare it (an unknown option
-is a ``ValueError`` that lists the valid ones).
+Both kinds share one registry and one options rule: a method is a frozen dataclass whose
+fields are its options, checked when it is built (``jaxprune.methods.coreset(projection_dim=5)``);
+``prune(..., method="coreset", projection_dim=5)`` builds the same object from the name with
+:meth:`Method.configure` (an unknown option is a ``ValueError`` that lists the valid ones).
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from typing import Any, Callable, NamedTuple
+import numbers
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import jax
 import numpy as np
 
 KINDS = ("channels", "weights")
 SAMPLINGS = ("sparsity_first", "deterministic")
-_HOOKS = ("score", "select", "prepare", "info")
 
 
 class LayerView(NamedTuple):
@@ -88,71 +87,76 @@ class Selection(NamedTuple):
     draws: int | None = None          # i.i.d. draws made (sampling methods), else None
 
 
-def keyword_options(fn: Callable | None) -> dict[str, Any]:
-    """``{name: default}`` of the keyword-only parameters of ``fn``."""
-    if fn is None:
-        return {}
-    params = inspect.signature(fn).parameters.values()
-    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+REQUIRED = dataclasses.MISSING  # the default of an option that has none (Frank-Wolfe's train_ds)
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A registered pruning method (see the module docstring for the two kinds).
+    """A configured pruning method: a frozen dataclass whose fields are its options.
 
-    ``score(key, views, **options) -> list``: one score array per view.
-    ``sampling``: the default selection rule, ``"deterministic"`` (top-k, no re-weighting) or
-    ``"sparsity_first"`` (draw ∝ score with replacement until the target count, re-weight
-    ``count/(m q)``). ``select(key, scores, views, keep, sampling, **options) ->
-    list[Selection]``: weight methods only, replaces the per-layer top-k. ``prepare(model,
-    variables, **options) -> (variables to shrink, variables to score)``: a data phase run
-    before scoring (Frank-Wolfe training). ``needs_data``: ``prune`` requires ``data=``;
-    ``uses_data``: reads it when given. ``info(views, **options) -> {key: [value per view]}``:
-    extra report entries.
+    Subclasses set the class attributes ``name``, ``kind`` (``"channels"``/``"weights"``),
+    ``sampling`` (default selection rule: ``"deterministic"`` = top-k, no re-weighting;
+    ``"sparsity_first"`` = draw ∝ score with replacement until the target count, re-weight
+    ``count/(m q)``), ``needs_data`` (``prune`` requires ``data=``), ``uses_data`` (reads it
+    when given) and ``description``, check their fields in ``__post_init__`` (one
+    ``ValueError`` each) and implement:
+
+    * ``score(key, views) -> list``: one score array per view;
+    * optionally ``select(key, scores, views, keep, sampling) -> list[Selection]`` (weight
+      methods: replaces the per-layer top-k), ``prepare(model, variables) -> (variables to
+      shrink, variables to score)`` (a training phase run before scoring) and
+      ``info(views) -> {key: [value per view]}`` (extra entries of
+      ``report["method_info"]``).
+
+    >>> import jax, jaxprune
+    >>> m = jaxprune.methods.l1_norm()
+    >>> (m.name, m.kind, m.sampling)
+    ('l1_norm', 'channels', 'deterministic')
     """
-    name: str
-    kind: str
-    score: Callable
-    sampling: str
-    description: str = ""
-    select: Callable | None = None
-    prepare: Callable | None = None
-    needs_data: bool = False
-    uses_data: bool = False
-    info: Callable | None = None
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "channels"
+    sampling: ClassVar[str] = "deterministic"
+    needs_data: ClassVar[bool] = False
+    uses_data: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+    select: ClassVar[Callable | None] = None
+    prepare: ClassVar[Callable | None] = None
+    info: ClassVar[Callable | None] = None
 
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"method {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"method {self.name!r}: sampling must be one of {SAMPLINGS}")
-        if self.select is not None and self.kind != "weights":
-            raise ValueError(f"method {self.name!r}: only weight methods supply select")
+    def score(self, key: jax.Array, views: list) -> list:
+        """One score array per view (``(C,)`` per channel group, kernel-shaped per layer)."""
+        raise NotImplementedError(f"method {self.name!r} does not define score")
 
-    def options(self) -> dict[str, Any]:
-        """Every option the method accepts, with its default."""
-        out: dict[str, Any] = {}
-        for hook in _HOOKS:
-            out.update(keyword_options(getattr(self, hook)))
-        return out
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """``{option: default}`` of every option (``REQUIRED`` when it has no default)."""
+        return {f.name: (f.default_factory() if f.default_factory is not REQUIRED
+                         else f.default)
+                for f in dataclasses.fields(cls) if f.init}
 
-    def route(self, options: dict) -> dict[str, dict]:
-        """``{hook: the options it declares}``; unknown or missing required options raise
-        ``ValueError``."""
-        valid = self.options()
+    @classmethod
+    def configure(cls, options: Mapping[str, Any]) -> "Method":
+        """``cls(**options)``, with an unknown or a missing required option reported in one
+        line that lists the valid ones."""
+        valid = cls.options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
             listed = ", ".join(sorted(valid)) or "none"
-            raise ValueError(f"unknown option(s) {unknown} for method {self.name!r}; its "
+            raise ValueError(f"unknown option(s) {unknown} for method {cls.name!r}; its "
                              f"options are: {listed}")
-        missing = sorted(name for hook in _HOOKS
-                         for name, default in keyword_options(getattr(self, hook)).items()
-                         if default is inspect.Parameter.empty and name not in options)
+        missing = sorted(k for k, v in valid.items() if v is REQUIRED and k not in options)
         if missing:
-            raise ValueError(f"method {self.name!r} needs the option(s) {missing} (e.g. "
+            raise ValueError(f"method {cls.name!r} needs the option(s) {missing} (e.g. "
                              "train_ds=: the training set its prepare phase trains on)")
-        return {hook: {k: v for k, v in options.items()
-                       if k in keyword_options(getattr(self, hook))} for hook in _HOOKS}
+        return cls(**options)
+
+
+def check_positive_int(value, what: str) -> int:
+    """``value`` as an int when it is an integer >= 1 (not a bool), else a one-line
+    ``ValueError`` naming ``what``: ``check_positive_int(3, "k") == 3``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 KEY_BUCKET = 64
@@ -178,37 +182,38 @@ def split_keys(key: jax.Array, n: int) -> list:
     return [jax.random.wrap_key_data(rows[i], impl=impl) for i in range(n)]
 
 
-def per_view(fn: Callable) -> Callable:
-    """List form of a one-view scorer ``fn(key, view, **options) -> (C,)``: the key is split
-    into one key per view (:func:`split_keys`)."""
-    def score(key, views, **options):
-        keys = split_keys(key, max(len(views), 1))
-        return [fn(k, v, **options) for k, v in zip(keys, views)]
-
-    score.__signature__ = _list_signature(fn)
-    score.__doc__ = fn.__doc__
-    score.__name__ = getattr(fn, "__name__", "score")
-    return score
+def each_view(fn: Callable, key: jax.Array, views: list) -> list:
+    """``[fn(k, view) for each view]``, the key split into one key per view
+    (:func:`split_keys`): the list form of a one-view scorer."""
+    keys = split_keys(key, max(len(views), 1))
+    return [fn(k, v) for k, v in zip(keys, views)]
 
 
-def _list_signature(fn: Callable) -> inspect.Signature:
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())
-    views = inspect.Parameter("views", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sig.replace(parameters=[params[0], views, *params[2:]])
+_REGISTRY: dict[str, type[Method]] = {}
 
 
-_REGISTRY: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add ``method`` to the registry (a later method of the same name replaces it)."""
+def register(method: type[Method]) -> type[Method]:
+    """Add the method class ``method`` (a :class:`Method` dataclass subclass) to the
+    registry under ``method.name`` (a later class of the same name replaces it); returns it,
+    so it works as a class decorator."""
+    if not (isinstance(method, type) and issubclass(method, Method)
+            and dataclasses.is_dataclass(method)):
+        raise ValueError(f"register takes a Method dataclass subclass, got {method!r}")
+    if not isinstance(method.name, str) or not method.name:
+        raise ValueError(f"{method.__name__}: set the class attribute name (a non-empty str)")
+    if method.kind not in KINDS:
+        raise ValueError(f"method {method.name!r}: kind must be one of {KINDS}, got "
+                         f"{method.kind!r}")
+    if method.sampling not in SAMPLINGS:
+        raise ValueError(f"method {method.name!r}: sampling must be one of {SAMPLINGS}")
+    if method.select is not None and method.kind != "weights":
+        raise ValueError(f"method {method.name!r}: only weight methods supply select")
     _REGISTRY[method.name] = method
     return method
 
 
-def get(name: str) -> Method:
-    """The registered method called ``name``."""
+def get(name: str) -> type[Method]:
+    """The registered method class called ``name`` (call it with options to configure it)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown pruning method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

@@ -21,6 +21,7 @@ Per channel group (main paper §2.3–2.5):
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import jax
@@ -29,7 +30,8 @@ import numpy as np
 
 from jaxprune import coreset, geometry
 from jaxprune.geometry import CHEAP_CPU_OPTIONS, cheap_jit
-from jaxprune.methods._base import LayerView, Method, register, split_keys
+from jaxprune.methods._base import (LayerView, Method, check_positive_int, register,
+                                    split_keys)
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
 
@@ -133,7 +135,6 @@ _KERNEL_JITS = {
         CHEAP_CPU_OPTIONS if compile_ == "fast" else None))
     for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
     for compile_ in ("fast", "optimised")}
-_KERNELS = dict(_KERNEL_JITS)  # what a prune calls (tests wrap these entries)
 
 
 def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
@@ -157,7 +158,7 @@ def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str
                            peel_batch: str):
     kernel = _kernel(peel_compile, peel_batch)
     _COMPILED.add((kernel, points.shape))
-    return _KERNELS[kernel](points, mask)
+    return _KERNEL_JITS[kernel](points, mask)
 
 
 def _compile_in_background(shape: tuple, peel_compile: str, peel_batch: str):
@@ -249,9 +250,9 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
     return np.full(n, 2.0 * max(rank, 1) ** 1.5)
 
 
-def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
-               projection_dim: int = 10, activation: str = "relu",
-               peel_compile: str = "auto", peel_batch: str = "auto") -> list[jax.Array]:
+def score(key: jax.Array, views: list[LayerView], projection: str = "pca",
+          projection_dim: int = 10, activation: str = "relu", peel_compile: str = "auto",
+          peel_batch: str = "auto") -> list[jax.Array]:
     """σ for every group at once.
 
     A first prune is compile-bound, so the programs are few and shared: one PCA program for
@@ -288,5 +289,40 @@ def score(key: jax.Array, views: list[LayerView], *, projection: str = "pca",
 # re-weights count·t/(m σ)) is kept as an option and reported beside it in the experiments:
 # on LeNet-300-100 and LeNet-5 (real MNIST) its re-weighted networks were worse than top-k both
 # right after pruning and after fine-tuning (README, Results).
-METHOD = register(Method("coreset", "channels", score, sampling="deterministic",
-                         description="Löwner ellipsoid + Carathéodory peeling sensitivities"))
+PROJECTIONS = ("pca", "jl", "none")
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Coreset(Method):
+    """Coreset sensitivities σ (module docstring). ``projection``: ``"pca"``, ``"jl"`` or
+    ``"none"``; ``projection_dim``: the ``k`` of the projection; ``activation``: the φ whose
+    constant ``κ_φ`` scales σ; ``peel_compile`` / ``peel_batch``: the peeling kernel (every
+    choice gives the same numbers; ``report["method_info"]["peel_kernel"]`` says which ran).
+
+    >>> Coreset(projection_dim=5).projection_dim
+    5
+    """
+    projection: str = "pca"
+    projection_dim: int = 10
+    activation: str = "relu"
+    peel_compile: str = "auto"
+    peel_batch: str = "auto"
+    name = "coreset"
+    description = "Löwner ellipsoid + Carathéodory peeling sensitivities"
+
+    def __post_init__(self):
+        if self.projection not in (*PROJECTIONS, None):
+            raise ValueError(f"unknown projection {self.projection!r}; use 'pca', 'jl' or 'none'")
+        check_positive_int(self.projection_dim, "projection_dim")
+        activation_constant(self.activation)
+        _kernel(self.peel_compile, self.peel_batch)
+
+    def score(self, key, views) -> list:
+        return score(key, views, self.projection, self.projection_dim, self.activation,
+                     self.peel_compile, self.peel_batch)
+
+    def info(self, views) -> dict:
+        """``{"peel_kernel": ["batch/compile" per group]}``: the peeling kernel of this call."""
+        return {"peel_kernel": ["/".join(_kernel(self.peel_compile, self.peel_batch))]
+                * len(views)}

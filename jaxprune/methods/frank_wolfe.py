@@ -15,7 +15,6 @@ The defaults (constant γ = 0.03, no rescaling, one epoch) were tuned on LeNet-5
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -24,12 +23,12 @@ import optax
 
 from jaxprune import metrics, optim, selection, structure, surgery, train
 from jaxprune._tree import get_path, params_of, to_host
-from jaxprune.methods._base import Method, per_view, register
+from jaxprune.methods._base import Method, each_view, register
 from jaxprune.methods.norms import l2_score
 
 __all__ = ["fw_phase", "FWPruneResult", "mask_and_finetune", "fw_prune", "channel_scores",
-           "structured_keep", "structured_shrink", "structured_prune", "prepare", "FRANK_WOLFE",
-           "FRANK_WOLFE_MOMENTUM"]
+           "structured_keep", "structured_shrink", "structured_prune", "prepare", "FrankWolfe",
+           "FrankWolfeMomentum"]
 
 
 def fw_phase(model, variables, train_ds, *, constraint=None, sparsity: float = 0.9,
@@ -191,14 +190,17 @@ def structured_prune(model, variables, keep_fraction: float, train_ds, *, input_
 
 # ----------------------------------------------------------------------------- registry
 
-def prepare(model, variables, *, train_ds, momentum: float | None = None,
+SCORE_BY = ("iterate", "momentum")
+
+
+def prepare(model, variables, train_ds, *, momentum: float | None = None,
             score_by: str = "iterate", sparsity: float = 0.9, scope: str = "layer",
             epochs: int = 1, batch_size: int = 128, step_size: float = 0.03,
             rescale: str = "none", free_learning_rate: float = 0.0, seed: int = 0):
-    """``Method.prepare`` of the Frank-Wolfe methods: run :func:`fw_phase` on ``train_ds``
+    """The training phase of the Frank-Wolfe methods: run :func:`fw_phase` on ``train_ds``
     and return ``(variables to shrink = the FW iterate, variables to score = the iterate, or
     the momentum buffer with ``score_by="momentum"``)``."""
-    if score_by not in ("iterate", "momentum"):
+    if score_by not in SCORE_BY:
         raise ValueError(f"score_by must be 'iterate' or 'momentum', got {score_by!r}")
     it, state, _ = fw_phase(model, variables, train_ds, momentum=momentum, sparsity=sparsity,
                             scope=scope, epochs=epochs, batch_size=batch_size,
@@ -209,13 +211,47 @@ def prepare(model, variables, *, train_ds, momentum: float | None = None,
     return it, dict(it, params=state.momentum)
 
 
-def _register(name: str, rho: float | None) -> Method:
-    return register(Method(
-        name, "channels", per_view(l2_score), sampling="deterministic",
-        description=f"stochastic Frank-Wolfe over the K-sparse polytope (momentum={rho}), "
-                    "then top-k filters/neurons by the kernel ℓ2 norm",
-        prepare=functools.partial(prepare, momentum=rho)))
+@register
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FrankWolfe(Method):
+    """Stochastic Frank-Wolfe over the K-sparse polytope on ``train_ds`` (the ``prepare``
+    phase, :func:`fw_phase` with these options), then the top-k filters/neurons by the ℓ2
+    norm of their kernel entries in the iterate (``score_by="iterate"``) or in the momentum
+    buffer (``"momentum"``).
+
+    >>> FrankWolfe(train_ds=None, epochs=2).epochs
+    2
+    """
+    train_ds: Any = dataclasses.field(repr=False, compare=False)
+    momentum: float | None = None
+    score_by: str = "iterate"
+    sparsity: float = 0.9
+    scope: str = "layer"
+    epochs: int = 1
+    batch_size: int = 128
+    step_size: float = 0.03
+    rescale: str = "none"
+    free_learning_rate: float = 0.0
+    seed: int = 0
+    name = "frank_wolfe"
+    description = ("stochastic Frank-Wolfe over the K-sparse polytope, then top-k "
+                   "filters/neurons by the kernel ℓ2 norm")
+
+    def __post_init__(self):
+        if self.score_by not in SCORE_BY:
+            raise ValueError(f"score_by must be 'iterate' or 'momentum', got {self.score_by!r}")
+
+    def prepare(self, model, variables):
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return prepare(model, variables, **options)
+
+    def score(self, key, views) -> list:
+        return each_view(l2_score, key, views)
 
 
-FRANK_WOLFE = _register("frank_wolfe", None)
-FRANK_WOLFE_MOMENTUM = _register("frank_wolfe_momentum", 0.9)
+@register
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FrankWolfeMomentum(FrankWolfe):
+    """:class:`FrankWolfe` with momentum ρ = 0.9 by default."""
+    momentum: float | None = 0.9
+    name = "frank_wolfe_momentum"

@@ -18,6 +18,8 @@ Deterministic: ``key`` is unused and only ``sampling="deterministic"`` exists.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jaxprune.methods._base import Method, Selection, register
@@ -32,14 +34,11 @@ def score(key, views) -> list[np.ndarray]:
     return [np.abs(np.asarray(v.kernel, np.float64)) for v in views]
 
 
-def select(key, scores, views, keep, sampling, *, scope: str = "layer") -> list[Selection]:
+def select(scores, keep, sampling, scope: str = "layer") -> list[Selection]:
     """Keep the largest ``|w|`` per layer (``scope="layer"``) or over all layers (``"global"``)."""
-    del key, views
     if sampling != "deterministic":
         raise ValueError(f"magnitude: only sampling='deterministic' (keep the largest |w|) is "
                          f"defined, got {sampling!r}")
-    if scope not in SCOPES:
-        raise ValueError(f"magnitude: scope must be one of {SCOPES}, got {scope!r}")
     if scope == "layer":
         return [Selection(top_k_mask(s, k), None, s) for s, k in zip(scores, keep)]
     flat = np.concatenate([s.reshape(-1) for s in scores])
@@ -51,6 +50,27 @@ def select(key, scores, views, keep, sampling, *, scope: str = "layer") -> list[
     return out
 
 
-METHOD = register(Method("magnitude", "weights", score, sampling="deterministic", select=select,
-                         description="unstructured |w| pruning, per layer or one global "
-                                     "threshold (Han et al. 2015)"))
+@register
+@dataclasses.dataclass(frozen=True)
+class Magnitude(Method):
+    """``|w|`` pruning; ``scope``: ``"layer"`` (every kernel the same sparsity) or
+    ``"global"`` (one threshold over all prunable kernels).
+
+    >>> Magnitude(scope="global").scope
+    'global'
+    """
+    scope: str = "layer"
+    name = "magnitude"
+    kind = "weights"
+    description = "unstructured |w| pruning, per layer or one global threshold (Han et al. 2015)"
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"magnitude: scope must be one of {SCOPES}, got {self.scope!r}")
+
+    def score(self, key, views) -> list:
+        return score(key, views)
+
+    def select(self, key, scores, views, keep, sampling) -> list[Selection]:
+        del key, views
+        return select(scores, keep, sampling, self.scope)

@@ -23,6 +23,8 @@ with ``is_bias=None`` is taken to have no bias columns (every column is kernel).
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -97,19 +99,38 @@ def l2_score(key: jax.Array, view: LayerView, *, include_bias: bool = False) -> 
     return _norm(kernel_columns(view, include_bias), 2)
 
 
-def l1_scores(key: jax.Array, views: list[LayerView], *, include_bias: bool = False) -> list:
-    """:func:`l1_score` of every view, all in one compiled program."""
-    del key
-    return _scores(views, include_bias, 1)
+@dataclasses.dataclass(frozen=True)
+class _Norm(Method):
+    """A filter/neuron norm criterion; ``include_bias``: count the bias columns too."""
+    include_bias: bool = False
+    order: ClassVar[int] = 1
+
+    def __post_init__(self):
+        if not isinstance(self.include_bias, bool):
+            raise ValueError(f"include_bias must be a bool, got {self.include_bias!r}")
+
+    def score(self, key, views) -> list:
+        """``‖W_j‖_order`` of every view's channels, all in one compiled program."""
+        del key
+        return _scores(views, self.include_bias, self.order)
 
 
-def l2_scores(key: jax.Array, views: list[LayerView], *, include_bias: bool = False) -> list:
-    """:func:`l2_score` of every view, all in one compiled program."""
-    del key
-    return _scores(views, include_bias, 2)
+@register
+@dataclasses.dataclass(frozen=True)
+class L1Norm(_Norm):
+    """``score_j = ‖W_j‖₁`` (FT, Li et al. 2016).
+
+    >>> L1Norm(include_bias=True).include_bias
+    True
+    """
+    name = "l1_norm"
+    description = "filter/neuron ℓ1 norm of the kernel, top-k (FT, Li et al. 2016)"
 
 
-L1 = register(Method("l1_norm", "channels", l1_scores, sampling="deterministic",
-                     description="filter/neuron ℓ1 norm of the kernel, top-k (FT, Li et al. 2016)"))
-L2 = register(Method("l2_norm", "channels", l2_scores, sampling="deterministic",
-                     description="filter/neuron ℓ2 norm of the kernel, top-k (SoftNet, He et al. 2018)"))
+@register
+@dataclasses.dataclass(frozen=True)
+class L2Norm(_Norm):
+    """``score_j = ‖W_j‖₂`` (SoftNet, He et al. 2018)."""
+    name = "l2_norm"
+    description = "filter/neuron ℓ2 norm of the kernel, top-k (SoftNet, He et al. 2018)"
+    order = 2

@@ -38,6 +38,7 @@ formed at once, never the whole ``(N, positions, C, K)`` tensor; blocks have at 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -46,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods._base import LayerInput, LayerView, Method, per_view, register
+from jaxprune.methods._base import (LayerInput, LayerView, Method, check_positive_int,
+                                    each_view, register)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 BLOCK_ELEMENTS = 1 << 22
@@ -166,8 +168,7 @@ def consumer_sensitivity(reader: LayerInput, size: int, *,
                         layout=(int(slot.outer), int(slot.inner)), size=int(size), signed=signed)
 
 
-def score(key: jax.Array, view: LayerView, *, block_elements: int = BLOCK_ELEMENTS
-          ) -> jax.Array:
+def score(key: jax.Array, view: LayerView, block_elements: int = BLOCK_ELEMENTS) -> jax.Array:
     """``s`` (C,) of one group: the max over its consumers; ``key`` is unused."""
     del key
     if view.consumer_inputs is None:
@@ -183,7 +184,24 @@ def score(key: jax.Array, view: LayerView, *, block_elements: int = BLOCK_ELEMEN
     return jnp.max(jnp.stack(per), axis=0).astype(jnp.float32)
 
 
-METHOD = register(Method("pfp", "channels", per_view(score), sampling="deterministic",
-                         needs_data=True,
-                         description="Liebenwein et al. 2020: max over S, patches and next-layer "
-                                     "neurons of the channel's share of the pre-activation"))
+@register
+@dataclasses.dataclass(frozen=True)
+class PFP(Method):
+    """Provable Filter Pruning sensitivities (module docstring); ``block_elements``: the most
+    contributions ``c_ij`` formed at once (memory).
+
+    >>> PFP(block_elements=1024).block_elements
+    1024
+    """
+    block_elements: int = BLOCK_ELEMENTS
+    name = "pfp"
+    needs_data = True
+    description = ("Liebenwein et al. 2020: max over S, patches and next-layer neurons of the "
+                   "channel's share of the pre-activation")
+
+    def __post_init__(self):
+        check_positive_int(self.block_elements, "pfp: block_elements")
+
+    def score(self, key, views) -> list:
+        return each_view(functools.partial(score, block_elements=self.block_elements), key,
+                         views)

@@ -65,6 +65,7 @@ inequality on the biases), attained when the biases share a sign; if ``β`` boun
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -161,8 +162,8 @@ def betas(views: list, beta: float | None = None) -> tuple[list, list]:
     return values, sources
 
 
-def score(key: jax.Array, views: list, *, beta: float | None = None,
-               activation: str = "relu", normalization: str = "total") -> list:
+def score(key: jax.Array, views: list, beta: float | None = None, activation: str = "relu",
+          normalization: str = "total") -> list:
     """Sampling probabilities ``q`` of every group; ``key`` is unused (deterministic)."""
     del key
     beta = check_options(beta, activation, normalization)
@@ -181,12 +182,35 @@ def score(key: jax.Array, views: list, *, beta: float | None = None,
     return out
 
 
-def info(views: list, *, beta: float | None = None) -> dict:
+def info(views: list, beta: float | None = None) -> dict:
     """``{"beta": [β per group], "beta_source": [...]}`` for ``PruneResult.report``."""
     values, sources = betas(views, beta)
     return {"beta": values, "beta_source": sources}
 
 
-METHOD = register(Method("pvc", "channels", score, sampling="sparsity_first",
-                         uses_data=True, info=info,
-                         description="Mussay et al. 2020: max_k |w_kj| φ(β‖W_j‖+|b_j|), sampled"))
+@register
+@dataclasses.dataclass(frozen=True)
+class PVC(Method):
+    """Mussay et al. 2020 sampling probabilities (module docstring). ``beta``: the bound on
+    the norm of what a producer reads (``None``: estimated per group from ``data=``);
+    ``activation``: φ; ``normalization``: ``"total"`` or ``"per_output"``.
+
+    >>> PVC(beta=25.0).beta
+    25.0
+    """
+    beta: float | None = None
+    activation: str = "relu"
+    normalization: str = "total"
+    name = "pvc"
+    sampling = "sparsity_first"
+    uses_data = True
+    description = "Mussay et al. 2020: max_k |w_kj| φ(β‖W_j‖+|b_j|), sampled"
+
+    def __post_init__(self):
+        check_options(self.beta, self.activation, self.normalization)
+
+    def score(self, key, views) -> list:
+        return score(key, views, self.beta, self.activation, self.normalization)
+
+    def info(self, views) -> dict:
+        return info(views, self.beta)

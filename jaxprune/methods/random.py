@@ -1,7 +1,17 @@
-"""``random``: uniform neuron/filter selection (the baseline every structured method must beat)."""
+"""``random``: uniform neuron/filter selection (the baseline every structured method must beat).
+
+Score of channel ``j``: ``u_j ~ U[0, 1)`` i.i.d.; keeping the top-k is a uniform k-subset
+without replacement.
+
+    >>> import jaxprune
+    >>> jaxprune.methods.random().name
+    'random'
+"""
+import dataclasses
+
 import jax
 
-from jaxprune.methods._base import LayerView, Method, per_view, register
+from jaxprune.methods._base import LayerView, Method, each_view, register
 
 
 def score(key: jax.Array, view: LayerView) -> jax.Array:
@@ -9,5 +19,12 @@ def score(key: jax.Array, view: LayerView) -> jax.Array:
     return jax.random.uniform(key, (view.points.shape[0],))
 
 
-register(Method("random", "channels", per_view(score), sampling="deterministic",
-                description="uniform k-subset of channels, no re-weighting"))
+@register
+@dataclasses.dataclass(frozen=True)
+class Random(Method):
+    """Uniform random channel scores (no options)."""
+    name = "random"
+    description = "uniform k-subset of channels, no re-weighting"
+
+    def score(self, key, views) -> list:
+        return each_view(score, key, views)

@@ -59,13 +59,14 @@ deterministic, ``"sensitivity"`` — the only rule — for sparsity_first); ``ch
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods._base import Method, Selection, register
+from jaxprune.methods._base import Method, Selection, check_positive_int, register
 from jaxprune.structure import ConvSpec
 
 SAMPLINGS = ("deterministic", "sparsity_first")
@@ -275,7 +276,7 @@ def sample_sparsity_first(key, s2: np.ndarray, budget: int):
 # --------------------------------------------------------------------------------------------
 # The method (contract: jaxprune.methods._base, kind "weights")
 # --------------------------------------------------------------------------------------------
-def score(key, views, *, chunk_elements: int = 1 << 22) -> list[np.ndarray]:
+def score(key, views, chunk_elements: int = 1 << 22) -> list[np.ndarray]:
     """Sensitivities ``s_ij`` of every prunable layer (module doc); ``key`` is unused."""
     del key
     out = []
@@ -290,7 +291,7 @@ def score(key, views, *, chunk_elements: int = 1 << 22) -> list[np.ndarray]:
     return out
 
 
-def select(key, scores, views, keep, sampling, *, neuron_budget: str | None = None
+def select(key, scores, views, keep, sampling, neuron_budget: str | None = None
            ) -> list[Selection]:
     """Kept weights of every prunable layer from its sensitivities (module doc)."""
     del views
@@ -322,7 +323,33 @@ def select(key, scores, views, keep, sampling, *, neuron_budget: str | None = No
     return out
 
 
-METHOD = register(Method("sipp", "weights", score, sampling="deterministic", select=select,
-                         needs_data=True,
-                         description="Baykal et al. 2019 SiPP: data-informed weight "
-                                     "sensitivities, top per neuron or sampled"))
+@register
+@dataclasses.dataclass(frozen=True)
+class SiPP(Method):
+    """SiPP weight sensitivities and selection (module docstring). ``chunk_elements``: the
+    most products ``w_ij a_j(x)`` held at once; ``neuron_budget``: ``"tail"`` or
+    ``"sensitivity"`` (``None``: ``"tail"`` for deterministic, ``"sensitivity"`` for
+    sparsity_first).
+
+    >>> SiPP(neuron_budget="sensitivity").neuron_budget
+    'sensitivity'
+    """
+    chunk_elements: int = 1 << 22
+    neuron_budget: str | None = None
+    name = "sipp"
+    kind = "weights"
+    needs_data = True
+    description = ("Baykal et al. 2019 SiPP: data-informed weight sensitivities, top per "
+                   "neuron or sampled")
+
+    def __post_init__(self):
+        check_positive_int(self.chunk_elements, "sipp: chunk_elements")
+        if self.neuron_budget not in (None, *NEURON_BUDGETS):
+            raise ValueError(f"sipp: neuron_budget must be one of {NEURON_BUDGETS}, got "
+                             f"{self.neuron_budget!r}")
+
+    def score(self, key, views) -> list:
+        return score(key, views, self.chunk_elements)
+
+    def select(self, key, scores, views, keep, sampling) -> list[Selection]:
+        return select(key, scores, views, keep, sampling, self.neuron_budget)

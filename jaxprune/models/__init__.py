@@ -30,6 +30,7 @@ import flax.linen as nn
 import numpy as np
 from flax import nnx
 
+from jaxprune import _flax
 from jaxprune.models._registry import (MODELS, NNX_MODELS, RegisteredModel, entry_of,
                                        model_names, register_model, registered,
                                        unregister_model)
@@ -191,3 +192,14 @@ def model_from_config(cfg: dict[str, Any]):
     if "name" not in cfg:
         raise ValueError(f"model config needs a 'name' key (one of {', '.join(model_names())})")
     return get_model(cfg.pop("name"), **cfg)
+
+
+def _registered_input_shape(model):
+    """The input shape a zoo model was registered with (``None`` for any other module)."""
+    try:
+        return entry_of(model).input_shape
+    except TypeError:
+        return None
+
+
+_flax.add_input_shape_hook(_registered_input_shape)
