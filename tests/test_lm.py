@@ -155,14 +155,18 @@ def test_gqa_pruning_removes_whole_kv_groups_and_the_smaller_model_matches(lm_va
         warnings.simplefilter("ignore", jaxprune.PruneWarning)
         res = jaxprune.prune(v, 0, 0.3, method="l1_norm", model=lm,
                              example_inputs=np.zeros((1, L), np.int32))
-    shrank = False
+    heads_shrank = units_shrank = False
     for i in range(TINY["num_layers"]):
         attn = res.params["params"][f"block_{i}"]["attn"]
         kv, heads = attn["key"]["kernel"].shape[1], attn["query"]["kernel"].shape[1]
         assert attn["value"]["kernel"].shape[1] == kv and attn["out"]["kernel"].shape[0] == heads
         assert heads == kv * TINY["num_heads"] // TINY["num_kv_heads"]  # whole groups
-        shrank |= kv < TINY["num_kv_heads"]
-    assert shrank
+        heads_shrank |= kv < TINY["num_kv_heads"]
+        mlp = res.params["params"][f"block_{i}"]["mlp"]
+        units = mlp["gate"]["kernel"].shape[1]
+        assert mlp["up"]["kernel"].shape[1] == units == mlp["down"]["kernel"].shape[0]
+        units_shrank |= units < TINY["mlp_dim"]
+    assert heads_shrank and units_shrank
     small = res.model(lm)
     np.testing.assert_allclose(small.apply(res.params, tokens), lm.apply(res.masked, tokens),
                                rtol=2e-4, atol=2e-4)
