@@ -62,7 +62,8 @@ from jaxprune._tree import as_variables, leaves_with_paths, map_with_paths, rest
 from jaxprune.structure import ChannelGroup
 from jaxprune.structure._labels import _Info
 from jaxprune.structure._residual import _sub_jaxpr
-from jaxprune.structure._rules import _ELEMENTWISE, RULES, combine, gather, reduction
+from jaxprune.structure._rules import (_ELEMENTWISE, RULES, combine, gather, plain,
+                                       reduction)
 from jaxprune.structure._trace import walk
 
 __all__ = ["HiddenResult", "hidden_rules", "prune_hidden", "stream"]
@@ -112,9 +113,9 @@ class _Rules(dict):
         if outs is None:
             return None
         axis = merge if len(w.tables) == tables else w.tables[-1][2]
-        if axis is not None and len(outs) == 1 and len(outs[0].chan.get(axis, ())) == 1:
-            seg = outs[0].chan[axis][0]
-            w.states[id(outs[0])] = (outs[0], ordinal, seg.gid, axis - len(out_shapes[0]))
+        segs = () if axis is None or len(outs) != 1 else outs[0].chan.get(axis, ())
+        if plain(tracer, segs, out_shapes[0][axis] if segs else 0):
+            w.states[id(outs[0])] = (outs[0], ordinal, segs[0].gid, axis - len(out_shapes[0]))
         return outs
 
 
@@ -236,8 +237,7 @@ def stream(apply_fn, variables, example) -> Stream:
                 index[tracer.uf.find(gid)] = k
     taps = sorted({(ordinal, axis, index[tracer.uf.find(gid)])
                    for _, ordinal, gid, axis in watch.states.values()
-                   if ordinal in watch.read and tracer.uf.find(gid) in index
-                   and tracer.group_size[gid] == found[index[tracer.uf.find(gid)]].size})
+                   if ordinal in watch.read and tracer.uf.find(gid) in index})
     members = {(s.path, s.axis) for g in found for s in g.members}
     scales = tuple(sorted((tracer.leaf_paths[leaf], axis) for leaf, axis in watch.scales
                           if (tracer.leaf_paths[leaf], axis) in members))
@@ -357,9 +357,11 @@ class HiddenResult:
 
     def model(self, module=None):
         """The module ``params`` runs with: the rebuilt Linen module (a
-        :class:`~jaxprune.rebuild.Resized` of the dense one; ``module`` is accepted for
-        symmetry with other results and must be the dense module pruned), or, for an NNX
-        input, a copy of it holding ``params``."""
+        :class:`~jaxprune.rebuild.Resized` of the dense one, which ``module``, if given,
+        must equal), or, for an NNX input, a copy of it holding ``params``."""
+        if module is not None and self.module is not None and module != self.module.module:
+            raise ValueError("result.model(module) takes the dense module that was pruned "
+                             f"({type(self.module.module).__name__}), or nothing")
         if self.nnx_module is not None:
             return rebuild.smaller_nnx(self.nnx_module, self.params, self.groups,
                                        {g.name: self.width[1] for g in self.groups})
@@ -374,12 +376,15 @@ def prune_hidden(variables, ratio: float, *, model=None, data=None, labels=None,
     (module docstring: opt-in and approximate).
 
     ``variables``: params, the variables dict, or an ``nnx.Module`` (then no ``model``).
-    ``ratio`` in ``[0, 1)``: ``floor(ratio · d)`` channels go, rounded so that ``d'`` is a
-    multiple of ``round_to`` (a model that derives head sizes from ``d`` may need one:
+    ``ratio`` in ``[0, 1)``: ``floor(ratio · d)`` channels go, more if needed to make ``d'``
+    a multiple of ``round_to`` (a model that derives head sizes from ``d`` may need one:
     the Linen ``LM`` needs ``d' = num_heads × an even head_dim``). ``data``: calibration
     inputs (``(N, L)`` token ids, or the forms ``example_inputs`` takes), run
     ``batch_size`` at a time; ``labels``: optional next-token targets shaped like the
-    output without its last axis, for the bits-per-byte change. ``fields``:
+    output without its last axis, for the bits-per-byte change. ``rescale_norms``: multiply
+    the norm scales by ``f`` (module docstring). ``example_inputs``: what the model is
+    traced on when not ``data``'s forms; ``apply_kwargs``: its inference call's keyword
+    arguments (default: found from its signature). ``fields``:
     ``{'path/to/module': {field: value}}`` for sizes the rebuilt module cannot infer
     (:func:`jaxprune.rebuild.smaller_module`); every other integer field of the model's
     own modules keeps its dense value.
@@ -489,9 +494,15 @@ def _rebuilt(model, dense, small, spec, kwargs, info: Stream, width: int, fields
     _flax.trace_kernel_calls(model, dense, spec, record, kwargs, every_module=True)
     for name, extra in (fields or {}).items():
         pinned.setdefault(name, {}).update(extra)
-    return rebuild.smaller_module(model, dense, small, spec, apply_kwargs=kwargs,
-                                  fields=pinned, groups=info.groups,
-                                  widths={g.name: width for g in info.groups})
+    try:
+        return rebuild.smaller_module(model, dense, small, spec, apply_kwargs=kwargs,
+                                      fields=pinned, groups=info.groups,
+                                      widths={g.name: width for g in info.groups})
+    except ValueError as err:
+        raise ValueError(f"cannot rebuild {type(model).__name__} with a residual stream of "
+                         f"{width} channels: {_flax.first_line(err)} (a model may accept only "
+                         "some widths: pass round_to=, or fields= for sizes it derives)"
+                         ) from None
 
 
 def _error(dense_apply, small_apply, dense, small, batch, target, size: int) -> dict:
@@ -504,6 +515,9 @@ def _error(dense_apply, small_apply, dense, small, batch, target, size: int) -> 
         out = {"kl": jnp.sum(jnp.exp(la) * (la - lb)), "positions": la[..., 0].size,
                "diff": jnp.sum(jnp.square(a - b)), "norm": jnp.sum(jnp.square(a))}
         if y is not None:
+            if y.shape != a.shape[:-1]:
+                raise ValueError(f"labels of shape {list(y.shape)} do not match the output "
+                                 f"{list(a.shape)} without its last axis")
             pick = lambda lp: -jnp.sum(jnp.take_along_axis(lp, y[..., None], -1))
             out.update(ce_dense=pick(la), ce_small=pick(lb))
         return out

@@ -177,6 +177,13 @@ def test_scores_do_not_depend_on_the_batch_size_and_runs_repeat(lm):
     assert scores[removed].max() <= np.delete(scores, removed).min()
 
 
+def test_round_to_makes_the_width_a_multiple(lm):
+    model, v = lm
+    r = prune_hidden(v, 0.125, model=model, data=_tokens(3), round_to=8)
+    assert r.width == (32, 24) and r.model(model) is r.module
+    assert r.model().apply(r.params, _tokens(2)).shape == (2, SIZES["max_len"], 256)
+
+
 def test_nnx_twin():
     m = NnxLM(**SIZES, rngs=nnx.Rngs(0))
     tokens = _tokens(3)
@@ -201,6 +208,7 @@ class _Mlp(nn.Module):
     (lambda m, v, t: prune_hidden(v, 0.5, data=t), "model"),
     (lambda m, v, t: prune_hidden(v, 0.5, model=m, data=t, batch_size=0), "batch_size"),
     (lambda m, v, t: prune_hidden(v, 0.5, model=m, data=t, labels=t[:1]), "labels"),
+    (lambda m, v, t: prune_hidden(v, 0.5, model=m, data=t, labels=t[:, :3]), "labels"),
     (lambda m, v, t: prune_hidden(_Mlp().init(jax.random.key(0), np.ones((1, 4))), 0.5,
                                   model=_Mlp(), data=np.ones((2, 4), np.float32)),
      "no residual stream"),
