@@ -20,12 +20,14 @@ Scores (smaller = removed first):
   every other position of every example of ``data``. It runs one jitted forward per batch of
   ``batch_size`` examples that returns only the per-unit sums of ``1 - cos``, so memory is
   that of one forward.
-* ``"norm"`` (data-free): ``sqrt(sum ||W||_F^2)`` over the zero sets of the unit's branches.
-  For a last layer ``f = h W + b`` with inputs ``h`` of unit variance and uncorrelated
-  features (what the norm in front of a pre-norm branch, or the BatchNorm at the end of a
-  ResNet branch, aims at), ``E||f||^2 = ||W||_F^2 + ||b||^2``; for a BatchNorm at the end,
-  ``E||f||^2 = ||scale||^2 + ||bias||^2``. So the score estimates the size of what the unit
-  adds to the residual stream without looking at data.
+* ``"norm"`` (data-free): ``sqrt(sum_b ||W_b||_F^2 / d_b)``, ``W_b`` the zero set of each
+  branch ``b`` of the unit and ``d_b`` its output's feature count (the last axis). For a last
+  layer ``f = h W + b`` with inputs ``h`` of unit variance and uncorrelated features (what the
+  norm in front of a pre-norm branch, or the BatchNorm at the end of a ResNet branch, aims
+  at), ``E||f||^2 = ||W||_F^2 + ||b||^2``; for a BatchNorm at the end, ``E||f||^2 =
+  ||scale||^2 + ||bias||^2``. Divided by ``d`` it is the mean square per feature of what the
+  branch adds to a residual stream that is itself of order 1 per feature, so blocks of stages
+  with different widths compare, and no data is needed.
 
 The smaller network comes in one of three ``form``\\s, the first that reproduces the masked
 network on a check batch:
@@ -319,13 +321,18 @@ def _common_prefix(paths: Sequence[Path]) -> Path:
 
 
 def _norm_scores(variables, residuals: Residuals, units: Sequence[Unit]) -> np.ndarray:
-    """``sqrt(sum ||w||^2)`` over the zero sets of each unit's branches."""
+    """``sqrt(sum_b ||W_b||^2 / d_b)`` over the branches ``b`` of each unit (zero sets
+    ``W_b``, output features ``d_b``)."""
     leaves = dict(leaves_with_paths(variables))
+    prog = residuals.program
     out = []
     for u in units:
-        paths = {p for b in u.branches for p in residuals.branches[b].zero}
-        out.append(math.sqrt(sum(float(jnp.sum(jnp.square(leaves[p].astype(jnp.float32))))
-                                 for p in paths)))
+        total = 0.0
+        for b in (residuals.branches[i] for i in u.branches):
+            features = prog.avals[prog.eqns[b.add].outs[0]].shape[-1]
+            total += sum(float(jnp.sum(jnp.square(leaves[p].astype(jnp.float32))))
+                         for p in b.zero) / features
+        out.append(math.sqrt(total))
     return np.asarray(out)
 
 

@@ -195,6 +195,10 @@ def test_norm_score_scales_with_the_output_producers():
     model = Decoder()
     v = init(model, seed=7)
     base = prune_depth(v, 1, model=model, example_inputs=tokens(2), score="norm").scores
+    for name, value in base.items():
+        square = sum(float(np.sum(np.square(w))) for layer in ("out", "down")
+                     for w in jax.tree.leaves(v["params"][name][layer]))
+        assert value == pytest.approx(np.sqrt(square / DIM), rel=1e-5)
     scaled = silence(v, "layer_0", 0.25)
     r = prune_depth(scaled, 2, model=model, example_inputs=tokens(2), score="norm")
     assert r.scores["layer_0"] == pytest.approx(0.25 * base["layer_0"], rel=1e-5)
@@ -259,11 +263,39 @@ def test_errors():
                     input_shape=(4,), score="norm")
 
 
-def test_zero_removes_nothing():
+def test_zero_removes_nothing_and_bare_params_come_back_bare():
     model = Decoder(num_layers=2)
     v = init(model)
-    r = prune_depth(v, 0, model=model, example_inputs=tokens(2), score="norm")
+    r = prune_depth(v["params"], 0, model=model, example_inputs=tokens(2), score="norm")
     assert r.removed == () and r.form == "masked"
+    assert r.report["params_after"] == n_params(v)
+    assert set(r.params) == set(v["params"]) and set(r.masked) == set(v["params"])
+
+
+class PostNorm(nn.Module):
+    """``x = LayerNorm(x + mlp(x))``: a block without the branch is ``LayerNorm(x)``."""
+    num_layers: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.num_layers):
+            h = nn.Dense(DIM, name=f"down_{i}")(nn.relu(nn.Dense(2 * DIM, name=f"up_{i}")(x)))
+            x = nn.LayerNorm(name=f"norm_{i}")(x + h)
+        return x
+
+
+def test_post_norm_branch_is_masked_not_dropped():
+    model = PostNorm()
+    x = np.random.default_rng(0).normal(size=(3, DIM)).astype(np.float32)
+    v = model.init(jax.random.key(0), x[:1])
+    r = prune_depth(v, 1, model=model, input_shape=(DIM,), score="norm")
+    # the block's LayerNorm stays: no smaller module reproduces the masked one
+    assert r.form == "masked" and len(r.scores) == 3
+    (branch,) = r.removed
+    i = branch.split("+")[0].split("_")[-1]
+    assert r.units[branch] == (f"up_{i}+down_{i}",)
+    assert r.report["params_dead"] == n_params(v["params"][f"up_{i}"]) \
+        + n_params(v["params"][f"down_{i}"])
     assert r.report["params_after"] == n_params(v)
 
 
@@ -312,6 +344,10 @@ def test_resnet_blocks_are_rebuilt_per_stage():
     np.testing.assert_allclose(run(small, r.params, x), run(model, r.masked, x),
                                rtol=1e-5, atol=1e-5)
     assert all(0.0 <= s <= 2.0 for s in r.scores.values())
+    # data-free at init (BatchNorm scale 1, bias 0): one per feature whatever the width
+    fresh = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    norms = prune_depth(fresh, 1, model=model, input_shape=(8, 8, 3), score="norm").scores
+    assert norms == pytest.approx({name: 1.0 for name in norms})
     removed = sum(n_params(v["params"][b]) for b in r.removed)
     assert r.report["params_after"] == n_params(v["params"]) - removed
 
