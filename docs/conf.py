@@ -15,9 +15,8 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(ROOT))
 
-# the notebooks' kernels inherit this: CPU only, no GPU probing, one device
+# the notebooks' kernels inherit this: CPU only, no GPU probing
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("JAXPRUNE_DEVICES", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jaxprune  # noqa: E402 - after sys.path

@@ -113,6 +113,15 @@ def save_model(directory, model, variables=None, meta: dict | None = None) -> pa
     when ``variables`` is ``None``. Existing
     ``model.json``/``variables/`` in ``directory`` are overwritten; other files are kept.
     Returns the directory path.
+
+    >>> import tempfile, jax, jax.numpy as jnp
+    >>> from jaxprune.models import LeNet300100
+    >>> model = LeNet300100(widths=(8, 4))
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> folder = save_model(tempfile.mkdtemp(), model, variables)
+    >>> loaded, restored, meta = load_model(folder)
+    >>> loaded.widths, restored["params"]["dense_0"]["kernel"].shape
+    ((8, 4), (784, 8))
     """
     directory = _abs(directory)
     cfg = model_record(model)

@@ -97,7 +97,12 @@ def deterministic_gate(log_alpha, *, gamma: float = GAMMA, zeta: float = ZETA):
 def keep_mask(log_alpha, num_keep: int) -> np.ndarray:
     """Boolean mask of the ``num_keep`` gates *least* likely to be off (largest ``log α``;
     ``P(z ≠ 0)`` is increasing in ``log α``), ties to the lower index — the bounds paper's
-    "prune the neurons whose gates have the highest probability of being off"."""
+    "prune the neurons whose gates have the highest probability of being off".
+
+    >>> import jax.numpy as jnp
+    >>> keep_mask(jnp.array([0.5, -1.0, 2.0, 0.0]), 2).tolist()
+    [True, False, True, False]
+    """
     la = np.asarray(log_alpha, np.float64).ravel()
     if not 0 <= int(num_keep) <= la.size:
         raise ValueError(f"num_keep={num_keep} outside [0, {la.size}]")

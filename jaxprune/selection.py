@@ -206,7 +206,12 @@ def top_k_indices(scores, k: int) -> np.ndarray:
 
 def top_k_mask(scores, k: int) -> np.ndarray:
     """Bool mask (same shape) of the ``k`` largest entries of ``scores`` (row-major order;
-    ties -> the lower flat index is kept). Exactly ``k`` entries (``k`` clipped to [0, size])."""
+    ties -> the lower flat index is kept). Exactly ``k`` entries (``k`` clipped to [0, size]).
+
+    >>> import numpy as np
+    >>> top_k_mask(np.array([0.1, 0.5, 0.2, 0.9]), 2).tolist()
+    [False, True, False, True]
+    """
     s = np.asarray(scores)
     keep = np.zeros(s.size, bool)
     keep[top_k_indices(s, k)] = True
@@ -216,7 +221,11 @@ def top_k_mask(scores, k: int) -> np.ndarray:
 def layer_budgets(sizes, ratio: float, minimum=1) -> list[int]:
     """Entries to keep per layer: ``R = round(ratio·Σ sizes)`` removed in total, split by
     largest-remainder rounding of ``ratio·size_l`` (ties -> earlier layer), then each
-    ``keep_l`` clipped to ``[minimum_l, size_l]`` (``minimum`` an int or one per layer)."""
+    ``keep_l`` clipped to ``[minimum_l, size_l]`` (``minimum`` an int or one per layer).
+
+    >>> layer_budgets([100, 50], 0.5)
+    [50, 25]
+    """
     sizes = [int(n) for n in sizes]
     mins = [int(minimum)] * len(sizes) if np.isscalar(minimum) else [int(m) for m in minimum]
     total = sum(sizes)

@@ -52,6 +52,11 @@ def epsilon_for_guarantee(logits, labels, fraction=0.5, kind: str = "additive"):
     examples have ``ε_i ≥ ε`` and keep their label under an ε-approximation (Lemma 4.1).  This
     is the lower order-statistic quantile ``Q(1 − fraction)``.  ``fraction`` may be an array.
     Raises ``ValueError`` if no example is correct.
+
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.array([[2.0, 0.5, 0.0], [0.1, 0.3, 0.2]])
+    >>> round(float(epsilon_for_guarantee(logits, jnp.array([0, 1]), fraction=0.5)), 4)
+    0.75
     """
     add, mul, pred = label_margins(jnp.asarray(logits))
     eps = {"additive": add, "multiplicative": mul}.get(kind)

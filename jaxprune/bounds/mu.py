@@ -77,6 +77,12 @@ def mu_is_unbounded(points, tol: float = 1e-9) -> bool:
     ``min t  s.t.  w_p·y + b_p ≤ t ∀p,  t ≥ −1`` decides whether such a query exists
     (optimum < 0).  (The boundary case optimum = 0 is reported as bounded.)  All-zero points
     (e.g. pre-pruned neurons) add 0 to every sum of Definition 2.3, so they are dropped first.
+
+    >>> import numpy as np
+    >>> mu_is_unbounded(np.array([[1., -1.], [2., -1.]]))    # both off at x = (0, 1)
+    True
+    >>> mu_is_unbounded(np.array([[1., 1.], [-1., 1.]]))
+    False
     """
     from scipy.optimize import linprog  # lazy: optional heavy dependency
 

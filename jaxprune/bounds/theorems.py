@@ -213,6 +213,10 @@ def mussay_samples(epsilon, total_sensitivity, d: int, delta: float = 0.5, c: fl
     constant (a parameter; default 1).  With probability ≥ 1 − δ every output of the pruned
     2-layer net is within an *additive* ε on the ball of radius β.  If the bracket is ≤ 0
     (t < 1 and small d) it is clamped at 0 and ``m`` at 1.
+
+    >>> m = float(mussay_samples(0.5, total_sensitivity=20.0, d=10))
+    >>> m > float(mussay_samples(1.0, total_sensitivity=20.0, d=10))     # smaller ε, more samples
+    True
     """
     eps = np.asarray(epsilon, dtype=np.float64)
     check_positive("epsilon", eps)
@@ -256,6 +260,11 @@ def coreset_samples(epsilon, mu, r: int, n: int, d: int, delta: float = 0.5, c: 
     ``m ∈ O(·)``: ``c`` (default 1) is the hidden constant, so the value is the bound's
     *shape*, not a certified count.  ``μ = ∞`` gives ``inf``; a non-positive ``log`` argument
     or bracket is clamped (bracket ≥ 0) and ``m ≥ 1``.
+
+    >>> float(coreset_samples(0.5, mu=10.0, r=3, n=100, d=8)) > 100    # vacuous for 100 neurons
+    True
+    >>> float(coreset_samples(0.5, mu=float("inf"), r=3, n=100, d=8))
+    inf
     """
     eps = np.asarray(epsilon, dtype=np.float64)
     check_positive("epsilon", eps)

@@ -138,6 +138,11 @@ def linf_coreset(points, mask=None, *, return_info: bool = False,
     ``|S| ≤ 2r(r+1)`` and (Lemma 2.5) ``max_P ‖(q−v)X‖₁ / max_S ‖(q−v)X‖₁ ∈ [1, 2r^1.5]``
     for all ``X, v``.  Works for any affine rank (via the affine subspace).  Raises
     ``ValueError`` for NaN/inf.  ``return_info=True`` gives the :class:`LinfCoreset` record.
+
+    >>> import numpy as np
+    >>> square = np.array([[0., 0.], [2., 0.], [0., 2.], [2., 2.], [1., 1.]])
+    >>> np.asarray(linf_coreset(square)).tolist()     # the corners, not the centre
+    [True, True, True, True, False]
     """
     _check_points(points, "linf_coreset")
     n = np.shape(points)[0]

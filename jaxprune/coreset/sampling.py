@@ -79,7 +79,13 @@ def _check_s(s, name):
 
 def sample(key, sensitivities, m: int):
     """``m`` i.i.d. draws with replacement ∝ ``s`` → ``(counts (n,) int32, weights (n,))``,
-    ``weights_j = count_j · t / (m s_j)`` (Alg. 2 lines 13–14)."""
+    ``weights_j = count_j · t / (m s_j)`` (Alg. 2 lines 13–14).
+
+    >>> import jax, jax.numpy as jnp
+    >>> counts, weights = sample(jax.random.key(0), jnp.array([0.1, 0.5, 0.2, 0.9]), 6)
+    >>> int(counts.sum()), counts.shape == weights.shape == (4,)
+    (6, True)
+    """
     _check_s(sensitivities, "sample")
     if int(m) < 1:
         raise ValueError(f"sample: m must be ≥ 1, got {m}")
@@ -123,7 +129,13 @@ def _topk_jit(s, k):
 
 
 def top_k(sensitivities, k: int):
-    """Deterministic top-``k`` → ``(mask (n,) bool, indices (k,))``; ties keep the lower index."""
+    """Deterministic top-``k`` → ``(mask (n,) bool, indices (k,))``; ties keep the lower index.
+
+    >>> import jax.numpy as jnp
+    >>> keep, idx = top_k(jnp.array([0.1, 0.5, 0.2, 0.9]), 2)
+    >>> keep.tolist(), sorted(idx.tolist())
+    ([False, True, False, True], [1, 3])
+    """
     n = np.shape(sensitivities)[0]
     if not 0 <= int(k) <= n:
         raise ValueError(f"top_k: k={k} outside [0, {n}]")

@@ -114,6 +114,12 @@ def sensitivities(points, mask=None, *, return_layers: bool = False,
     real points (padding gets 0).  Deterministic, jittable, ``jax.vmap``-able over a leading
     axis of equal-shape sets.  ``return_layers=True`` also returns the peel index ``i`` of
     each point (int32, 0 for padding).  Float64 inside; output in the input's float dtype.
+
+    >>> import numpy as np
+    >>> points = np.random.default_rng(0).normal(size=(20, 3))
+    >>> s = np.asarray(sensitivities(points))
+    >>> s.shape, bool((s > 0).all())
+    ((20,), True)
     """
     s, layer, _ = _run(points, mask, cfg)
     return (s, layer) if return_layers else s

@@ -119,7 +119,14 @@ def _call(fn, points, weights, mask):
 def caratheodory(points, weights, mask=None):
     """Carathéodory set (paper Thm 2.2): new weights ``w'`` (n,), ``w' ≥ 0``, ≤ d+1 non-zeros,
     ``Σ w' = Σ w`` and ``Σ w'_i p_i = Σ w_i p_i`` (float64 round-off).  Jittable; ``mask``
-    excludes points (their weight becomes 0)."""
+    excludes points (their weight becomes 0).
+
+    >>> import numpy as np
+    >>> square = np.array([[0., 0.], [2., 0.], [0., 2.], [2., 2.], [1., 1.]])
+    >>> w = np.asarray(caratheodory(square, np.full(5, 0.2)))
+    >>> int((w > 1e-9).sum()) <= 3, bool(np.allclose(w @ square, [1., 1.]))   # d + 1 points
+    (True, True)
+    """
     return _call(_cara_jit, points, weights, mask)
 
 

@@ -405,6 +405,14 @@ def mvee(points, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
     Validation costs no extra pass over the data: shapes are checked up front, and non-finite
     input yields affine rank 0 inside the jitted core (its max-|p| reduction is not finite), so
     the detailed host-side checks run only when the returned rank is below ``d``.
+
+    >>> import numpy as np
+    >>> square = np.array([[0., 0.], [2., 0.], [0., 2.], [2., 2.], [1., 1.]])
+    >>> e = mvee(square)
+    >>> bool(e.converged), int(e.rank), np.round(np.asarray(e.center), 2).tolist()
+    (True, 2, [1.0, 1.0])
+    >>> float(np.asarray(e.weights)[-1])    # the inner point does not touch the ellipsoid
+    0.0
     """
     if isinstance(points, jax.core.Tracer):
         raise ValueError("mvee validates its input; inside jit/vmap use mvee_masked")

@@ -135,7 +135,12 @@ def masked_frame(points, mask=None, rtol: float = DEFAULT_RTOL) -> Frame:
 
 
 def affine_rank(points, mask=None, rtol: float = DEFAULT_RTOL):
-    """Dimension of the affine hull of the (masked) points, ``rank(P)`` of paper §2.1."""
+    """Dimension of the affine hull of the (masked) points, ``rank(P)`` of paper §2.1.
+
+    >>> import numpy as np
+    >>> int(affine_rank(np.array([[0., 0., 1.], [1., 1., 1.], [2., 2., 1.]])))   # on a line
+    1
+    """
     return masked_frame(points, mask, rtol).rank
 
 
@@ -206,6 +211,11 @@ def pca_project(points, k: int):
     """Project onto the top-``k`` principal directions: ``(P − mean) V_k`` → (n, k).
 
     Columns beyond ``d`` are zero; signs are fixed deterministically.
+
+    >>> import numpy as np
+    >>> points = np.random.default_rng(0).normal(size=(50, 8))
+    >>> pca_project(points, 3).shape
+    (50, 3)
     """
     dt = out_dtype(points)
     with precision(points) as cdt:

@@ -38,7 +38,12 @@ def ksparse_lmo(g: jax.Array, k: int, r) -> jax.Array:
 
 @jax.jit
 def l1_lmo(g: jax.Array, radius) -> jax.Array:
-    """Vertex of the ℓ1 ball of radius ``R`` minimising ``⟨g, v⟩``: ``−R·sign(g_i*)·e_i*``."""
+    """Vertex of the ℓ1 ball of radius ``R`` minimising ``⟨g, v⟩``: ``−R·sign(g_i*)·e_i*``.
+
+    >>> import jax.numpy as jnp
+    >>> l1_lmo(jnp.array([0.5, -2.0, 1.0]), 3.0).tolist()    # a vertex of the ℓ1 ball
+    [0.0, 3.0, 0.0]
+    """
     flat = g.reshape(-1)
     i = jnp.argmax(jnp.abs(flat))
     radius = jnp.asarray(radius, g.dtype)

@@ -56,7 +56,13 @@ def masked(inner: optax.GradientTransformation, mask) -> optax.GradientTransform
 def magnitude_mask(params, sparsity: float, scope: str = "layer"):
     """0/1 float32 mask like ``params``: the ``K = keep_count(n, sparsity)`` largest ``|θ|``
     kernel entries per kernel (``scope="layer"``) or over all kernels (``"global"``) are 1;
-    free leaves (biases …) are all 1. Exactly K ones per block (ties by flat index)."""
+    free leaves (biases …) are all 1. Exactly K ones per block (ties by flat index).
+
+    >>> import jax.numpy as jnp
+    >>> mask = magnitude_mask({"dense": {"kernel": jnp.array([[0.1, -3.0], [2.0, 0.2]])}}, 0.5)
+    >>> mask["dense"]["kernel"].tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
     leaves, treedef = jax.tree.flatten(params)
     out = [np.ones(np.shape(x), np.float32) for x in leaves]
     for b in blocks(leaves, scope):

@@ -483,6 +483,14 @@ def from_model(model, variables, input_shape) -> Structure:
     (float32, no batch axis) or an :class:`~jaxprune._flax.Example` (inputs of any dtype).
 
     A batch of 2 is traced so the batch axis never coincides with a size-1 channel axis.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxprune.models import LeNet300100
+    >>> model = LeNet300100(widths=(32, 16))
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> struct = from_model(model, variables, (28, 28, 1))
+    >>> [(g.name, g.size, g.prunable) for g in struct.groups]
+    [('dense_0', 32, True), ('dense_1', 16, True), ('head', 10, False)]
     """
     x = as_example(input_shape).zeros(2)
     return trace_groups(lambda v, inp: apply_inference(model, v, inp), variables, x)
