@@ -77,14 +77,14 @@ NOTE = ("approximate: the norms' statistics are taken over fewer channels, so th
 # the opt-in tracing mode
 # --------------------------------------------------------------------------------------------
 class _Watch:
-    """What the hidden-mode rules saw: tables the lookups read (``(leaf, table axis,
-    output axis)``), norm
-    scales (``(leaf, axis)``), and the stream's states as ``(ordinal, gid, axis)`` of the
-    equation (pre-order over the jaxpr, call bodies inlined) whose output they are."""
+    """What the hidden-mode rules saw: tables the lookups read (``(leaf, table axis, output
+    axis)``), norm scales (``(leaf, axis)``), and the stream's states: the output of an
+    equation numbered ``ordinal`` (pre-order over the jaxpr, call bodies inlined) labelled
+    by group ``gid`` on ``axis`` (counted from the end)."""
 
     def __init__(self):
         self.count = 0
-        self.tables: list[tuple[int, int]] = []
+        self.tables: list[tuple[int, int, int]] = []
         self.scales: set[tuple[int, int]] = set()
         self.states: dict[int, tuple] = {}  # id(info) -> (info, ordinal, gid, axis)
         self.read: set[int] = set()         # ordinals of states read by a non-merge
@@ -105,7 +105,7 @@ class _Rules(dict):
         w = self.watch
         ordinal = w.count
         w.count += 1
-        merge = _merged_axis(eqn, ins)
+        merge = _merged_axis(tracer, eqn, ins)
         if merge is None:
             w.read.update(w.states[id(i)][1] for i in ins if id(i) in w.states)
         tables = len(w.tables)
@@ -119,13 +119,15 @@ class _Rules(dict):
         return outs
 
 
-def _merged_axis(eqn, ins):
-    """The axis along which an ``add`` merges two labelled activations, else None."""
+def _merged_axis(tracer, eqn, ins):
+    """The axis along which an ``add`` merges two activations labelled with channel groups
+    (not the frozen pseudo-labels of batch or position axes), else None."""
     if eqn.primitive.name not in ("add", "add_any") or len(ins) != 2:
         return None
     a, b = ins
-    common = [ax for ax in a.chan if ax in b.chan] if a.act and b.act else []
-    return common[-1] if common else None
+    live = [ax for ax in a.chan if a.act and b.act and ax in b.chan
+            and not any(s.gid in tracer.frozen for s in (*a.chan[ax], *b.chan[ax]))]
+    return live[-1] if live else None
 
 
 def hidden_rules(watch: _Watch | None = None) -> _Rules:
@@ -134,6 +136,8 @@ def hidden_rules(watch: _Watch | None = None) -> _Rules:
     watch = _Watch() if watch is None else watch
 
     def lookup(tracer, eqn, ins, in_shapes, out_shapes):
+        """Rows of a whole parameter table: the one feature axis taken whole is a group
+        the table produces; anything else as the default rule."""
         table, rank = ins[0], len(in_shapes[0])
         whole = (len(table.porig) == 1 and not table.act and not table.chan
                  and sorted(table.porig[0][1].values()) == list(range(rank)))
@@ -155,6 +159,8 @@ def hidden_rules(watch: _Watch | None = None) -> _Rules:
         return [out]
 
     def statistic(tracer, eqn, ins, in_shapes, out_shapes):
+        """A sum over channel axes (a norm's mean or mean square) drops their labels
+        without freezing the groups."""
         axes = set(eqn.params["axes"])
         info = ins[0]
         kept = _Info(chan={a: s for a, s in info.chan.items() if a not in axes},
@@ -162,6 +168,8 @@ def hidden_rules(watch: _Watch | None = None) -> _Rules:
         return reduction(tracer, eqn, [kept], in_shapes, out_shapes)
 
     def elementwise(tracer, eqn, ins, in_shapes, out_shapes):
+        """As the default rule, and an activation output carries parameter axes to its
+        next merge (:func:`_carried`)."""
         if len(eqn.outvars) != 1:
             return None
         out = combine(tracer, ins, in_shapes, out_shapes[0])
@@ -211,7 +219,6 @@ class Stream:
     taps: tuple[tuple[int, int, int], ...]
     scales: tuple[tuple[tuple, int], ...]
     program: tuple[str, ...]
-    frozen: tuple[str, ...]
 
 
 def stream(apply_fn, variables, example) -> Stream:
@@ -230,19 +237,18 @@ def stream(apply_fn, variables, example) -> Stream:
     if bad:
         raise ValueError(f"the residual stream {bad[0].name!r} cannot be pruned: "
                          f"{bad[0].reason}")
-    index = {}
-    for k, g in enumerate(found):
-        for gid in range(len(tracer.group_size)):
-            if any(sl in g.producers for sl in tracer.producers[gid]):
-                index[tracer.uf.find(gid)] = k
+    index = {}  # union-find root of a table's group -> its stream's index in ``found``
+    for leaf, axis, _ in watch.tables:
+        slot = (tracer.leaf_paths[leaf], axis)
+        index[tracer.uf.find(tracer.produced[(leaf, axis)][0].gid)] = next(
+            k for k, g in enumerate(found) if slot in {(s.path, s.axis) for s in g.producers})
     taps = sorted({(ordinal, axis, index[tracer.uf.find(gid)])
                    for _, ordinal, gid, axis in watch.states.values()
                    if ordinal in watch.read and tracer.uf.find(gid) in index})
     members = {(s.path, s.axis) for g in found for s in g.members}
     scales = tuple(sorted((tracer.leaf_paths[leaf], axis) for leaf, axis in watch.scales
                           if (tracer.leaf_paths[leaf], axis) in members))
-    return Stream(tuple(found), tuple(taps), scales, _program(closed.jaxpr),
-                  tuple(g.name for g in groups if not g.prunable))
+    return Stream(tuple(found), tuple(taps), scales, _program(closed.jaxpr))
 
 
 def _program(jaxpr) -> tuple[str, ...]:
