@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxprune import structure
+from jaxprune._flax import Example
 from jaxprune._tree import leaves_with_paths, map_with_paths
 from jaxprune.hidden import prune_hidden
 from jaxprune.models.lm import LM, NnxLM
@@ -82,6 +84,15 @@ def test_every_axis_of_the_stream_width_is_a_slot(tie):
     if tie:  # the tied head reads the stream through the same table
         assert (table[0].path, table[0].axis) in {(s.path, s.axis) for s in group.consumers}
     assert r.model().apply(r.params, _tokens(2)).shape == (2, SIZES["max_len"], 256)
+
+
+def test_default_tracing_keeps_the_stream_whole(lm):
+    """Off by default: the ordinary trace still freezes the residual stream."""
+    model, v = lm
+    s = structure.from_model(model, v, Example((_tokens(1),)))
+    d = SIZES["dim"]
+    stream_groups = [g for g in s.groups if g.size == d and g.residual]
+    assert stream_groups and not any(g.prunable for g in stream_groups)
 
 
 def test_positional_table_and_layernorm_are_found():
