@@ -77,9 +77,9 @@ def prune(params, key, ratio, *, method="coreset", model=None, input_shape=None,
 
     Args:
       params: trained params, or the full variables dict (``{'params', 'batch_stats'}``), or
-        a Flax NNX module: its own model (no ``model=``; ``input_shape``,
-        ``example_inputs`` or ``data`` is needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen model is, so
-        every method and option works alike; ``result.module`` is the pruned module and
+        a Flax NNX module: its own model (no ``model=``; ``input_shape``, ``example_inputs``
+        or ``data`` is needed), run through :func:`jaxprune._nnx.as_linen` wherever a Linen
+        model is, so every method and option works alike; ``result.module`` is the pruned module and
         ``result.params`` its variables as a dict.
       key: a JAX PRNG key, or an int seed (``jax.random.key(seed)``); selection and JL
         projections are random (fixed key, same result).

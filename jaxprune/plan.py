@@ -25,6 +25,9 @@ from jaxprune import _flax, _nnx, methods
 from jaxprune._tree import as_variables, leaves_with_paths
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
 
+__all__ = ["Certificate", "Plan", "REFIT_METHODS", "Refit", "build", "configured_method",
+           "model_input_shape"]
+
 REFIT_METHODS = ("lstsq",)
 
 

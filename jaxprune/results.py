@@ -8,11 +8,11 @@ methods) holds a smaller network; :class:`WeightResult` (unstructured methods) t
 shapes with pruned entries exactly 0.
 
     >>> import jax, jax.numpy as jnp, jaxprune
-    >>> params = {"a": {"kernel": jnp.ones((4, 6)), "bias": jnp.zeros(6)},
-    ...           "b": {"kernel": jnp.ones((6, 2)), "bias": jnp.zeros(2)}}
+    >>> params = {"a": {"kernel": jnp.ones((4, 100)), "bias": jnp.zeros(100)},
+    ...           "b": {"kernel": jnp.ones((100, 2)), "bias": jnp.zeros(2)}}
     >>> res = jaxprune.prune(params, 0, 0.5, method="l1_norm")
     >>> isinstance(res, jaxprune.ChannelResult), res.params["a"]["kernel"].shape
-    (True, (4, 3))
+    (True, (4, 50))
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from jaxprune import _nnx, rebuild, surgery
 from jaxprune._tree import as_variables
 from jaxprune.plan import model_input_shape
 
+__all__ = ["ChannelResult", "PruneResult", "PruneWarning", "WeightResult"]
 
-def shapes_of(tree):
+
+def _shapes(tree):
     """Shapes and dtypes of every leaf (no copy of device arrays to the host)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
         np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype), tree)
@@ -110,7 +112,8 @@ class ChannelResult(PruneResult):
         if _nnx.is_module(module):
             return self.module
         shape = input_shape or self.input_shape or model_input_shape(module, None)
-        return rebuild.smaller(module, shapes_of(self.dense_variables), as_variables(self.params)[0], shape,
+        return rebuild.smaller(module, _shapes(self.dense_variables),
+                               as_variables(self.params)[0], shape,
                                groups=self.groups, widths=self.widths,
                                apply_kwargs=self.apply_kwargs, fields=fields)
 
