@@ -424,3 +424,20 @@ def test_nnx_einsum_refit_and_flap_compensation():
     for method in ("wanda_sp", "flap"):
         np.testing.assert_allclose(_scores(method, model, v, x, heads, True),
                                    _scores(method, model, v, x, heads, False), rtol=1e-4)
+
+
+def test_flap_after_selection_and_options():
+    model, v, x = _mlp(hidden=(6,))
+    res = jaxprune.prune(v, 0, {"l0": 0.5}, method="flap", model=model, data=x)
+    flap = methods.get("flap")
+    assert flap(bias_compensation=False).after_selection(res, model, x) is res
+    done = flap().after_selection(res, model, x)
+    direct = calibration.compensate(res, model, x)
+    for a, b in zip(jax.tree.leaves(done.params), jax.tree.leaves(direct.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    for bad in (dict(batch_size=0), dict(batch_size=2.5), dict(bias_compensation="yes")):
+        with pytest.raises(ValueError) as err:
+            flap(**bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="batch_size"):
+        methods.get("wanda_sp")(batch_size=-1)
