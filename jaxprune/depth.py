@@ -72,6 +72,7 @@ import re
 from collections.abc import MutableSequence
 from typing import Any, Mapping, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -164,11 +165,11 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
     ``variables``: params, the variables dict, or an ``nnx.Module`` (then no ``model``;
     ``result.model()`` is a new NNX module, the input is untouched: ``"rebuilt"`` without the
     removed blocks when they are entries of a list or numbered attributes, else
-    ``"masked"``). The model is
-    traced on ``example_inputs`` (an array, a tuple of positional or a dict of keyword
-    inputs), else on ``data``, else on float32 inputs of ``input_shape``. ``data``: the
-    calibration batch for ``"block_influence"`` (``(N, ...)`` array or the forms of
-    ``example_inputs``), run ``batch_size`` examples at a time.
+    ``"masked"``). The model is traced on ``example_inputs`` (an array, a tuple of
+    positional or a dict of keyword inputs), else on ``data``, else on float32 inputs of
+    ``input_shape``. ``data``: the calibration batch for ``"block_influence"`` (an ``(N,
+    ...)`` array or the forms of ``example_inputs``), run ``batch_size`` examples at a time.
+    ``k = 0`` removes nothing; ``k`` must be below the number of units.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -197,8 +198,13 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
     spec = _spec(example_inputs, input_shape, batch)
 
     treedef = jax.tree_util.tree_structure(spec)
-    residuals = residual_branches(_applier(model, _frozen(kwargs), treedef), variables,
-                                  spec.zeros(2).arrays)
+    try:
+        residuals = residual_branches(_applier(model, _frozen(kwargs), treedef), variables,
+                                      spec.zeros(2).arrays)
+    except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError,
+            flax.errors.ScopeCollectionNotFound) as err:
+        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") \
+            from None
     branches = residuals.branches
     units = _units(residuals, variables, unit)
     if not units:
@@ -213,35 +219,38 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
         values = _influence(residuals, units, model, kwargs, variables, spec, batch,
                             int(batch_size))
     order = sorted(range(len(units)), key=lambda i: (values[i], i))
-    removed = [units[i] for i in sorted(order[:k])]
+    removed = [units[i] for i in order[:k]]
     zero = {p for u in removed for b in u.branches for p in branches[b].zero}
     masked = map_with_paths(lambda p, x: jnp.zeros_like(x) if p in zero else x, variables)
-    check = (batch.take(0, 2) if batch is not None else _check_inputs(spec))
-    form, small, fields, skipped = "masked", masked, {}, ()
+    check = batch.take(0, 2) if batch is not None else _check_inputs(spec)
+    form, small, fields, skipped, nnx_module = _smaller(
+        model, nnx_module, variables, masked, residuals, removed, spec, kwargs, check)
+    return DepthResult(
+        params=restore_form(small, was_variables), masked=restore_form(masked, was_variables),
+        removed=tuple(u.name for u in removed),
+        scores={u.name: float(values[i]) for i, u in enumerate(units)},
+        units={u.name: tuple(branches[b].name for b in u.branches) for u in units},
+        form=form, score=score, fields=fields,
+        report=_report(variables, small, residuals, removed, form), skipped=skipped,
+        nnx_module=nnx_module)
+
+
+def _smaller(model, nnx_module, variables, masked, residuals, removed, spec, kwargs, check):
+    """``(form, variables, fields, skipped paths, nnx module)`` of the first form that
+    reproduces ``masked`` on ``check`` (module docstring)."""
     if removed and nnx_module is not None:
         built = _rebuilt_nnx(nnx_module, variables, masked, residuals, removed, model, kwargs,
                              check)
         if built is not None:
-            form, small, fields, nnx_module = "rebuilt", _nnx.variables_of(built[1]), \
-                built[0], built[1]
+            return "rebuilt", _nnx.variables_of(built[1]), built[0], (), built[1]
     elif removed:
-        built = _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs,
-                         check)
+        built = _rebuilt(model, variables, masked, residuals, removed, spec, kwargs, check)
         if built is not None:
-            form, small, fields = "rebuilt", built[1], built[0]
-        else:
-            found = _skipped(model, variables, masked, removed, spec, kwargs, check)
-            if found is not None:
-                form, small, skipped = "skipped", found[1], found[0]
-    report = _report(variables, small, residuals, removed, form)
-    return DepthResult(
-        params=restore_form(small, was_variables), masked=restore_form(masked, was_variables),
-        removed=tuple(u.name for u in sorted(removed, key=lambda u: (values[units.index(u)],
-                                                                      units.index(u)))),
-        scores={u.name: float(values[i]) for i, u in enumerate(units)},
-        units={u.name: tuple(branches[b].name for b in u.branches) for u in units},
-        form=form, score=score, fields=fields, report=report, skipped=skipped,
-        nnx_module=nnx_module)
+            return "rebuilt", built[1], built[0], (), None
+        found = _skipped(model, variables, masked, removed, spec, kwargs, check)
+        if found is not None:
+            return "skipped", found[1], {}, found[0], None
+    return "masked", masked, {}, (), nnx_module
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,7 +488,7 @@ def _field_options(model, n: int, positions: Sequence[int]) -> list[dict]:
     return options
 
 
-def _rebuilt(model, variables, masked, residuals, units, removed, spec, kwargs, check):
+def _rebuilt(model, variables, masked, residuals, removed, spec, kwargs, check):
     """``(fields, variables)`` of the module with fewer blocks, or None (module docstring)."""
     if any(u.path is None for u in removed) or not dataclasses.is_dataclass(model):
         return None

@@ -251,6 +251,10 @@ def test_errors():
         prune_depth(v, 1, model=model, example_inputs=ex, score="norm", unit="layer")
     with pytest.raises(ValueError, match="needs model="):
         prune_depth(v, 1, example_inputs=ex, score="norm")
+    with pytest.raises(ValueError, match="does not match the params"):
+        prune_depth(v, 1, model=Decoder(num_layers=3), example_inputs=ex, score="norm")
+    with pytest.raises(ValueError, match="positive int"):
+        prune_depth(v, 1, model=model, data=ex, batch_size=0)
 
     class Plain(nn.Module):
         @nn.compact
