@@ -26,11 +26,19 @@ def net():
     return model, variables, data
 
 
+def _toy_train_set(n=32):
+    from jaxprune.data import ArrayDataset
+    rng = np.random.default_rng(0)
+    return ArrayDataset(rng.normal(size=(n, *SHAPE)).astype(np.float32),
+                        rng.integers(0, 10, n).astype(np.int32), 10, "toy")
+
+
 def _options(name) -> dict:
-    """One non-default option per method that has one (the first field whose type admits
-    another value), so that the two call forms are compared away from the defaults."""
+    """Options away from the defaults where a method has them (and Frank-Wolfe's training
+    set, one step of 32 examples), so that the two call forms are compared on options."""
     other = {"projection_dim": 3, "include_bias": True, "scope": "global", "beta": 2.0,
-             "block_elements": 4096, "chunk_elements": 4096, "neuron_budget": "sensitivity"}
+             "block_elements": 4096, "chunk_elements": 4096, "neuron_budget": "sensitivity",
+             "train_ds": _toy_train_set(), "batch_size": 32, "score_by": "momentum"}
     return {k: v for k, v in other.items() if k in methods.get(name).options()}
 
 
@@ -43,10 +51,7 @@ def _same(a, b):
     assert a.report == b.report
 
 
-NO_TRAINING = [n for n in methods.names() if "train_ds" not in methods.get(n).options()]
-
-
-@pytest.mark.parametrize("name", NO_TRAINING)
+@pytest.mark.parametrize("name", methods.names())
 def test_the_object_and_the_name_with_options_give_the_same_prune(net, name):
     model, variables, data = net
     cls = methods.get(name)
