@@ -190,8 +190,8 @@ def frank_wolfe() -> str:
     struct_sparsity = np.mean([at("fw_mom_struct", "kernel_sparsity", b) for b in budgets])
     collapsed = {b: float(acc["fw_mom_struct"][b].min()) for b in budgets
                  if acc["fw_mom_struct"][b].min() < 90.0}
-    c5 = (f"- *Minimal inference-time overhead* — **holds trivially**: masked networks keep "
-          f"dense shapes, so they run at the dense speed ("
+    c5 = ("- *Minimal inference-time overhead* — **holds trivially**: masked networks keep "
+          "dense shapes, so they run at the dense speed ("
           + " / ".join(f"{latency[m]:.2f}×" for m in masked)
           + f"); only the structured variant is smaller ({struct_sparsity:.1f} % of the kernel "
           f"parameters removed, {latency['fw_mom_struct']:.2f}× the dense latency on this CPU at "
@@ -735,7 +735,7 @@ def main(argv=None) -> int:
             print(f"wrote {label}")
         return 0
     found = drift(paths, args.block)
-    for name, diff in found.items():
+    for diff in found.values():
         print(diff)
     stale = [] if args.block else table_drift()
     for folder in stale:
