@@ -480,12 +480,13 @@ def _chunks(batch: _flax.Example, size: int):
 
 
 def _rebuilt(model, dense, small, spec, kwargs, info: Stream, width: int, fields):
-    """The Linen module of ``small``: :func:`jaxprune.rebuild.smaller_module` with the
-    integer fields of the model's own modules pinned to their dense values (only the
-    stream's width changes; e.g. a block that derives ``head_dim`` from its input's width
-    keeps the dense one), ``fields`` on top."""
-    sizes = {g.size for g in info.groups}
+    """The Linen module of ``small``: :func:`jaxprune.rebuild.smaller_module` with every
+    integer field of the model's own modules at its dense value (e.g. a block that derives
+    ``head_dim`` from its input's width keeps the dense one) except the *width fields*
+    (:func:`_width_fields`), which get ``width``; ``fields`` on top."""
+    d = info.groups[0].size
     pinned: dict[str, dict] = {}
+    candidates: list[tuple[str, str]] = []
 
     def record(layer, _x, _out):
         if type(layer).__module__.startswith("flax."):
@@ -494,10 +495,17 @@ def _rebuilt(model, dense, small, spec, kwargs, info: Stream, width: int, fields
         for f in dataclasses.fields(layer):
             value = getattr(layer, f.name, None)
             if (f.init and f.name not in ("parent", "name") and isinstance(value, int)
-                    and not isinstance(value, bool) and value not in sizes):
+                    and not isinstance(value, bool)):
                 pinned.setdefault(name, {})[f.name] = value
+                if value == d:
+                    candidates.append((name, f.name))
 
     _flax.trace_kernel_calls(model, dense, spec, record, kwargs, every_module=True)
+    chosen = _width_fields(model, dense, spec, kwargs, info, pinned, candidates)
+    for name, field in (candidates if chosen is None else ()):
+        del pinned[name][field]  # left to smaller_module's count of what changed
+    for name, field in chosen or ():
+        pinned[name][field] = width
     for name, extra in (fields or {}).items():
         pinned.setdefault(name, {}).update(extra)
     try:
@@ -509,6 +517,42 @@ def _rebuilt(model, dense, small, spec, kwargs, info: Stream, width: int, fields
                          f"{width} channels: {_flax.first_line(err)} (a model may accept only "
                          "some widths: pass round_to=, or fields= for sizes it derives)"
                          ) from None
+
+
+def _width_fields(model, dense, spec, kwargs, info: Stream, pinned, candidates):
+    """The fields among ``candidates`` (integer fields equal to the stream's width ``d``)
+    that set it: with them at ``2d`` and every other field at its dense value, the model
+    creates its parameters with exactly the stream's axes doubled. Found by dropping the
+    candidates one by one from the set (a ``max_len`` that happens to equal ``d`` changes
+    no parameter and is dropped). None when even all of them do not do it."""
+    d = info.groups[0].size
+    stream_axes = {(s.path, s.axis) for g in info.groups
+                   for s in (*g.producers, *g.members, *g.consumers)}
+    shapes = {p: np.shape(x) for p, x in leaves_with_paths(dense)}
+
+    def widens(chosen) -> bool:
+        table = {name: dict(f) for name, f in pinned.items()}
+        for name, field in chosen:
+            table[name][field] = 2 * d
+        sizes = tuple(sorted((tuple(p for p in name.split("/") if p), tuple(sorted(f.items())))
+                             for name, f in table.items()))
+        try:
+            made = _flax.abstract_init(rebuild.Resized(model, sizes), spec, **kwargs)
+        except Exception:  # noqa: BLE001 - a probe the model rejects does not widen it
+            return False
+        changed = {(p, a) for p, x in leaves_with_paths(made) if p in shapes
+                   for a, (n, m) in enumerate(zip(shapes[p], np.shape(x))) if n != m}
+        return changed == {(p, a) for p, a in stream_axes if p[0] == "params"} and all(
+            np.shape(x)[a] == 2 * d for p, x in leaves_with_paths(made)
+            for a in range(np.ndim(x)) if (p, a) in changed)
+
+    chosen = list(candidates)
+    if not chosen or not widens(chosen):
+        return None
+    for c in list(chosen):
+        if widens([x for x in chosen if x != c]):
+            chosen.remove(c)
+    return chosen
 
 
 def _error(dense_apply, small_apply, dense, small, batch, target, size: int) -> dict:

@@ -195,6 +195,17 @@ def test_round_to_makes_the_width_a_multiple(lm):
     assert r.model().apply(r.params, _tokens(2)).shape == (2, SIZES["max_len"], 256)
 
 
+def test_rebuild_changes_only_the_width_field():
+    """``max_len`` equal to ``dim`` by chance keeps its value (it sets no stream axis)."""
+    model = LM(**{**SIZES, "max_len": SIZES["dim"]})
+    tokens = np.random.default_rng(0).integers(0, 256, (3, SIZES["dim"])).astype(np.int32)
+    v = model.init(jax.random.key(0), tokens[:1])
+    r = prune_hidden(v, 0.5, model=model, data=tokens)
+    fields = dict(dict(r.module.sizes).get((), ()))
+    assert fields["dim"] == 16 and fields["max_len"] == SIZES["dim"]
+    assert r.model().apply(r.params, tokens).shape == (3, SIZES["dim"], 256)
+
+
 def test_nnx_twin():
     m = NnxLM(**SIZES, rngs=nnx.Rngs(0))
     tokens = _tokens(3)
