@@ -110,6 +110,14 @@ def test_elementwise_add_ties_producers_into_one_group():
     assert {s.path[1] for s in g.producers} == {"a", "c"}
 
 
+def test_elementwise_product_ties_producers_without_making_them_residual():
+    """A gate (SwiGLU's ``silu(a) * c``) ties the two producers into one group, prunable by
+    default: only an add/sub is a residual connection."""
+    g = _groups(lambda h, p: jax.nn.silu(h) * (jnp.ones((2, 5)) @ p["c"]["kernel"]))["a"]
+    assert g.prunable and not g.residual
+    assert {s.path[1] for s in g.producers} == {"a", "c"}
+
+
 def test_reshape_flatten_gives_a_layout():
     groups = _groups(lambda h, p: h.reshape(2, -1), conv=True, head=6 * 6 * 4)
     (cons,) = groups["a"].consumers

@@ -51,6 +51,7 @@ _ELEMENTWISE = {
     "stop_gradient", "reduce_precision", "clamp", "nextafter", "atan2", "rem", "floor", "ceil",
     "round", "is_finite", "not", "and", "or", "gt", "ge", "lt", "le", "eq", "ne", "cbrt",
 }
+_ADDITIVE = {"add", "sub", "add_any"}
 _REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
                "reduce_and", "reduce_or"}
 _WINDOWED = {"reduce_window_max", "reduce_window_sum", "reduce_window_min", "reduce_window",
@@ -138,13 +139,14 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
     return out
 
 
-def combine(tracer, ins, in_shapes, out_shape, skip=None) -> _Info:
+def combine(tracer, ins, in_shapes, out_shape, skip=None, additive: bool = False) -> _Info:
     """Labels of an op whose operands line up axis by axis with its output (element-wise
     ops; a concatenation, except along its axis ``skip``). Labels on the same axis merge
-    their groups segment by segment (a residual add ties producers); parameter-derived
-    operands (``porig``) aligned with a labelled axis are bound to its groups as members
-    (bias, BN); an activation that carries no label on a labelled axis freezes it (its
-    channels are not tracked)."""
+    their groups segment by segment; ``additive`` (an ``add``/``sub``: a residual add ties
+    producers) marks the merged group residual, a product (a SwiGLU gate) does not;
+    parameter-derived operands (``porig``) aligned with a labelled axis are bound to its
+    groups as members (bias, BN); an activation that carries no label on a labelled axis
+    freezes it (its channels are not tracked)."""
     out = _Info(act=any(info.act for info in ins))
     rank = len(out_shape)
 
@@ -159,7 +161,7 @@ def combine(tracer, ins, in_shapes, out_shape, skip=None) -> _Info:
                 tracer.freeze_segs(segs, "implicit broadcast of a channel axis")
             elif ax in out.chan:
                 tracer.merge_segs(out.chan[ax], segs, "incompatible element-wise merge",
-                                  residual=True)
+                                  residual=additive)
             else:
                 out.chan[ax] = segs
     for info, shape in zip(ins, in_shapes):
@@ -198,10 +200,12 @@ def cut(tracer, info: _Info, axes, out_shape, why: str, merged_why: str) -> _Inf
 
 # -- rules ------------------------------------------------------------------------------------
 def elementwise(tracer, eqn, ins, in_shapes, out_shapes):
-    """Same-rank operands (size-1 axes broadcast): :func:`combine`; scalars carry nothing."""
+    """Same-rank operands (size-1 axes broadcast): :func:`combine`; scalars carry nothing.
+    Only an ``add``/``sub`` makes the groups it ties residual."""
     if len(eqn.outvars) != 1:
         return None
-    return [combine(tracer, ins, in_shapes, out_shapes[0])]
+    return [combine(tracer, ins, in_shapes, out_shapes[0],
+                    additive=eqn.primitive.name in _ADDITIVE)]
 
 
 def broadcast_in_dim(tracer, eqn, ins, in_shapes, out_shapes):
