@@ -66,7 +66,7 @@ from jaxprune.structure._rules import (_ELEMENTWISE, RULES, combine, gather, pla
                                        reduction)
 from jaxprune.structure._trace import walk
 
-__all__ = ["HiddenResult", "hidden_rules", "prune_hidden", "stream"]
+__all__ = ["HiddenResult", "Stream", "hidden_rules", "prune_hidden", "stream"]
 
 NOTE = ("approximate: the norms' statistics are taken over fewer channels, so the pruned "
         "model differs from the dense one even where the removed channels were small; "
