@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxprune import _flax, _nnx, bounds, metrics, selection, structure, surgery, views
 from jaxprune import plan as plan_lib
+from jaxprune import depth as depth_lib
 from jaxprune import reconstruct as reconstruct_lib
 from jaxprune._tree import as_variables, get_path, map_with_paths, restore_form
 from jaxprune.methods import Selection, split_keys
@@ -72,7 +73,8 @@ def prune(params, key, ratio, *, method="coreset", model=None, input_shape=None,
           apply_kwargs=None, reconstruct: str | Refit | None = None, ridge: float | None = None,
           recalibrate_bn: bool | None = None, epsilon: float | None = None,
           certificate: bool | Certificate = False, on_phase=None, example_inputs=None,
-          rules=None, **options) -> PruneResult:
+          rules=None, depth: int | None = None, depth_score: str = "block_influence",
+          **options) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -134,11 +136,22 @@ def prune(params, key, ratio, *, method="coreset", model=None, input_shape=None,
         default: found from its ``__call__`` signature (``train``, ``training``,
         ``is_training``, ``deterministic``, ``use_running_average``). NNX: the module runs in
         ``eval()`` mode, and these are extra keyword arguments of its call.
+      depth: remove this many residual blocks whole instead of channels
+        (:func:`jaxprune.depth.prune_depth`: decoder blocks, ResNet blocks; ``ratio`` must be
+        0 — prune depth and width in two calls); returns a
+        :class:`~jaxprune.depth.DepthResult` whose ``form`` says whether the module was
+        rebuilt with fewer blocks, runs with the blocks skipped, or stays masked.
+        ``depth_score``: ``"block_influence"`` (1 − cos between a block's input and output
+        on ``data``) or ``"norm"`` (data-free).
       on_phase: ``on_phase(name)`` -> a context manager wrapped around each phase of
         :data:`PHASES` (benchmarks; :func:`phase_timer` records wall times).
       **options: with a method name, that method's options
         (``jaxprune.methods.get(method).options()``).
     """
+    if depth is not None:
+        return _prune_depth(params, ratio, depth, depth_score, model=model,
+                            example_inputs=example_inputs, input_shape=input_shape, data=data,
+                            apply_kwargs=apply_kwargs)
     plan = plan_lib.build(
         params, key, ratio, method=method, model=model, input_shape=input_shape, unit=unit,
         sampling=sampling, allocation=allocation, leave=leave, min_width=min_width,
@@ -182,6 +195,14 @@ def _certify(plan: Plan, result: PruneResult) -> PruneResult:
                                                            seed=cert.seed))
 
 
+def _after_selection(plan: Plan, result: PruneResult) -> PruneResult:
+    """The method's own step on the pruned network (FLAP's bias compensation), if any."""
+    hook = getattr(plan.method, "after_selection", None)
+    if hook is None or result.kind != "channels" or not result.kept:
+        return result
+    return hook(result, plan.model, plan.data)
+
+
 def _refit(plan: Plan, result: PruneResult) -> PruneResult:
     """``result`` with every consumer of a pruned group refit on ``data``."""
     if plan.refit is None or not result.kept:
@@ -198,15 +219,16 @@ def _refit(plan: Plan, result: PruneResult) -> PruneResult:
                                report={**result.report, "reconstruct": rep})
 
 
-def _prune_depth(plan: Plan, result: PruneResult) -> PruneResult:
-    """Depth pruning (``plan.depth`` blocks dropped, :mod:`jaxprune.depth`) goes here."""
-    if plan.depth is None:
-        return result
-    raise NotImplementedError("depth pruning is not wired into prune yet")
+def _prune_depth(params, ratio, k, score, **inputs):
+    """``prune(..., depth=k)``: :func:`jaxprune.depth.prune_depth` (no channels removed)."""
+    if ratio not in (0, 0.0, None):
+        raise ValueError(f"depth={k} removes whole blocks and ratio={ratio!r} channels: prune "
+                         "depth and width in two calls (ratio=0 with depth=)")
+    return depth_lib.prune_depth(params, k, score=score, **inputs)
 
 
 # Run in order on every result; each takes the plan and the result and returns a result.
-POST_STEPS = (_record_epsilon, _certify, _refit, _prune_depth)
+POST_STEPS = (_record_epsilon, _after_selection, _certify, _refit)
 
 
 def _method_info(plan: Plan, unit_names, views_) -> dict | None:
@@ -263,8 +285,10 @@ def _prune_channels(plan: Plan) -> ChannelResult:
                       scales={}, sensitivities={}, report=report)
     score_key, select_key = split_keys(plan.key, 2)  # one program for every count
     with _phase(plan.on_phase, "views"):
-        group_views = views.channel_views(plan.score_variables, groups, plan.model,
-                                          plan.method_data, plan.apply_kwargs)
+        group_views = views.channel_views(
+            plan.score_variables, groups, plan.model, plan.method_data, plan.apply_kwargs,
+            statistics=getattr(plan.method, "statistics", False),
+            batch_size=getattr(plan.method, "batch_size", 32))
     with _phase(plan.on_phase, "scores"):
         scores = plan.method.score(score_key, group_views)
         sens = {g.name: np.asarray(s) for g, s in zip(groups, scores)}
@@ -366,11 +390,9 @@ def _prunable_layers(layers, ratio, leave, prune_output) -> list:
     return prunable
 
 
-def _top_k_per_layer(scores, keep, sampling) -> list:
-    """Default weight selection: the ``keep_l`` largest scores of each layer."""
-    if sampling != "deterministic":
-        raise ValueError(f"this method keeps the top scores per layer (sampling="
-                         f"'deterministic'); sampling={sampling!r} is not defined for it")
+def _top_k_per_layer(scores, keep) -> list:
+    """Default weight selection (``sampling="deterministic"``, checked by the plan): the
+    ``keep_l`` largest scores of each layer."""
     return [Selection(selection.top_k_mask(s, k), None, np.asarray(s))
             for s, k in zip(scores, keep)]
 
@@ -400,7 +422,7 @@ def _prune_weights(plan: Plan) -> WeightResult:
     with _phase(plan.on_phase, "scores"):
         scores = meth.score(plan.key, layer_views)
     with _phase(plan.on_phase, "selection"):
-        chosen = (_top_k_per_layer(scores, keep, plan.sampling) if meth.select is None else
+        chosen = (_top_k_per_layer(scores, keep) if meth.select is None else
                   meth.select(plan.key, scores, layer_views, keep, plan.sampling))
     if len(chosen) != len(prunable):
         raise RuntimeError(f"method {meth.name!r} returned {len(chosen)} selections for "

@@ -85,7 +85,7 @@ class Plan:
     came without its ``{'params': ...}`` wrapper. ``model``: the Linen module or ``None`` (an
     NNX input: its Linen twin, and ``nnx_module`` the input). ``data``: the checked batch for
     the refit and the certificate; ``method_data``: the same when the method reads data, else
-    ``None``. ``depth``: blocks to drop by depth pruning (a post-step; not wired yet).
+    ``None``.
     """
     method: methods.Method
     variables: dict
@@ -112,7 +112,6 @@ class Plan:
     epsilon: float | None = None
     refit: Refit | None = None
     certificate: Certificate | None = None
-    depth: int | None = None
     on_phase: Callable | None = None
 
     @property
@@ -130,9 +129,7 @@ def build(params, key, ratio, *, method, model, input_shape, unit, sampling, all
     meth = configured_method(method, options)
     ratio = _target(ratio, epsilon, meth)
     _check_choices(meth, unit, allocation, min_width, round_to, prune_output)
-    sampling = sampling or meth.sampling
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"unknown sampling {sampling!r}; use one of {SAMPLINGS}")
+    sampling = _sampling(meth, sampling)
     if meth.needs_data and data is None:
         raise ValueError(f"method {meth.name!r} is data-informed: pass data= (a small batch of "
                          "inputs, e.g. from the validation split)")
@@ -174,6 +171,19 @@ def configured_method(method, options: Mapping) -> methods.Method:
                          f"configured method such as jaxprune.methods.coreset(), got "
                          f"{type(method).__name__}")
     return methods.get(method).configure(options)
+
+
+def _sampling(meth, sampling) -> str:
+    """``sampling`` (default: the method's own), one the method defines."""
+    sampling = sampling or meth.sampling
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; use one of {SAMPLINGS}")
+    defined = meth.samplings if meth.kind == "channels" or meth.select is not None \
+        else ("deterministic",)
+    if sampling not in defined:
+        allowed = " or ".join(f"sampling={s!r}" for s in defined)
+        raise ValueError(f"method {meth.name!r} defines {allowed}, not {sampling!r}")
+    return sampling
 
 
 def _target(ratio, epsilon, meth):
@@ -247,10 +257,6 @@ def _refit(reconstruct, ridge, recalibrate_bn, meth, model, data) -> Refit | Non
     if data is None:
         raise ValueError("reconstruct='lstsq' refits the layers on data=: pass a small batch "
                          "of inputs (N, *input_shape), e.g. from the validation split")
-    if isinstance(data, _flax.Example):
-        raise ValueError("reconstruct='lstsq' refits on one float input array (N, "
-                         "*input_shape); data given as token ids or several inputs is not "
-                         "supported by the refit")
     if meth.kind != "channels" or model is None:
         raise ValueError("reconstruct='lstsq' needs a structured method and the Linen model= "
                          f"(method {meth.name!r}, model={type(model).__name__})")

@@ -95,7 +95,9 @@ def test_options_with_a_configured_method_and_unknown_methods_are_one_line_error
     model, variables, _ = net
     for kwargs, match in ((dict(method=methods.coreset(), projection_dim=3), "constructor"),
                           (dict(method=3), "method must be"),
-                          (dict(method="nope"), "unknown pruning method")):
+                          (dict(method="nope"), "unknown pruning method"),
+                          (dict(method="magnitude", sampling="sparsity_first"),
+                           "defines sampling='deterministic'")):
         with pytest.raises(ValueError, match=match) as err:
             jaxprune.prune(variables, 0, 0.5, model=model, input_shape=SHAPE, **kwargs)
         assert "\n" not in str(err.value)

@@ -97,7 +97,8 @@ class Method:
     Subclasses set the class attributes ``name``, ``kind`` (``"channels"``/``"weights"``),
     ``sampling`` (default selection rule: ``"deterministic"`` = top-k, no re-weighting;
     ``"sparsity_first"`` = draw ∝ score with replacement until the target count, re-weight
-    ``count/(m q)``), ``needs_data`` (``prune`` requires ``data=``), ``uses_data`` (reads it
+    ``count/(m q)``), ``samplings`` (the rules it defines; a weight method without ``select``
+    keeps the top scores, ``"deterministic"`` only), ``needs_data`` (``prune`` requires ``data=``), ``uses_data`` (reads it
     when given) and ``description``, check their fields in ``__post_init__`` (one
     ``ValueError`` each) and implement:
 
@@ -116,6 +117,7 @@ class Method:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "channels"
     sampling: ClassVar[str] = "deterministic"
+    samplings: ClassVar[tuple[str, ...]] = SAMPLINGS
     needs_data: ClassVar[bool] = False
     uses_data: ClassVar[bool] = False
     description: ClassVar[str] = ""

@@ -62,6 +62,7 @@ class Magnitude(Method):
     scope: str = "layer"
     name = "magnitude"
     kind = "weights"
+    samplings = ("deterministic",)
     description = "unstructured |w| pruning, per layer or one global threshold (Han et al. 2015)"
 
     def __post_init__(self):
