@@ -98,9 +98,9 @@ class Method:
     ``sampling`` (default selection rule: ``"deterministic"`` = top-k, no re-weighting;
     ``"sparsity_first"`` = draw ∝ score with replacement until the target count, re-weight
     ``count/(m q)``), ``samplings`` (the rules it defines; a weight method without ``select``
-    keeps the top scores, ``"deterministic"`` only), ``needs_data`` (``prune`` requires ``data=``), ``uses_data`` (reads it
-    when given) and ``description``, check their fields in ``__post_init__`` (one
-    ``ValueError`` each) and implement:
+    keeps the top scores, ``"deterministic"`` only), ``needs_data`` (``prune`` requires
+    ``data=``), ``uses_data`` (reads it when given) and ``description``, check their fields
+    in ``__post_init__`` (one ``ValueError`` each) and implement:
 
     * ``score(key, views) -> list``: one score array per view;
     * optionally ``select(key, scores, views, keep, sampling) -> list[Selection]`` (weight
@@ -217,7 +217,8 @@ def register(method: type[Method]) -> type[Method]:
 def get(name: str) -> type[Method]:
     """The registered method class called ``name`` (call it with options to configure it)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"unknown pruning method {name!r}; available: "
+                         f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

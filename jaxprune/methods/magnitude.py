@@ -3,7 +3,8 @@ both Weights and Connections for Efficient Neural Networks").
 
 Score of kernel entry ``w``: ``|w|``. The smallest scores are set to zero, the rest are kept
 unchanged (no re-weighting); biases, BatchNorm parameters and the output layer's kernel stay
-dense (see :func:`jaxprune.prune` for which kernels are prunable and how ``ratio`` is split). Option ``scope``:
+dense (see :func:`jaxprune.prune` for which kernels are prunable and how ``ratio`` is split).
+Option ``scope``:
 
 * ``"layer"`` (default) — every prunable kernel keeps its own top-``keep_l`` entries, so every
   layer ends up with the same sparsity (within one weight);
