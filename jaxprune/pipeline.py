@@ -197,10 +197,9 @@ def _certify(plan: Plan, result: PruneResult) -> PruneResult:
 
 def _after_selection(plan: Plan, result: PruneResult) -> PruneResult:
     """The method's own step on the pruned network (FLAP's bias compensation), if any."""
-    hook = getattr(plan.method, "after_selection", None)
-    if hook is None or result.kind != "channels" or not result.kept:
+    if plan.method.after_selection is None or result.kind != "channels" or not result.kept:
         return result
-    return hook(result, plan.model, plan.data)
+    return plan.method.after_selection(result, plan.model, plan.data)
 
 
 def _refit(plan: Plan, result: PruneResult) -> PruneResult:
@@ -287,7 +286,7 @@ def _prune_channels(plan: Plan) -> ChannelResult:
     with _phase(plan.on_phase, "views"):
         group_views = views.channel_views(
             plan.score_variables, groups, plan.model, plan.method_data, plan.apply_kwargs,
-            statistics=getattr(plan.method, "statistics", False),
+            statistics=plan.method.statistics,
             batch_size=getattr(plan.method, "batch_size", 32))
     with _phase(plan.on_phase, "scores"):
         scores = plan.method.score(score_key, group_views)

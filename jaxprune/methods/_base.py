@@ -99,15 +99,18 @@ class Method:
     ``"sparsity_first"`` = draw ∝ score with replacement until the target count, re-weight
     ``count/(m q)``), ``samplings`` (the rules it defines; a weight method without ``select``
     keeps the top scores, ``"deterministic"`` only), ``needs_data`` (``prune`` requires
-    ``data=``), ``uses_data`` (reads it when given) and ``description``, check their fields
-    in ``__post_init__`` (one ``ValueError`` each) and implement:
+    ``data=``), ``uses_data`` (reads it when given), ``statistics`` (the views hold streamed
+    input statistics, :class:`~jaxprune.calibration.ChannelStats`, instead of activations)
+    and ``description``, check their fields in ``__post_init__`` (one ``ValueError`` each)
+    and implement:
 
     * ``score(key, views) -> list``: one score array per view;
     * optionally ``select(key, scores, views, keep, sampling) -> list[Selection]`` (weight
       methods: replaces the per-layer top-k), ``prepare(model, variables) -> (variables to
       shrink, variables to score)`` (a training phase run before scoring) and
       ``info(views) -> {key: [value per view]}`` (extra entries of
-      ``report["method_info"]``).
+      ``report["method_info"]``), ``after_selection(result, model, data) -> result`` (a step
+      on the pruned channel result, e.g. FLAP's bias compensation).
 
     >>> import jax, jaxprune
     >>> m = jaxprune.methods.l1_norm()
@@ -121,9 +124,11 @@ class Method:
     needs_data: ClassVar[bool] = False
     uses_data: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    statistics: ClassVar[bool] = False
     select: ClassVar[Callable | None] = None
     prepare: ClassVar[Callable | None] = None
     info: ClassVar[Callable | None] = None
+    after_selection: ClassVar[Callable | None] = None
 
     def score(self, key: jax.Array, views: list) -> list:
         """One score array per view (``(C,)`` per channel group, kernel-shaped per layer)."""
