@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import surgery
+from jaxprune import _nnx, surgery
 from jaxprune._flax import (Example, apply_inference, hashable, inference_kwargs, kernel_calls,
                             kernel_modules, module_path)
 from jaxprune._tree import Path, as_variables, get_path, map_with_paths, restore_form
@@ -463,7 +463,6 @@ def compensate(result, model, data, *, batch_size: int = 32,
     if result.kind != "channels":
         raise ValueError("bias compensation applies to structured (channel) pruning results")
     if model is None and result.nnx_module is not None:
-        from jaxprune import _nnx
         model = _nnx.as_linen(result.nnx_module)
     if model is None:
         raise ValueError("bias compensation runs the dense model on data: pass model=")

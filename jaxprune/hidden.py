@@ -59,12 +59,8 @@ from jax.extend import core as jcore
 from jaxprune import _flax, _nnx, rebuild, surgery
 from jaxprune.geometry import cheap_jit
 from jaxprune._tree import as_variables, leaves_with_paths, map_with_paths, restore_form
-from jaxprune.structure import ChannelGroup
-from jaxprune.structure._labels import _Info
-from jaxprune.structure._residual import _sub_jaxpr
-from jaxprune.structure._rules import (_ELEMENTWISE, RULES, combine, gather, plain,
-                                       reduction)
-from jaxprune.structure._trace import walk
+from jaxprune.structure import (ELEMENTWISE, RULES, ChannelGroup, Info, combine, gather, plain,
+                                reduction, sub_jaxpr, walk)
 
 __all__ = ["HiddenResult", "Stream", "hidden_rules", "prune_hidden", "stream"]
 
@@ -163,7 +159,7 @@ def hidden_rules(watch: _Watch | None = None) -> _Rules:
         without freezing the groups."""
         axes = set(eqn.params["axes"])
         info = ins[0]
-        kept = _Info(chan={a: s for a, s in info.chan.items() if a not in axes},
+        kept = Info(chan={a: s for a, s in info.chan.items() if a not in axes},
                      porig=info.porig, act=info.act, uniform=info.uniform)
         return reduction(tracer, eqn, [kept], in_shapes, out_shapes)
 
@@ -178,11 +174,11 @@ def hidden_rules(watch: _Watch | None = None) -> _Rules:
         return [out]
 
     rules = {**RULES, "gather": lookup, "reduce_sum": statistic,
-             **{name: elementwise for name in _ELEMENTWISE}}
+             **{name: elementwise for name in ELEMENTWISE}}
     return _Rules(rules, watch)
 
 
-def _carried(eqn, ins, in_shapes, out_shape, out: _Info, watch: _Watch) -> tuple:
+def _carried(eqn, ins, in_shapes, out_shape, out: Info, watch: _Watch) -> tuple:
     """Parameter axes that an activation output carries to its next merge: those already
     carried by an operand, and a parameter multiplied by a statistic broadcast along the
     axis (``scale * rsqrt(var + eps)``, recorded as a norm scale)."""
@@ -256,7 +252,7 @@ def _program(jaxpr) -> tuple[str, ...]:
     names = []
     for eqn in jaxpr.eqns:
         names.append(eqn.primitive.name)
-        sub = _sub_jaxpr(eqn)
+        sub = sub_jaxpr(eqn)
         if sub is not None:
             names += _program(getattr(sub, "jaxpr", sub))
     return tuple(names)
@@ -275,7 +271,7 @@ def _evaluate(jaxpr, consts, args, wanted: set, found: dict, counter: list) -> l
         k = counter[0]
         counter[0] += 1
         ins = [read(v) for v in eqn.invars]
-        sub = _sub_jaxpr(eqn)
+        sub = sub_jaxpr(eqn)
         if sub is not None:
             outs = _evaluate(getattr(sub, "jaxpr", sub), getattr(sub, "consts", ()), ins,
                              wanted, found, counter)

@@ -13,13 +13,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxprune"
 # Bottom to top: a module may import only from its own layer's package or from lower layers.
 LAYERS = [
     ("jaxprune._tree", "jaxprune._flax", "jaxprune._nnx", "jaxprune._spec", "jaxprune.cache",
-     "jaxprune.distributed"),
+     "jaxprune.distributed", "jaxprune._signals"),
     ("jaxprune.geometry",),
     ("jaxprune.coreset",),
     ("jaxprune.data", "jaxprune.corpus", "jaxprune.models", "jaxprune.gates", "jaxprune.metrics"),
     ("jaxprune.structure",),
     ("jaxprune.surgery", "jaxprune.rebuild"),
-    ("jaxprune.selection",),
+    ("jaxprune.selection", "jaxprune.calibration", "jaxprune.depth", "jaxprune.hidden"),
     ("jaxprune.optim",),
     ("jaxprune.reconstruct",),
     ("jaxprune.checkpoint", "jaxprune.runs"),
