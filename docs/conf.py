@@ -21,6 +21,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jaxprune  # noqa: E402 - after sys.path
 
+
+def _drop_stale_stubs() -> None:
+    """Delete autosummary pages of names no API page lists any more (autosummary writes new
+    pages but never removes old ones, which would then be orphans)."""
+    stubs = DOCS / "api" / "_autosummary"
+    if not stubs.is_dir():
+        return
+    listed = set()
+    for page in (DOCS / "api").glob("*.md"):
+        module = None
+        for line in page.read_text().splitlines():
+            if line.startswith(".. currentmodule:: "):
+                module = line.split(":: ", 1)[1].strip()
+            elif module and line.startswith("   ") and not line.strip().startswith(":"):
+                listed.add(f"{module}.{line.strip()}")
+    for stub in stubs.glob("*.rst"):
+        if stub.stem not in listed:
+            stub.unlink()
+
+
+_drop_stale_stubs()
+
 project = "jaxprune"
 author = "the jaxprune authors"
 copyright = "the jaxprune authors, Apache-2.0"
