@@ -4,6 +4,7 @@ Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (the ``doc
 The guides are MyST notebooks executed at build time and cached in
 ``docs/_build/.jupyter_cache`` (a guide runs again only when its code changes).
 """
+
 from __future__ import annotations
 
 import os
@@ -72,6 +73,8 @@ nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Markdown outputs (a table built in a cell) are read as MyST, which has tables
+nb_render_markdown_format = "myst"
 
 # --- API reference -------------------------------------------------------------------------
 autosummary_generate = True

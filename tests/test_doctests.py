@@ -5,6 +5,7 @@ A docstring example is documentation first: small (a LeNet at most, a few arrays
 most, deterministic, with no files outside a temporary directory. The examples of the main
 public functions are what the API reference shows.
 """
+
 import doctest
 import importlib
 import pkgutil
@@ -20,8 +21,7 @@ def _examples() -> list[doctest.DocTest]:
     """Every docstring with an example, in every module of jaxprune (private ones too: the
     public names re-exported from them keep their docstrings there), each found once."""
     finder = doctest.DocTestFinder(exclude_empty=True)
-    modules = ["jaxprune"] + [m.name for m in pkgutil.walk_packages(jaxprune.__path__,
-                                                                     "jaxprune.")]
+    modules = ["jaxprune"] + [m.name for m in pkgutil.walk_packages(jaxprune.__path__, "jaxprune.")]
     tests, seen = [], set()
     for name in sorted(modules):
         if name.endswith("__main__"):
@@ -43,11 +43,14 @@ def test_there_are_enough_examples():
     assert len(EXAMPLES) >= 15, [t.name for t in EXAMPLES]
 
 
-@pytest.mark.parametrize("test", [pytest.param(t, marks=pytest.mark.slow) if t.name in SLOW
-                                  else t for t in EXAMPLES], ids=[t.name for t in EXAMPLES])
+@pytest.mark.parametrize(
+    "test",
+    [pytest.param(t, marks=pytest.mark.slow) if t.name in SLOW else t for t in EXAMPLES],
+    ids=[t.name for t in EXAMPLES],
+)
 def test_docstring_example(test):
     report: list[str] = []
     runner = doctest.DocTestRunner(optionflags=FLAGS)
-    test.globs = dict(test.globs)            # each run starts from the module's namespace
+    test.globs = dict(test.globs)  # each run starts from the module's namespace
     runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)

@@ -5,9 +5,8 @@ it claims to be."""
 import json
 import math
 
-import pytest
-
 import _scripts
+import pytest
 
 readme_report = _scripts.load("readme_report")
 from common import protocol, report  # noqa: E402 - experiments/ is on sys.path after load

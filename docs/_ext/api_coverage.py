@@ -3,11 +3,13 @@
 The public names are ``__all__`` of every public module (a module path with no part starting
 with ``_``), or, for a module without ``__all__``, the functions and classes it defines whose
 names do not start with ``_``. A name counts as documented when the API reference describes
-it (an autosummary page, or an ``autofunction`` / ``autoclass`` / ``autodata`` entry) or the
-same object under another public path (``jaxprune.prune`` documents
-``jaxprune.pipeline.prune``); a public module in ``__all__`` is covered by its own names. Each undocumented name is one Sphinx warning, so
-``sphinx-build -W`` fails and ``--keep-going`` lists them all.
+it (an autosummary page, or an ``autofunction`` / ``autoclass`` / ``autodata`` entry) or
+the same object under another public path (``jaxprune.prune`` documents
+``jaxprune.pipeline.prune``); a public module in ``__all__`` is covered by its own names.
+Each undocumented name is one Sphinx warning, so ``sphinx-build -W`` fails and
+``--keep-going`` lists them all.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,10 +39,13 @@ def public_names(module_name: str) -> list[str]:
     names = getattr(module, "__all__", None)
     if names is not None:
         return list(names)
-    return sorted(name for name, value in vars(module).items()
-                  if not name.startswith("_")
-                  and (inspect.isfunction(value) or inspect.isclass(value))
-                  and getattr(value, "__module__", None) == module_name)
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and getattr(value, "__module__", None) == module_name
+    )
 
 
 def _resolve(dotted: str):
@@ -73,7 +78,7 @@ def missing(documented: set[str]) -> list[str]:
                 continue
             obj = getattr(module, name, None)
             if inspect.ismodule(obj) and obj.__name__ in modules:
-                continue                       # a public module: its names are checked
+                continue  # a public module: its names are checked
             if obj is None or id(obj) not in have:
                 out.append(dotted)
     return out
@@ -83,8 +88,11 @@ def check(app, env) -> None:
     objects = env.get_domain("py").objects
     documented = {name for name, entry in objects.items() if entry.objtype != "module"}
     for dotted in missing(documented):
-        logger.warning("public name %s has no API page: add it to an autosummary list under "
-                       "docs/api/", dotted, type="api_coverage")
+        logger.warning(
+            "public name %s has no API page: add it to an autosummary list under docs/api/",
+            dotted,
+            type="api_coverage",
+        )
 
 
 def setup(app):

@@ -8,6 +8,7 @@ errors. This hook escapes exactly those two forms outside literal blocks, doctes
 (``dict``, ``tuple``: the autosummary page of a constant shows its value, not how ``dict()``
 is called).
 """
+
 from __future__ import annotations
 
 import re
@@ -35,14 +36,16 @@ def escape(lines: list[str]) -> list[str]:
         stripped = line.strip()
         if literal is not None and stripped and _indent(line) <= literal:
             literal = None
-        if literal is not None or stripped.startswith((">>>", "...")) or \
-                stripped.startswith(("+-", "+=")) or (stripped.startswith("|")
-                                                     and stripped.endswith("|")
-                                                     and stripped.count("|") > 2):
+        if (
+            literal is not None
+            or stripped.startswith((">>>", "..."))
+            or stripped.startswith(("+-", "+="))
+            or (stripped.startswith("|") and stripped.endswith("|") and stripped.count("|") > 2)
+        ):
             out.append(line)
             continue
         parts = line.split("``")
-        for i in range(0, len(parts), 2):            # outside ``inline literals``
+        for i in range(0, len(parts), 2):  # outside ``inline literals``
             parts[i] = _escape_text(parts[i])
         out.append("``".join(parts))
         if stripped.endswith("::"):
@@ -51,9 +54,13 @@ def escape(lines: list[str]) -> list[str]:
 
 
 def process(app, what, name, obj, options, lines):
-    if what in ("data", "attribute") and type(obj).__module__ == "builtins" and \
-            type(obj).__doc__ and lines and lines[0].strip() == \
-            type(obj).__doc__.strip().splitlines()[0].strip():
+    if (
+        what in ("data", "attribute")
+        and type(obj).__module__ == "builtins"
+        and type(obj).__doc__
+        and lines
+        and lines[0].strip() == type(obj).__doc__.strip().splitlines()[0].strip()
+    ):
         lines[:] = []
         return
     lines[:] = escape(lines)
