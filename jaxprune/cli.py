@@ -349,9 +349,16 @@ def _json_object(text: str) -> dict:
 def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (save_model / train --out)")
     p.add_argument("--method", default="coreset", choices=methods.names())
-    p.add_argument("--ratio", type=_ratio, required=True,
+    p.add_argument("--ratio", type=_ratio, default=None,
                    help="fraction to remove, counted in --unit (default: the whole model's "
-                        "parameters)")
+                        "parameters); required unless --depth")
+    p.add_argument("--depth", type=_positive_int, default=None, metavar="K",
+                   help="remove the K least important residual blocks whole instead of "
+                        "channels (decoder or ResNet blocks; the smaller model is rebuilt with "
+                        "fewer blocks where the module allows it)")
+    p.add_argument("--depth-score", default="block_influence", choices=("block_influence", "norm"),
+                   help="--depth: block influence (1 - cos between a block's input and output "
+                        "on --data-batch training examples) or the data-free norm score")
     p.add_argument("--unit", default="params", choices=selection.UNITS)
     p.add_argument("--sampling", default=None, choices=selection.SAMPLINGS,
                    help="default: the method's own")
@@ -418,8 +425,11 @@ def _prune_options(args) -> dict:
 
 
 def _run_prune(args) -> int:
+    if (args.ratio is None) == (args.depth is None):
+        raise CLIError("give one of --ratio (channels) and --depth (whole blocks)")
     _print_json(workflows.prune_checkpoint(
-        args.checkpoint, args.out, args.ratio, method=args.method, unit=args.unit,
+        args.checkpoint, args.out, 0.0 if args.ratio is None else args.ratio,
+        depth=args.depth, depth_score=args.depth_score, method=args.method, unit=args.unit,
         sampling=args.sampling, min_width=args.min_width, leave=args.leave, seed=args.seed,
         dataset=args.dataset, data_dir=args.data_dir, limit_train=args.limit_train,
         data_batch=args.data_batch, options=_prune_options(args), round_to=args.round_to,

@@ -330,8 +330,13 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                      round_to: int = 1, apply_kwargs: dict | None = None,
                      reconstruct: str | None = None, ridge: float = 1e-3,
                      recalibrate_bn: bool = False, certificate: bool = False,
-                     record: dict | None = None, trust=(), overwrite: bool = False) -> dict:
+                     record: dict | None = None, trust=(), overwrite: bool = False,
+                     depth: int | None = None, depth_score: str = "block_influence") -> dict:
     """Prune a saved model and save the result under ``out``.
+
+    ``depth``: remove that many residual blocks whole instead (``ratio`` 0;
+    :func:`jaxprune.depth.prune_depth`), scored by ``depth_score`` (``"block_influence"``
+    reads ``data_batch`` training examples).
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
     same model with the pruned kernel entries exactly 0. Data-informed methods get
@@ -354,8 +359,10 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
         dataset = dataset or meta.get("dataset")
         meth = methods.get(method)
         seq_len = _checkpoint_seq_len(meta)
+        needs_data = (depth_score == "block_influence" if depth is not None
+                      else meth.needs_data or reconstruct)
         batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train,
-                             seq_len) if meth.needs_data or reconstruct else None)
+                             seq_len) if needs_data else None)
         options = dict(options or {})
         if "train_ds" in meth.options():  # Frank-Wolfe: trains first
             if not dataset:
@@ -374,7 +381,8 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
                                  min_width=min_width, round_to=round_to, leave=tuple(leave),
                                  data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
                                  ridge=ridge, recalibrate_bn=recalibrate_bn,
-                                 example_inputs=_example_input(meta), **options)
+                                 example_inputs=_example_input(meta), depth=depth,
+                                 depth_score=depth_score, **options)
             small = res.model(model)  # NNX: result.module; weight methods: the same shapes
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -385,7 +393,7 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
             report.update(widths_before=list(model.widths), widths_after=list(small.widths))
         if batch is not None:
             report["data_batch"] = int(batch.shape[0])
-        if certificate and meth.kind == "channels":
+        if certificate and meth.kind == "channels" and depth is None:
             report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
         new_meta = {**{k: meta[k] for k in ("input_shape", "input_dtype", "apply_kwargs")
                        if k in meta},

@@ -243,3 +243,15 @@ def test_cli_trains_evaluates_and_prunes_an_lm(tmp_path, capsys):
     small = json.loads(capsys.readouterr().out)
     assert small["params"] < ev["params"] and small["n"] == ev["n"]
     assert math.isclose(small["bits_per_byte"], small["loss"] / math.log(2), rel_tol=1e-9)
+    # depth: one of the LM's blocks removed whole, on block influence over training windows
+    shallow = str(tmp_path / "shallow")
+    assert cli.main(["prune", "--checkpoint", out, "--depth", "1", "--data-batch", "8",
+                     "--data-dir", str(tmp_path), "--out", shallow]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["units_removed"] == 1 and report["params_after"] < report["params_before"]
+    assert cli.main(["evaluate", "--checkpoint", shallow, "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == report["params_after"]
+    for argv in (["--ratio", "0.2", "--depth", "1"], []):  # exactly one of the two
+        assert cli.main(["prune", "--checkpoint", out, *argv, "--out", str(tmp_path / "x")]) == 2
+        assert capsys.readouterr().err.strip().endswith("give one of --ratio (channels) and "
+                                                       "--depth (whole blocks)")
