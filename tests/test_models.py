@@ -61,7 +61,7 @@ def _count(tree):
 
 # Registered models without a ``widths`` field (rebuilt by the generic ``Resized`` path; their
 # tests live in tests/test_attention.py) and the NNX twins (tests/test_cli_nnx.py).
-GENERIC = {"vit"} | set(M.NNX_MODELS)
+GENERIC = {"vit", "lm"} | set(M.NNX_MODELS)  # lm: tests/test_lm.py
 
 
 def test_registry_covers_all_names():
