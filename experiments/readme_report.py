@@ -89,6 +89,28 @@ def vit() -> str:
     return _script("vit_mnist").format_table(_load("vit_mnist"))
 
 
+def lm_pystdlib() -> str:
+    """The byte-LM table and sentences (``lm_pystdlib.py``'s ``report_text``), or a line saying
+    that no results file is committed yet."""
+    if not (RESULTS / "lm_pystdlib" / "results.json").exists():
+        return ("No results file is committed yet (`experiments/results/lm_pystdlib/"
+                "results.json`): the command above makes it, and "
+                "`python experiments/readme_report.py --write` then fills this block.")
+    mod, doc = _script("lm_pystdlib"), _load("lm_pystdlib")
+    if hasattr(mod, "report_text"):
+        return mod.report_text(doc)
+    # what write_report puts in table.md (TABLE_FILES compares the two)
+    summary, cfg = mod.summarize(doc["rows"]), doc["config"]
+    return (f"{mod.table(summary)}\n\n{mod.sentences(summary)}\n\n"
+            f"({cfg['nets']} LMs of dim {cfg['dim']}, {cfg['layers']} blocks, {cfg['heads']} "
+            f"heads / {cfg['kv_heads']} KV heads, MLP {cfg['mlp_dim']}, trained "
+            f"{cfg['train_steps']} steps of {cfg['batch_size']}×{cfg['seq_len']} bytes; "
+            f"distillation {cfg['distill_steps']} steps; mean ± sample sd over nets; "
+            f"differences are method − reference in bits per byte (negative: better than "
+            f"the reference), 95 % t-interval over nets, * interval excludes 0, ‡ survives "
+            f"Holm's correction over every comparison of the table; CPU: {doc.get('cpu')}.)")
+
+
 # --- Frank-Wolfe study (frank_wolfe_mnist.py) -------------------------------------------------
 
 FW_METHODS = ("dense", "magnitude", "fw", "fw_momentum", "fw_mom_struct")
@@ -623,7 +645,7 @@ BLOCKS = {
     "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
     "bench_summary": bench_summary, "bench_targets": bench_targets,
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
-    "bench_export": bench_export, "summary": summary,
+    "bench_export": bench_export, "summary": summary, "lm_pystdlib": lm_pystdlib,
     "summary_docs": lambda: summary(pages=""),
     **{f"source_{folder}": _source_block(folder) for folder in SOURCES},
 }
@@ -640,6 +662,8 @@ TABLE_FILES = {
     "reconstruct_mnist": reconstruct_lenet300, "reconstruct_lenet5": reconstruct_lenet5,
     "coreset_sweep": sweep, "vit_mnist": vit, "frank_wolfe_mnist": _fw_table,
 }
+if (RESULTS / "lm_pystdlib" / "results.json").exists():
+    TABLE_FILES["lm_pystdlib"] = lm_pystdlib
 
 
 def table_drift() -> list[str]:
