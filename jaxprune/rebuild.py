@@ -8,19 +8,29 @@ variables keep their paths) and, through :func:`flax.linen.intercept_methods`, s
 of the layer at each recorded path before that layer runs. :func:`smaller_module` finds which
 fields change by comparing the pruned kernels with the layers that own them.
 """
+
 from __future__ import annotations
 
 import copy as copy_module
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxprune._flax import (
+    Held,
+    abstract_init,
+    first_line,
+    hashable,
+    inference_kwargs,
+    module_path,
+    scope_path,
+    trace_kernel_calls,
+)
 from jaxprune._nnx import submodules, variables_of, with_variables
-from jaxprune._flax import (Held, abstract_init, first_line, hashable, inference_kwargs,
-                            module_path, scope_path, trace_kernel_calls)
 from jaxprune._tree import Path, get_path, leaves_with_paths, shape_mismatches
 
 __all__ = ["Resized", "clone_widths", "smaller", "smaller_module", "smaller_nnx"]
@@ -33,6 +43,7 @@ class Resized(nn.Module):
     (the params paths, ``('block_0', 'conv_1')``). Parameters live where ``module`` puts them,
     so ``Resized(m, sizes).apply(variables, x)`` takes variables of ``m``'s layout.
     """
+
     module: nn.Module
     sizes: tuple = ()
 
@@ -80,9 +91,11 @@ def _new_fields(layer: nn.Module, dense_kernel, small_kernel) -> dict:
         return {}
     if tuple(getattr(layer, "shape", ()) or ()) == dense:
         return {"shape": small}
-    raise ValueError(f"cannot rebuild {type(layer).__name__}: its kernel shrank {dense} -> "
-                     f"{small} but it has no `features` or `shape` field; pass "
-                     "fields={path: {field: value}} to result.model()")
+    raise ValueError(
+        f"cannot rebuild {type(layer).__name__}: its kernel shrank {dense} -> "
+        f"{small} but it has no `features` or `shape` field; pass "
+        "fields={path: {field: value}} to result.model()"
+    )
 
 
 def _pinned_fields(parent: nn.Module, path: Path, dense_params) -> dict:
@@ -104,10 +117,17 @@ def _shapes(tree) -> dict[Path, tuple]:
     return {p: tuple(np.shape(x)) for p, x in leaves_with_paths(tree)}
 
 
-def smaller_module(module: nn.Module, dense_variables, small_variables, input_shape, *,
-                   apply_kwargs: Mapping | None = None,
-                   fields: Mapping[str, Mapping[str, Any]] | None = None,
-                   groups=(), widths: Mapping[str, int] | None = None) -> Resized:
+def smaller_module(
+    module: nn.Module,
+    dense_variables,
+    small_variables,
+    input_shape,
+    *,
+    apply_kwargs: Mapping | None = None,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+    groups=(),
+    widths: Mapping[str, int] | None = None,
+) -> Resized:
     """A :class:`Resized` ``module`` whose ``init`` creates exactly ``small_variables``' shapes.
 
     ``dense_variables``: the variables ``module`` was pruned from (arrays or
@@ -130,8 +150,9 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
     def record(layer, _x, _out):
         modules.setdefault(module_path(layer), layer)
 
-    trace_kernel_calls(module, dense_variables, input_shape, record, apply_kwargs,
-                       every_module=True)
+    trace_kernel_calls(
+        module, dense_variables, input_shape, record, apply_kwargs, every_module=True
+    )
     dense, small = dense_variables["params"], small_variables["params"]
     changes = _Changes(dense, small, groups, widths or {})
     counts: dict[Path, dict] = {}
@@ -139,8 +160,11 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
         own = _own(dense, path)
         new = _pinned_fields(layer, path, dense)
         if "kernel" in own:
-            new.update(_new_fields(layer, np.shape(own["kernel"]),
-                                   np.shape(get_path(small, path + ("kernel",)))))
+            new.update(
+                _new_fields(
+                    layer, np.shape(own["kernel"]), np.shape(get_path(small, path + ("kernel",)))
+                )
+            )
         elif not type(layer).__module__.startswith("flax."):
             new.update(_shape_field(layer, path, dense, small))
             if all(isinstance(v, Mapping) for v in own.values()):
@@ -160,16 +184,32 @@ def smaller_module(module: nn.Module, dense_variables, small_variables, input_sh
     return plain
 
 
-def smaller(module: nn.Module, dense_variables, small_variables, input_shape, *, groups,
-            widths: Mapping[str, int], apply_kwargs: Mapping | None = None,
-            fields: Mapping[str, Mapping[str, Any]] | None = None) -> nn.Module:
+def smaller(
+    module: nn.Module,
+    dense_variables,
+    small_variables,
+    input_shape,
+    *,
+    groups,
+    widths: Mapping[str, int],
+    apply_kwargs: Mapping | None = None,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+) -> nn.Module:
     """The smaller Linen module of a channel prune: a module with a ``widths`` field and
     ``prunable_layers()`` (jaxprune's models) as :func:`clone_widths`, any other as
     :func:`smaller_module`."""
     if hasattr(module, "widths") and hasattr(module, "prunable_layers"):
         return clone_widths(module, groups, widths)
-    return smaller_module(module, dense_variables, small_variables, input_shape,
-                          apply_kwargs=apply_kwargs, fields=fields, groups=groups, widths=widths)
+    return smaller_module(
+        module,
+        dense_variables,
+        small_variables,
+        input_shape,
+        apply_kwargs=apply_kwargs,
+        fields=fields,
+        groups=groups,
+        widths=widths,
+    )
 
 
 def clone_widths(module: nn.Module, groups, widths: Mapping[str, int]) -> nn.Module:
@@ -183,8 +223,9 @@ def clone_widths(module: nn.Module, groups, widths: Mapping[str, int]) -> nn.Mod
             for m in g.producer_modules:
                 by_module[m] = widths[g.name]
     layers = tuple(module.prunable_layers())
-    small = module.clone(widths=tuple(by_module.get(layer, w)
-                                      for layer, w in zip(layers, module.widths)))
+    small = module.clone(
+        widths=tuple(by_module.get(layer, w) for layer, w in zip(layers, module.widths))
+    )
     tied = getattr(module, "tied_width_layers", None)
     if tied is None:
         return small
@@ -194,8 +235,9 @@ def clone_widths(module: nn.Module, groups, widths: Mapping[str, int]) -> nn.Mod
         if isinstance(current, int):
             updates[field] = by_module.get(field_layers[0], current)
         else:
-            updates[field] = tuple(by_module.get(layer, w)
-                                   for layer, w in zip(field_layers, current))
+            updates[field] = tuple(
+                by_module.get(layer, w) for layer, w in zip(field_layers, current)
+            )
     return small.clone(**updates)
 
 
@@ -205,8 +247,9 @@ def _merged(*tables) -> tuple:
     for table in tables:
         for path, f in table.items():
             out.setdefault(path, {}).update(f)
-    return tuple(sorted(((p, tuple(sorted(f.items()))) for p, f in out.items() if f),
-                        key=lambda pf: pf[0]))
+    return tuple(
+        sorted(((p, tuple(sorted(f.items()))) for p, f in out.items() if f), key=lambda pf: pf[0])
+    )
 
 
 def _own(params, path: Path) -> Mapping:
@@ -227,10 +270,17 @@ class _Changes:
     pruned size) and every channel group with an array there (its size -> its width)."""
 
     def __init__(self, dense, small, groups, widths):
-        self.axes = [(p, a, b) for (p, a), (_, b) in zip(leaves_with_paths(dense),
-                                                         leaves_with_paths(small))]
-        self.groups = [({s.path[1:-1] for s in (*g.producers, *g.members, *g.consumers)},
-                        g.size, widths.get(g.name, g.size)) for g in groups]
+        self.axes = [
+            (p, a, b) for (p, a), (_, b) in zip(leaves_with_paths(dense), leaves_with_paths(small))
+        ]
+        self.groups = [
+            (
+                {s.path[1:-1] for s in (*g.producers, *g.members, *g.consumers)},
+                g.size,
+                widths.get(g.name, g.size),
+            )
+            for g in groups
+        ]
 
     def at(self, path: Path) -> dict[int, int]:
         """``{old: new}`` for the sizes changed under ``path`` whose new value is unique
@@ -267,6 +317,7 @@ def _count_fields(layer: nn.Module, changes: Mapping[int, int], taken) -> dict:
     new value (``num_heads`` 8 -> 5 when the layer's head group keeps 5). Config objects
     are copied, never changed in place."""
     new = {}
+    ints = {}
     for f in dataclasses.fields(layer):
         if not f.init or f.name in ("parent", "name") or f.name in taken:
             continue
@@ -274,7 +325,27 @@ def _count_fields(layer: nn.Module, changes: Mapping[int, int], taken) -> dict:
         updated = _counted(value, changes)
         if updated is not value:
             new[f.name] = updated
+        elif isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            ints[f.name] = value
+    new.update(_product_counts(ints, changes))
     return new
+
+
+def _product_counts(ints: Mapping[str, int], changes: Mapping[int, int]) -> dict:
+    """Counts seen only as a product with another, unchanged field: ``num_heads`` when the
+    pruned size is ``num_heads · head_dim`` (heads behind a reshape, GQA's ``jnp.repeat``):
+    ``a = changes[a · b] / b`` for the fields ``b`` that divide it, kept when every such ``b``
+    agrees (a wrong guess is caught by the shape check of the rebuilt module)."""
+    out = {}
+    for a, va in ints.items():
+        guesses = {
+            changes[va * vb] // vb
+            for b, vb in ints.items()
+            if b != a and va * vb in changes and changes[va * vb] % vb == 0
+        }
+        if len(guesses) == 1:
+            out[a] = guesses.pop()
+    return out
 
 
 def _counted(value, changes: Mapping[int, int]):
@@ -283,15 +354,21 @@ def _counted(value, changes: Mapping[int, int]):
     if isinstance(value, int) and not isinstance(value, bool):
         return changes.get(value, value)
     if isinstance(value, Mapping):
-        items = {k: _counted(v, changes) for k, v in value.items()
-                 if isinstance(v, int) and not isinstance(v, bool)}
+        items = {
+            k: _counted(v, changes)
+            for k, v in value.items()
+            if isinstance(v, int) and not isinstance(v, bool)
+        }
         items = {k: v for k, v in items.items() if v != value[k]}
         return {**value, **items} if items else value
     attrs = getattr(value, "__dict__", None)
     if attrs is None or isinstance(value, (nn.Module, type)) or callable(value):
         return value
-    items = {k: changes[v] for k, v in attrs.items()
-             if isinstance(v, int) and not isinstance(v, bool) and v in changes}
+    items = {
+        k: changes[v]
+        for k, v in attrs.items()
+        if isinstance(v, int) and not isinstance(v, bool) and v in changes
+    }
     if not items:
         return value
     copy = copy_module.copy(value)
@@ -302,18 +379,24 @@ def _counted(value, changes: Mapping[int, int]):
 
 def _check_shapes(small: Resized, small_variables, input_shape, apply_kwargs) -> None:
     kwargs = inference_kwargs(small, apply_kwargs)
-    hint = ("a layer takes its size from a field jaxprune cannot see: pass "
-            "fields={'path/to/layer': {field: value}} ('' for the top module)")
+    hint = (
+        "a layer takes its size from a field jaxprune cannot see: pass "
+        "fields={'path/to/layer': {field: value}} ('' for the top module)"
+    )
     try:
         created = abstract_init(small, input_shape, **kwargs)
     except Exception as err:  # noqa: BLE001 - any failure of the user's code, reported whole
-        raise ValueError(f"the rebuilt {type(small.module).__name__} fails to initialise "
-                         f"({type(err).__name__}: {first_line(err)}); {hint}") from err
+        raise ValueError(
+            f"the rebuilt {type(small.module).__name__} fails to initialise "
+            f"({type(err).__name__}: {first_line(err)}); {hint}"
+        ) from err
     bad = shape_mismatches(created, small_variables)
     if bad:
         listed = "; ".join(f"{'/'.join(p)}: builds {a}, pruned {b}" for p, a, b in bad[:6])
-        raise ValueError(f"the rebuilt {type(small.module).__name__} does not create the pruned "
-                         f"shapes ({listed}); {hint}")
+        raise ValueError(
+            f"the rebuilt {type(small.module).__name__} does not create the pruned "
+            f"shapes ({listed}); {hint}"
+        )
 
 
 def _nnx_fields(layer, small: Mapping[str, tuple], nested: Mapping | None = None) -> dict:
@@ -332,7 +415,7 @@ def _nnx_fields(layer, small: Mapping[str, tuple], nested: Mapping | None = None
             new["out_features"] = kernel[-1]
         elif isinstance(out, tuple):
             n_out = len(out)
-            new["out_features"] = tuple(kernel[len(kernel) - n_out:])
+            new["out_features"] = tuple(kernel[len(kernel) - n_out :])
         groups = getattr(layer, "feature_group_count", 1)
         din = getattr(layer, "in_features", None)
         if isinstance(din, int):
@@ -345,10 +428,13 @@ def _nnx_fields(layer, small: Mapping[str, tuple], nested: Mapping | None = None
                 new["in_features"] = kernel[-2] * groups
         elif isinstance(din, tuple):
             end = len(kernel) - n_out
-            new["in_features"] = tuple(kernel[end - len(din):end])
+            new["in_features"] = tuple(kernel[end - len(din) : end])
     for name in ("scale", "mean", "bias"):
-        if name in small and kernel is None and isinstance(getattr(layer, "num_features", None),
-                                                           int):
+        if (
+            name in small
+            and kernel is None
+            and isinstance(getattr(layer, "num_features", None), int)
+        ):
             new["num_features"] = small[name][-1]
             break
     if kernel is None:
@@ -362,13 +448,16 @@ def _attention_fields(layer, nested: Mapping) -> dict:
     attention whose ``query``/``key``/``out`` children hold ``(in, heads, head_dim)`` /
     ``(in, kv_heads, head_dim)`` / ``(heads, head_dim, out)`` kernels."""
     query = nested.get("query", {}).get("kernel")
-    if query is None or len(query) != 3 or not isinstance(getattr(layer, "num_heads", None),
-                                                          int):
+    if query is None or len(query) != 3 or not isinstance(getattr(layer, "num_heads", None), int):
         return {}
     key = nested.get("key", {}).get("kernel")
     out = nested.get("out", {}).get("kernel")
-    values = {"num_heads": query[1], "head_dim": query[2], "qkv_features": query[1] * query[2],
-              "in_features": query[0]}
+    values = {
+        "num_heads": query[1],
+        "head_dim": query[2],
+        "qkv_features": query[1] * query[2],
+        "in_features": query[0],
+    }
     if key is not None and len(key) == 3:
         values.update(num_kv_heads=key[1], in_kv_features=key[0])
     if out is not None:
@@ -386,8 +475,7 @@ def smaller_nnx(module, small_variables, groups=(), widths: Mapping[str, int] | 
     dense = _shapes(variables_of(module))
     new = with_variables(module, small_variables)
     shapes = _shapes(small_variables)
-    changes = _Changes(_tree_of(dense)["params"], _tree_of(shapes)["params"], groups,
-                       widths or {})
+    changes = _Changes(_tree_of(dense)["params"], _tree_of(shapes)["params"], groups, widths or {})
     for path, layer in submodules(new):
         own = {p[-1]: s for p, s in shapes.items() if p[1:-1] == path}
         nested: dict = {}  # child name -> its arrays (an attention's query/key/value/out)

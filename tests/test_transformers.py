@@ -490,8 +490,10 @@ def test_gqa_with_repeated_key_value_heads_prunes_whole_kv_groups():
     assert kv == 1
     assert res.params["params"]["q_proj"]["kernel"].shape == (8, 2 * kv * 3)
     assert any("share a key/value head" in why for why in res.report["frozen"].values())
-    # the head counts live only in the reshapes here: the user names them for the rebuild
-    small = res.model(model, fields={"": {"num_heads": 2 * kv, "num_kv_heads": kv}})
+    # the head counts live only in the reshapes (num_heads · head_dim): found as products
+    small = res.model(model)
+    top = dict(dict((tuple(path), fields) for path, fields in small.sizes)[()])
+    assert (top["num_heads"], top["num_kv_heads"]) == (2 * kv, kv)
     np.testing.assert_allclose(small.apply(res.params, x), model.apply(res.masked, x),
                                rtol=2e-4, atol=2e-5)
 
