@@ -354,10 +354,11 @@ def plot(summary: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def write_report(doc: dict, args, out: pathlib.Path) -> str:
+def report_text(doc: dict) -> str:
+    """The table, the sentences and the run's description, from ``results.json`` alone."""
     summary = summarize(doc["rows"])
     cfg = doc["config"]
-    text = (f"{table(summary)}\n\n{sentences(summary)}\n\n"
+    return (f"{table(summary)}\n\n{sentences(summary)}\n\n"
             f"({cfg['nets']} LMs of dim {cfg['dim']}, {cfg['layers']} blocks, {cfg['heads']} "
             f"heads / {cfg['kv_heads']} KV heads, MLP {cfg['mlp_dim']}, trained "
             f"{cfg['train_steps']} steps of {cfg['batch_size']}×{cfg['seq_len']} bytes; "
@@ -365,8 +366,12 @@ def write_report(doc: dict, args, out: pathlib.Path) -> str:
             f"differences are method − reference in bits per byte (negative: better than "
             f"the reference), 95 % t-interval over nets, * interval excludes 0, ‡ survives "
             f"Holm's correction over every comparison of the table; CPU: {doc.get('cpu')}.)")
+
+
+def write_report(doc: dict, args, out: pathlib.Path) -> str:
+    text = report_text(doc)
     (out / "table.md").write_text(text + "\n")
-    plot(summary, out / "bits_per_byte.png")
+    plot(summarize(doc["rows"]), out / "bits_per_byte.png")
     if args.readme:
         report.write_block(pathlib.Path(args.readme), args.readme_block, text)
     return text
