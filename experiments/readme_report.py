@@ -66,6 +66,18 @@ def table1weak() -> str:
     return table1("lenet300_mnist_weak")
 
 
+def table1anneal() -> str:
+    return table1("lenet300_mnist_anneal")
+
+
+def anneal_vs_early_stop() -> str:
+    """The annealed rerun's rows matched with the committed early_stop run
+    (``compare_schedules.py``)."""
+    mod = _script("compare_schedules")
+    return mod.table(mod.matched(_load("lenet300_mnist_anneal")["rows"],
+                                 _load("lenet300_mnist")["rows"]))
+
+
 def lenet5() -> str:
     mod = _script("lenet5_mnist")
     return protocol.report_text(_load("lenet5_mnist"), mod.REFERENCE, {})
@@ -520,8 +532,9 @@ def bench_export() -> str:
 
 # --- where each results page's numbers come from ---------------------------------------------
 
-SOURCES = ("lenet300_mnist", "lenet300_mnist_weak", "lenet5_mnist", "reconstruct_mnist",
-           "reconstruct_lenet5", "coreset_sweep", "vit_mnist", "frank_wolfe_mnist", "bounds")
+SOURCES = ("lenet300_mnist", "lenet300_mnist_anneal", "lenet300_mnist_weak", "lenet5_mnist",
+           "reconstruct_mnist", "reconstruct_lenet5", "coreset_sweep", "vit_mnist",
+           "frank_wolfe_mnist", "bounds")
 
 
 def source(folder: str) -> str:
@@ -601,6 +614,11 @@ def summary(pages: str = "docs/results/") -> str:
                     f"`{config.get('ft_schedule', 'early_stop')}`) | cells (of {cells}) where a "
                     f"difference survives Holm's correction over the whole table: {text} | "
                     f"[{page}]({pages}{page}.md) |")
+    anneal = _load("lenet300_mnist_anneal")
+    rows.append(f"| Table 1 rerun with annealed fine-tuning (partial: {len(anneal['rows'])} rows, "
+                f"{len({r['dense_seed'] for r in anneal['rows']})} nets so far) | "
+                + anneal_vs_early_stop().splitlines()[-1]
+                + f" | [table1]({pages}table1.md) |")
     for folder, name, page in (("reconstruct_mnist", "Least-squares refit, LeNet-300-100",
                                 "reconstruction"),
                                ("reconstruct_lenet5", "Least-squares refit, LeNet-5",
@@ -646,6 +664,7 @@ BLOCKS = {
     "bench_summary": bench_summary, "bench_targets": bench_targets,
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
     "bench_export": bench_export, "summary": summary, "lm_pystdlib": lm_pystdlib,
+    "table1anneal": table1anneal, "anneal_vs_early_stop": anneal_vs_early_stop,
     "summary_docs": lambda: summary(pages=""),
     **{f"source_{folder}": _source_block(folder) for folder in SOURCES},
 }
@@ -659,6 +678,7 @@ def _fw_table() -> str:
 # each experiment's committed table.md, as its script writes it from results.json
 TABLE_FILES = {
     "lenet300_mnist": table1, "lenet300_mnist_weak": table1weak, "lenet5_mnist": lenet5,
+    "lenet300_mnist_anneal": table1anneal,
     "reconstruct_mnist": reconstruct_lenet300, "reconstruct_lenet5": reconstruct_lenet5,
     "coreset_sweep": sweep, "vit_mnist": vit, "frank_wolfe_mnist": _fw_table,
 }
