@@ -6,11 +6,28 @@ the parts, in import order: ``geometry`` (MVEE, Carathéodory, projections) → 
 ``surgery`` → ``selection`` → ``optim`` → ``train`` → ``methods`` → ``plan`` / ``results`` /
 ``pipeline`` → ``bounds``.
 """
+
 from jaxprune.cache import enable_compilation_cache
-from jaxprune.pipeline import (Certificate, ChannelResult, PruneResult, PruneWarning, Refit,
-                               WeightResult, prune)
+from jaxprune.pipeline import (
+    Certificate,
+    ChannelResult,
+    PruneResult,
+    PruneWarning,
+    Refit,
+    WeightResult,
+    prune,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Certificate", "ChannelResult", "PruneResult", "PruneWarning", "Refit",
-           "WeightResult", "enable_compilation_cache", "prune", "__version__"]
+__all__ = [
+    "Certificate",
+    "ChannelResult",
+    "PruneResult",
+    "PruneWarning",
+    "Refit",
+    "WeightResult",
+    "enable_compilation_cache",
+    "prune",
+    "__version__",
+]

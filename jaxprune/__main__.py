@@ -1,4 +1,5 @@
 """``python -m jaxprune ...`` == the ``jaxprune`` console script (see :mod:`jaxprune.cli`)."""
+
 import sys
 
 from jaxprune.cli import main

@@ -5,18 +5,20 @@ inputs, their configuration, their call order, their MACs) goes through one help
 :func:`kernel_calls`, a wrapper of :func:`flax.linen.intercept_methods` that reports each
 ``__call__`` of a module owning a ``'kernel'`` parameter.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
-from flax import errors as flax_errors
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import errors as flax_errors
 
 from jaxprune._tree import as_variables
 
@@ -34,8 +36,13 @@ def has_kernel(module: nn.Module) -> bool:
 
 # Flags by which Flax modules switch between training and inference, and their value in
 # *training* mode; inference is the negation.
-MODE_FLAGS = {"train": True, "training": True, "is_training": True,
-              "deterministic": False, "use_running_average": False}
+MODE_FLAGS = {
+    "train": True,
+    "training": True,
+    "is_training": True,
+    "deterministic": False,
+    "use_running_average": False,
+}
 
 
 def _call_signature(model: nn.Module):
@@ -57,16 +64,21 @@ def mode_kwargs(model: nn.Module, train: bool) -> dict:
     sig = _call_signature(model)
     if sig is None:
         return {}
-    return {name: (value if train else not value) for name, value in MODE_FLAGS.items()
-            if name in sig.parameters}
+    return {
+        name: (value if train else not value)
+        for name, value in MODE_FLAGS.items()
+        if name in sig.parameters
+    }
 
 
 def inference_kwargs(model: nn.Module, apply_kwargs: Mapping | None = None) -> dict:
     """``apply_kwargs`` when given, else :func:`mode_kwargs` ``(model, train=False)``."""
     if apply_kwargs is not None:
         if not isinstance(apply_kwargs, Mapping):
-            raise ValueError(f"apply_kwargs must be a dict of keyword arguments for "
-                             f"model.apply, got {type(apply_kwargs).__name__}")
+            raise ValueError(
+                f"apply_kwargs must be a dict of keyword arguments for "
+                f"model.apply, got {type(apply_kwargs).__name__}"
+            )
         return dict(apply_kwargs)
     return mode_kwargs(model, train=False)
 
@@ -82,16 +94,17 @@ def apply_inference(model: nn.Module, variables, x, apply_kwargs: Mapping | None
     args, call_kwargs = x.call() if isinstance(x, Example) else ((x,), {})
     try:
         return model.apply(variables, *args, **call_kwargs, **kwargs)
-    except (flax_errors.InvalidRngError, flax_errors.ModifyScopeVariableError,
-            TypeError) as err:
+    except (flax_errors.InvalidRngError, flax_errors.ModifyScopeVariableError, TypeError) as err:
         if isinstance(err, TypeError) and not any(
-                s in str(err) for s in ("keyword argument", "required positional argument")):
+            s in str(err) for s in ("keyword argument", "required positional argument")
+        ):
             raise
         raise ValueError(
             f"cannot run {type(model).__name__} in inference mode with "
             f"model.apply(variables, x, **{kwargs}): {type(err).__name__}: "
             f"{first_line(err)} -- pass apply_kwargs={{...}} (the keyword "
-            "arguments of its inference call, e.g. {'deterministic': True})") from None
+            "arguments of its inference call, e.g. {'deterministic': True})"
+        ) from None
 
 
 _INPUT_SHAPE_HOOKS: list[Callable[[nn.Module], Any]] = []
@@ -135,7 +148,7 @@ class Example:
         self.dynamic = tuple(map(_is_array, leaves)) if dynamic is None else dynamic
 
     @classmethod
-    def of(cls, value) -> "Example":
+    def of(cls, value) -> Example:
         """An array (one positional argument), a tuple/list (positional arguments, ``None``
         allowed) or a dict (keyword arguments); at least one array."""
         if isinstance(value, Example):
@@ -147,8 +160,10 @@ class Example:
         else:
             ex = cls((value if _is_array(value) else np.asarray(value),))
         if not any(ex.dynamic):
-            raise ValueError("example inputs hold no array: give an array, a tuple of "
-                             "positional arguments or a dict of keyword arguments")
+            raise ValueError(
+                "example inputs hold no array: give an array, a tuple of "
+                "positional arguments or a dict of keyword arguments"
+            )
         return ex
 
     def tree_flatten(self):
@@ -177,20 +192,23 @@ class Example:
         """Examples in the batch (the first axis of every array)."""
         sizes = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in self.arrays}
         if len(sizes) != 1 or -1 in sizes:
-            raise ValueError(f"every input array must be a batch along its first axis of one "
-                             f"size; got shapes {[np.shape(a) for a in self.arrays]}")
+            raise ValueError(
+                f"every input array must be a batch along its first axis of one "
+                f"size; got shapes {[np.shape(a) for a in self.arrays]}"
+            )
         return sizes.pop()
 
-    def abstract(self, batch: int) -> "Example":
+    def abstract(self, batch: int) -> Example:
         """``ShapeDtypeStruct`` leaves with ``batch`` examples."""
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch, *np.shape(a)[1:]),
-                                                           np.dtype(a.dtype)), self)
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((batch, *np.shape(a)[1:]), np.dtype(a.dtype)), self
+        )
 
-    def zeros(self, batch: int) -> "Example":
+    def zeros(self, batch: int) -> Example:
         """Zero arrays of the same dtypes with ``batch`` examples (what the tracer runs on)."""
         return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.abstract(batch))
 
-    def take(self, start: int, stop: int) -> "Example":
+    def take(self, start: int, stop: int) -> Example:
         """Examples ``start:stop`` of every array."""
         return jax.tree.map(lambda a: a[start:stop], self)
 
@@ -217,6 +235,7 @@ def abstract_init(model: nn.Module, input_shape, **kwargs):
     """``model.init`` on one example of ``input_shape`` (a shape or an :class:`Example`) under
     ``jax.eval_shape``: the variables it creates, as ``ShapeDtypeStruct`` (nothing is
     computed)."""
+
     def init(k, inp):
         args, call_kwargs = inp.call()
         return model.init(k, *args, **call_kwargs, **kwargs)
@@ -229,6 +248,7 @@ def kernel_calls(on_call: Callable[[nn.Module, Any, Any], None], every_module: b
     """Within the block, ``on_call(module, input, output)`` runs after every ``__call__``
     of a kernel-bearing module (``input`` is its first positional argument);
     ``every_module``: after every method call of any module (``input`` may be None)."""
+
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
@@ -257,8 +277,14 @@ def module_path(module: nn.Module) -> Path:
     return scope_path(module.scope)
 
 
-def trace_kernel_calls(model: nn.Module, variables, input_shape, on_call,
-                       apply_kwargs: Mapping | None = None, every_module: bool = False) -> None:
+def trace_kernel_calls(
+    model: nn.Module,
+    variables,
+    input_shape,
+    on_call,
+    apply_kwargs: Mapping | None = None,
+    every_module: bool = False,
+) -> None:
     """Run :func:`kernel_calls` over one abstract (``jax.eval_shape``) inference call of
     ``model`` on a batch of one example of ``input_shape`` (a shape or an :class:`Example`);
     nothing is computed."""
@@ -271,8 +297,9 @@ def trace_kernel_calls(model: nn.Module, variables, input_shape, on_call,
     jax.eval_shape(run, variables, as_example(input_shape).abstract(1))
 
 
-def kernel_modules(model: nn.Module, variables, input_shape,
-                   apply_kwargs: Mapping | None = None) -> dict[Path, nn.Module]:
+def kernel_modules(
+    model: nn.Module, variables, input_shape, apply_kwargs: Mapping | None = None
+) -> dict[Path, nn.Module]:
     """``{module path: the kernel-bearing module, unbound}`` in the order of their last call
     (their configuration: a Conv's strides, padding, dilation)."""
     found: dict[Path, nn.Module] = {}
@@ -318,8 +345,11 @@ def hashable(model: nn.Module) -> nn.Module:
         return model
     except TypeError:
         pass
-    updates = {f.name: _freeze_value(getattr(model, f.name)) for f in dataclasses.fields(model)
-               if f.init and f.name not in ("parent", "name")}
+    updates = {
+        f.name: _freeze_value(getattr(model, f.name))
+        for f in dataclasses.fields(model)
+        if f.init and f.name not in ("parent", "name")
+    }
     frozen = model.clone(**updates)
     try:
         hash(frozen)
@@ -338,6 +368,7 @@ class _Ref:
 class Held(nn.Module):
     """``ref.value``, a Linen module with unhashable fields, run in this module's scope (its
     variables keep their paths); hashed by the identity of ``ref``."""
+
     ref: _Ref
 
     @property
@@ -362,8 +393,14 @@ def _held(model: nn.Module) -> Held:
     return _HELD[id(model)][1]
 
 
-def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
-                  apply_kwargs: Mapping | None = None) -> dict[Path, np.ndarray]:
+def kernel_inputs(
+    model: nn.Module,
+    variables,
+    images,
+    *,
+    batch_size: int = 256,
+    apply_kwargs: Mapping | None = None,
+) -> dict[Path, np.ndarray]:
     """``{module path: its input on images}`` (host arrays) for every kernel-bearing module.
 
     ``images``: (N, *input_shape), run as float32, or an :class:`Example` (arrays of any
@@ -375,8 +412,7 @@ def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
     if not isinstance(images, Example):
         images = np.asarray(images)
         if images.ndim < 2 or images.shape[0] == 0:
-            raise ValueError(f"images must be a non-empty batch (N, ...), got shape "
-                             f"{images.shape}")
+            raise ValueError(f"images must be a non-empty batch (N, ...), got shape {images.shape}")
         images = Example((images.astype(np.float32),))
     static = hashable(model)
     kwargs = tuple(sorted(inference_kwargs(model, apply_kwargs).items()))
@@ -385,13 +421,16 @@ def kernel_inputs(model: nn.Module, variables, images, *, batch_size: int = 256,
         part = jax.tree.map(jnp.asarray, images.take(start, start + int(batch_size)))
         chunks.append(jax.device_get(_capture(static, kwargs, variables, part)))
     if not chunks[0]:
-        raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
-                         "called; nothing to capture")
+        raise ValueError(
+            f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
+            "called; nothing to capture"
+        )
     return {path: np.concatenate([c[path] for c in chunks], axis=0) for path in chunks[0]}
 
 
-def kernel_io(model: nn.Module, variables, images, *, paths=None,
-              apply_kwargs: Mapping | None = None) -> dict[Path, tuple[Any, Any]]:
+def kernel_io(
+    model: nn.Module, variables, images, *, paths=None, apply_kwargs: Mapping | None = None
+) -> dict[Path, tuple[Any, Any]]:
     """``{module path: (its input, its output)}`` of the kernel-bearing modules in ONE
     inference call of ``model`` on the batch ``images`` (traceable: meant to run inside
     ``jax.jit``; nothing is chunked or moved to the host).

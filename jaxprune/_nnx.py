@@ -16,12 +16,13 @@ layer's class name. So the Linen interceptors see every kernel layer at its para
 BatchNorm statistics update through ``mutable=['batch_stats']`` and dropout draws from
 ``rngs={'dropout': key}``.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import MutableMapping, MutableSequence
-from typing import Any, Iterator
+from collections.abc import Iterator, MutableMapping, MutableSequence
+from typing import Any
 
 import flax.linen as nn
 from flax import nnx
@@ -123,6 +124,7 @@ class NnxAsLinen(nn.Module):
     ``train`` picks ``train()``/``eval()`` and is passed on when the module's own ``__call__``
     takes a mode flag (``train``, ``deterministic``, ...); other keyword arguments are passed
     on as they are. Runs on existing variables only (``init`` creates nothing)."""
+
     graph: _Graph
 
     def __call__(self, *args, train: bool = False, **kwargs):
@@ -156,29 +158,53 @@ def _linen_layer(layer, scope) -> nn.Module | None:
     layer that owns no kernel and has no Linen counterpart here (it runs as it is)."""
     extra = ("promote_dtype", "preferred_element_type")
     if _is_default(layer, nnx.Linear, ("dot_general", *extra)):
-        return nn.Dense(layer.out_features, use_bias=layer.use_bias, dtype=layer.dtype,
-                        param_dtype=layer.param_dtype, precision=layer.precision,
-                        parent=scope)
+        return nn.Dense(
+            layer.out_features,
+            use_bias=layer.use_bias,
+            dtype=layer.dtype,
+            param_dtype=layer.param_dtype,
+            precision=layer.precision,
+            parent=scope,
+        )
     if _is_default(layer, nnx.Conv, ("conv_general_dilated", "mask", *extra)):
-        return nn.Conv(layer.out_features, _tupled(layer.kernel_size),
-                       strides=_tupled(layer.strides), padding=_tupled(layer.padding),
-                       input_dilation=_tupled(layer.input_dilation),
-                       kernel_dilation=_tupled(layer.kernel_dilation),
-                       feature_group_count=layer.feature_group_count, use_bias=layer.use_bias,
-                       dtype=layer.dtype, param_dtype=layer.param_dtype,
-                       precision=layer.precision, parent=scope)
+        return nn.Conv(
+            layer.out_features,
+            _tupled(layer.kernel_size),
+            strides=_tupled(layer.strides),
+            padding=_tupled(layer.padding),
+            input_dilation=_tupled(layer.input_dilation),
+            kernel_dilation=_tupled(layer.kernel_dilation),
+            feature_group_count=layer.feature_group_count,
+            use_bias=layer.use_bias,
+            dtype=layer.dtype,
+            param_dtype=layer.param_dtype,
+            precision=layer.precision,
+            parent=scope,
+        )
     if _is_default(layer, nnx.BatchNorm, ("promote_dtype",)):
-        return nn.BatchNorm(use_running_average=layer.use_running_average, axis=layer.axis,
-                            momentum=layer.momentum, epsilon=layer.epsilon, dtype=layer.dtype,
-                            param_dtype=layer.param_dtype, use_bias=layer.use_bias,
-                            use_scale=layer.use_scale, axis_name=layer.axis_name,
-                            axis_index_groups=layer.axis_index_groups,
-                            use_fast_variance=layer.use_fast_variance,
-                            force_float32_reductions=False, parent=scope)
+        return nn.BatchNorm(
+            use_running_average=layer.use_running_average,
+            axis=layer.axis,
+            momentum=layer.momentum,
+            epsilon=layer.epsilon,
+            dtype=layer.dtype,
+            param_dtype=layer.param_dtype,
+            use_bias=layer.use_bias,
+            use_scale=layer.use_scale,
+            axis_name=layer.axis_name,
+            axis_index_groups=layer.axis_index_groups,
+            use_fast_variance=layer.use_fast_variance,
+            force_float32_reductions=False,
+            parent=scope,
+        )
     if type(layer) is nnx.Dropout:
-        return nn.Dropout(layer.rate, broadcast_dims=_tupled(layer.broadcast_dims),
-                          deterministic=layer.deterministic,
-                          rng_collection=layer.rng_collection, parent=scope)
+        return nn.Dropout(
+            layer.rate,
+            broadcast_dims=_tupled(layer.broadcast_dims),
+            deterministic=layer.deterministic,
+            rng_collection=layer.rng_collection,
+            parent=scope,
+        )
     if isinstance(vars(layer).get("kernel"), nnx.Param):
         return _native(type(layer))(_Ref(layer), parent=scope)
     return None
@@ -193,6 +219,7 @@ class _Ref:
 
 class _Native(nn.Module):
     """Runs an NNX layer as it is; a Linen module only so that interceptors see its call."""
+
     ref: _Ref
 
     def __call__(self, *args, **kwargs):

@@ -12,6 +12,7 @@ Each step every process contributes its flag to a global ``any`` computed on the
 result is read one step later, so all processes read the same value at the same step without
 waiting on the step in flight, and stop together after that step.
 """
+
 from __future__ import annotations
 
 import signal
@@ -21,7 +22,8 @@ import threading
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 __all__ = ["Stopped", "StopRequest"]
 
@@ -47,16 +49,16 @@ class StopRequest:
 
     def __init__(self, sharding: NamedSharding | None = None):
         self.sharding = sharding
-        self.signum = 0          # the signal this process received (0: none)
-        self.stopped = False     # every process agreed to stop
+        self.signum = 0  # the signal this process received (0: none)
+        self.stopped = False  # every process agreed to stop
         self._previous: dict = {}
-        self._pending = None     # the agreement dispatched at the last step
+        self._pending = None  # the agreement dispatched at the last step
         self._told = False
 
     # -- handlers
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         if threading.current_thread() is not threading.main_thread():
-            return self          # signals reach the main thread only: nothing to hold
+            return self  # signals reach the main thread only: nothing to hold
         for sig in _SIGNALS:
             self._previous[sig] = signal.signal(sig, self._record)
         return self
@@ -68,14 +70,18 @@ class StopRequest:
 
     def _record(self, signum, _frame) -> None:
         self.signum = self.signum or signum
-        self.uninstall()         # a second signal acts as usual
+        self.uninstall()  # a second signal acts as usual
 
     def _tell(self) -> None:
         if self.signum and not self._told:
             self._told = True
-            print(f"jaxprune: {signal.Signals(self.signum).name} received: stopping after this "
-                  "step, once the last epoch's checkpoint is written (send it again to stop at "
-                  "once)", file=sys.stderr, flush=True)
+            print(
+                f"jaxprune: {signal.Signals(self.signum).name} received: stopping after this "
+                "step, once the last epoch's checkpoint is written (send it again to stop at "
+                "once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # -- agreement
     def after_step(self) -> bool:

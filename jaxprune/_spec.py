@@ -13,6 +13,7 @@ a reference a function, class or dtype; the only code it calls is the module con
 with JSON values. Loading a file therefore runs no code the file chooses (the rule
 ``torch.load(weights_only=True)`` and ``trust_remote_code=False`` follow).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,21 @@ import importlib
 import inspect
 import re
 import types
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import flax.linen as nn
 import numpy as np
 from flax import nnx
 
-__all__ = ["DEFAULT_TRUST", "module_spec", "module_from_spec", "check_record", "check_trusted",
-           "is_trusted"]
+__all__ = [
+    "DEFAULT_TRUST",
+    "module_spec",
+    "module_from_spec",
+    "check_record",
+    "check_trusted",
+    "is_trusted",
+]
 
 _SKIP = ("parent", "name")
 
@@ -36,14 +44,21 @@ _SKIP = ("parent", "name")
 DEFAULT_TRUST = ("jaxprune", "flax", "jax", "numpy", "ml_dtypes")
 
 #: Parts of the default packages that run tools or jobs, never trusted by default.
-_NOT_BY_DEFAULT = ("jaxprune.cli", "jaxprune.workflows", "numpy.distutils", "numpy.f2py",
-                   "numpy.testing", "jax.tools")
+_NOT_BY_DEFAULT = (
+    "jaxprune.cli",
+    "jaxprune.workflows",
+    "numpy.distutils",
+    "numpy.f2py",
+    "numpy.testing",
+    "jax.tools",
+)
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _KINDS = ("module", "tuple", "list", "dict", "ref")
 
 
 # ----------------------------------------------------------------------------- trust
+
 
 def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
@@ -54,22 +69,26 @@ def is_trusted(module: str, trust: Iterable[str] = ()) -> bool:
     defaults, minus the default packages' tool modules)."""
     if any(_within(module, p) for p in trust):
         return True
-    return (any(_within(module, p) for p in DEFAULT_TRUST)
-            and not any(_within(module, p) for p in _NOT_BY_DEFAULT))
+    return any(_within(module, p) for p in DEFAULT_TRUST) and not any(
+        _within(module, p) for p in _NOT_BY_DEFAULT
+    )
 
 
 def _split(name) -> tuple[str, list[str]]:
     """``"pkg.mod:Outer.Inner"`` -> ``("pkg.mod", ["Outer", "Inner"])``; malformed names and
     private/dunder attribute parts are refused."""
     if not isinstance(name, str) or name.count(":") != 1:
-        raise ValueError(f"malformed name {name!r} in the saved model (expected "
-                         "'package.module:Name')")
+        raise ValueError(
+            f"malformed name {name!r} in the saved model (expected 'package.module:Name')"
+        )
     module, qualname = name.split(":")
     parts = qualname.split(".")
     if not (_DOTTED.match(module) and _DOTTED.match(qualname)) or any(
-            p.startswith("__") for p in parts):
-        raise ValueError(f"malformed name {name!r} in the saved model (expected "
-                         "'package.module:Name')")
+        p.startswith("__") for p in parts
+    ):
+        raise ValueError(
+            f"malformed name {name!r} in the saved model (expected 'package.module:Name')"
+        )
     return module, parts
 
 
@@ -78,10 +97,12 @@ def check_trusted(name: str, trust: Iterable[str] = ()) -> None:
     module, _ = _split(name)
     if not is_trusted(module, trust):
         top = module.split(".")[0]
-        raise ValueError(f"the saved model names {name!r}, which is not trusted (only "
-                         f"{', '.join(DEFAULT_TRUST)} names load by default): if you trust "
-                         f"the package {top!r}, pass trust=('{top}',) to load_model (CLI: "
-                         f"--trust {top}), or pass like=<the dense module>")
+        raise ValueError(
+            f"the saved model names {name!r}, which is not trusted (only "
+            f"{', '.join(DEFAULT_TRUST)} names load by default): if you trust "
+            f"the package {top!r}, pass trust=('{top}',) to load_model (CLI: "
+            f"--trust {top}), or pass like=<the dense module>"
+        )
 
 
 def check_record(spec, trust: Iterable[str] = ()) -> None:
@@ -91,13 +112,18 @@ def check_record(spec, trust: Iterable[str] = ()) -> None:
         raise ValueError(f"malformed module record in the saved model: {str(spec)[:80]!r}")
     check_trusted(spec["class"], trust)
     fields = spec.get("fields", {})
-    if (set(spec) - {"class", "fields", "name"} or not isinstance(fields, dict)
-            or not isinstance(spec.get("name", ""), str)):
+    if (
+        set(spec) - {"class", "fields", "name"}
+        or not isinstance(fields, dict)
+        or not isinstance(spec.get("name", ""), str)
+    ):
         raise ValueError(f"malformed module record for {spec['class']!r} in the saved model")
     for key, value in fields.items():
         if not key.isidentifier() or key in _SKIP or key.startswith("__"):
-            raise ValueError(f"the saved model gives {spec['class']!r} a field {key!r}, "
-                             "which no module constructor takes")
+            raise ValueError(
+                f"the saved model gives {spec['class']!r} a field {key!r}, "
+                "which no module constructor takes"
+            )
         _check_value(value, trust)
 
 
@@ -106,7 +132,7 @@ def _check_value(v, trust) -> None:
         return
     if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in _KINDS:
         raise ValueError(f"malformed field value in the saved model: {str(v)[:80]!r}")
-    (kind, body), = v.items()
+    ((kind, body),) = v.items()
     if kind == "module":
         check_record(body, trust)
     elif kind == "ref":
@@ -123,9 +149,9 @@ def _check_value(v, trust) -> None:
 
 # ----------------------------------------------------------------------------- resolving
 
+
 def _owner(obj) -> str | None:
-    return obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__",
-                                                                          None)
+    return obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
 
 
 def _resolve(name: str, trust: Iterable[str] = ()):
@@ -138,8 +164,10 @@ def _resolve(name: str, trust: Iterable[str] = ()):
         obj = getattr(obj, part)
         owner = _owner(obj)
         if isinstance(owner, str) and not is_trusted(owner, trust):
-            raise ValueError(f"the saved model names {name!r}, which reaches {part!r} of "
-                             f"the untrusted module {owner!r}")
+            raise ValueError(
+                f"the saved model names {name!r}, which reaches {part!r} of "
+                f"the untrusted module {owner!r}"
+            )
     return obj
 
 
@@ -153,8 +181,10 @@ def _is_function_class_or_dtype(obj) -> bool:
 def _resolve_ref(name: str, trust):
     obj = _resolve(name, trust)
     if not _is_function_class_or_dtype(obj):
-        raise ValueError(f"the saved model's reference {name!r} is a {type(obj).__name__}, "
-                         "not a function, class or dtype")
+        raise ValueError(
+            f"the saved model's reference {name!r} is a {type(obj).__name__}, "
+            "not a function, class or dtype"
+        )
     return obj
 
 
@@ -167,13 +197,16 @@ def _resolve_class(name: str, trust):
 
 # ----------------------------------------------------------------------------- recording
 
+
 def _reference(obj) -> str:
     """``"module:qualname"`` of an importable object, checked by importing it back."""
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     if module in (None, "__main__") or qualname is None or "<" in qualname:
-        raise ValueError(f"{obj!r} cannot be recorded: it has no importable name (define it at "
-                         "module level in an importable file)")
+        raise ValueError(
+            f"{obj!r} cannot be recorded: it has no importable name (define it at "
+            "module level in an importable file)"
+        )
     name = f"{module}:{qualname}"
     try:
         found = _resolve(name, trust=(module,))
@@ -192,8 +225,11 @@ def _value(v, where: str):
     if isinstance(v, nn.Module):
         return {"module": module_spec(v)}
     if isinstance(v, (tuple, list)):
-        return {"tuple" if isinstance(v, tuple) else "list":
-                [_value(x, f"{where}[{i}]") for i, x in enumerate(v)]}
+        return {
+            "tuple" if isinstance(v, tuple) else "list": [
+                _value(x, f"{where}[{i}]") for i, x in enumerate(v)
+            ]
+        }
     if isinstance(v, dict) and all(isinstance(k, str) for k in v):
         return {"dict": {k: _value(x, f"{where}.{k}") for k, x in v.items()}}
     try:
@@ -229,10 +265,11 @@ def module_spec(module: nn.Module) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- rebuilding
 
+
 def _from_value(v, trust):
     if not isinstance(v, dict):
         return v
-    (kind, body), = v.items()
+    ((kind, body),) = v.items()
     if kind == "module":
         return _build(body, trust)
     if kind in ("tuple", "list"):
@@ -247,17 +284,20 @@ def _build(spec: dict, trust) -> nn.Module:
     try:
         cls = _resolve_class(spec["class"], trust)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot rebuild the saved model: class {spec['class']!r} is not "
-                         f"importable here ({err}); install or import the package that "
-                         "defines it") from None
+        raise ValueError(
+            f"cannot rebuild the saved model: class {spec['class']!r} is not "
+            f"importable here ({err}); install or import the package that "
+            "defines it"
+        ) from None
     kwargs = {k: _from_value(v, trust) for k, v in spec.get("fields", {}).items()}
     if "name" in spec:
         kwargs["name"] = spec["name"]
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"cannot rebuild the saved {spec['class']!r} from its recorded "
-                         f"fields: {err}") from None
+        raise ValueError(
+            f"cannot rebuild the saved {spec['class']!r} from its recorded fields: {err}"
+        ) from None
 
 
 def module_from_spec(spec: dict[str, Any], trust: Iterable[str] = ()) -> nn.Module:

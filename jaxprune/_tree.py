@@ -4,9 +4,11 @@ A Flax *variables* dict holds collections (``{'params': ..., 'batch_stats': ...}
 callers pass just the ``'params'`` collection. :func:`as_variables` is the one place that
 tells the two apart, and :func:`restore_form` gives a result back in the caller's form.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -17,8 +19,7 @@ Path = tuple[str, ...]
 
 def path_of(key_path) -> Path:
     """JAX key path (``DictKey``, ``GetAttrKey``, ``SequenceKey``...) -> tuple of strings."""
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                 for k in key_path)
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path)
 
 
 def get_path(tree, path: Path):
@@ -51,8 +52,10 @@ def as_variables(tree) -> tuple[dict, bool]:
     if is_variables(tree):
         return dict(tree), True
     if not isinstance(tree, Mapping) or not tree:
-        raise ValueError("params must be a non-empty (nested) dict of arrays, e.g. "
-                         "variables['params'] or the full variables dict")
+        raise ValueError(
+            "params must be a non-empty (nested) dict of arrays, e.g. "
+            "variables['params'] or the full variables dict"
+        )
     return {"params": tree}, False
 
 
@@ -86,6 +89,7 @@ def to_host(tree):
     A global array that spans several processes is read from this process's copy when it is
     replicated (the parameters of a data-parallel run) and gathered otherwise.
     """
+
     def leaf(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             if x.sharding.is_fully_replicated:

@@ -6,6 +6,7 @@ second process with the same shapes loads them instead of compiling. The directo
 (``$XDG_CACHE_HOME`` is honoured). Library users call :func:`enable_compilation_cache` once,
 before their first jitted call.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def default_cache_dir() -> str | None:
     return user_cache_dir("xla")
 
 
-def enable_compilation_cache(directory: str | os.PathLike | None = None,
-                             min_compile_seconds: float = 0.0) -> str | None:
+def enable_compilation_cache(
+    directory: str | os.PathLike | None = None, min_compile_seconds: float = 0.0
+) -> str | None:
     """Point JAX's persistent compilation cache at ``directory`` (default
     :func:`default_cache_dir`); programs that took at least ``min_compile_seconds`` to
     compile are stored. Returns the directory, or ``None`` when the cache is off; a path
@@ -43,13 +45,17 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None,
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"the compilation cache directory {path} ($JAXPRUNE_CACHE_DIR or "
-                         "~/.cache/jaxprune/xla) is a file or lies under one; point "
-                         "JAXPRUNE_CACHE_DIR at a directory, or set it to 'off'") from None
+        raise ValueError(
+            f"the compilation cache directory {path} ($JAXPRUNE_CACHE_DIR or "
+            "~/.cache/jaxprune/xla) is a file or lies under one; point "
+            "JAXPRUNE_CACHE_DIR at a directory, or set it to 'off'"
+        ) from None
     except PermissionError:
-        raise ValueError(f"the compilation cache directory {path} cannot be created "
-                         "(permission denied); point JAXPRUNE_CACHE_DIR elsewhere, or set it "
-                         "to 'off'") from None
+        raise ValueError(
+            f"the compilation cache directory {path} cannot be created "
+            "(permission denied); point JAXPRUNE_CACHE_DIR elsewhere, or set it "
+            "to 'off'"
+        ) from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -40,27 +40,44 @@ Example::
     >>> bool(np.allclose(stats.mean, x.mean(0), atol=1e-6))
     True
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import re
 import warnings
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import flax.linen as nn
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxprune import _nnx, surgery
-from jaxprune._flax import (Example, apply_inference, hashable, inference_kwargs, kernel_calls,
-                            kernel_modules, module_path)
+from jaxprune._flax import (
+    Example,
+    apply_inference,
+    hashable,
+    inference_kwargs,
+    kernel_calls,
+    kernel_modules,
+    module_path,
+)
 from jaxprune._tree import Path, as_variables, get_path, map_with_paths, restore_form
 
-__all__ = ["ChannelStats", "bias_compensation", "compensate", "feature_axes", "from_inputs",
-           "input_statistics", "channel_sum", "kernel_feature_sum"]
+__all__ = [
+    "ChannelStats",
+    "bias_compensation",
+    "compensate",
+    "feature_axes",
+    "from_inputs",
+    "input_statistics",
+    "channel_sum",
+    "kernel_feature_sum",
+]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -73,6 +90,7 @@ class ChannelStats(NamedTuple):
     (the input's trailing axes, e.g. ``(heads, head_dim)``); ``axis``: the kernel axis the
     first feature axis is (:func:`feature_axes`: 0 for a Dense/einsum, ``ndim − 2`` for a
     conv)."""
+
     count: float
     mean: np.ndarray
     m2: np.ndarray
@@ -88,7 +106,7 @@ class ChannelStats(NamedTuple):
     @property
     def norm(self) -> np.ndarray:
         """``‖X_f‖₂ = sqrt(Σ_n X_nf²)``, feature-shaped."""
-        return np.sqrt(np.maximum(self.m2 + self.count * self.mean ** 2, 0.0)).reshape(self.shape)
+        return np.sqrt(np.maximum(self.m2 + self.count * self.mean**2, 0.0)).reshape(self.shape)
 
     @property
     def means(self) -> np.ndarray:
@@ -114,12 +132,13 @@ def from_inputs(inputs, features: int = 1, gram: bool = False, axis: int = 0) ->
     """The statistics of inputs held whole: ``inputs`` (N, ..., *F) with ``features`` trailing
     feature axes, kernel axis ``axis`` first (float64 on the host)."""
     x = np.asarray(inputs, np.float64)
-    shape = tuple(x.shape[x.ndim - features:])
+    shape = tuple(x.shape[x.ndim - features :])
     rows = x.reshape(-1, int(np.prod(shape, dtype=int)))
     mean = rows.mean(axis=0)
     m2 = np.sum((rows - mean) ** 2, axis=0)
-    return ChannelStats(float(rows.shape[0]), mean, m2, rows.T @ rows if gram else None, shape,
-                        int(axis))
+    return ChannelStats(
+        float(rows.shape[0]), mean, m2, rows.T @ rows if gram else None, shape, int(axis)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,9 +156,12 @@ def _einsum_contracted(spec: str) -> int | None:
     lhs, rhs, out = m.groups()
     for c in range(1, len(rhs)):
         contracted, kept = rhs[:c], rhs[c:]
-        if lhs.endswith(contracted) and out.endswith(kept) \
-                and lhs[:len(lhs) - c] == out[:len(out) - len(kept)] \
-                and not set(lhs[:len(lhs) - c]) & set(rhs):
+        if (
+            lhs.endswith(contracted)
+            and out.endswith(kept)
+            and lhs[: len(lhs) - c] == out[: len(out) - len(kept)]
+            and not set(lhs[: len(lhs) - c]) & set(rhs)
+        ):
             return c
     return None
 
@@ -190,8 +212,10 @@ def feature_axes(kernel_shape, input_shape, module=None) -> tuple[int, int]:
     nd = len(kernel_shape)
     if _is_conv(module):
         if input_shape[-1:] != kernel_shape[-2:-1]:
-            raise ValueError(f"conv kernel {kernel_shape} does not read input {input_shape} "
-                             "channel by channel (grouped convolutions are not supported)")
+            raise ValueError(
+                f"conv kernel {kernel_shape} does not read input {input_shape} "
+                "channel by channel (grouped convolutions are not supported)"
+            )
         return nd - 2, 1
     declared = declared_contraction(module)
     fits = [c for c in range(1, nd) if input_shape[-c:] == kernel_shape[:c]]
@@ -200,9 +224,11 @@ def feature_axes(kernel_shape, input_shape, module=None) -> tuple[int, int]:
     if module is None and len(fits) == 1:
         return 0, fits[0]
     name = type(_layer(module)).__name__
-    raise ValueError(f"cannot tell which axes of the {name} kernel {kernel_shape} read its "
-                     f"input {input_shape} (a linear layer contracts the input's last axes "
-                     "with the kernel's first ones)")
+    raise ValueError(
+        f"cannot tell which axes of the {name} kernel {kernel_shape} read its "
+        f"input {input_shape} (a linear layer contracts the input's last axes "
+        "with the kernel's first ones)"
+    )
 
 
 def kernel_feature_sum(kernel, first: int, count: int, power: int):
@@ -243,7 +269,7 @@ def _batch_impl(model, kwargs, wanted, gram, variables, inputs, mask):
         if path not in captured:
             raise ValueError(f"the module {'/'.join(path)} was not called with an input")
         x = jnp.asarray(captured[path], jnp.float32)
-        feats = int(np.prod(x.shape[x.ndim - features:], dtype=int))
+        feats = int(np.prod(x.shape[x.ndim - features :], dtype=int))
         x = x.reshape(mask.shape[0], -1, feats)
         keep = jnp.broadcast_to(mask[:, None, None] > 0, x.shape[:2] + (1,))
         x = jnp.where(keep, x, 0.0).reshape(-1, feats)
@@ -271,14 +297,26 @@ def batches(data, batch_size: int):
         mask = np.zeros(size, np.float32)
         mask[:got] = 1.0
         if got < size:
-            part = jax.tree.map(lambda a: np.concatenate(
-                [a, np.zeros((size - got, *a.shape[1:]), a.dtype)]), part)
+            part = jax.tree.map(
+                lambda a, got=got: np.concatenate(
+                    [a, np.zeros((size - got, *a.shape[1:]), a.dtype)]
+                ),
+                part,
+            )
         yield jax.tree.map(jnp.asarray, part), jnp.asarray(mask)
 
 
-def input_statistics(model, variables, data, paths: Iterable, *, batch_size: int = 32,
-                     apply_kwargs: Mapping | None = None, gram: bool = False,
-                     features: Mapping | None = None) -> dict[Path, ChannelStats]:
+def input_statistics(
+    model,
+    variables,
+    data,
+    paths: Iterable,
+    *,
+    batch_size: int = 32,
+    apply_kwargs: Mapping | None = None,
+    gram: bool = False,
+    features: Mapping | None = None,
+) -> dict[Path, ChannelStats]:
     """``{module path: ChannelStats}`` of what each module of ``paths`` reads on ``data``,
     one jitted forward per ``batch_size`` examples (module docstring).
 
@@ -298,8 +336,9 @@ def input_statistics(model, variables, data, paths: Iterable, *, batch_size: int
     shapes = input_shapes(model, variables, spec, kwargs)
     unknown = [p for p in paths if p not in shapes]
     if unknown:
-        raise ValueError(f"no kernel module {'/'.join(unknown[0])} is called by "
-                         f"{type(model).__name__}")
+        raise ValueError(
+            f"no kernel module {'/'.join(unknown[0])} is called by {type(model).__name__}"
+        )
     features = dict(features or {})
     if any(p not in features for p in paths):
         modules = kernel_modules(model, variables, spec, kwargs)
@@ -314,10 +353,14 @@ def input_statistics(model, variables, data, paths: Iterable, *, batch_size: int
         part = jax.device_get(_batch(*static, variables, inputs, mask))
         for p, f in wanted:
             n, mean, m2, g = part[p]
-            stats = ChannelStats(float(n), np.asarray(mean, np.float64),
-                                 np.asarray(m2, np.float64),
-                                 None if g is None else np.asarray(g, np.float64),
-                                 shapes[p][len(shapes[p]) - f:], int(features[p][0]))
+            stats = ChannelStats(
+                float(n),
+                np.asarray(mean, np.float64),
+                np.asarray(m2, np.float64),
+                None if g is None else np.asarray(g, np.float64),
+                shapes[p][len(shapes[p]) - f :],
+                int(features[p][0]),
+            )
             total[p] = merge(total.get(p), stats)
     return total
 
@@ -333,8 +376,11 @@ def input_shapes(model, variables, spec, kwargs) -> dict[Path, tuple]:
         with kernel_calls(record):
             return apply_inference(model, v, inp, kwargs)
 
-    jax.eval_shape(run, variables, spec if isinstance(spec, Example)
-                   else jax.ShapeDtypeStruct((1, *spec), jnp.float32))
+    jax.eval_shape(
+        run,
+        variables,
+        spec if isinstance(spec, Example) else jax.ShapeDtypeStruct((1, *spec), jnp.float32),
+    )
     return found
 
 
@@ -387,8 +433,9 @@ def _nested(flat: Mapping[Path, Any]) -> dict:
     return out
 
 
-def bias_compensation(dense_variables, small_variables, groups, kept,
-                      stats: Mapping[Path, ChannelStats]) -> tuple[Any, dict]:
+def bias_compensation(
+    dense_variables, small_variables, groups, kept, stats: Mapping[Path, ChannelStats]
+) -> tuple[Any, dict]:
     """Add to each consumer's bias the mean contribution of the channels it no longer reads.
 
     FLAP (An et al. 2024, Eq. (5)): for a consumer ``y = W x + b`` whose input features
@@ -426,31 +473,38 @@ def bias_compensation(dense_variables, small_variables, groups, kept,
             raise ValueError(f"bias_compensation: no statistics for the consumer {name}")
         st = stats[kpath[1:-1]]
         kernel = np.asarray(module["kernel"])
-        out_shape = kernel.shape[st.axis + len(st.shape):]
+        out_shape = kernel.shape[st.axis + len(st.shape) :]
         if "bias" not in module:
             report["skipped"][name] = "no bias (use_bias=False) to hold the mean contribution"
             continue
         if tuple(np.shape(module["bias"])) != tuple(out_shape):
-            report["skipped"][name] = (f"bias shape {np.shape(module['bias'])} is not the "
-                                       f"output shape {tuple(out_shape)}")
+            report["skipped"][name] = (
+                f"bias shape {np.shape(module['bias'])} is not the output shape {tuple(out_shape)}"
+            )
             continue
         delta = mean_contribution(kernel, st, _removed_features(kernel.shape, st, slots))
         deltas[bias_path] = delta.astype(np.asarray(module["bias"]).dtype)
         report["compensated"][name] = float(np.linalg.norm(delta))
     if report["skipped"]:
-        warnings.warn("bias compensation skipped for " + "; ".join(
-            f"{k} ({v})" for k, v in report["skipped"].items()), UserWarning, stacklevel=2)
+        warnings.warn(
+            "bias compensation skipped for "
+            + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()),
+            UserWarning,
+            stacklevel=2,
+        )
     if deltas:
         shrunk = surgery.shrink(_nested(deltas), groups, kept)
         flat = {p: get_path(shrunk, p) for p in deltas}
         small = map_with_paths(
-            lambda p, leaf: leaf + jnp.asarray(flat[p], jnp.asarray(leaf).dtype)
-            if p in flat else leaf, small)
+            lambda p, leaf: (
+                leaf + jnp.asarray(flat[p], jnp.asarray(leaf).dtype) if p in flat else leaf
+            ),
+            small,
+        )
     return restore_form(small, wrapped), report
 
 
-def compensate(result, model, data, *, batch_size: int = 32,
-               apply_kwargs: Mapping | None = None):
+def compensate(result, model, data, *, batch_size: int = 32, apply_kwargs: Mapping | None = None):
     """``result`` (a :class:`jaxprune.PruneResult` of a channel method) with FLAP's bias
     compensation applied (:func:`bias_compensation`; statistics of the dense network on
     ``data`` by :func:`input_statistics`); its report gets ``"bias_compensation"``.
@@ -466,17 +520,24 @@ def compensate(result, model, data, *, batch_size: int = 32,
         model = _nnx.as_linen(result.nnx_module)
     if model is None:
         raise ValueError("bias compensation runs the dense model on data: pass model=")
-    pruned = [g for g in result.groups if g.name in result.kept
-              and len(result.kept[g.name]) < g.size]
+    pruned = [
+        g for g in result.groups if g.name in result.kept and len(result.kept[g.name]) < g.size
+    ]
     paths = [tuple(s.path[1:-1]) for g in pruned for s in g.consumers]
-    stats = input_statistics(model, result.dense_variables, as_data(data), paths,
-                             batch_size=batch_size,
-                             apply_kwargs=apply_kwargs if apply_kwargs is not None
-                             else result.apply_kwargs)
-    params, rep = bias_compensation(result.dense_variables, result.params, result.groups,
-                                    result.kept, stats)
-    return dataclasses.replace(result, params=params,
-                               report={**result.report, "bias_compensation": rep})
+    stats = input_statistics(
+        model,
+        result.dense_variables,
+        as_data(data),
+        paths,
+        batch_size=batch_size,
+        apply_kwargs=apply_kwargs if apply_kwargs is not None else result.apply_kwargs,
+    )
+    params, rep = bias_compensation(
+        result.dense_variables, result.params, result.groups, result.kept, stats
+    )
+    return dataclasses.replace(
+        result, params=params, report={**result.report, "bias_compensation": rep}
+    )
 
 
 def statistics_of(reader) -> ChannelStats:
@@ -490,26 +551,36 @@ def statistics_of(reader) -> ChannelStats:
     return from_inputs(reader.inputs, count, axis=first)
 
 
-def consumer_channel_sum(stats: ChannelStats, kernel, slot, size: int, per_feature: str,
-                         power: int):
+def consumer_channel_sum(
+    stats: ChannelStats, kernel, slot, size: int, per_feature: str, power: int
+):
     """``Σ_{f owned by j} stat_f · Σ_{w ∈ W[f]} |w|^power`` (size,) for one consumer:
     ``per_feature``: ``"norm"`` (``‖X_f‖₂``) or ``"variance"`` (``Var_f``); ``W[f]``: the
     kernel entries reading feature ``f`` (every output, every conv window offset)."""
     first, count = stats.axis, len(stats.shape)
     kernel = np.asarray(kernel)
-    if kernel.shape[first:first + count] != tuple(stats.shape):
-        raise ValueError(f"kernel {kernel.shape} does not read features of shape "
-                         f"{tuple(stats.shape)} at axis {first}")
+    if kernel.shape[first : first + count] != tuple(stats.shape):
+        raise ValueError(
+            f"kernel {kernel.shape} does not read features of shape "
+            f"{tuple(stats.shape)} at axis {first}"
+        )
     if not first <= slot.axis < first + count:
-        raise ValueError(f"the group's channels sit on kernel axis {slot.axis}, not on the "
-                         f"input axes {first}..{first + count - 1} of {'/'.join(slot.path)}")
+        raise ValueError(
+            f"the group's channels sit on kernel axis {slot.axis}, not on the "
+            f"input axes {first}..{first + count - 1} of {'/'.join(slot.path)}"
+        )
     values = stats.norm if per_feature == "norm" else stats.variance
-    return _weighted_channel_sum(jnp.asarray(kernel, jnp.float32),
-                                 jnp.asarray(values, jnp.float32), slot=slot, size=int(size),
-                                 first=first, count=count, power=int(power))
+    return _weighted_channel_sum(
+        jnp.asarray(kernel, jnp.float32),
+        jnp.asarray(values, jnp.float32),
+        slot=slot,
+        size=int(size),
+        first=first,
+        count=count,
+        power=int(power),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("slot", "size", "first", "count", "power"))
 def _weighted_channel_sum(kernel, values, *, slot, size, first, count, power):
-    return channel_sum(values * kernel_feature_sum(kernel, first, count, power), slot, size,
-                       first)
+    return channel_sum(values * kernel_feature_sum(kernel, first, count, power), slot, size, first)

@@ -21,6 +21,7 @@ as an orbax ``CheckpointManager`` whose step number is the number of COMPLETED e
 step holds two items: ``state`` (params, batch_stats, opt_state, step, rng; StandardSave) and
 ``meta`` (JSON: model config, TrainConfig, epoch, step, history).
 """
+
 from __future__ import annotations
 
 import copy as copy_module
@@ -39,10 +40,9 @@ from flax import linen as nn
 from flax import nnx
 
 from jaxprune import distributed, models, rebuild
+from jaxprune._flax import Example, Held, abstract_init, first_line, hashable, mode_kwargs
 from jaxprune._nnx import submodules, variables_of, with_variables
 from jaxprune._spec import module_from_spec, module_spec
-from jaxprune._flax import Held, abstract_init, first_line, hashable, mode_kwargs
-from jaxprune._flax import Example
 from jaxprune._tree import as_variables, leaves_with_paths, shape_mismatches, to_host
 
 MODEL_JSON = "model.json"
@@ -52,11 +52,22 @@ RUN_JSON = "run.json"
 FORMAT = "jaxprune-model/1"
 
 __all__ = [
-    "save_model", "load_model", "is_model_dir", "read_model_json", "read_run_json",
+    "save_model",
+    "load_model",
+    "is_model_dir",
+    "read_model_json",
+    "read_run_json",
     "model_record",
-    "model_from_record", "array_checksums", "save_nnx", "load_nnx",
-    "training_manager", "save_training_state", "restore_training_state",
-    "latest_training_step", "read_training_meta", "to_jsonable",
+    "model_from_record",
+    "array_checksums",
+    "save_nnx",
+    "load_nnx",
+    "training_manager",
+    "save_training_state",
+    "restore_training_state",
+    "latest_training_step",
+    "read_training_meta",
+    "to_jsonable",
 ]
 
 
@@ -177,9 +188,11 @@ def _verify_checksums(directory, doc: dict, variables) -> None:
     now = array_checksums(variables)
     bad = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if bad:
-        raise ValueError(f"{directory}: the saved arrays do not match the checksums in "
-                         f"{MODEL_JSON} ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})"
-                         "; the files were changed or corrupted")
+        raise ValueError(
+            f"{directory}: the saved arrays do not match the checksums in "
+            f"{MODEL_JSON} ({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})"
+            "; the files were changed or corrupted"
+        )
 
 
 def model_record(model) -> dict:
@@ -199,14 +212,17 @@ def model_record(model) -> dict:
     base = model
     if isinstance(model, rebuild.Resized):
         base = model.module
-        record["sizes"] = [[list(path), [[k, _plain(v)] for k, v in fields]]
-                           for path, fields in model.sizes]
+        record["sizes"] = [
+            [list(path), [[k, _plain(v)] for k, v in fields]] for path, fields in model.sizes
+        ]
     try:
         record["spec"] = module_spec(model)
     except Exception as err:  # noqa: BLE001 - whatever the fields hold, the save goes on
         cls = type(base)
-        record["unrecorded"] = {"class": f"{cls.__module__}:{cls.__qualname__}",
-                                "reason": first_line(err)}
+        record["unrecorded"] = {
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "reason": first_line(err),
+        }
     return record
 
 
@@ -228,8 +244,11 @@ def _plain(value):
     if isinstance(value, _SCALARS):
         return value
     cls = type(value)
-    attrs = {k: _plain(v) for k, v in getattr(value, "__dict__", {}).items()
-             if isinstance(k, str) and _is_json(v)}
+    attrs = {
+        k: _plain(v)
+        for k, v in getattr(value, "__dict__", {}).items()
+        if isinstance(k, str) and _is_json(v)
+    }
     return {OBJECT: {"class": f"{cls.__module__}:{cls.__qualname__}", "attrs": attrs}}
 
 
@@ -248,13 +267,18 @@ def _decoded(value, like):
         return tuple(_decoded(v, like) for v in value)
     if isinstance(value, dict) and set(value) == {OBJECT}:
         body = value[OBJECT]
-        if not (isinstance(body, dict) and isinstance(body.get("class"), str)
-                and isinstance(body.get("attrs", {}), dict)):
+        if not (
+            isinstance(body, dict)
+            and isinstance(body.get("class"), str)
+            and isinstance(body.get("attrs", {}), dict)
+        ):
             raise ValueError("malformed object in the saved model's sizes")
         found = _held_object(like, body["class"])
         if found is None:
-            raise ValueError(f"the saved model holds a {body['class']!r} object in a field, "
-                             "and the module passed as like= holds none")
+            raise ValueError(
+                f"the saved model holds a {body['class']!r} object in a field, "
+                "and the module passed as like= holds none"
+            )
         copy = copy_module.copy(found)
         for key, item in body.get("attrs", {}).items():
             if str(key).isidentifier():
@@ -278,8 +302,11 @@ def _held_object(root, name: str):
         if f"{cls.__module__}:{cls.__qualname__}" == name:
             return value
         if isinstance(value, nn.Module):
-            stack += [getattr(value, f.name) for f in dataclasses.fields(value)
-                      if f.init and f.name not in ("parent", "name")][::-1]
+            stack += [
+                getattr(value, f.name)
+                for f in dataclasses.fields(value)
+                if f.init and f.name not in ("parent", "name")
+            ][::-1]
             if isinstance(value, Held):
                 stack.append(value.wrapped_module)
         elif isinstance(value, (tuple, list)):
@@ -292,9 +319,10 @@ def _held_object(root, name: str):
 def _sizes_from_record(sizes, like=None) -> tuple:
     """The ``Resized.sizes`` table :func:`model_record` wrote as JSON lists."""
     try:
-        return tuple((tuple(str(p) for p in path),
-                      tuple((str(k), _decoded(v, like)) for k, v in fields))
-                     for path, fields in sizes)
+        return tuple(
+            (tuple(str(p) for p in path), tuple((str(k), _decoded(v, like)) for k, v in fields))
+            for path, fields in sizes
+        )
     except (TypeError, AttributeError):
         raise ValueError("malformed 'sizes' in the saved model record") from None
 
@@ -334,9 +362,11 @@ def model_from_record(record: dict, *, trust=(), like=None):
         return module_from_spec(record["spec"], trust)
     if "unrecorded" in record:
         info = record["unrecorded"] if isinstance(record["unrecorded"], dict) else {}
-        raise ValueError(f"the saved model records only the sizes of its "
-                         f"{info.get('class', 'module')!r} ({info.get('reason', '')}): pass "
-                         "the dense module it was pruned from, load_model(dir, like=module)")
+        raise ValueError(
+            f"the saved model records only the sizes of its "
+            f"{info.get('class', 'module')!r} ({info.get('reason', '')}): pass "
+            "the dense module it was pruned from, load_model(dir, like=module)"
+        )
     raise ValueError("malformed model record in the saved model")
 
 
@@ -360,9 +390,12 @@ def save_nnx(directory, module) -> pathlib.Path:
     ckpt.save(directory / VARIABLES_DIR, variables, force=True)
     ckpt.wait_until_finished()
     ckpt.close()
-    doc = {"format": "jaxprune-nnx/1", "class": type(module).__qualname__,
-           "shapes": {"/".join(p): list(np.shape(a)) for p, a in leaves_with_paths(variables)},
-           "counts": _int_attributes(module)}
+    doc = {
+        "format": "jaxprune-nnx/1",
+        "class": type(module).__qualname__,
+        "shapes": {"/".join(p): list(np.shape(a)) for p, a in leaves_with_paths(variables)},
+        "counts": _int_attributes(module),
+    }
     tmp = directory / (NNX_JSON + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
     os.replace(tmp, directory / NNX_JSON)
@@ -399,8 +432,10 @@ def load_nnx(directory, build):
     shrunk to the saved shapes and filled with the saved arrays."""
     d = _abs(directory)
     if not (d / NNX_JSON).is_file():
-        raise FileNotFoundError(f"no saved NNX module in {d}: expected {NNX_JSON} and "
-                                f"{VARIABLES_DIR}/ (written by jaxprune.checkpoint.save_nnx)")
+        raise FileNotFoundError(
+            f"no saved NNX module in {d}: expected {NNX_JSON} and "
+            f"{VARIABLES_DIR}/ (written by jaxprune.checkpoint.save_nnx)"
+        )
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     module, _ = _restore_nnx(d, build, sharding)
     _set_counts(module, json.loads((d / NNX_JSON).read_text()).get("counts"))
@@ -415,9 +450,11 @@ def _restore_nnx(d: pathlib.Path, build, sharding):
     built = {p for p, _ in leaves_with_paths(variables_of(abstract))}
     saved = {p for p, _ in leaves_with_paths(target)}
     if built != saved:
-        raise ValueError(f"{d}: the module built for it has other arrays than the saved one "
-                         f"(missing {sorted('/'.join(p) for p in saved - built)[:4]}, extra "
-                         f"{sorted('/'.join(p) for p in built - saved)[:4]})")
+        raise ValueError(
+            f"{d}: the module built for it has other arrays than the saved one "
+            f"(missing {sorted('/'.join(p) for p in saved - built)[:4]}, extra "
+            f"{sorted('/'.join(p) for p in built - saved)[:4]})"
+        )
     small = rebuild.smaller_nnx(abstract, target)
     ckpt = ocp.StandardCheckpointer()
     variables = ckpt.restore(d / VARIABLES_DIR, target)
@@ -451,12 +488,15 @@ def read_model_json(directory) -> dict:
         raise FileNotFoundError(f"checkpoint directory does not exist: {d}")
     run = read_run_json(d)
     if run is not None and run.get("complete") is not True:
-        raise ValueError(f"{d} holds an unfinished run (killed, or still running); re-run its "
-                         "command with --resume to finish it, or with --overwrite")
+        raise ValueError(
+            f"{d} holds an unfinished run (killed, or still running); re-run its "
+            "command with --resume to finish it, or with --overwrite"
+        )
     if not is_model_dir(d):
         raise FileNotFoundError(
             f"no saved model in {d}: expected {MODEL_JSON} and {VARIABLES_DIR}/ "
-            "(written by jaxprune.checkpoint.save_model / `jaxprune train`)")
+            "(written by jaxprune.checkpoint.save_model / `jaxprune train`)"
+        )
     return json.loads((d / MODEL_JSON).read_text())
 
 
@@ -492,8 +532,9 @@ def load_model(directory, *, device=None, trust=(), like=None):
     record = doc.get("model")
     if isinstance(record, dict) and models.is_nnx_name(record.get("name", "")):
         cfg = {k: v for k, v in record.items() if k != "name"}
-        module, variables = _restore_nnx(d, lambda: models.get_model(record["name"], **cfg),
-                                         sharding)
+        module, variables = _restore_nnx(
+            d, lambda: models.get_model(record["name"], **cfg), sharding
+        )
         _verify_checksums(d, doc, variables)
         return module, variables, doc.get("meta", {})
     model = model_from_record(record, trust=trust, like=like)
@@ -517,17 +558,19 @@ def _check_fits(directory, model, variables, input_shape) -> None:
     try:
         created = abstract_init(model, input_shape, **mode_kwargs(model, False))
     except Exception as err:  # noqa: BLE001 - the saved description itself is broken
-        raise ValueError(f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
-                         f"inputs {input_shape}: {type(err).__name__}: "
-                         f"{first_line(err)}") from None
+        raise ValueError(
+            f"{directory}/{MODEL_JSON} describes a model that cannot be built for "
+            f"inputs {input_shape}: {type(err).__name__}: "
+            f"{first_line(err)}"
+        ) from None
     bad = shape_mismatches(created, variables)
     if bad:
         listed = "; ".join(f"{'/'.join(p)}: model {a}, arrays {b}" for p, a, b in bad[:4])
-        raise ValueError(f"{directory}: {MODEL_JSON} and {VARIABLES_DIR}/ do not match "
-                         f"({listed})")
+        raise ValueError(f"{directory}: {MODEL_JSON} and {VARIABLES_DIR}/ do not match ({listed})")
 
 
 # ----------------------------------------------------------------------------- training state
+
 
 def training_manager(directory, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """CheckpointManager for per-epoch training state (step number = completed epochs).
@@ -541,8 +584,9 @@ def training_manager(directory, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """
     d = _abs(directory)
     d.mkdir(parents=True, exist_ok=True)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
+    )
     return ocp.CheckpointManager(d, options=options, item_names=("state", "meta"))
 
 
@@ -554,16 +598,24 @@ def latest_training_step(manager: ocp.CheckpointManager) -> int | None:
 def save_training_state(manager: ocp.CheckpointManager, epoch: int, state: Any, meta: dict):
     """Start saving ``state`` (pytree of arrays) + JSON ``meta`` as step ``epoch`` (returns
     before the files are written; see :func:`training_manager`)."""
-    manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave(to_jsonable(meta))), force=True)
+    manager.save(
+        epoch,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(to_jsonable(meta))
+        ),
+        force=True,
+    )
 
 
 def restore_training_state(manager: ocp.CheckpointManager, epoch: int, template: Any):
     """Restore step ``epoch`` into the structure/shardings of ``template`` -> (state, meta)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    out = manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    out = manager.restore(
+        epoch,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
+    )
     # orbax may hand back plain tuples for optax NamedTuples: re-impose the template's treedef.
     treedef = jax.tree.structure(template)
     state = jax.tree.unflatten(treedef, jax.tree.leaves(out["state"]))

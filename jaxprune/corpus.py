@@ -48,6 +48,7 @@ reads a real one)::
     >>> [len(corpus.shard(ds, i, 3)) for i in range(3)]
     [5, 6, 6]
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,14 +58,26 @@ import os
 import pathlib
 import tempfile
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from jaxprune.cache import user_cache_dir
 
-__all__ = ["ByteWindows", "DEFAULT_SEQ_LEN", "MAX_SPLIT_BYTES", "SPLIT_FILES", "NUM_BYTES",
-           "is_text_corpus", "split_file", "unpack", "read_split", "shard", "fingerprint"]
+__all__ = [
+    "ByteWindows",
+    "DEFAULT_SEQ_LEN",
+    "MAX_SPLIT_BYTES",
+    "SPLIT_FILES",
+    "NUM_BYTES",
+    "is_text_corpus",
+    "split_file",
+    "unpack",
+    "read_split",
+    "shard",
+    "fingerprint",
+]
 
 #: Bytes per example when ``seq_len`` is not given.
 DEFAULT_SEQ_LEN = 256
@@ -93,13 +106,17 @@ def split_file(folder: str | os.PathLike, split: str) -> pathlib.Path:
     folder = pathlib.Path(folder)
     key = _ALIASES.get(split, split)
     if key not in SPLIT_FILES:
-        raise ValueError(f"text corpus {folder.name!r} has splits 'train', 'valid' "
-                         f"('validation') and 'test', got {split!r}")
+        raise ValueError(
+            f"text corpus {folder.name!r} has splits 'train', 'valid' "
+            f"('validation') and 'test', got {split!r}"
+        )
     missing = [f for f in SPLIT_FILES.values() if not (folder / f).is_file()]
     if missing:
         what = "is not a directory" if not folder.is_dir() else f"lacks {', '.join(missing)}"
-        raise ValueError(f"{folder} {what}: a text corpus folder must hold {_MUST_HOLD} "
-                         "(gzipped text, any bytes)")
+        raise ValueError(
+            f"{folder} {what}: a text corpus folder must hold {_MUST_HOLD} "
+            "(gzipped text, any bytes)"
+        )
     return folder / SPLIT_FILES[key]
 
 
@@ -119,19 +136,24 @@ def _gunzip(path: pathlib.Path, sink, max_bytes: int) -> None:
             try:
                 block = src.read(min(1 << 22, max_bytes + 1 - written))
             except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-                raise ValueError(f"{path}: not gzip, or corrupt or truncated gzip data "
-                                 f"({type(e).__name__}: {e}); replace it") from None
+                raise ValueError(
+                    f"{path}: not gzip, or corrupt or truncated gzip data "
+                    f"({type(e).__name__}: {e}); replace it"
+                ) from None
             if not block:
                 return
             written += len(block)
             if written > max_bytes:
-                raise ValueError(f"{path}: decompresses to more than {max_bytes} bytes "
-                                 "(the limit for one split); refusing it")
+                raise ValueError(
+                    f"{path}: decompresses to more than {max_bytes} bytes "
+                    "(the limit for one split); refusing it"
+                )
             sink(block)
 
 
-def unpack(path: str | os.PathLike, expected_sha256: str | None = None, *,
-           max_bytes: int = MAX_SPLIT_BYTES) -> tuple[pathlib.Path, str]:
+def unpack(
+    path: str | os.PathLike, expected_sha256: str | None = None, *, max_bytes: int = MAX_SPLIT_BYTES
+) -> tuple[pathlib.Path, str]:
     """``(decompressed copy, SHA-256 of the archive)`` of the gzipped ``path``.
 
     The copy lies in ``$XDG_CACHE_HOME/jaxprune/text/``, keyed on the archive's SHA-256, and
@@ -144,8 +166,10 @@ def unpack(path: str | os.PathLike, expected_sha256: str | None = None, *,
     path = pathlib.Path(path)
     digest = _sha256(path)
     if expected_sha256 is not None and digest != expected_sha256.lower():
-        raise ValueError(f"{path}: SHA256 mismatch (got {digest}, SHA256SUMS says "
-                         f"{expected_sha256.lower()}); the file is corrupt, replace it")
+        raise ValueError(
+            f"{path}: SHA256 mismatch (got {digest}, SHA256SUMS says "
+            f"{expected_sha256.lower()}); the file is corrupt, replace it"
+        )
     target = pathlib.Path(user_cache_dir("text")) / f"{path.stem}-{digest[:32]}"
     if target.is_file():
         return target, digest
@@ -173,16 +197,21 @@ class ByteWindows:
     ``uint8`` ``np.memmap``; ``sha256`` the archive's digest (for :func:`fingerprint`).
     """
 
-    def __init__(self, source: np.ndarray, seq_len: int, offset: int = 0,
-                 rows: np.ndarray | None = None, sha256: str = ""):
+    def __init__(
+        self,
+        source: np.ndarray,
+        seq_len: int,
+        offset: int = 0,
+        rows: np.ndarray | None = None,
+        sha256: str = "",
+    ):
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.source, self.seq_len, self.offset, self.sha256 = source, int(seq_len), offset, sha256
         self.total = max(0, (len(source) - 1) // self.seq_len)
         span = self.total * self.seq_len
         # a view of the map (nothing is read until indexed), one row per window
-        self._windows = np.asarray(source[offset:offset + span]).reshape(self.total,
-                                                                          self.seq_len)
+        self._windows = np.asarray(source[offset : offset + span]).reshape(self.total, self.seq_len)
         self._rows = None if rows is None else np.asarray(rows, np.int64)
         n = self.total if self._rows is None else len(self._rows)
         self.shape, self.dtype, self.ndim = (n, self.seq_len), np.dtype(np.int32), 2
@@ -191,8 +220,10 @@ class ByteWindows:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return (f"ByteWindows(shape={self.shape}, seq_len={self.seq_len}, "
-                f"offset={self.offset}, {self.total} windows in the split)")
+        return (
+            f"ByteWindows(shape={self.shape}, seq_len={self.seq_len}, "
+            f"offset={self.offset}, {self.total} windows in the split)"
+        )
 
     def __getitem__(self, idx):
         if isinstance(idx, tuple):
@@ -204,7 +235,7 @@ class ByteWindows:
         rows = idx if self._rows is None else self._rows[idx]
         return np.asarray(self._windows[rows], dtype=np.int32)
 
-    def take(self, rows: Any) -> "ByteWindows":
+    def take(self, rows: Any) -> ByteWindows:
         """The windows at ``rows`` (a 1-D index array, as in ``ArrayDataset.subset``),
         still read on demand."""
         mine = np.arange(self.total) if self._rows is None else self._rows
@@ -219,8 +250,12 @@ class ByteWindows:
 
     def identity(self) -> dict:
         """What determines these windows' contents without reading them."""
-        return {"sha256": self.sha256, "seq_len": self.seq_len, "offset": self.offset,
-                "bytes": len(self.source)}
+        return {
+            "sha256": self.sha256,
+            "seq_len": self.seq_len,
+            "offset": self.offset,
+            "bytes": len(self.source),
+        }
 
     def rows(self) -> np.ndarray | None:
         """The split's windows these rows are (``None``: all of them, in order)."""
@@ -229,12 +264,17 @@ class ByteWindows:
 
 def _open(flat: pathlib.Path) -> np.ndarray:
     size = flat.stat().st_size
-    return (np.memmap(flat, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8))
+    return np.memmap(flat, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
 
 
-def read_split(folder: str | os.PathLike, split: str, seq_len: int = DEFAULT_SEQ_LEN, *,
-               checksums: Mapping[str, str] | None = None,
-               max_bytes: int = MAX_SPLIT_BYTES) -> tuple[ByteWindows, ByteWindows]:
+def read_split(
+    folder: str | os.PathLike,
+    split: str,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    *,
+    checksums: Mapping[str, str] | None = None,
+    max_bytes: int = MAX_SPLIT_BYTES,
+) -> tuple[ByteWindows, ByteWindows]:
     """``(inputs, labels)`` :class:`ByteWindows` of ``split`` of the corpus ``folder``:
     windows of ``seq_len`` bytes and the same windows shifted by one byte. ``checksums``:
     ``{file name: SHA-256}`` (a ``SHA256SUMS`` file's lines) to check the archive against.
@@ -247,10 +287,14 @@ def read_split(folder: str | os.PathLike, split: str, seq_len: int = DEFAULT_SEQ
     flat, digest = unpack(path, (checksums or {}).get(path.name), max_bytes=max_bytes)
     source = _open(flat)
     if len(source) < seq_len + 1:
-        raise ValueError(f"{path}: {len(source)} bytes, too few for one window of "
-                         f"seq_len={seq_len} (needs seq_len + 1 = {seq_len + 1})")
-    return (ByteWindows(source, seq_len, 0, sha256=digest),
-            ByteWindows(source, seq_len, 1, sha256=digest))
+        raise ValueError(
+            f"{path}: {len(source)} bytes, too few for one window of "
+            f"seq_len={seq_len} (needs seq_len + 1 = {seq_len + 1})"
+        )
+    return (
+        ByteWindows(source, seq_len, 0, sha256=digest),
+        ByteWindows(source, seq_len, 1, sha256=digest),
+    )
 
 
 def shard(ds, process_index: int, process_count: int, *, equal: bool = False):
@@ -262,8 +306,10 @@ def shard(ds, process_index: int, process_count: int, *, equal: bool = False):
     process reads its rows of each shuffled global batch."""
     index, count = int(process_index), int(process_count)
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard needs 0 <= process_index < process_count, got "
-                         f"({process_index}, {process_count})")
+        raise ValueError(
+            f"shard needs 0 <= process_index < process_count, got "
+            f"({process_index}, {process_count})"
+        )
     n = len(ds)
     start, stop = index * n // count, (index + 1) * n // count
     if equal:

@@ -33,6 +33,7 @@ Sources (nothing ever downloads):
 Normalisation: ``(x / 255 − mean) / std`` with the standard constants in ``NORMALIZATION``
 (MNIST-like: one grey channel; CIFAR/ImageNet: per channel).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,22 +42,55 @@ import hashlib
 import importlib
 import os
 import pathlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from jaxprune.cache import user_cache_dir
-from jaxprune.corpus import (DEFAULT_SEQ_LEN, NUM_BYTES, SPLIT_FILES, ByteWindows,
-                             is_text_corpus, read_split, shard)
+from jaxprune.corpus import (
+    DEFAULT_SEQ_LEN,
+    NUM_BYTES,
+    SPLIT_FILES,
+    ByteWindows,
+    is_text_corpus,
+    read_split,
+    shard,
+)
 from jaxprune.corpus import fingerprint as _text_fingerprint
 
-__all__ = ["ArrayDataset", "LazyImages", "NORMALIZATION", "NUM_CLASSES", "DATASETS", "load",
-           "read_idx", "open_idx", "normalize", "train_val_split", "batches", "num_batches",
-           "crop_flip", "evaluation_split", "head", "load_splits", "sample_images",
-           "fingerprint", "check_finite", "ByteWindows", "DEFAULT_SEQ_LEN", "shard"]
+__all__ = [
+    "ArrayDataset",
+    "LazyImages",
+    "NORMALIZATION",
+    "NUM_CLASSES",
+    "DATASETS",
+    "load",
+    "read_idx",
+    "open_idx",
+    "normalize",
+    "train_val_split",
+    "batches",
+    "num_batches",
+    "crop_flip",
+    "evaluation_split",
+    "head",
+    "load_splits",
+    "sample_images",
+    "fingerprint",
+    "check_finite",
+    "ByteWindows",
+    "DEFAULT_SEQ_LEN",
+    "shard",
+]
 
-NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
-               "imagenet2012": 1000}
+NUM_CLASSES = {
+    "mnist": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "imagenet2012": 1000,
+}
 DATASETS = tuple(NUM_CLASSES)
 IDX_DATASETS = ("mnist", "fashion_mnist")
 
@@ -73,7 +107,7 @@ _IDX_MAGIC = {"images": 2051, "labels": 2049}
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _HOWTO = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror of "
-             "http://yann.lecun.com/exdb/mnist/)",
+    "http://yann.lecun.com/exdb/mnist/)",
     "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist (data/fashion/)",
 }
 
@@ -94,10 +128,11 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: Any) -> "ArrayDataset":
+    def subset(self, indices: Any) -> ArrayDataset:
         idx = np.asarray(indices)
-        return dataclasses.replace(self, images=_take(self.images, idx),
-                                   labels=_take(self.labels, idx))
+        return dataclasses.replace(
+            self, images=_take(self.images, idx), labels=_take(self.labels, idx)
+        )
 
 
 def _take(arr, idx: np.ndarray):
@@ -131,11 +166,12 @@ class LazyImages:
         rows = np.arange(len(self))[idx]
         return normalize(self._read(rows), self._name)
 
-    def take(self, rows) -> "LazyImages":
+    def take(self, rows) -> LazyImages:
         """The images at ``rows``, still read on demand."""
         rows = np.arange(len(self))[np.asarray(rows)]
-        return LazyImages(lambda idx: self._read(rows[idx]), (len(rows),) + self.shape[1:],
-                          self._name)
+        return LazyImages(
+            lambda idx: self._read(rows[idx]), (len(rows),) + self.shape[1:], self._name
+        )
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]
@@ -144,44 +180,54 @@ class LazyImages:
 
 # --------------------------------------------------------------------------------- IDX files
 
+
 def _how_to_get(name: str, root: Any) -> str:
     src = _HOWTO.get(name, "the dataset's home page")
-    return (f"Get the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) from {src}, put them in "
-            f"{root}/{name}/ and pass data_dir= (or set JAXPRUNE_DATA_DIR) to the folder that "
-            f"holds {name}/; or prepare it for TFDS once with `tfds build {name}`.")
+    return (
+        f"Get the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) from {src}, put them in "
+        f"{root}/{name}/ and pass data_dir= (or set JAXPRUNE_DATA_DIR) to the folder that "
+        f"holds {name}/; or prepare it for TFDS once with `tfds build {name}`."
+    )
 
 
-def _idx_header(path: pathlib.Path, head: bytes, expected_magic: int | None
-                ) -> tuple[int, tuple[int, ...], int]:
+def _idx_header(
+    path: pathlib.Path, head: bytes, expected_magic: int | None
+) -> tuple[int, tuple[int, ...], int]:
     """``(header bytes, dims, file size)`` an unsigned-byte IDX file whose first bytes are
     ``head`` announces; a wrong magic number or a cut header is a ``ValueError``."""
     if len(head) < 4:
         raise ValueError(f"{path}: too short for an IDX header ({len(head)} bytes)")
     magic = int.from_bytes(head[:4], "big")
     if expected_magic is not None and magic != expected_magic:
-        raise ValueError(f"{path}: bad IDX magic number {magic} (expected {expected_magic}); "
-                         "not the right IDX file or corrupt")
+        raise ValueError(
+            f"{path}: bad IDX magic number {magic} (expected {expected_magic}); "
+            "not the right IDX file or corrupt"
+        )
     if head[0] != 0 or head[1] != 0 or head[2] != 0x08:
-        raise ValueError(f"{path}: bad IDX magic number {magic}: only unsigned-byte IDX "
-                         "files (0x0008xx) are supported")
+        raise ValueError(
+            f"{path}: bad IDX magic number {magic}: only unsigned-byte IDX "
+            "files (0x0008xx) are supported"
+        )
     ndim = head[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(head) < header:
         raise ValueError(f"{path}: truncated IDX header ({ndim} dims, {len(head)} bytes)")
-    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return header, dims, header + int(np.prod(dims, dtype=np.int64))
 
 
-def _idx_layout(path: pathlib.Path, head: bytes, size: int, expected_magic: int | None
-                ) -> tuple[int, tuple[int, ...]]:
+def _idx_layout(
+    path: pathlib.Path, head: bytes, size: int, expected_magic: int | None
+) -> tuple[int, tuple[int, ...]]:
     """``(header bytes, dims)`` of an unsigned-byte IDX file of ``size`` bytes whose first
     bytes are ``head``; a wrong magic number, header or byte count is a ``ValueError``."""
     header, dims, expected = _idx_header(path, head[:size], expected_magic)
     if size != expected:
         kind = "truncated" if size < expected else "has trailing bytes"
-        raise ValueError(f"{path}: file {kind}: {size} bytes but header {dims} needs "
-                         f"{expected}; re-download it")
+        raise ValueError(
+            f"{path}: file {kind}: {size} bytes but header {dims} needs {expected}; re-download it"
+        )
     return header, dims
 
 
@@ -219,13 +265,17 @@ def _gunzip_idx(path: pathlib.Path, expected_magic: int | None, sink) -> tuple[i
             while left > 0:
                 block = src.read(min(left, 1 << 22))
                 if not block:
-                    raise ValueError(f"{path}: file truncated: {expected - left} bytes but "
-                                     f"header {dims} needs {expected}; re-download it")
+                    raise ValueError(
+                        f"{path}: file truncated: {expected - left} bytes but "
+                        f"header {dims} needs {expected}; re-download it"
+                    )
                 sink(block)
                 left -= len(block)
             if src.read(1):
-                raise ValueError(f"{path}: file has trailing bytes: more than the {expected} "
-                                 f"bytes header {dims} needs; re-download it")
+                raise ValueError(
+                    f"{path}: file has trailing bytes: more than the {expected} "
+                    f"bytes header {dims} needs; re-download it"
+                )
     except (EOFError, OSError, gzip.BadGzipFile) as e:
         raise _bad_gzip(path, e) from None
     return header, dims
@@ -246,7 +296,7 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
         header, dims = _gunzip_idx(path, expected_magic, raw.extend)
         return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
     raw = path.read_bytes()
-    header, dims = _idx_layout(path, raw[:4 + 4 * 255], len(raw), expected_magic)
+    header, dims = _idx_layout(path, raw[: 4 + 4 * 255], len(raw), expected_magic)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -307,12 +357,12 @@ def _find_idx(folder: pathlib.Path, stem: str, name: str, root: Any) -> pathlib.
     for cand in (folder / f"{stem}.gz", folder / stem):
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"missing IDX file {folder / (stem + '.gz')}. "
-                            + _how_to_get(name, root))
+    raise FileNotFoundError(
+        f"missing IDX file {folder / (stem + '.gz')}. " + _how_to_get(name, root)
+    )
 
 
-def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: bool
-              ) -> ArrayDataset:
+def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: bool) -> ArrayDataset:
     if split not in _IDX_PREFIX:
         raise ValueError(f"IDX datasets have splits 'train' and 'test', got {split!r}")
     folder = root / name
@@ -321,16 +371,19 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
     prefix = _IDX_PREFIX[split]
     sums = _read_sha256sums(folder) if verify else {}
     arrays = {}
-    for kind, stem in (("images", f"{prefix}-images-idx3-ubyte"),
-                       ("labels", f"{prefix}-labels-idx1-ubyte")):
+    for kind, stem in (
+        ("images", f"{prefix}-images-idx3-ubyte"),
+        ("labels", f"{prefix}-labels-idx1-ubyte"),
+    ):
         path = _find_idx(folder, stem, name, root)
         if path.name in sums:
             with open(path, "rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
             if digest != sums[path.name]:
-                raise ValueError(f"{path}: SHA256 mismatch (got {digest}, SHA256SUMS says "
-                                 f"{sums[path.name]}); the file is corrupt. "
-                                 + _how_to_get(name, root))
+                raise ValueError(
+                    f"{path}: SHA256 mismatch (got {digest}, SHA256SUMS says "
+                    f"{sums[path.name]}); the file is corrupt. " + _how_to_get(name, root)
+                )
         try:
             reader = open_idx if lazy and kind == "images" else read_idx
             arrays[kind] = reader(path, _IDX_MAGIC[kind])
@@ -338,14 +391,17 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
             raise ValueError(f"{e}. " + _how_to_get(name, root)) from None
     images, labels = arrays["images"], arrays["labels"]
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{folder}: inconsistent IDX shapes images {images.shape}, labels "
-                         f"{labels.shape}. " + _how_to_get(name, root))
+        raise ValueError(
+            f"{folder}: inconsistent IDX shapes images {images.shape}, labels "
+            f"{labels.shape}. " + _how_to_get(name, root)
+        )
     if labels.size and labels.max() >= NUM_CLASSES[name]:
         raise ValueError(f"{folder}: label {labels.max()} out of range for {name}")
     if lazy:  # memory-mapped uint8 rows, read and normalised when indexed
         pixels = images
-        images = LazyImages(lambda rows: np.asarray(pixels[rows])[..., None],
-                            (*pixels.shape, 1), name)
+        images = LazyImages(
+            lambda rows: np.asarray(pixels[rows])[..., None], (*pixels.shape, 1), name
+        )
     else:
         images = normalize(images[..., None], name)
     return ArrayDataset(images, labels.astype(np.int32), NUM_CLASSES[name], name)
@@ -353,8 +409,10 @@ def _load_idx(name: str, split: str, root: pathlib.Path, verify: bool, lazy: boo
 
 # ------------------------------------------------------------------------------ text corpora
 
-def _load_text(name: str, split: str, folder: pathlib.Path, verify: bool, seq_len: int
-               ) -> ArrayDataset:
+
+def _load_text(
+    name: str, split: str, folder: pathlib.Path, verify: bool, seq_len: int
+) -> ArrayDataset:
     sums = _read_sha256sums(folder) if verify else {}
     inputs, labels = read_split(folder, split, seq_len, checksums=sums)
     return ArrayDataset(inputs, labels, NUM_BYTES, name)
@@ -367,6 +425,7 @@ def _plain_name(name: str) -> bool:
 
 # ------------------------------------------------------------------------------------- TFDS
 
+
 def _optional(module: str, purpose: str):
     """Import ``module`` of the ``[data]`` extra, or say in one line how to install it."""
     try:
@@ -374,8 +433,9 @@ def _optional(module: str, purpose: str):
     except ModuleNotFoundError as e:
         if e.name != module.split(".")[0]:
             raise
-        raise ModuleNotFoundError(f"{purpose} needs {e.name}: pip install 'jaxprune[data]'",
-                                  name=e.name) from None
+        raise ModuleNotFoundError(
+            f"{purpose} needs {e.name}: pip install 'jaxprune[data]'", name=e.name
+        ) from None
 
 
 def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -389,15 +449,13 @@ def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     short = int(round(size / 0.875))
     scale = short / min(h, w)
     nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
-    im = Image.fromarray(np.ascontiguousarray(img[..., :3])).resize((nw, nh),
-                                                                    Image.BILINEAR)
+    im = Image.fromarray(np.ascontiguousarray(img[..., :3])).resize((nw, nh), Image.BILINEAR)
     arr = np.asarray(im)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return arr[top:top + size, left:left + size]
+    return arr[top : top + size, left : left + size]
 
 
-def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
-               ) -> ArrayDataset:
+def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool) -> ArrayDataset:
     try:
         tfds = _optional("tensorflow_datasets", f"loading {name!r} through TFDS")
     except ModuleNotFoundError as e:
@@ -409,15 +467,23 @@ def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # noqa: BLE001 — TFDS raises many types for "not prepared"
-        hint = (" ImageNet needs manual preparation: put the ILSVRC2012 archives in "
-                "<tfds_data_dir>/downloads/manual/ and run `tfds build imagenet2012 "
-                "--file_format=array_record`." if name == "imagenet2012" else
-                f" Prepare it once with `tfds build {name} --file_format=array_record` "
-                "(or tfds.data_source(..., download=True)) on a machine with network access.")
-        extra = ("" if name not in IDX_DATASETS else
-                 " Alternatively: " + _how_to_get(name, data_dir or "$JAXPRUNE_DATA_DIR"))
-        raise FileNotFoundError(f"TFDS dataset {name!r} split {split!r} is not available "
-                                f"offline ({type(e).__name__}: {e}).{hint}{extra}") from e
+        hint = (
+            " ImageNet needs manual preparation: put the ILSVRC2012 archives in "
+            "<tfds_data_dir>/downloads/manual/ and run `tfds build imagenet2012 "
+            "--file_format=array_record`."
+            if name == "imagenet2012"
+            else f" Prepare it once with `tfds build {name} --file_format=array_record` "
+            "(or tfds.data_source(..., download=True)) on a machine with network access."
+        )
+        extra = (
+            ""
+            if name not in IDX_DATASETS
+            else " Alternatively: " + _how_to_get(name, data_dir or "$JAXPRUNE_DATA_DIR")
+        )
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} split {split!r} is not available "
+            f"offline ({type(e).__name__}: {e}).{hint}{extra}"
+        ) from e
     n = len(src)
     if n == 0:
         raise ValueError(f"TFDS {name!r} split {split!r} is empty")
@@ -439,25 +505,39 @@ def _load_tfds(name: str, split: str, data_dir: Any, image_size: int, lazy: bool
     chunks = [np.arange(a, min(n, a + 1024)) for a in range(0, n, 1024)]
     if lazy:  # one pass for the labels (images left encoded); images are read on demand
         try:
-            label_src = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                                         decoders={"image": tfds.decode.SkipDecoding()})
+            label_src = tfds.data_source(
+                name,
+                split=split,
+                data_dir=data_dir,
+                download=False,
+                decoders={"image": tfds.decode.SkipDecoding()},
+            )
             label_src[0]  # SkipDecoding needs TensorFlow
         except Exception:  # noqa: BLE001 — a source without partial decoding: decode all
             label_src = src
         labels = np.asarray([int(r["label"]) for c in chunks for r in records(c, label_src)])
         first = read(np.arange(1))
-        return ArrayDataset(LazyImages(read, (n,) + first.shape[1:], name),
-                            labels.astype(np.int32), NUM_CLASSES[name], name)
+        return ArrayDataset(
+            LazyImages(read, (n,) + first.shape[1:], name),
+            labels.astype(np.int32),
+            NUM_CLASSES[name],
+            name,
+        )
     images, labels = [], []
     for c in chunks:
         recs = records(c)
         images.append(np.stack([image(r) for r in recs]))
         labels.extend(int(r["label"]) for r in recs)
-    return ArrayDataset(normalize(np.concatenate(images), name), np.asarray(labels, np.int32),
-                        NUM_CLASSES[name], name)
+    return ArrayDataset(
+        normalize(np.concatenate(images), name),
+        np.asarray(labels, np.int32),
+        NUM_CLASSES[name],
+        name,
+    )
 
 
 # ----------------------------------------------------------------------------------- public
+
 
 def normalize(images_uint8: np.ndarray, name: str) -> np.ndarray:
     """``(x / 255 − mean) / std`` per channel, as float32 (chunked to bound memory)."""
@@ -465,15 +545,22 @@ def normalize(images_uint8: np.ndarray, name: str) -> np.ndarray:
     out = np.empty(images_uint8.shape, np.float32)
     step = 8192
     for i in range(0, len(images_uint8), step):
-        x = images_uint8[i:i + step].astype(np.float32) / np.float32(255.0)
-        out[i:i + step] = (x - mean) / std
+        x = images_uint8[i : i + step].astype(np.float32) / np.float32(255.0)
+        out[i : i + step] = (x - mean) / std
     return out
 
 
-def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, *,
-         source: str = "auto", verify_checksums: bool = True,
-         image_size: int = 224, lazy: bool = False, seq_len: int | None = None
-         ) -> ArrayDataset:
+def load(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "auto",
+    verify_checksums: bool = True,
+    image_size: int = 224,
+    lazy: bool = False,
+    seq_len: int | None = None,
+) -> ArrayDataset:
     """Load a dataset split as a normalised :class:`ArrayDataset`.
 
     ``name``: one of ``DATASETS``, or the name of a text corpus folder ``<root>/<name>/``
@@ -482,8 +569,9 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     ``source='text'`` insists on it). ``split``: 'train'/'test' (IDX), any TFDS split string
     otherwise. ``source``: 'auto' (a text corpus if ``<root>/<name>/`` holds a
     ``*.txt.gz`` split file or ``name`` is no known dataset; IDX if ``<root>/<name>/`` exists
-    for an MNIST-format name; else TFDS), 'idx', 'tfds' or 'text'. ``data_dir`` (default ``$JAXPRUNE_DATA_DIR``) is the
-    IDX root and is also handed to TFDS as its data dir. Never downloads.
+    for an MNIST-format name; else TFDS), 'idx', 'tfds' or 'text'. ``data_dir`` (default
+    ``$JAXPRUNE_DATA_DIR``) is the IDX root and is also handed to TFDS as its data dir.
+    Never downloads.
 
     ``lazy=True``: the images are a :class:`LazyImages` that reads and normalises only the
     rows asked for (TFDS records by index through ``tfds.data_source``; IDX rows of a
@@ -493,31 +581,52 @@ def load(name: str, split: str = "train", data_dir: str | os.PathLike | None = N
     if source not in ("auto", "idx", "tfds", "text"):
         raise ValueError(f"source must be 'auto', 'idx', 'tfds' or 'text', got {source!r}")
     root = data_dir if data_dir is not None else os.environ.get("JAXPRUNE_DATA_DIR")
-    folder = (pathlib.Path(root) / name if root is not None and _plain_name(name) else None)
-    if source == "text" or (source == "auto" and folder is not None and (
-            is_text_corpus(folder) or (name not in NUM_CLASSES and folder.is_dir()))):
+    folder = pathlib.Path(root) / name if root is not None and _plain_name(name) else None
+    if source == "text" or (
+        source == "auto"
+        and folder is not None
+        and (is_text_corpus(folder) or (name not in NUM_CLASSES and folder.is_dir()))
+    ):
         if folder is None:
-            raise ValueError(f"a text corpus is read from <data_dir>/{name}/ holding "
-                             f"{', '.join(SPLIT_FILES.values())}: " + (
-                                 "pass data_dir= or set JAXPRUNE_DATA_DIR" if root is None
-                                 else f"{name!r} is not a folder name"))
-        return _load_text(name, split, folder, verify_checksums,
-                          DEFAULT_SEQ_LEN if seq_len is None else seq_len)
+            raise ValueError(
+                f"a text corpus is read from <data_dir>/{name}/ holding "
+                f"{', '.join(SPLIT_FILES.values())}: "
+                + (
+                    "pass data_dir= or set JAXPRUNE_DATA_DIR"
+                    if root is None
+                    else f"{name!r} is not a folder name"
+                )
+            )
+        return _load_text(
+            name, split, folder, verify_checksums, DEFAULT_SEQ_LEN if seq_len is None else seq_len
+        )
     if seq_len is not None:
         raise ValueError(f"seq_len applies to text corpora only, not to {name!r}")
     if name not in NUM_CLASSES:
-        where = ("data_dir/$JAXPRUNE_DATA_DIR unset" if root is None
-                 else f"no folder {folder}" if folder is not None else "not a folder name")
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a text "
-                         f"corpus folder <data_dir>/<name>/ holding "
-                         f"{', '.join(SPLIT_FILES.values())} ({where})")
-    if source == "idx" or (source == "auto" and name in IDX_DATASETS and root is not None
-                           and (pathlib.Path(root) / name).is_dir()):
+        where = (
+            "data_dir/$JAXPRUNE_DATA_DIR unset"
+            if root is None
+            else f"no folder {folder}"
+            if folder is not None
+            else "not a folder name"
+        )
+        raise ValueError(
+            f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or a text "
+            f"corpus folder <data_dir>/<name>/ holding "
+            f"{', '.join(SPLIT_FILES.values())} ({where})"
+        )
+    if source == "idx" or (
+        source == "auto"
+        and name in IDX_DATASETS
+        and root is not None
+        and (pathlib.Path(root) / name).is_dir()
+    ):
         if name not in IDX_DATASETS:
             raise ValueError(f"{name!r} has no IDX reader; IDX datasets: {IDX_DATASETS}")
         if root is None:
-            raise FileNotFoundError("no data_dir given and JAXPRUNE_DATA_DIR unset. "
-                                    + _how_to_get(name, "<root>"))
+            raise FileNotFoundError(
+                "no data_dir given and JAXPRUNE_DATA_DIR unset. " + _how_to_get(name, "<root>")
+            )
         return _load_idx(name, split, pathlib.Path(root), verify_checksums, lazy)
     return _load_tfds(name, split, None if root is None else str(root), image_size, lazy)
 
@@ -544,7 +653,7 @@ def fingerprint(ds: ArrayDataset) -> str | None:
         return None
     digest = hashlib.sha256(f"{images.dtype.str}{images.shape}".encode())
     for start in range(0, len(images), 4096):
-        digest.update(np.ascontiguousarray(images[start:start + 4096]).tobytes())
+        digest.update(np.ascontiguousarray(images[start : start + 4096]).tobytes())
     digest.update(np.ascontiguousarray(ds.labels).tobytes())
     return digest.hexdigest()
 
@@ -557,12 +666,14 @@ def check_finite(ds: ArrayDataset, what: str = "the data") -> None:
     if images is None or not np.issubdtype(images.dtype, np.floating):
         return
     for start in range(0, len(images), 4096):
-        chunk = images[start:start + 4096]
+        chunk = images[start : start + 4096]
         bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
         if bad.any():
             first = start + int(np.argmax(bad))
-            raise ValueError(f"{what} ({ds.name}) holds NaN/inf values, first in example "
-                             f"{first}; clean or drop those examples")
+            raise ValueError(
+                f"{what} ({ds.name}) holds NaN/inf values, first in example "
+                f"{first}; clean or drop those examples"
+            )
 
 
 def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:
@@ -570,21 +681,29 @@ def head(ds: ArrayDataset, n: int | None) -> ArrayDataset:
     return ds if n is None or n >= len(ds) else ds.subset(np.arange(n))
 
 
-def load_splits(name: str, data_dir: str | os.PathLike | None = None, *,
-                limit_train: int | None = None, limit_test: int | None = None,
-                need_train: bool = True, lazy_train: bool = False,
-                seq_len: int | None = None) -> tuple[ArrayDataset | None, ArrayDataset]:
+def load_splits(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    need_train: bool = True,
+    lazy_train: bool = False,
+    seq_len: int | None = None,
+) -> tuple[ArrayDataset | None, ArrayDataset]:
     """``(train or None, evaluation split)`` of ``name``, each cut to its first
     ``limit_*`` examples (the training split read on demand with ``lazy_train``; a text
     corpus always is, in windows of ``seq_len`` bytes). Raises like :func:`load`."""
     extra = {} if seq_len is None else {"seq_len": seq_len}
-    train = (head(load(name, "train", data_dir, lazy=lazy_train, **extra), limit_train)
-             if need_train else None)
+    train = (
+        head(load(name, "train", data_dir, lazy=lazy_train, **extra), limit_train)
+        if need_train
+        else None
+    )
     return train, head(load(name, evaluation_split(name), data_dir, **extra), limit_test)
 
 
-def sample_images(ds: ArrayDataset, size: int, seed: int, limit: int | None = None
-                  ) -> np.ndarray:
+def sample_images(ds: ArrayDataset, size: int, seed: int, limit: int | None = None) -> np.ndarray:
     """``min(size, n)`` images drawn without replacement (seeded by ``seed``) from the first
     ``n = limit`` examples (all by default), in dataset order."""
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -592,8 +711,9 @@ def sample_images(ds: ArrayDataset, size: int, seed: int, limit: int | None = No
     return np.asarray(ds.images[idx])
 
 
-def train_val_split(ds: ArrayDataset, val_size: int | float, seed: int = 0
-                    ) -> tuple[ArrayDataset, ArrayDataset]:
+def train_val_split(
+    ds: ArrayDataset, val_size: int | float, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset]:
     """Deterministic random held-out split; ``val_size`` is a count or a fraction in (0, 1).
 
     Both parts keep the original example order (sorted indices).
@@ -611,8 +731,14 @@ def num_batches(ds: ArrayDataset | int, batch_size: int, drop_remainder: bool = 
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
-def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4, *,
-              rows: slice | None = None, total: int | None = None) -> np.ndarray:
+def crop_flip(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    pad: int = 4,
+    *,
+    rows: slice | None = None,
+    total: int | None = None,
+) -> np.ndarray:
     """Random ``pad``-padded crop back to the input size plus random horizontal flip.
 
     Vectorised over the batch (one gather). Padding is zero in *normalised* space (the
@@ -638,10 +764,17 @@ _AUGMENTS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def batches(ds: ArrayDataset, batch_size: int, *, seed: int = 0, epoch: int = 0,
-            shuffle: bool = True, augment: str | Callable | None = None,
-            drop_remainder: bool = True, shard: tuple[int, int] = (0, 1)
-            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batches(
+    ds: ArrayDataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    augment: str | Callable | None = None,
+    drop_remainder: bool = True,
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Iterate ``(images, labels)`` NumPy batches of one epoch.
 
     The order is a permutation drawn from ``(seed, epoch)`` (or the stored order with
@@ -661,24 +794,30 @@ def batches(ds: ArrayDataset, batch_size: int, *, seed: int = 0, epoch: int = 0,
         raise ValueError(f"unknown augment {augment!r}; known: {list(_AUGMENTS)}")
     index, count = (int(v) for v in shard)
     if count < 1 or not 0 <= index < count or batch_size % count:
-        raise ValueError(f"shard={shard} needs 0 <= index < count and batch_size={batch_size} "
-                         "divisible by count")
+        raise ValueError(
+            f"shard={shard} needs 0 <= index < count and batch_size={batch_size} divisible by count"
+        )
     if count > 1 and not drop_remainder:
         raise ValueError("a sharded epoch needs drop_remainder=True (equal shards)")
     local = batch_size // count
     rows = slice(index * local, (index + 1) * local)
     n = len(ds)
-    order = (np.random.default_rng([int(seed), int(epoch)]).permutation(n) if shuffle
-             else np.arange(n))
+    order = (
+        np.random.default_rng([int(seed), int(epoch)]).permutation(n) if shuffle else np.arange(n)
+    )
     for i in range(num_batches(n, batch_size, drop_remainder)):
-        idx = order[i * batch_size:(i + 1) * batch_size]
+        idx = order[i * batch_size : (i + 1) * batch_size]
         size = len(idx)
         if count > 1:
             idx = idx[rows]
         x, y = ds.images[idx], ds.labels[idx]
         if isinstance(augment, str):
-            x = _AUGMENTS[augment](x, np.random.default_rng([int(seed), int(epoch), i, 1]),
-                                   rows=rows if count > 1 else None, total=size)
+            x = _AUGMENTS[augment](
+                x,
+                np.random.default_rng([int(seed), int(epoch), i, 1]),
+                rows=rows if count > 1 else None,
+                total=size,
+            )
         elif augment is not None:
             stream = [int(seed), int(epoch), i, 1] + ([index, count] if count > 1 else [])
             x = augment(x, np.random.default_rng(stream))

@@ -63,14 +63,15 @@ block count lowered), else masked.
 >>> r.form, r.model(net).num_layers, len(r.params["params"])
 ('rebuilt', 2, 3)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
 import re
-from collections.abc import MutableSequence
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -79,8 +80,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import _flax, _nnx
-from jaxprune._tree import (Path, as_variables, leaves_with_paths, map_with_paths,
-                            restore_form, shape_mismatches)
+from jaxprune._tree import (
+    Path,
+    as_variables,
+    leaves_with_paths,
+    map_with_paths,
+    restore_form,
+    shape_mismatches,
+)
 from jaxprune.geometry import cheap_jit
 from jaxprune.rebuild import Resized
 from jaxprune.structure import Program, Residuals, flatten_program, residual_branches
@@ -96,6 +103,7 @@ FORMS = ("rebuilt", "skipped", "masked")
 class Unit:
     """What is removed as one: ``branches`` (indices into the residual branches, call order)
     and ``path``, the submodule holding exactly their variables (None when there is none)."""
+
     name: str
     branches: tuple[int, ...]
     path: Path | None
@@ -109,6 +117,7 @@ class DepthResult:
     ``units``: unit -> its branch names; ``form``: ``"rebuilt"``, ``"skipped"`` or
     ``"masked"``; ``fields``: the changed module fields (rebuilt); ``report``: parameter
     counts before and after (``params_after`` counts what ``params`` holds)."""
+
     params: Any
     masked: Any
     removed: tuple[str, ...]
@@ -140,6 +149,7 @@ class Skipped(Resized):
     """``module`` whose submodules at ``paths`` (relative to it) return their first argument
     instead of running, so they create and read no variables (a :class:`Resized`: layers in
     ``sizes`` get their fields as there)."""
+
     paths: tuple = ()
 
     def __call__(self, *args, **kwargs):
@@ -148,8 +158,12 @@ class Skipped(Resized):
 
         def interceptor(next_fun, call_args, call_kwargs, context):
             layer = context.module
-            if (context.method_name == "__call__" and call_args and layer.scope is not None
-                    and _flax.scope_path(layer.scope)[root:] in skip):
+            if (
+                context.method_name == "__call__"
+                and call_args
+                and layer.scope is not None
+                and _flax.scope_path(layer.scope)[root:] in skip
+            ):
                 return call_args[0]
             return next_fun(*call_args, **call_kwargs)
 
@@ -157,9 +171,19 @@ class Skipped(Resized):
             return super().__call__(*args, **kwargs)
 
 
-def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_shape=None,
-                data=None, score: str = "block_influence", unit: str = "block",
-                apply_kwargs: Mapping | None = None, batch_size: int = 64) -> DepthResult:
+def prune_depth(
+    variables,
+    k: int,
+    *,
+    model=None,
+    example_inputs=None,
+    input_shape=None,
+    data=None,
+    score: str = "block_influence",
+    unit: str = "block",
+    apply_kwargs: Mapping | None = None,
+    batch_size: int = 64,
+) -> DepthResult:
     """Remove the ``k`` residual units with the lowest ``score`` (module docstring).
 
     ``variables``: params, the variables dict, or an ``nnx.Module`` (then no ``model``;
@@ -177,17 +201,22 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k (blocks to remove) must be a non-negative int, got {k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if score == "block_influence" and data is None:
-        raise ValueError("score='block_influence' needs data= (a calibration batch); "
-                         "score='norm' needs none")
+        raise ValueError(
+            "score='block_influence' needs data= (a calibration batch); score='norm' needs none"
+        )
     nnx_module = None
     if _nnx.is_module(variables):
         if model is not None:
-            raise ValueError("an NNX module is the model itself: pass it as the first "
-                             "argument and no model=")
+            raise ValueError(
+                "an NNX module is the model itself: pass it as the first argument and no model="
+            )
         nnx_module, variables = variables, _nnx.variables_of(variables)
         model = _nnx.as_linen(nnx_module)
     if model is None:
@@ -199,48 +228,63 @@ def prune_depth(variables, k: int, *, model=None, example_inputs=None, input_sha
 
     treedef = jax.tree_util.tree_structure(spec)
     try:
-        residuals = residual_branches(_applier(model, _frozen(kwargs), treedef), variables,
-                                      spec.zeros(2).arrays)
-    except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError,
-            flax.errors.ScopeCollectionNotFound) as err:
-        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") \
-            from None
+        residuals = residual_branches(
+            _applier(model, _frozen(kwargs), treedef), variables, spec.zeros(2).arrays
+        )
+    except (
+        flax.errors.ScopeParamShapeError,
+        flax.errors.ScopeParamNotFoundError,
+        flax.errors.ScopeCollectionNotFound,
+    ) as err:
+        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") from None
     branches = residuals.branches
     units = _units(residuals, variables, unit)
     if not units:
-        raise ValueError(f"{type(model).__name__} has no residual branch x + f(x) whose "
-                         "output a zeroed parameter silences: nothing to remove")
+        raise ValueError(
+            f"{type(model).__name__} has no residual branch x + f(x) whose "
+            "output a zeroed parameter silences: nothing to remove"
+        )
     if k >= len(units):
-        raise ValueError(f"k={k} must be smaller than the number of residual {unit}s "
-                         f"({len(units)}: {', '.join(u.name for u in units)})")
+        raise ValueError(
+            f"k={k} must be smaller than the number of residual {unit}s "
+            f"({len(units)}: {', '.join(u.name for u in units)})"
+        )
     if score == "norm":
         values = _norm_scores(variables, residuals, units)
     else:
-        values = _influence(residuals, units, model, kwargs, variables, spec, batch,
-                            int(batch_size))
+        values = _influence(
+            residuals, units, model, kwargs, variables, spec, batch, int(batch_size)
+        )
     order = sorted(range(len(units)), key=lambda i: (values[i], i))
     removed = [units[i] for i in order[:k]]
     zero = {p for u in removed for b in u.branches for p in branches[b].zero}
     masked = map_with_paths(lambda p, x: jnp.zeros_like(x) if p in zero else x, variables)
     check = batch.take(0, 2) if batch is not None else _check_inputs(spec)
     form, small, fields, skipped, nnx_module = _smaller(
-        model, nnx_module, variables, masked, residuals, removed, spec, kwargs, check)
+        model, nnx_module, variables, masked, residuals, removed, spec, kwargs, check
+    )
     return DepthResult(
-        params=restore_form(small, was_variables), masked=restore_form(masked, was_variables),
+        params=restore_form(small, was_variables),
+        masked=restore_form(masked, was_variables),
         removed=tuple(u.name for u in removed),
         scores={u.name: float(values[i]) for i, u in enumerate(units)},
         units={u.name: tuple(branches[b].name for b in u.branches) for u in units},
-        form=form, score=score, fields=fields,
-        report=_report(variables, small, residuals, removed, form), skipped=skipped,
-        nnx_module=nnx_module)
+        form=form,
+        score=score,
+        fields=fields,
+        report=_report(variables, small, residuals, removed, form),
+        skipped=skipped,
+        nnx_module=nnx_module,
+    )
 
 
 def _smaller(model, nnx_module, variables, masked, residuals, removed, spec, kwargs, check):
     """``(form, variables, fields, skipped paths, nnx module)`` of the first form that
     reproduces ``masked`` on ``check`` (module docstring)."""
     if removed and nnx_module is not None:
-        built = _rebuilt_nnx(nnx_module, variables, masked, residuals, removed, model, kwargs,
-                             check)
+        built = _rebuilt_nnx(
+            nnx_module, variables, masked, residuals, removed, model, kwargs, check
+        )
         if built is not None:
             return "rebuilt", _nnx.variables_of(built[1]), built[0], (), built[1]
     elif removed:
@@ -273,8 +317,7 @@ def _spec(example_inputs, input_shape, batch) -> _flax.Example:
     if batch is not None:
         return batch.abstract(1)
     if input_shape is None:
-        raise ValueError("pass example_inputs=, input_shape= (one example, no batch axis) "
-                         "or data=")
+        raise ValueError("pass example_inputs=, input_shape= (one example, no batch axis) or data=")
     return _flax.as_example(tuple(input_shape))
 
 
@@ -304,15 +347,14 @@ def _units(residuals: Residuals, variables, unit: str) -> list[Unit]:
     else:
         depth = len(_common_prefix([b.module for b in branches]))
         for i, b in enumerate(branches):
-            key = b.module[:depth + 1] if len(b.module) > depth else b.name
+            key = b.module[: depth + 1] if len(b.module) > depth else b.name
             keys.setdefault(key, []).append(i)
     all_paths = {p for p, _ in leaves_with_paths(variables)}
     units = []
     for key, idx in keys.items():
         owned = {p for i in idx for p in branches[i].params}
-        module = key if isinstance(key, tuple) else _common_prefix(
-            [p[1:-1] for p in owned])
-        under = {p for p in all_paths if p[1:1 + len(module)] == module}
+        module = key if isinstance(key, tuple) else _common_prefix([p[1:-1] for p in owned])
+        under = {p for p in all_paths if p[1 : 1 + len(module)] == module}
         path = module if module and under == owned else None
         name = "/".join(key) if isinstance(key, tuple) else key
         units.append(Unit(name, tuple(idx), path))
@@ -339,14 +381,24 @@ def _norm_scores(variables, residuals: Residuals, units: Sequence[Unit]) -> np.n
         total = 0.0
         for b in (residuals.branches[i] for i in u.branches):
             features = prog.avals[prog.eqns[b.add].outs[0]].shape[-1]
-            total += sum(float(jnp.sum(jnp.square(leaves[p].astype(jnp.float32))))
-                         for p in b.zero) / features
+            total += (
+                sum(float(jnp.sum(jnp.square(leaves[p].astype(jnp.float32)))) for p in b.zero)
+                / features
+            )
         out.append(math.sqrt(total))
     return np.asarray(out)
 
 
-def _influence(residuals: Residuals, units: Sequence[Unit], model, kwargs, variables, spec,
-               batch: _flax.Example, batch_size: int) -> np.ndarray:
+def _influence(
+    residuals: Residuals,
+    units: Sequence[Unit],
+    model,
+    kwargs,
+    variables,
+    spec,
+    batch: _flax.Example,
+    batch_size: int,
+) -> np.ndarray:
     """Block influence of each unit over ``batch`` (module docstring), one jitted forward per
     ``batch_size`` examples returning only the sums of ``1 - cos``."""
     branches = residuals.branches
@@ -354,8 +406,12 @@ def _influence(residuals: Residuals, units: Sequence[Unit], model, kwargs, varia
     for u in units:
         first, last = branches[u.branches[0]], branches[u.branches[-1]]
         taps += [(first.add, first.skip), (last.add, -1)]
-    static = (_flax.hashable(model), _frozen(kwargs), jax.tree_util.tree_structure(spec),
-              tuple(taps))
+    static = (
+        _flax.hashable(model),
+        _frozen(kwargs),
+        jax.tree_util.tree_structure(spec),
+        tuple(taps),
+    )
     sums, counts = np.zeros(len(units)), np.zeros(len(units))
     for start in range(0, batch.batch, batch_size):
         part = jax.tree.map(jnp.asarray, batch.take(start, start + batch_size))
@@ -367,9 +423,12 @@ def _influence(residuals: Residuals, units: Sequence[Unit], model, kwargs, varia
 
 def _applier(model, kwargs, treedef):
     """``apply_fn(variables, *input arrays)`` of ``model`` in inference mode."""
+
     def apply_fn(v, *xs):
-        return _flax.apply_inference(model, v, jax.tree_util.tree_unflatten(treedef, list(xs)),
-                                     dict(kwargs))
+        return _flax.apply_inference(
+            model, v, jax.tree_util.tree_unflatten(treedef, list(xs)), dict(kwargs)
+        )
+
     return apply_fn
 
 
@@ -380,10 +439,14 @@ def _frozen(kwargs: Mapping) -> tuple:
 @functools.partial(cheap_jit, static_argnums=(0, 1, 2, 3))
 def _influence_sums(model, kwargs, treedef, taps, variables, arrays):
     prog = flatten_program(_applier(model, kwargs, treedef), variables, arrays)
-    if any(e >= len(prog.eqns) or prog.eqns[e].primitive.name not in ("add", "add_any")
-           for e, _ in taps):
-        raise ValueError("the model's computation depends on the batch size; pass data whose "
-                         "size is a multiple of batch_size")
+    if any(
+        e >= len(prog.eqns) or prog.eqns[e].primitive.name not in ("add", "add_any")
+        for e, _ in taps
+    ):
+        raise ValueError(
+            "the model's computation depends on the batch size; pass data whose "
+            "size is a multiple of batch_size"
+        )
     leaves = [leaf for _, leaf in leaves_with_paths(variables)]
     return _cos_sums(prog.run(leaves, arrays, taps))
 
@@ -395,8 +458,11 @@ def _cos_sums(values):
         x, y = x.astype(jnp.float32), y.astype(jnp.float32)
         xx, yy = jnp.sum(x * x, -1), jnp.sum(y * y, -1)
         den = jnp.sqrt(xx * yy)
-        cos = jnp.where(den > 0, jnp.sum(x * y, -1) / jnp.where(den > 0, den, 1.0),
-                        jnp.where((xx == 0) & (yy == 0), 1.0, 0.0))
+        cos = jnp.where(
+            den > 0,
+            jnp.sum(x * y, -1) / jnp.where(den > 0, den, 1.0),
+            jnp.where((xx == 0) & (yy == 0), 1.0, 0.0),
+        )
         out.append(jnp.sum(1.0 - cos))
         n.append(cos.size)
     return jnp.stack(out), jnp.asarray(n)
@@ -424,8 +490,10 @@ def _matches(module, small, model, masked, spec, kwargs, check) -> bool:
         shapes = _flax.abstract_init(module, spec, **kwargs)
         if shape_mismatches(shapes, small):
             return False
-        return _same_outputs(_apply(_flax.hashable(module), _frozen(kwargs), small, check),
-                             _apply(_flax.hashable(model), _frozen(kwargs), masked, check))
+        return _same_outputs(
+            _apply(_flax.hashable(module), _frozen(kwargs), small, check),
+            _apply(_flax.hashable(model), _frozen(kwargs), masked, check),
+        )
     except Exception:  # a candidate the module's own code rejects is no rebuild
         return False
 
@@ -452,7 +520,7 @@ def _call_order(prog: Program, parent: Path, names: Sequence[str]) -> list[str]:
         for r in e.ins:
             if isinstance(r, int) and r < prog.n_leaves:
                 path = prog.paths[r][1:]
-                if path[:len(parent)] == parent and len(path) > len(parent):
+                if path[: len(parent)] == parent and len(path) > len(parent):
                     first.setdefault(path[len(parent)], e_idx)
     return sorted(names, key=lambda n: first.get(n, 1 << 60))
 
@@ -468,8 +536,14 @@ def _field_options(model, n: int, positions: Sequence[int]) -> list[dict]:
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == n:
             counts.append({f.name: int(value) - len(positions)})
         elif isinstance(value, (tuple, list)) and value:
-            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
-                   for v in value) and sum(value) == n and len(value) < n:
+            if (
+                all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+                    for v in value
+                )
+                and sum(value) == n
+                and len(value) < n
+            ):
                 stages = np.searchsorted(np.cumsum(value), positions, side="right")
                 new = list(value)
                 for s in stages:
@@ -507,8 +581,9 @@ def _rebuilt(model, variables, masked, residuals, removed, spec, kwargs, check):
         try:
             module = model.clone(**fields)
             shapes = _flax.abstract_init(module, spec, **kwargs)
-            prog = flatten_program(_applier(module, _frozen(kwargs), treedef), shapes,
-                                   spec.zeros(2).arrays)
+            prog = flatten_program(
+                _applier(module, _frozen(kwargs), treedef), shapes, spec.zeros(2).arrays
+            )
             new = _call_order(prog, parent, _siblings(shapes, parent, removed))
         except Exception:  # the module's own checks refuse these fields
             continue
@@ -537,9 +612,13 @@ def _rebuilt_nnx(module, variables, masked, residuals, removed, linen, kwargs, c
         return None
     kept = [n for n in old if n not in gone]
     expected = _apply(_flax.hashable(linen), _frozen(kwargs), masked, check)
-    counts = [name for name, value in vars(module).items()
-              if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-              and value == len(old)]
+    counts = [
+        name
+        for name, value in vars(module).items()
+        if isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and value == len(old)
+    ]
     for count in (*counts, None):
         copy = _nnx.with_variables(module, masked)
         owner = copy
@@ -589,8 +668,10 @@ def _renamed_tree(tree, parent: Path, old: set, mapping: Mapping[str, str]):
     if not isinstance(tree, Mapping):
         return tree
     if parent:
-        return {k: (_renamed_tree(v, parent[1:], old, mapping) if k == parent[0] else v)
-                for k, v in tree.items()}
+        return {
+            k: (_renamed_tree(v, parent[1:], old, mapping) if k == parent[0] else v)
+            for k, v in tree.items()
+        }
     out = {k: v for k, v in tree.items() if k not in old}
     out.update({new: tree[src] for new, src in mapping.items() if src in tree})
     return out
@@ -622,16 +703,26 @@ def _without(tree, paths: Sequence[Path]):
 def _report(dense, small, residuals: Residuals, removed: Sequence[Unit], form: str) -> dict:
     """Parameter counts (the ``params`` collection) before and after, honestly: the
     removed branches' parameters count after unless they left the pytree."""
+
     def count(tree):
         return int(sum(np.size(x) for p, x in leaves_with_paths(tree) if p[0] == "params"))
 
     before, after = count(dense), count(small)
-    dead = {p for u in removed for b in u.branches for p in residuals.branches[b].params
-            if p[0] == "params"}
+    dead = {
+        p
+        for u in removed
+        for b in u.branches
+        for p in residuals.branches[b].params
+        if p[0] == "params"
+    }
     leaves = dict(leaves_with_paths(dense))
     n_dead = int(sum(np.size(leaves[p]) for p in dead))
-    return {"form": form, "params_before": before, "params_after": after,
-            "params_removed_branches": n_dead,
-            "params_dead": n_dead if form == "masked" else 0,
-            "ratio": 1.0 - after / before if before else 0.0,
-            "units_removed": len(removed)}
+    return {
+        "form": form,
+        "params_before": before,
+        "params_after": after,
+        "params_removed_branches": n_dead,
+        "params_dead": n_dead if form == "masked" else 0,
+        "ratio": 1.0 - after / before if before else 0.0,
+        "units_removed": len(removed),
+    }

@@ -21,6 +21,7 @@ once the last whole epoch's checkpoint is written (:mod:`jaxprune._signals`).
 Any process that reaches the coordinator's port can join a run as one of its processes, and
 the processes exchange parameters unencrypted: run multi-host jobs on a trusted network only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,13 @@ from jax.experimental import multihost_utils
 __all__ = ["initialize", "check_same_config", "shard", "is_main", "process_count", "barrier"]
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, auto: bool = False) -> tuple[int, int]:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> tuple[int, int]:
     """Join a multi-process run; returns ``(process_index, process_count)``.
 
     With ``coordinator`` all three of ``coordinator``, ``num_processes`` and ``process_id``
@@ -45,20 +51,26 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     """
     explicit = (coordinator, num_processes, process_id)
     if auto and any(v is not None for v in explicit):
-        raise ValueError("pass either auto=True (cluster detection) or coordinator, "
-                         "num_processes and process_id, not both")
+        raise ValueError(
+            "pass either auto=True (cluster detection) or coordinator, "
+            "num_processes and process_id, not both"
+        )
     if not auto and all(v is None for v in explicit):
         return 0, 1
     if not auto:
         if any(v is None for v in explicit):
-            raise ValueError("a multi-process run needs coordinator (HOST:PORT), "
-                             "num_processes and process_id together")
+            raise ValueError(
+                "a multi-process run needs coordinator (HOST:PORT), "
+                "num_processes and process_id together"
+            )
         host, sep, port = str(coordinator).rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
         if int(num_processes) < 1 or not 0 <= int(process_id) < int(num_processes):
-            raise ValueError(f"need num_processes >= 1 and 0 <= process_id < num_processes, "
-                             f"got {num_processes} and {process_id}")
+            raise ValueError(
+                f"need num_processes >= 1 and 0 <= process_id < num_processes, "
+                f"got {num_processes} and {process_id}"
+            )
     if jax.distributed.is_initialized():
         raise ValueError("jax.distributed is already initialized in this process")
     # JAX's preemption service swallows SIGTERM (it only marks a sync point that jaxprune
@@ -70,11 +82,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             jax.distributed.initialize()
         else:  # the coordinator (process 0) listens on the address given, not on every
             # interface: a local run names 127.0.0.1 and nothing off the host can join
-            jax.distributed.initialize(str(coordinator), int(num_processes), int(process_id),
-                                       coordinator_bind_address=str(coordinator))
+            jax.distributed.initialize(
+                str(coordinator),
+                int(num_processes),
+                int(process_id),
+                coordinator_bind_address=str(coordinator),
+            )
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"could not join the multi-process run: {str(e).splitlines()[0]}"
-                         ) from None
+        raise ValueError(
+            f"could not join the multi-process run: {str(e).splitlines()[0]}"
+        ) from None
     with _stdout_to_stderr():  # the collectives' connection log is not the program's output
         barrier("jaxprune.initialize")
     return jax.process_index(), jax.process_count()
@@ -104,9 +121,11 @@ def check_same_config(config: str) -> None:
     everyone = np.asarray(multihost_utils.process_allgather(digest))
     differ = [i for i in range(len(everyone)) if not np.array_equal(everyone[i], everyone[0])]
     if differ:
-        raise ValueError(f"the processes of this run were started with different settings "
-                         f"(process(es) {', '.join(map(str, differ))} differ from process 0); "
-                         "run the same command in every process")
+        raise ValueError(
+            f"the processes of this run were started with different settings "
+            f"(process(es) {', '.join(map(str, differ))} differ from process 0); "
+            "run the same command in every process"
+        )
 
 
 def process_count() -> int:

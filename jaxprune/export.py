@@ -25,6 +25,7 @@ Example (a pruned LeNet-300-100 saved by ``jaxprune prune --out runs/pruned``)::
 
 Command line: ``jaxprune export --checkpoint runs/pruned --out deploy/lenet.stablehlo``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,8 @@ import os
 import pathlib
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +48,18 @@ from jaxprune._nnx import is_module, variables_of
 from jaxprune._tree import leaves_with_paths, to_host
 from jaxprune.pipeline import PruneWarning
 
-__all__ = ["FORMATS", "ExportError", "ExportWarning", "export", "export_model",
-           "inference_function", "input_spec", "write_safetensors", "read_safetensors",
-           "load_stablehlo"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportWarning",
+    "export",
+    "export_model",
+    "inference_function",
+    "input_spec",
+    "write_safetensors",
+    "read_safetensors",
+    "load_stablehlo",
+]
 
 FORMATS = ("stablehlo", "safetensors", "onnx")
 
@@ -66,6 +77,7 @@ class ExportWarning(PruneWarning):
 
 
 # ----------------------------------------------------------------------------- the function
+
 
 def input_spec(model, meta: dict | None = None, input_shape=None, dtype=None):
     """``(per-example input shape, dtype)`` of a saved model: ``input_shape``/``dtype`` when
@@ -86,8 +98,10 @@ def input_spec(model, meta: dict | None = None, input_shape=None, dtype=None):
         try:
             shape = models.default_input_shape(models.model_config(model)["name"])
         except (TypeError, ValueError):
-            raise ExportError(f"cannot tell the input shape of {type(model).__name__}; pass "
-                              "input_shape=(...) (one example, no batch axis)") from None
+            raise ExportError(
+                f"cannot tell the input shape of {type(model).__name__}; pass "
+                "input_shape=(...) (one example, no batch axis)"
+            ) from None
     return tuple(int(d) for d in shape), dtype
 
 
@@ -133,8 +147,10 @@ def _shape_json(shape) -> list:
 
 
 def _avals_json(tree) -> list[dict]:
-    return [{"shape": _shape_json(a.shape), "dtype": str(np.dtype(a.dtype))}
-            for a in jax.tree.leaves(tree)]
+    return [
+        {"shape": _shape_json(a.shape), "dtype": str(np.dtype(a.dtype))}
+        for a in jax.tree.leaves(tree)
+    ]
 
 
 def _trace_error(err: Exception) -> str:
@@ -156,34 +172,42 @@ def _traced(f, spec, batch, what: str):
             raise
         except Exception as err:  # noqa: BLE001 - any tracing failure: a fixed batch instead
             symbolic_error = _trace_error(err)
-            warnings.warn(f"{what}: the model cannot be traced for a symbolic batch "
-                          f"({symbolic_error}); exported for batch 1 instead (pass --batch "
-                          "N for another size)", ExportWarning, stacklevel=3)
+            warnings.warn(
+                f"{what}: the model cannot be traced for a symbolic batch "
+                f"({symbolic_error}); exported for batch 1 instead (pass --batch "
+                "N for another size)",
+                ExportWarning,
+                stacklevel=3,
+            )
             batch = 1
     try:
         return f(jax.ShapeDtypeStruct((batch,) + shape, dtype)), batch, symbolic_error
     except ExportError:
         raise
     except Exception as err:  # noqa: BLE001 - the model's own failure, reported in one line
-        raise ExportError(f"{what}: the model cannot run on inputs of shape "
-                          f"{(batch,) + shape} {np.dtype(dtype).name}: "
-                          f"{_trace_error(err)}") from None
+        raise ExportError(
+            f"{what}: the model cannot run on inputs of shape "
+            f"{(batch,) + shape} {np.dtype(dtype).name}: "
+            f"{_trace_error(err)}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- StableHLO
+
 
 def _export_stablehlo(f, spec, batch, platforms):
     try:
         import flatbuffers  # noqa: F401 - what jax.export's serialization needs
     except ImportError:
-        raise ExportError("--format stablehlo needs flatbuffers: pip install "
-                          "'jaxprune[export]'") from None
+        raise ExportError(
+            "--format stablehlo needs flatbuffers: pip install 'jaxprune[export]'"
+        ) from None
     build = jax.export.export(jax.jit(f), platforms=platforms)
     exported, used, symbolic_error = _traced(build, spec, batch, "stablehlo")
     return exported.serialize(), exported.in_avals, exported.out_avals, used, symbolic_error
 
 
-def load_stablehlo(path) -> "jax.export.Exported":
+def load_stablehlo(path) -> jax.export.Exported:
     """The exported function in ``path`` (call it with ``.call(x)``); needs only JAX."""
     with open(path, "rb") as fh:
         return jax.export.deserialize(bytearray(fh.read()))
@@ -191,9 +215,21 @@ def load_stablehlo(path) -> "jax.export.Exported":
 
 # ----------------------------------------------------------------------------- safetensors
 
-_ST_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-              "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64",
-              "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
+_ST_DTYPES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
 _ST_NUMPY = {v: k for k, v in _ST_DTYPES.items()}
 
 
@@ -216,8 +252,11 @@ def write_safetensors(path, tensors: dict[str, Any], metadata: dict[str, str] | 
         if kind is None:
             raise ExportError(f"safetensors cannot hold {name!r} of dtype {arr.dtype.name}")
         data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": kind, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": kind,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -237,8 +276,8 @@ def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     with open(path, "rb") as fh:
         raw = fh.read()
     size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + size])
-    body = memoryview(raw)[8 + size:]
+    header = json.loads(raw[8 : 8 + size])
+    body = memoryview(raw)[8 + size :]
     metadata = header.pop("__metadata__", {}) or {}
     tensors = {}
     for name, info in header.items():
@@ -254,12 +293,15 @@ def _named_tensors(variables) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- ONNX
 
+
 def _export_onnx(f, spec, batch):
     try:
         from jax2onnx import to_onnx
     except ImportError:
-        raise ExportError("--format onnx needs jax2onnx and onnxruntime: pip install "
-                          "'jaxprune[onnx]' && pip install --no-deps jax2onnx") from None
+        raise ExportError(
+            "--format onnx needs jax2onnx and onnxruntime: pip install "
+            "'jaxprune[onnx]' && pip install --no-deps jax2onnx"
+        ) from None
 
     def build(s):
         try:
@@ -268,14 +310,17 @@ def _export_onnx(f, spec, batch):
             op = re.search(r"primitive '([^']+)'", str(err))
             if op is None:
                 raise
-            raise ExportError(f"onnx: jax2onnx cannot convert the JAX operation "
-                              f"{op.group(1)!r} of this model; export it as stablehlo") from None
+            raise ExportError(
+                f"onnx: jax2onnx cannot convert the JAX operation "
+                f"{op.group(1)!r} of this model; export it as stablehlo"
+            ) from None
 
     proto, used, symbolic_error = _traced(build, spec, batch, "onnx")
     return proto, used, symbolic_error
 
 
 # ----------------------------------------------------------------------------- the record
+
 
 def _layer_widths(variables) -> dict[str, int]:
     """Output width of each kernel layer, keyed by its '/'-joined params path."""
@@ -291,11 +336,13 @@ def _record(model, variables, meta, spec, fmt, out) -> dict:
     widths = getattr(model, "widths", None)
     sizes = workflows.size_report(workflows.runnable(model), variables, spec[0])
     return {
-        "format": fmt, "artefact": os.path.basename(out),
+        "format": fmt,
+        "artefact": os.path.basename(out),
         "model": checkpoint.to_jsonable(record_model),
         "widths": list(widths) if widths is not None else None,
         "layer_widths": _layer_widths(variables),
-        "params": sizes["params"], "nonzero_params": sizes["nonzero_params"],
+        "params": sizes["params"],
+        "nonzero_params": sizes["nonzero_params"],
         "flops_per_example": sizes["flops"],
         **({"flops_error": sizes["flops_error"]} if "flops_error" in sizes else {}),
         "apply_kwargs": meta.get("apply_kwargs"),
@@ -313,9 +360,21 @@ def _write_json(path, doc) -> None:
 
 # ----------------------------------------------------------------------------- entry points
 
-def export_model(model, variables, out, *, format: str = "stablehlo", batch: int | None = None,
-                 meta: dict | None = None, input_shape=None, dtype=None,
-                 apply_kwargs: dict | None = None, platforms=None, source=None) -> dict:
+
+def export_model(
+    model,
+    variables,
+    out,
+    *,
+    format: str = "stablehlo",
+    batch: int | None = None,
+    meta: dict | None = None,
+    input_shape=None,
+    dtype=None,
+    apply_kwargs: dict | None = None,
+    platforms=None,
+    source=None,
+) -> dict:
     """Export ``model`` holding ``variables`` (Linen, or an NNX module with ``variables``
     ``None``) to the file ``out`` and write ``<out>.json``; returns that record.
 
@@ -330,8 +389,7 @@ def export_model(model, variables, out, *, format: str = "stablehlo", batch: int
     ['b', 28, 28, 1]
     """
     if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}; known formats: "
-                          f"{', '.join(FORMATS)}")
+        raise ExportError(f"unknown export format {format!r}; known formats: {', '.join(FORMATS)}")
     batch = _batch(batch)
     meta = dict(meta or {})
     if variables is None:
@@ -352,25 +410,34 @@ def export_model(model, variables, out, *, format: str = "stablehlo", batch: int
     if format == "stablehlo":
         blob, ins, outs, used, symbolic_error = _export_stablehlo(f, spec, batch, platforms)
         _write_bytes(out, blob)
-        record.update(platforms=list(platforms or [jax.default_backend()]),
-                      load="jax.export.deserialize(bytearray(open(path, 'rb').read()))"
-                           ".call(x)")
+        record.update(
+            platforms=list(platforms or [jax.default_backend()]),
+            load="jax.export.deserialize(bytearray(open(path, 'rb').read())).call(x)",
+        )
     elif format == "onnx":
         proto, used, symbolic_error = _export_onnx(f, spec, batch)
         _write_bytes(out, proto.SerializeToString())
-        (ins, outs), used, _ = _traced(_with_outputs(f), spec,
-                                       None if used == BATCH_DIM else used, format)
-        record["load"] = ("onnxruntime.InferenceSession(path).run(None, "
-                          "{session.get_inputs()[0].name: x})")
+        (ins, outs), used, _ = _traced(
+            _with_outputs(f), spec, None if used == BATCH_DIM else used, format
+        )
+        record["load"] = (
+            "onnxruntime.InferenceSession(path).run(None, {session.get_inputs()[0].name: x})"
+        )
     else:
         (ins, outs), used, symbolic_error = _traced(_with_outputs(f), spec, batch, format)
         tensors = _named_tensors(variables)
-        write_safetensors(out, tensors, {"format": "jaxprune",
-                                         "producer": f"jaxprune {jaxprune.__version__}"})
-        record["tensors"] = {k: {"shape": list(v.shape), "dtype": v.dtype.name}
-                             for k, v in tensors.items()}
-    record.update(inputs=_avals_json(ins), outputs=_avals_json(outs), batch=used,
-                  symbolic_batch=not isinstance(used, int))
+        write_safetensors(
+            out, tensors, {"format": "jaxprune", "producer": f"jaxprune {jaxprune.__version__}"}
+        )
+        record["tensors"] = {
+            k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in tensors.items()
+        }
+    record.update(
+        inputs=_avals_json(ins),
+        outputs=_avals_json(outs),
+        batch=used,
+        symbolic_batch=not isinstance(used, int),
+    )
     if symbolic_error:
         record["symbolic_batch_error"] = symbolic_error
     _write_json(out + ".json", record)
@@ -388,9 +455,18 @@ def _write_bytes(path: str, data: bytes) -> None:
     os.replace(path + ".tmp", path)
 
 
-def export(checkpoint_dir, out, *, format: str = "stablehlo", batch: int | None = None,
-           trust=(), input_shape=None, dtype=None, apply_kwargs: dict | None = None,
-           platforms=None) -> dict:
+def export(
+    checkpoint_dir,
+    out,
+    *,
+    format: str = "stablehlo",
+    batch: int | None = None,
+    trust=(),
+    input_shape=None,
+    dtype=None,
+    apply_kwargs: dict | None = None,
+    platforms=None,
+) -> dict:
     """Export the model saved in ``checkpoint_dir`` (:func:`jaxprune.checkpoint.save_model`,
     ``jaxprune prune --out``) to ``out``; see :func:`export_model`. ``trust``: packages whose
     names the checkpoint may use (:func:`jaxprune.checkpoint.load_model`).
@@ -398,10 +474,19 @@ def export(checkpoint_dir, out, *, format: str = "stablehlo", batch: int | None 
     >>> record = export("runs/pruned", "deploy/lenet.stablehlo")  # doctest: +SKIP
     """
     if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}; known formats: "
-                          f"{', '.join(FORMATS)}")
+        raise ExportError(f"unknown export format {format!r}; known formats: {', '.join(FORMATS)}")
     _batch(batch)
     model, variables, meta = workflows.load_checkpoint(os.fspath(checkpoint_dir), trust)
-    return export_model(model, variables, out, format=format, batch=batch, meta=meta,
-                        input_shape=input_shape, dtype=dtype, apply_kwargs=apply_kwargs,
-                        platforms=platforms, source=checkpoint_dir)
+    return export_model(
+        model,
+        variables,
+        out,
+        format=format,
+        batch=batch,
+        meta=meta,
+        input_shape=input_shape,
+        dtype=dtype,
+        apply_kwargs=apply_kwargs,
+        platforms=platforms,
+        source=checkpoint_dir,
+    )

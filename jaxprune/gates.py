@@ -31,18 +31,29 @@ Defaults ``β = 2/3``, ``γ = −0.1``, ``ζ = 1.1`` are those of Louizos et al.
 All functions are pure and jittable; :func:`fit_l0` is a small optax loop that minimises
 ``mean CE + λ·E[L0]`` for any ``apply_fn(params, x, z)``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["BETA", "GAMMA", "ZETA", "init_log_alpha", "sample_gate", "prob_nonzero",
-           "expected_l0", "deterministic_gate", "keep_mask", "fit_l0"]
+__all__ = [
+    "BETA",
+    "GAMMA",
+    "ZETA",
+    "init_log_alpha",
+    "sample_gate",
+    "prob_nonzero",
+    "expected_l0",
+    "deterministic_gate",
+    "keep_mask",
+    "fit_l0",
+]
 
 BETA = 2.0 / 3.0
 GAMMA = -0.1
@@ -63,8 +74,9 @@ def init_log_alpha(shape, drop_rate: float = 0.5, *, key=None, std: float = 0.01
     return out
 
 
-def sample_gate(key, log_alpha, shape=None, *, beta: float = BETA, gamma: float = GAMMA,
-                zeta: float = ZETA):
+def sample_gate(
+    key, log_alpha, shape=None, *, beta: float = BETA, gamma: float = GAMMA, zeta: float = ZETA
+):
     """One hard-concrete sample ``z ∈ [0, 1]`` per entry (Louizos et al. Eq. 10).
 
     ``shape`` (default ``log_alpha.shape``) must broadcast with ``log_alpha``; e.g.
@@ -112,23 +124,32 @@ def keep_mask(log_alpha, num_keep: int) -> np.ndarray:
     return mask.reshape(np.shape(log_alpha))
 
 
-def fit_l0(apply_fn: Callable, params, log_alpha, batches: Iterable, *, lam: float,
-           key, learning_rate: float = 1e-3, gate_learning_rate: float | None = None,
-           per_example: bool = True, progress: Callable | None = None):
+def fit_l0(
+    apply_fn: Callable,
+    params,
+    log_alpha,
+    batches: Iterable,
+    *,
+    lam: float,
+    key,
+    learning_rate: float = 1e-3,
+    gate_learning_rate: float | None = None,
+    per_example: bool = True,
+    progress: Callable | None = None,
+):
     """Minimise ``E_u[mean CE(apply_fn(params, x, z), y)] + λ·Σ_j P(z_j ≠ 0)`` with Adam.
 
     ``apply_fn(params, x, z) -> logits`` multiplies the gated units by ``z`` (shape
     ``(batch,) + log_alpha.shape`` with ``per_example=True``, else ``log_alpha.shape``: one
-    gate draw per batch), and must be jittable.  ``batches`` yields ``(x, y)`` with integer labels (e.g.
-    ``jaxprune.data.batches`` over several epochs).  ``gate_learning_rate`` (default: the
-    weights' rate) is the Adam rate of ``log α``.  One jitted step (compiled once per call);
-    ``progress(step_index)`` is called after every step if given.
+    gate draw per batch), and must be jittable.  ``batches`` yields ``(x, y)`` with integer
+    labels (e.g. ``jaxprune.data.batches`` over several epochs).  ``gate_learning_rate``
+    (default: the weights' rate) is the Adam rate of ``log α``.  One jitted step (compiled
+    once per call); ``progress(step_index)`` is called after every step if given.
     Returns ``(params, log_alpha, history)``, ``history`` a list of ``(loss, ce, E[L0])``
     per step (Python floats).
     """
     glr = learning_rate if gate_learning_rate is None else gate_learning_rate
-    tx = optax.multi_transform({"w": optax.adam(learning_rate), "g": optax.adam(glr)},
-                               ("w", "g"))
+    tx = optax.multi_transform({"w": optax.adam(learning_rate), "g": optax.adam(glr)}, ("w", "g"))
     state = tx.init((params, log_alpha))
     lam = float(lam)
 
@@ -150,11 +171,13 @@ def fit_l0(apply_fn: Callable, params, log_alpha, batches: Iterable, *, lam: flo
 
     pending = []
     for i, (x, y) in enumerate(batches):
-        params, log_alpha, state, stats = step(params, log_alpha, state, jnp.asarray(x),
-                                               jnp.asarray(y), jax.random.fold_in(key, i))
+        params, log_alpha, state, stats = step(
+            params, log_alpha, state, jnp.asarray(x), jnp.asarray(y), jax.random.fold_in(key, i)
+        )
         pending.append(stats)
         if progress is not None:
             progress(i)
-    history = ([tuple(float(v) for v in s) for s in np.asarray(jnp.stack(pending))]
-               if pending else [])
+    history = (
+        [tuple(float(v) for v in s) for s in np.asarray(jnp.stack(pending))] if pending else []
+    )
     return params, log_alpha, history

@@ -10,11 +10,13 @@ Units (used everywhere in jaxprune):
 * **FLOPs** — ``2 × MACs`` (one multiply plus one add per MAC). :func:`flops` returns FLOPs,
   :func:`macs` returns MACs; pruning reports quote both.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,8 +26,16 @@ import numpy as np
 from jaxprune._flax import apply_inference, kernel_calls
 from jaxprune._tree import as_variables, params_of
 
-__all__ = ["param_count", "nonzero_count", "sparsity", "layer_macs", "macs", "flops",
-           "measure_latency", "compare_latency"]
+__all__ = [
+    "param_count",
+    "nonzero_count",
+    "sparsity",
+    "layer_macs",
+    "macs",
+    "flops",
+    "measure_latency",
+    "compare_latency",
+]
 
 
 def param_count(tree: Any) -> int:
@@ -40,8 +50,7 @@ def param_count(tree: Any) -> int:
 
 def nonzero_count(tree: Any) -> int:
     """Number of non-zero scalars (over ``'params'`` if a variables dict is given)."""
-    return int(sum(int(np.count_nonzero(np.asarray(x)))
-                   for x in jax.tree.leaves(params_of(tree))))
+    return int(sum(int(np.count_nonzero(np.asarray(x))) for x in jax.tree.leaves(params_of(tree))))
 
 
 def sparsity(tree: Any) -> float:
@@ -55,8 +64,9 @@ def sparsity(tree: Any) -> float:
     return 0.0 if total == 0 else 1.0 - nonzero_count(tree) / total
 
 
-def layer_macs(model: nn.Module, variables: Any | None, input_shape: tuple[int, ...],
-               **apply_kwargs: Any) -> dict[str, int]:
+def layer_macs(
+    model: nn.Module, variables: Any | None, input_shape: tuple[int, ...], **apply_kwargs: Any
+) -> dict[str, int]:
     """Per-layer MACs per example, keyed by the layer's '/'-joined module path.
 
     ``input_shape`` is one example's shape (no batch dim). The model is traced abstractly
@@ -88,14 +98,16 @@ def layer_macs(model: nn.Module, variables: Any | None, input_shape: tuple[int, 
     return counts
 
 
-def macs(model: nn.Module, variables: Any | None, input_shape: tuple[int, ...],
-         **apply_kwargs: Any) -> int:
+def macs(
+    model: nn.Module, variables: Any | None, input_shape: tuple[int, ...], **apply_kwargs: Any
+) -> int:
     """Total multiply-accumulates per example of all Dense and Conv layers."""
     return int(sum(layer_macs(model, variables, input_shape, **apply_kwargs).values()))
 
 
-def flops(model: nn.Module, variables: Any | None, input_shape: tuple[int, ...],
-          **apply_kwargs: Any) -> int:
+def flops(
+    model: nn.Module, variables: Any | None, input_shape: tuple[int, ...], **apply_kwargs: Any
+) -> int:
     """FLOPs per example = ``2 × macs(...)`` (see module doc for what is counted).
 
     >>> import jax, jax.numpy as jnp
@@ -108,8 +120,9 @@ def flops(model: nn.Module, variables: Any | None, input_shape: tuple[int, ...],
     return 2 * macs(model, variables, input_shape, **apply_kwargs)
 
 
-def measure_latency(fn: Callable, *args: Any, repeats: int = 20, warmup: int = 3,
-                    jit: bool = True) -> float:
+def measure_latency(
+    fn: Callable, *args: Any, repeats: int = 20, warmup: int = 3, jit: bool = True
+) -> float:
     """Median wall-clock seconds of one call ``fn(*args)``.
 
     ``fn`` is wrapped in ``jax.jit`` (unless ``jit=False``), compiled and run ``warmup``
@@ -119,8 +132,13 @@ def measure_latency(fn: Callable, *args: Any, repeats: int = 20, warmup: int = 3
     return compare_latency({"fn": (fn, args)}, repeats=repeats, warmup=warmup, jit=jit)["fn"]
 
 
-def compare_latency(calls: dict[str, tuple[Callable, tuple]], *, repeats: int = 20,
-                    warmup: int = 3, jit: bool = True) -> dict[str, float]:
+def compare_latency(
+    calls: dict[str, tuple[Callable, tuple]],
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    jit: bool = True,
+) -> dict[str, float]:
     """Median wall-clock seconds of each ``fn(*args)`` in ``calls = {name: (fn, args)}``,
     measured **interleaved** (round ``r`` times every call once, in turn).
 

@@ -14,6 +14,7 @@ parameter, the unit of the main paper's Table 1); ``"neurons"`` — channels of 
 groups; ``"flops"`` — multiply-accumulates of the whole network. Weight methods count kernel
 entries (``unit="params"`` only). The report gives every unit plus the whole-model ratio.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ import dataclasses
 import functools
 import time
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import flax
 import jax
@@ -29,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import _flax, _nnx, bounds, metrics, selection, structure, surgery, views
-from jaxprune import plan as plan_lib
 from jaxprune import depth as depth_lib
+from jaxprune import plan as plan_lib
 from jaxprune import reconstruct as reconstruct_lib
 from jaxprune._tree import as_variables, get_path, map_with_paths, restore_form
 from jaxprune.methods import Selection, split_keys
@@ -38,11 +39,28 @@ from jaxprune.plan import Certificate, Plan, Refit
 from jaxprune.results import ChannelResult, PruneResult, PruneWarning, WeightResult
 from jaxprune.selection import UNITS
 
-__all__ = ["PHASES", "Certificate", "ChannelResult", "PruneResult", "PruneWarning", "Refit",
-           "WeightResult", "phase_timer", "prune"]
+__all__ = [
+    "PHASES",
+    "Certificate",
+    "ChannelResult",
+    "PruneResult",
+    "PruneWarning",
+    "Refit",
+    "WeightResult",
+    "phase_timer",
+    "prune",
+]
 
-PHASES = ("prepare", "structure", "views", "scores", "allocation", "selection", "surgery",
-          "reconstruct")
+PHASES = (
+    "prepare",
+    "structure",
+    "views",
+    "scores",
+    "allocation",
+    "selection",
+    "surgery",
+    "reconstruct",
+)
 
 
 def _phase(on_phase, name):
@@ -53,6 +71,7 @@ def _phase(on_phase, name):
 def phase_timer(timings: dict):
     """An ``on_phase`` hook for :func:`prune` that adds each phase's wall time [s] to
     ``timings[phase]``; a benchmark may pass its own hook (CPU time, compile events)."""
+
     @contextlib.contextmanager
     def on_phase(name):
         start = time.perf_counter()
@@ -60,21 +79,44 @@ def phase_timer(timings: dict):
             yield
         finally:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
     return on_phase
 
 
 # --------------------------------------------------------------------------------------------
 # The entry point: plan -> prepare -> branch -> post-steps
 # --------------------------------------------------------------------------------------------
-def prune(params, key, ratio, *, method="coreset", model=None, input_shape=None,
-          unit: str = "params", sampling: str | None = None, allocation: str = "bound",
-          leave=(), min_width: int = 1, max_ratio: float | None = None, round_to: int = 1,
-          prune_residual: bool = False, prune_output: bool = False, data=None,
-          apply_kwargs=None, reconstruct: str | Refit | None = None, ridge: float | None = None,
-          recalibrate_bn: bool | None = None, epsilon: float | None = None,
-          certificate: bool | Certificate = False, on_phase=None, example_inputs=None,
-          rules=None, depth: int | None = None, depth_score: str = "block_influence",
-          **options) -> PruneResult:
+def prune(
+    params,
+    key,
+    ratio,
+    *,
+    method="coreset",
+    model=None,
+    input_shape=None,
+    unit: str = "params",
+    sampling: str | None = None,
+    allocation: str = "bound",
+    leave=(),
+    min_width: int = 1,
+    max_ratio: float | None = None,
+    round_to: int = 1,
+    prune_residual: bool = False,
+    prune_output: bool = False,
+    data=None,
+    apply_kwargs=None,
+    reconstruct: str | Refit | None = None,
+    ridge: float | None = None,
+    recalibrate_bn: bool | None = None,
+    epsilon: float | None = None,
+    certificate: bool | Certificate = False,
+    on_phase=None,
+    example_inputs=None,
+    rules=None,
+    depth: int | None = None,
+    depth_score: str = "block_influence",
+    **options,
+) -> PruneResult:
     """Prune ``params`` with a registered method so that ``ratio`` of ``unit`` is removed.
 
     Args:
@@ -149,17 +191,45 @@ def prune(params, key, ratio, *, method="coreset", model=None, input_shape=None,
         (``jaxprune.methods.get(method).options()``).
     """
     if depth is not None:
-        return _prune_depth(params, ratio, depth, depth_score, model=model,
-                            example_inputs=example_inputs, input_shape=input_shape, data=data,
-                            apply_kwargs=apply_kwargs)
+        return _prune_depth(
+            params,
+            ratio,
+            depth,
+            depth_score,
+            model=model,
+            example_inputs=example_inputs,
+            input_shape=input_shape,
+            data=data,
+            apply_kwargs=apply_kwargs,
+        )
     plan = plan_lib.build(
-        params, key, ratio, method=method, model=model, input_shape=input_shape, unit=unit,
-        sampling=sampling, allocation=allocation, leave=leave, min_width=min_width,
-        max_ratio=max_ratio, round_to=round_to, prune_residual=prune_residual,
-        prune_output=prune_output, data=data, apply_kwargs=apply_kwargs,
-        reconstruct=reconstruct, ridge=ridge, recalibrate_bn=recalibrate_bn, epsilon=epsilon,
-        certificate=certificate, on_phase=on_phase, example_inputs=example_inputs, rules=rules,
-        options=options)
+        params,
+        key,
+        ratio,
+        method=method,
+        model=model,
+        input_shape=input_shape,
+        unit=unit,
+        sampling=sampling,
+        allocation=allocation,
+        leave=leave,
+        min_width=min_width,
+        max_ratio=max_ratio,
+        round_to=round_to,
+        prune_residual=prune_residual,
+        prune_output=prune_output,
+        data=data,
+        apply_kwargs=apply_kwargs,
+        reconstruct=reconstruct,
+        ridge=ridge,
+        recalibrate_bn=recalibrate_bn,
+        epsilon=epsilon,
+        certificate=certificate,
+        on_phase=on_phase,
+        example_inputs=example_inputs,
+        rules=rules,
+        options=options,
+    )
     plan = _prepare(plan)
     result = _prune_channels(plan) if plan.kind == "channels" else _prune_weights(plan)
     for step in POST_STEPS:
@@ -173,8 +243,9 @@ def _prepare(plan: Plan) -> Plan:
         return plan
     with _phase(plan.on_phase, "prepare"):
         variables, score_variables = plan.method.prepare(plan.model, plan.variables)
-    return dataclasses.replace(plan, variables=as_variables(variables)[0],
-                               score_variables=as_variables(score_variables)[0])
+    return dataclasses.replace(
+        plan, variables=as_variables(variables)[0], score_variables=as_variables(score_variables)[0]
+    )
 
 
 def _with_report(result: PruneResult, **entries) -> PruneResult:
@@ -191,8 +262,9 @@ def _certify(plan: Plan, result: PruneResult) -> PruneResult:
     if cert is None or result.kind != "channels":
         return result
     data = plan.data if cert.observed and plan.model is not None else None
-    return _with_report(result, certificate=bounds.certify(result, model=plan.model, data=data,
-                                                           seed=cert.seed))
+    return _with_report(
+        result, certificate=bounds.certify(result, model=plan.model, data=data, seed=cert.seed)
+    )
 
 
 def _after_selection(plan: Plan, result: PruneResult) -> PruneResult:
@@ -206,23 +278,31 @@ def _refit(plan: Plan, result: PruneResult) -> PruneResult:
     """``result`` with every consumer of a pruned group refit on ``data``."""
     if plan.refit is None or not result.kept:
         return result
-    small = (result.model(plan.model) if result.nnx_module is None
-             else _nnx.as_linen(result.module))
+    small = result.model(plan.model) if result.nnx_module is None else _nnx.as_linen(result.module)
     with _phase(plan.on_phase, "reconstruct"):
         params, rep = reconstruct_lib.refit(
-            plan.model, result.dense_variables, small, result.params,
-            reconstruct_lib.consumer_paths(result.groups, result.kept), plan.data,
-            ridge=plan.refit.ridge, apply_kwargs=result.apply_kwargs,
-            recalibrate_bn=plan.refit.recalibrate_bn, groups=result.groups, kept=result.kept)
-    return dataclasses.replace(result, params=params,
-                               report={**result.report, "reconstruct": rep})
+            plan.model,
+            result.dense_variables,
+            small,
+            result.params,
+            reconstruct_lib.consumer_paths(result.groups, result.kept),
+            plan.data,
+            ridge=plan.refit.ridge,
+            apply_kwargs=result.apply_kwargs,
+            recalibrate_bn=plan.refit.recalibrate_bn,
+            groups=result.groups,
+            kept=result.kept,
+        )
+    return dataclasses.replace(result, params=params, report={**result.report, "reconstruct": rep})
 
 
 def _prune_depth(params, ratio, k, score, **inputs):
     """``prune(..., depth=k)``: :func:`jaxprune.depth.prune_depth` (no channels removed)."""
     if ratio not in (0, 0.0, None):
-        raise ValueError(f"depth={k} removes whole blocks and ratio={ratio!r} channels: prune "
-                         "depth and width in two calls (ratio=0 with depth=)")
+        raise ValueError(
+            f"depth={k} removes whole blocks and ratio={ratio!r} channels: prune "
+            "depth and width in two calls (ratio=0 with depth=)"
+        )
     return depth_lib.prune_depth(params, k, score=score, **inputs)
 
 
@@ -244,10 +324,12 @@ def _model_must_fit():
     (Flax's own error says which path and shapes differ)."""
     try:
         yield
-    except (flax.errors.ScopeParamShapeError, flax.errors.ScopeParamNotFoundError,
-            flax.errors.ScopeCollectionNotFound) as err:
-        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") \
-            from None
+    except (
+        flax.errors.ScopeParamShapeError,
+        flax.errors.ScopeParamNotFoundError,
+        flax.errors.ScopeCollectionNotFound,
+    ) as err:
+        raise ValueError(f"model= does not match the params: {_flax.first_line(err)}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,53 +345,90 @@ def _structure(plan: Plan):
     with _model_must_fit():
         return structure.trace_groups(
             lambda v, inp: _flax.apply_inference(plan.model, v, inp, plan.apply_kwargs),
-            plan.variables, x, plan.rules), plan.input_shape
+            plan.variables,
+            x,
+            plan.rules,
+        ), plan.input_shape
 
 
 def _prune_channels(plan: Plan) -> ChannelResult:
     with _phase(plan.on_phase, "structure"):
         struct, input_shape = _structure(plan)
     ratio = plan.ratio
-    groups = selection.prunable_groups(struct, plan.leave, plan.prune_residual,
-                                       None if plan.epsilon is not None else ratio,
-                                       allow_empty=True)
+    groups = selection.prunable_groups(
+        struct,
+        plan.leave,
+        plan.prune_residual,
+        None if plan.epsilon is not None else ratio,
+        allow_empty=True,
+    )
     if plan.epsilon is not None and groups:
         ratio = bounds.group_epsilon_ratios(plan.score_variables, groups, plan.epsilon)
-    result = functools.partial(ChannelResult, groups=struct.groups,
-                               dense_variables=plan.variables, input_shape=input_shape,
-                               apply_kwargs=plan.apply_kwargs, nnx_module=plan.nnx_module)
+    result = functools.partial(
+        ChannelResult,
+        groups=struct.groups,
+        dense_variables=plan.variables,
+        input_shape=input_shape,
+        apply_kwargs=plan.apply_kwargs,
+        nnx_module=plan.nnx_module,
+    )
     if not groups:  # nothing can be cut: the network comes back whole, and the warning says why
         report = _channel_report(plan, struct, groups, {}, ratio, {})
-        return result(params=restore_form(plan.variables, plan.wrapped), widths={}, kept={},
-                      scales={}, sensitivities={}, report=report)
+        return result(
+            params=restore_form(plan.variables, plan.wrapped),
+            widths={},
+            kept={},
+            scales={},
+            sensitivities={},
+            report=report,
+        )
     score_key, select_key = split_keys(plan.key, 2)  # one program for every count
     with _phase(plan.on_phase, "views"):
         group_views = views.channel_views(
-            plan.score_variables, groups, plan.model, plan.method_data, plan.apply_kwargs,
+            plan.score_variables,
+            groups,
+            plan.model,
+            plan.method_data,
+            plan.apply_kwargs,
             statistics=plan.method.statistics,
-            batch_size=getattr(plan.method, "batch_size", 32))
+            batch_size=getattr(plan.method, "batch_size", 32),
+        )
     with _phase(plan.on_phase, "scores"):
         scores = plan.method.score(score_key, group_views)
         sens = {g.name: np.asarray(s) for g, s in zip(groups, scores)}
     info = _method_info(plan, [g.name for g in groups], group_views)
     del group_views  # captured activations are not needed past scoring
     with _phase(plan.on_phase, "allocation"):
-        widths = selection.allocate_widths(struct, groups, ratio, plan.unit, plan.min_width,
-                                           sens, plan.allocation, plan.round_to,
-                                           plan.max_ratio)
+        widths = selection.allocate_widths(
+            struct,
+            groups,
+            ratio,
+            plan.unit,
+            plan.min_width,
+            sens,
+            plan.allocation,
+            plan.round_to,
+            plan.max_ratio,
+        )
     kept, scales, draws = {}, {}, {}
     with _phase(plan.on_phase, "selection"):
         for g, k in zip(groups, split_keys(select_key, len(groups))):
             kept[g.name], scales[g.name], draws[g.name] = selection.select(
-                k, sens[g.name], widths[g.name], plan.sampling)
+                k, sens[g.name], widths[g.name], plan.sampling
+            )
     with _phase(plan.on_phase, "surgery"):
-        small = jax.block_until_ready(surgery.shrink(plan.variables, struct.groups, kept,
-                                                     scales))
+        small = jax.block_until_ready(surgery.shrink(plan.variables, struct.groups, kept, scales))
     report = _channel_report(plan, struct, groups, widths, ratio, draws)
     if info is not None:
         report["method_info"] = info
-    return result(params=restore_form(small, plan.wrapped), widths=widths, kept=kept,
-                  scales=scales, sensitivities=sens, report=report)
+    return result(
+        params=restore_form(small, plan.wrapped),
+        widths=widths,
+        kept=kept,
+        scales=scales,
+        sensitivities=sens,
+        report=report,
+    )
 
 
 def _why_whole(group) -> str:
@@ -333,15 +452,24 @@ def _channel_report(plan: Plan, struct, groups, widths, ratio, draws) -> dict:
     unit, min_width, max_ratio = plan.unit, plan.min_width, plan.max_ratio
     achieved = {u: selection.removed_fraction(struct, groups, widths, u) for u in UNITS}
     report = {
-        "method": plan.method.name, "kind": "channels", "sampling": plan.sampling, "unit": unit,
+        "method": plan.method.name,
+        "kind": "channels",
+        "sampling": plan.sampling,
+        "unit": unit,
         "target_ratio": ratio if not isinstance(ratio, Mapping) else dict(ratio),
         "achieved_ratio": achieved[unit],
-        "ratios": {"params_model": achieved["params"], "neurons": achieved["neurons"],
-                   "flops": achieved["flops"],
-                   "params_prunable": selection.removed_fraction(struct, groups, widths,
-                                                                 "params_prunable")},
-        "params_before": struct.count_params(), "params_after": struct.count_params(widths),
-        "flops_before": 2 * struct.count_macs(), "flops_after": 2 * struct.count_macs(widths),
+        "ratios": {
+            "params_model": achieved["params"],
+            "neurons": achieved["neurons"],
+            "flops": achieved["flops"],
+            "params_prunable": selection.removed_fraction(
+                struct, groups, widths, "params_prunable"
+            ),
+        },
+        "params_before": struct.count_params(),
+        "params_after": struct.count_params(widths),
+        "flops_before": 2 * struct.count_macs(),
+        "flops_after": 2 * struct.count_macs(widths),
         "neurons": {g.name: [g.size, widths[g.name]] for g in groups},
         "frozen": {g.name: _why_whole(g) for g in struct.groups if g.name not in widths},
         "draws": draws,
@@ -349,18 +477,24 @@ def _channel_report(plan: Plan, struct, groups, widths, ratio, draws) -> dict:
     low = selection.min_widths(groups, min_width, max_ratio)
     capped = sorted(g.name for g in groups if widths[g.name] == low[g.name] > min_width)
     if not isinstance(ratio, Mapping) and abs(achieved[unit] - ratio) > 0.01:
-        cap = (f"; at the per-group cap max_ratio={max_ratio}: {', '.join(capped)}"
-               if capped else "")
-        warnings.warn(f"achieved {unit} ratio {achieved[unit]:.4f} of the whole model is more "
-                      f"than 1% from the target {ratio} (integer widths, min_width, the "
-                      f"max_ratio={max_ratio} cap per group, or channels that cannot be "
-                      f"pruned). Not pruned: {_frozen_summary(struct, groups)}{cap}",
-                      PruneWarning, stacklevel=4)
+        cap = f"; at the per-group cap max_ratio={max_ratio}: {', '.join(capped)}" if capped else ""
+        warnings.warn(
+            f"achieved {unit} ratio {achieved[unit]:.4f} of the whole model is more "
+            f"than 1% from the target {ratio} (integer widths, min_width, the "
+            f"max_ratio={max_ratio} cap per group, or channels that cannot be "
+            f"pruned). Not pruned: {_frozen_summary(struct, groups)}{cap}",
+            PruneWarning,
+            stacklevel=4,
+        )
     report["capped"] = capped
     floor = sorted(g.name for g in groups if widths[g.name] <= min_width < g.size)
     if floor and not isinstance(ratio, Mapping):
-        warnings.warn(f"layers cut to min_width={min_width}: {', '.join(floor)}; the ratio "
-                      "asks more of them than they can give", PruneWarning, stacklevel=4)
+        warnings.warn(
+            f"layers cut to min_width={min_width}: {', '.join(floor)}; the ratio "
+            "asks more of them than they can give",
+            PruneWarning,
+            stacklevel=4,
+        )
     return report
 
 
@@ -379,21 +513,26 @@ def _prunable_layers(layers, ratio, leave, prune_output) -> list:
     if isinstance(ratio, Mapping):
         unknown = sorted(set(ratio) - {layer.name for layer in prunable})
         if unknown:
-            raise ValueError(f"ratio names unknown or non-prunable layers {unknown}; prunable: "
-                             f"{[layer.name for layer in prunable]} (the output layer "
-                             f"{names[-1]!r} needs prune_output=True)")
+            raise ValueError(
+                f"ratio names unknown or non-prunable layers {unknown}; prunable: "
+                f"{[layer.name for layer in prunable]} (the output layer "
+                f"{names[-1]!r} needs prune_output=True)"
+            )
         prunable = [layer for layer in prunable if layer.name in ratio]
     if not prunable:
-        raise ValueError(f"no prunable kernel: the output layer {names[-1]!r} is kept dense and "
-                         f"the others ({names[:-1]}) were left alone")
+        raise ValueError(
+            f"no prunable kernel: the output layer {names[-1]!r} is kept dense and "
+            f"the others ({names[:-1]}) were left alone"
+        )
     return prunable
 
 
 def _top_k_per_layer(scores, keep) -> list:
     """Default weight selection (``sampling="deterministic"``, checked by the plan): the
     ``keep_l`` largest scores of each layer."""
-    return [Selection(selection.top_k_mask(s, k), None, np.asarray(s))
-            for s, k in zip(scores, keep)]
+    return [
+        Selection(selection.top_k_mask(s, k), None, np.asarray(s)) for s, k in zip(scores, keep)
+    ]
 
 
 def _prune_weights(plan: Plan) -> WeightResult:
@@ -404,40 +543,67 @@ def _prune_weights(plan: Plan) -> WeightResult:
     report records ``allocation: "uniform"``)."""
     meth, ratio, variables = plan.method, plan.ratio, plan.variables
     with _phase(plan.on_phase, "structure"), _model_must_fit():
-        layers = (structure.kernel_layers(variables) if plan.model is None else
-                  structure.kernel_layers(variables, plan.model, plan.input_shape,
-                                          plan.apply_kwargs))
+        layers = (
+            structure.kernel_layers(variables)
+            if plan.model is None
+            else structure.kernel_layers(variables, plan.model, plan.input_shape, plan.apply_kwargs)
+        )
     prunable = _prunable_layers(layers, ratio, plan.leave, plan.prune_output)
     with _phase(plan.on_phase, "views"):
-        layer_views = views.weight_views(variables, layers, prunable, plan.model,
-                                         plan.method_data, plan.apply_kwargs)
+        layer_views = views.weight_views(
+            variables, layers, prunable, plan.model, plan.method_data, plan.apply_kwargs
+        )
     kernels = [v.kernel for v in layer_views]
     sizes = [k.size for k in kernels]
     if isinstance(ratio, Mapping):
-        keep = [selection.layer_budgets([n], float(ratio[layer.name]))[0]
-                for layer, n in zip(prunable, sizes)]
+        keep = [
+            selection.layer_budgets([n], float(ratio[layer.name]))[0]
+            for layer, n in zip(prunable, sizes)
+        ]
     else:
         keep = selection.layer_budgets(sizes, float(ratio))
     with _phase(plan.on_phase, "scores"):
         scores = meth.score(plan.key, layer_views)
     with _phase(plan.on_phase, "selection"):
-        chosen = (_top_k_per_layer(scores, keep) if meth.select is None else
-                  meth.select(plan.key, scores, layer_views, keep, plan.sampling))
+        chosen = (
+            _top_k_per_layer(scores, keep)
+            if meth.select is None
+            else meth.select(plan.key, scores, layer_views, keep, plan.sampling)
+        )
     if len(chosen) != len(prunable):
-        raise RuntimeError(f"method {meth.name!r} returned {len(chosen)} selections for "
-                           f"{len(prunable)} layers")
+        raise RuntimeError(
+            f"method {meth.name!r} returned {len(chosen)} selections for {len(prunable)} layers"
+        )
     with _phase(plan.on_phase, "surgery"):
-        pruned, mask, kept, scales = _apply_selections(meth.name, variables, prunable, kernels,
-                                                       chosen)
-    report = _weight_report(meth.name, plan.sampling, ratio, plan.allocation, prunable,
-                            kernels, chosen, variables, pruned, plan.leave, layers[-1].name,
-                            plan.prune_output)
-    return WeightResult(params=restore_form(pruned, plan.wrapped), keep=kept, scales=scales,
-                        layers=tuple(layers), report=report,
-                        sensitivities={layer.name: np.asarray(sel.scores)
-                                       for layer, sel in zip(prunable, chosen)},
-                        mask=mask, input_shape=plan.input_shape,
-                        apply_kwargs=plan.apply_kwargs, nnx_module=plan.nnx_module)
+        pruned, mask, kept, scales = _apply_selections(
+            meth.name, variables, prunable, kernels, chosen
+        )
+    report = _weight_report(
+        meth.name,
+        plan.sampling,
+        ratio,
+        plan.allocation,
+        prunable,
+        kernels,
+        chosen,
+        variables,
+        pruned,
+        plan.leave,
+        layers[-1].name,
+        plan.prune_output,
+    )
+    return WeightResult(
+        params=restore_form(pruned, plan.wrapped),
+        keep=kept,
+        scales=scales,
+        layers=tuple(layers),
+        report=report,
+        sensitivities={layer.name: np.asarray(sel.scores) for layer, sel in zip(prunable, chosen)},
+        mask=mask,
+        input_shape=plan.input_shape,
+        apply_kwargs=plan.apply_kwargs,
+        nnx_module=plan.nnx_module,
+    )
 
 
 def _apply_selections(name, variables, prunable, kernels, chosen):
@@ -445,45 +611,75 @@ def _apply_selections(name, variables, prunable, kernels, chosen):
     for layer, k, sel in zip(prunable, kernels, chosen):
         keep = np.asarray(sel.keep, bool)
         if keep.shape != k.shape:
-            raise RuntimeError(f"method {name!r}: keep mask of {layer.name} has shape "
-                               f"{keep.shape}, kernel {k.shape}")
+            raise RuntimeError(
+                f"method {name!r}: keep mask of {layer.name} has shape "
+                f"{keep.shape}, kernel {k.shape}"
+            )
         scale = np.ones(k.shape, k.dtype) if sel.scale is None else np.asarray(sel.scale, k.dtype)
         new_kernels[layer.path] = jnp.asarray(np.where(keep, k * scale, 0).astype(k.dtype))
         kernel_masks[layer.path[1:]] = keep.astype(np.float32)
         kept[layer.name], scales[layer.name] = keep, np.where(keep, scale, 0)
     pruned = map_with_paths(lambda p, leaf: new_kernels.get(p, leaf), variables)
-    mask = map_with_paths(lambda p, leaf: kernel_masks.get(p, np.ones(np.shape(leaf), np.float32)),
-                          variables["params"])
+    mask = map_with_paths(
+        lambda p, leaf: kernel_masks.get(p, np.ones(np.shape(leaf), np.float32)),
+        variables["params"],
+    )
     return pruned, mask, kept, scales
 
 
-def _weight_report(method, sampling, ratio, allocation, prunable, kernels, chosen, variables,
-                   pruned, leave, output, prune_output) -> dict:
+def _weight_report(
+    method,
+    sampling,
+    ratio,
+    allocation,
+    prunable,
+    kernels,
+    chosen,
+    variables,
+    pruned,
+    leave,
+    output,
+    prune_output,
+) -> dict:
     total = sum(k.size for k in kernels)
     kept = [int(np.count_nonzero(s.keep)) for s in chosen]
-    zeros = sum(int(k.size - np.count_nonzero(get_path(pruned, layer.path)))
-                for layer, k in zip(prunable, kernels))
+    zeros = sum(
+        int(k.size - np.count_nonzero(get_path(pruned, layer.path)))
+        for layer, k in zip(prunable, kernels)
+    )
     achieved = 1.0 - sum(kept) / total
     params_before = metrics.param_count(variables)
     nonzero = metrics.nonzero_count(pruned)
     draws = {layer.name: s.draws for layer, s in zip(prunable, chosen) if s.draws is not None}
     report = {
-        "method": method, "kind": "weights", "sampling": sampling, "unit": "params",
-        "allocation": "uniform", "allocation_requested": allocation,
+        "method": method,
+        "kind": "weights",
+        "sampling": sampling,
+        "unit": "params",
+        "allocation": "uniform",
+        "allocation_requested": allocation,
         "target_ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
-        "achieved_ratio": achieved,                       # kernel entries removed by the mask
-        "kernel_sparsity": zeros / total,                 # zero entries of the pruned kernels
-        "prunable_params": total, "prunable_kept": sum(kept),
+        "achieved_ratio": achieved,  # kernel entries removed by the mask
+        "kernel_sparsity": zeros / total,  # zero entries of the pruned kernels
+        "prunable_params": total,
+        "prunable_kept": sum(kept),
         "ratios": {"params_prunable": achieved, "params_model": 1.0 - nonzero / params_before},
-        "params_before": params_before, "params_after": params_before,
-        "nonzero_params_before": metrics.nonzero_count(variables), "nonzero_params": nonzero,
-        "layers": {layer.name: {"size": int(k.size), "kept": n, "sparsity": 1.0 - n / k.size}
-                   for layer, k, n in zip(prunable, kernels, kept)},
+        "params_before": params_before,
+        "params_after": params_before,
+        "nonzero_params_before": metrics.nonzero_count(variables),
+        "nonzero_params": nonzero,
+        "layers": {
+            layer.name: {"size": int(k.size), "kept": n, "sparsity": 1.0 - n / k.size}
+            for layer, k, n in zip(prunable, kernels, kept)
+        },
         "dense_layers": [*leave, *([] if prune_output else [output])],
         "draws": draws,
     }
     if not isinstance(ratio, Mapping) and abs(achieved - float(ratio)) > 0.01:
-        warnings.warn(f"achieved weight sparsity {achieved:.4f} is more than 1% from the target "
-                      f"{ratio} (integer counts / minimum kept weights per layer bind)",
-                      PruneWarning, stacklevel=4)
+        warnings.warn(
+            f"achieved weight sparsity {achieved:.4f} is more than 1% from the target "
+            f"{ratio} (integer counts / minimum kept weights per layer bind)",
+            PruneWarning,
+            stacklevel=4,
+        )
     return report

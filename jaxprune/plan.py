@@ -11,11 +11,13 @@ together: :class:`Refit` (``reconstruct=``, ``ridge=``, ``recalibrate_bn=``) and
     >>> jaxprune.Refit(ridge=1e-2)
     Refit(method='lstsq', ridge=0.01, recalibrate_bn=False)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +27,15 @@ from jaxprune import _flax, _nnx, methods
 from jaxprune._tree import as_variables, leaves_with_paths
 from jaxprune.selection import ALLOCATIONS, SAMPLINGS, UNITS
 
-__all__ = ["Certificate", "Plan", "REFIT_METHODS", "Refit", "build", "configured_method",
-           "model_input_shape"]
+__all__ = [
+    "Certificate",
+    "Plan",
+    "REFIT_METHODS",
+    "Refit",
+    "build",
+    "configured_method",
+    "model_input_shape",
+]
 
 REFIT_METHODS = ("lstsq",)
 
@@ -43,6 +52,7 @@ class Refit:
     >>> Refit(ridge=0.0).ridge
     0.0
     """
+
     method: str = "lstsq"
     ridge: float = 1e-3
     recalibrate_bn: bool = False
@@ -50,8 +60,11 @@ class Refit:
     def __post_init__(self):
         if self.method not in REFIT_METHODS:
             raise ValueError(f"unknown reconstruct mode {self.method!r}; use 'lstsq' or None")
-        if isinstance(self.ridge, bool) or not isinstance(self.ridge, numbers.Real) \
-                or not self.ridge >= 0:
+        if (
+            isinstance(self.ridge, bool)
+            or not isinstance(self.ridge, numbers.Real)
+            or not self.ridge >= 0
+        ):
             raise ValueError(f"ridge must be a number >= 0, got {self.ridge!r}")
         if not isinstance(self.recalibrate_bn, bool):
             raise ValueError(f"recalibrate_bn must be a bool, got {self.recalibrate_bn!r}")
@@ -66,6 +79,7 @@ class Certificate:
     >>> Certificate().observed
     True
     """
+
     observed: bool = True
     seed: int = 0
 
@@ -87,6 +101,7 @@ class Plan:
     the refit and the certificate; ``method_data``: the same when the method reads data, else
     ``None``.
     """
+
     method: methods.Method
     variables: dict
     score_variables: dict
@@ -120,10 +135,35 @@ class Plan:
         return self.method.kind
 
 
-def build(params, key, ratio, *, method, model, input_shape, unit, sampling, allocation, leave,
-          min_width, max_ratio, round_to, prune_residual, prune_output, data, apply_kwargs,
-          reconstruct, ridge, recalibrate_bn, epsilon, certificate, on_phase, example_inputs,
-          rules, options) -> Plan:
+def build(
+    params,
+    key,
+    ratio,
+    *,
+    method,
+    model,
+    input_shape,
+    unit,
+    sampling,
+    allocation,
+    leave,
+    min_width,
+    max_ratio,
+    round_to,
+    prune_residual,
+    prune_output,
+    data,
+    apply_kwargs,
+    reconstruct,
+    ridge,
+    recalibrate_bn,
+    epsilon,
+    certificate,
+    on_phase,
+    example_inputs,
+    rules,
+    options,
+) -> Plan:
     """The :class:`Plan` of a :func:`jaxprune.prune` call (its arguments, same meaning);
     every argument error is raised here, before any work."""
     meth = configured_method(method, options)
@@ -131,8 +171,10 @@ def build(params, key, ratio, *, method, model, input_shape, unit, sampling, all
     _check_choices(meth, unit, allocation, min_width, round_to, prune_output)
     sampling = _sampling(meth, sampling)
     if meth.needs_data and data is None:
-        raise ValueError(f"method {meth.name!r} is data-informed: pass data= (a small batch of "
-                         "inputs, e.g. from the validation split)")
+        raise ValueError(
+            f"method {meth.name!r} is data-informed: pass data= (a small batch of "
+            "inputs, e.g. from the validation split)"
+        )
     data, input_shape = _check_data(data, input_shape, example_inputs)
     nnx_module = None
     if _nnx.is_module(params):
@@ -146,15 +188,34 @@ def build(params, key, ratio, *, method, model, input_shape, unit, sampling, all
     _check_model_needs(meth, model, data, reads_data)
     variables, wrapped = as_variables(params)
     _check_arrays(variables)
-    return Plan(method=meth, variables=variables, score_variables=variables, wrapped=wrapped,
-                key=_as_key(key), ratio=ratio, unit=unit, sampling=sampling,
-                allocation=allocation, leave=(leave,) if isinstance(leave, str) else tuple(leave),
-                min_width=int(min_width), max_ratio=_max_ratio(max_ratio, ratio),
-                round_to=int(round_to), prune_residual=prune_residual,
-                prune_output=prune_output, model=model, nnx_module=nnx_module,
-                input_shape=input_shape, apply_kwargs=apply_kwargs, rules=rules, data=data,
-                method_data=data if reads_data else None, epsilon=epsilon, refit=refit,
-                certificate=_certificate(certificate), on_phase=on_phase)
+    return Plan(
+        method=meth,
+        variables=variables,
+        score_variables=variables,
+        wrapped=wrapped,
+        key=_as_key(key),
+        ratio=ratio,
+        unit=unit,
+        sampling=sampling,
+        allocation=allocation,
+        leave=(leave,) if isinstance(leave, str) else tuple(leave),
+        min_width=int(min_width),
+        max_ratio=_max_ratio(max_ratio, ratio),
+        round_to=int(round_to),
+        prune_residual=prune_residual,
+        prune_output=prune_output,
+        model=model,
+        nnx_module=nnx_module,
+        input_shape=input_shape,
+        apply_kwargs=apply_kwargs,
+        rules=rules,
+        data=data,
+        method_data=data if reads_data else None,
+        epsilon=epsilon,
+        refit=refit,
+        certificate=_certificate(certificate),
+        on_phase=on_phase,
+    )
 
 
 def configured_method(method, options: Mapping) -> methods.Method:
@@ -162,14 +223,18 @@ def configured_method(method, options: Mapping) -> methods.Method:
     ``**options`` of :func:`jaxprune.prune`."""
     if isinstance(method, methods.Method):
         if options:
-            raise ValueError(f"options {sorted(options)} go to the method's constructor "
-                             f"(jaxprune.methods.{method.name}(...)), not to prune, when "
-                             "method= is a configured method")
+            raise ValueError(
+                f"options {sorted(options)} go to the method's constructor "
+                f"(jaxprune.methods.{method.name}(...)), not to prune, when "
+                "method= is a configured method"
+            )
         return method
     if not isinstance(method, str):
-        raise ValueError(f"method must be a method name ({', '.join(methods.names())}) or a "
-                         f"configured method such as jaxprune.methods.coreset(), got "
-                         f"{type(method).__name__}")
+        raise ValueError(
+            f"method must be a method name ({', '.join(methods.names())}) or a "
+            f"configured method such as jaxprune.methods.coreset(), got "
+            f"{type(method).__name__}"
+        )
     return methods.get(method).configure(options)
 
 
@@ -178,8 +243,9 @@ def _sampling(meth, sampling) -> str:
     sampling = sampling or meth.sampling
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; use one of {SAMPLINGS}")
-    defined = meth.samplings if meth.kind == "channels" or meth.select is not None \
-        else ("deterministic",)
+    defined = (
+        meth.samplings if meth.kind == "channels" or meth.select is not None else ("deterministic",)
+    )
     if sampling not in defined:
         allowed = " or ".join(f"sampling={s!r}" for s in defined)
         raise ValueError(f"method {meth.name!r} defines {allowed}, not {sampling!r}")
@@ -191,8 +257,10 @@ def _target(ratio, epsilon, meth):
     if epsilon is None:
         return _check_ratio(ratio)
     if ratio is not None or meth.kind != "channels":
-        raise ValueError("epsilon= sets the widths of a structured method: pass ratio=None "
-                         f"(method {meth.name!r})")
+        raise ValueError(
+            "epsilon= sets the widths of a structured method: pass ratio=None "
+            f"(method {meth.name!r})"
+        )
     return {}
 
 
@@ -208,12 +276,16 @@ def _check_choices(meth, unit, allocation, min_width, round_to, prune_output) ->
     if not isinstance(prune_output, bool):
         raise ValueError(f"prune_output must be a bool, got {prune_output!r}")
     if meth.kind == "channels" and prune_output:
-        raise ValueError(f"prune_output applies to weight methods; {meth.name!r} removes "
-                         "channels, and channels that reach the output are never pruned")
+        raise ValueError(
+            f"prune_output applies to weight methods; {meth.name!r} removes "
+            "channels, and channels that reach the output are never pruned"
+        )
     if meth.kind == "weights" and unit != "params":
-        raise ValueError(f"method {meth.name!r} prunes individual weights: ratio counts kernel "
-                         f"entries (unit='params'); unit={unit!r} is not supported (it removes "
-                         "no neuron and no FLOP of a dense kernel)")
+        raise ValueError(
+            f"method {meth.name!r} prunes individual weights: ratio counts kernel "
+            f"entries (unit='params'); unit={unit!r} is not supported (it removes "
+            "no neuron and no FLOP of a dense kernel)"
+        )
 
 
 def _check_model_needs(meth, model, data, reads_data) -> None:
@@ -221,11 +293,15 @@ def _check_model_needs(meth, model, data, reads_data) -> None:
     if model is not None:
         return
     if isinstance(data, _flax.Example):
-        raise ValueError("data given as token ids or several inputs runs through the model: "
-                         "pass model= (the Flax module) as well")
+        raise ValueError(
+            "data given as token ids or several inputs runs through the model: "
+            "pass model= (the Flax module) as well"
+        )
     if reads_data and meth.kind == "channels":
-        raise ValueError(f"method {meth.name!r} reads the layers' inputs on data=: pass model= "
-                         "(the Flax module) as well")
+        raise ValueError(
+            f"method {meth.name!r} reads the layers' inputs on data=: pass model= "
+            "(the Flax module) as well"
+        )
     if meth.prepare is not None:
         raise ValueError(f"method {meth.name!r} trains before it prunes: pass model=")
 
@@ -234,8 +310,9 @@ def _certificate(certificate) -> Certificate | None:
     if isinstance(certificate, Certificate):
         return certificate
     if not isinstance(certificate, bool):
-        raise ValueError(f"certificate must be a bool or a jaxprune.Certificate, got "
-                         f"{certificate!r}")
+        raise ValueError(
+            f"certificate must be a bool or a jaxprune.Certificate, got {certificate!r}"
+        )
     return Certificate() if certificate else None
 
 
@@ -248,18 +325,27 @@ def _refit(reconstruct, ridge, recalibrate_bn, meth, model, data) -> Refit | Non
         return None
     if isinstance(reconstruct, Refit):
         if ridge is not None or recalibrate_bn is not None:
-            raise ValueError("reconstruct=Refit(...) holds ridge and recalibrate_bn: pass them "
-                             "to Refit, not to prune")
+            raise ValueError(
+                "reconstruct=Refit(...) holds ridge and recalibrate_bn: pass them "
+                "to Refit, not to prune"
+            )
         refit = reconstruct
     else:
-        refit = Refit(reconstruct, *(() if ridge is None else (ridge,)),
-                      **({} if recalibrate_bn is None else {"recalibrate_bn": recalibrate_bn}))
+        refit = Refit(
+            reconstruct,
+            *(() if ridge is None else (ridge,)),
+            **({} if recalibrate_bn is None else {"recalibrate_bn": recalibrate_bn}),
+        )
     if data is None:
-        raise ValueError("reconstruct='lstsq' refits the layers on data=: pass a small batch "
-                         "of inputs (N, *input_shape), e.g. from the validation split")
+        raise ValueError(
+            "reconstruct='lstsq' refits the layers on data=: pass a small batch "
+            "of inputs (N, *input_shape), e.g. from the validation split"
+        )
     if meth.kind != "channels" or model is None:
-        raise ValueError("reconstruct='lstsq' needs a structured method and the Linen model= "
-                         f"(method {meth.name!r}, model={type(model).__name__})")
+        raise ValueError(
+            "reconstruct='lstsq' needs a structured method and the Linen model= "
+            f"(method {meth.name!r}, model={type(model).__name__})"
+        )
     return refit
 
 
@@ -267,11 +353,14 @@ def _check_nnx(model, input_shape) -> None:
     """An NNX module is pruned as its own model (:func:`jaxprune._nnx.as_linen`), with every
     method and option; it needs the input shape."""
     if model is not None:
-        raise ValueError("an NNX module is the model itself: pass it as the first argument "
-                         "and no model=")
+        raise ValueError(
+            "an NNX module is the model itself: pass it as the first argument and no model="
+        )
     if input_shape is None:
-        raise ValueError("pass input_shape= (one example, no batch axis), example_inputs= or "
-                         "data= with an NNX module")
+        raise ValueError(
+            "pass input_shape= (one example, no batch axis), example_inputs= or "
+            "data= with an NNX module"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,12 +401,13 @@ def _check_arrays(variables) -> None:
         arr = np.asarray(leaf)
         name = "/".join(path)
         if path[0] == "params" and arr.dtype.kind not in "fc":
-            raise ValueError(f"{name} has dtype {arr.dtype}: pruning needs floating-point "
-                             "weights (re-weighted kernels cannot be stored in integers); "
-                             "cast the params to float32 first")
+            raise ValueError(
+                f"{name} has dtype {arr.dtype}: pruning needs floating-point "
+                "weights (re-weighted kernels cannot be stored in integers); "
+                "cast the params to float32 first"
+            )
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"non-finite (NaN/inf) values in {name}; "
-                             "pruning needs finite weights")
+            raise ValueError(f"non-finite (NaN/inf) values in {name}; pruning needs finite weights")
         if arr.size == 0:
             raise ValueError(f"empty array at {name}")
 
@@ -338,8 +428,9 @@ def _check_data(data, input_shape, example_inputs=None):
         return data, (data if example is None else example).abstract(1)
     data = np.asarray(data)
     if data.ndim < 2 or data.shape[0] == 0:
-        raise ValueError(f"data must be a non-empty batch (N, *input_shape), got shape "
-                         f"{data.shape}")
+        raise ValueError(
+            f"data must be a non-empty batch (N, *input_shape), got shape {data.shape}"
+        )
     if not np.all(np.isfinite(data)):
         raise ValueError("data contains NaN or inf")
     if example is not None:
@@ -347,8 +438,9 @@ def _check_data(data, input_shape, example_inputs=None):
     if input_shape is None:
         return data, data.shape[1:]
     if tuple(input_shape) != data.shape[1:]:
-        raise ValueError(f"data has per-example shape {data.shape[1:]} but input_shape is "
-                         f"{tuple(input_shape)}")
+        raise ValueError(
+            f"data has per-example shape {data.shape[1:]} but input_shape is {tuple(input_shape)}"
+        )
     return data, input_shape
 
 
@@ -375,8 +467,10 @@ def _check_example(inputs, input_shape) -> _flax.Example:
             raise ValueError("example inputs / data contain NaN or inf")
     first = ex.arrays[0].shape[1:]
     if input_shape is not None and tuple(input_shape) != first:
-        raise ValueError(f"input_shape {tuple(input_shape)} does not match the first example "
-                         f"input's per-example shape {first}; pass one of them")
+        raise ValueError(
+            f"input_shape {tuple(input_shape)} does not match the first example "
+            f"input's per-example shape {first}; pass one of them"
+        )
     return ex
 
 
@@ -388,8 +482,10 @@ def _as_key(key):
         return key
     if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
         return jnp.asarray(key)  # a raw key (jax.random.PRNGKey), also as a NumPy copy
-    raise ValueError(f"key must be a JAX PRNG key (jax.random.key(seed)) or an int seed, got "
-                     f"{type(key).__name__}")
+    raise ValueError(
+        f"key must be a JAX PRNG key (jax.random.key(seed)) or an int seed, got "
+        f"{type(key).__name__}"
+    )
 
 
 def model_input_shape(model, input_shape):
@@ -403,5 +499,7 @@ def model_input_shape(model, input_shape):
     shape = getattr(model, "input_shape", None) or _flax.default_input_shape(model)
     if shape is not None:
         return tuple(shape)
-    raise ValueError(f"cannot infer the input shape of {type(model).__name__}; pass "
-                     "input_shape=(H, W, C) (or (features,)), without the batch axis")
+    raise ValueError(
+        f"cannot infer the input shape of {type(model).__name__}; pass "
+        "input_shape=(H, W, C) (or (features,)), without the batch axis"
+    )

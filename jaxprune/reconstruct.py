@@ -30,9 +30,10 @@ A consumer whose own output channels were pruned as well (a hidden layer between
 groups) is fit to the dense outputs it kept; pass ``groups=``/``kept=`` (``result.groups``,
 ``result.kept``) for those. Skipped, with the reason in the report: kernel layers that are not
 a Dense, an ungrouped Conv or a linear einsum (an einsum whose bias is not shaped like its
-outputs too) and layers called more than once (shared weights). Memory: the normal equations (``d x d`` and ``d x K`` float32, ``d`` =
-a row's features + 1), one chunk's forward pass of both networks (a chunk holds at most 256 MiB
-of kernel-layer activations) and one 64 MiB sub-batch of patches, whatever N.
+outputs too) and layers called more than once (shared weights). Memory: the normal
+equations (``d x d`` and ``d x K`` float32, ``d`` = a row's features + 1), one chunk's
+forward pass of both networks (a chunk holds at most 256 MiB of kernel-layer activations)
+and one 64 MiB sub-batch of patches, whatever N.
 
 After the refit, BatchNorm running statistics can be re-estimated on ``data``
 (``recalibrate_bn=True``, :func:`recalibrate_batch_stats`). The refit targets the layers'
@@ -40,12 +41,14 @@ pre-BatchNorm outputs, so the dense statistics of the kept channels stay about r
 it; re-estimating them replaces the statistics the network was trained with by those of
 ``data``.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import numbers
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -53,10 +56,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import calibration
-from jaxprune._flax import (Example, as_example, first_line, hashable, inference_kwargs,
-                            kernel_io, kernel_modules, module_path, trace_kernel_calls)
-from jaxprune.calibration import batches
+from jaxprune._flax import (
+    Example,
+    as_example,
+    first_line,
+    hashable,
+    inference_kwargs,
+    kernel_io,
+    kernel_modules,
+    module_path,
+    trace_kernel_calls,
+)
 from jaxprune._tree import Path, as_variables, get_path, map_with_paths, restore_form
+from jaxprune.calibration import batches
 from jaxprune.structure import ConvSpec, kernel_layers
 
 __all__ = ["consumer_paths", "recalibrate_batch_stats", "refit"]
@@ -77,18 +89,21 @@ def _check_data(data):
     """``data`` as a float32 array (N, *input_shape), or as an :class:`Example` when it is
     token ids (a non-float array) or a tuple/dict of inputs."""
     if data is None:
-        raise ValueError("refit needs data=: a batch of inputs (N, *input_shape), e.g. a few "
-                         "thousand training images")
+        raise ValueError(
+            "refit needs data=: a batch of inputs (N, *input_shape), e.g. a few "
+            "thousand training images"
+        )
     if isinstance(data, (Example, Mapping, tuple)) or (
-            isinstance(data, (np.ndarray, jax.Array)) and np.asarray(data).dtype.kind in "iub"
-            and np.asarray(data).dtype != np.uint8):
+        isinstance(data, (np.ndarray, jax.Array))
+        and np.asarray(data).dtype.kind in "iub"
+        and np.asarray(data).dtype != np.uint8
+    ):
         return _check_example(data)
     try:
         arr = np.asarray(data)
     except Exception as err:  # ragged lists and the like
         raise ValueError(f"data must be an array (N, *input_shape): {err}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"data must be a numeric array, got dtype {arr.dtype}")
     if arr.ndim < 2:
         raise ValueError(f"data must be a batch (N, *input_shape), got shape {arr.shape}")
@@ -121,8 +136,12 @@ def _examples_in(images) -> int:
 
 
 def _check_ridge(ridge) -> float:
-    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) \
-            or not math.isfinite(float(ridge)) or float(ridge) < 0:
+    if (
+        isinstance(ridge, bool)
+        or not isinstance(ridge, numbers.Real)
+        or not math.isfinite(float(ridge))
+        or float(ridge) < 0
+    ):
         raise ValueError(f"ridge must be a finite real >= 0, got {ridge!r}")
     return float(ridge)
 
@@ -151,7 +170,8 @@ def _layers(model, variables, input_shape, kwargs, which: str):
         raise ValueError(
             f"the {which} model {type(model).__name__} cannot run on data of per-example shape "
             f"{input_shape}: {type(err).__name__}: "
-            f"{first_line(err)}") from None
+            f"{first_line(err)}"
+        ) from None
     return {layer.path: layer for layer in layers}, calls
 
 
@@ -171,26 +191,34 @@ def _as_path(item) -> Path:
 
 def _check_consumers(consumers, small_layers, dense_layers) -> set:
     if consumers is None or isinstance(consumers, (str, bytes)):
-        raise ValueError("consumers must be a collection of kernel paths "
-                         "(('params', ..., 'kernel'), ...) or '/'-joined layer names")
+        raise ValueError(
+            "consumers must be a collection of kernel paths "
+            "(('params', ..., 'kernel'), ...) or '/'-joined layer names"
+        )
     paths = {_as_path(c) for c in consumers}
-    unknown = sorted("/".join(p[1:-1]) for p in paths
-                     if p not in small_layers or p not in dense_layers)
+    unknown = sorted(
+        "/".join(p[1:-1]) for p in paths if p not in small_layers or p not in dense_layers
+    )
     if unknown:
-        raise ValueError(f"unknown layers in consumers: {unknown}; the kernel layers called "
-                         f"are {['/'.join(p[1:-1]) for p in small_layers]}")
+        raise ValueError(
+            f"unknown layers in consumers: {unknown}; the kernel layers called "
+            f"are {['/'.join(p[1:-1]) for p in small_layers]}"
+        )
     return paths
 
 
 def consumer_paths(groups, kept) -> set:
     """The kernel paths of the consumers of every group that lost channels (``kept``:
     ``{group name: kept channel indices}``, e.g. ``result.groups`` and ``result.kept``)."""
-    return {slot.path for g in groups if g.name in kept and len(kept[g.name]) < g.size
-            for slot in g.consumers}
+    return {
+        slot.path
+        for g in groups
+        if g.name in kept and len(kept[g.name]) < g.size
+        for slot in g.consumers
+    }
 
 
-def _kept_outputs(path: Path, dense_kernel: tuple, small_kernel: tuple, outputs: int, groups,
-                  kept):
+def _kept_outputs(path: Path, dense_kernel: tuple, small_kernel: tuple, outputs: int, groups, kept):
     """Flat indices of the dense layer's outputs (its kernel's last ``outputs`` axes, row
     major) that the small layer still has."""
     dense_out, small_out = tuple(dense_kernel[-outputs:]), tuple(small_kernel[-outputs:])
@@ -201,7 +229,8 @@ def _kept_outputs(path: Path, dense_kernel: tuple, small_kernel: tuple, outputs:
     if groups is None or kept is None:
         raise ValueError(
             f"layer {name} lost output channels ({dense_out} -> {small_out}): pass "
-            "groups= and kept= (result.groups, result.kept) so its targets can be matched")
+            "groups= and kept= (result.groups, result.kept) so its targets can be matched"
+        )
     keep = np.ones(dense_out, bool)
     first = len(dense_kernel) - outputs
     for g in groups:
@@ -215,8 +244,10 @@ def _kept_outputs(path: Path, dense_kernel: tuple, small_kernel: tuple, outputs:
                 keep[tuple(index)] = False
     index = np.flatnonzero(keep.ravel())
     if index.size != small_width:
-        raise ValueError(f"layer {name}: groups/kept leave {index.size} of its "
-                         f"{dense_width} outputs, but its small kernel has {small_width}")
+        raise ValueError(
+            f"layer {name}: groups/kept leave {index.size} of its "
+            f"{dense_width} outputs, but its small kernel has {small_width}"
+        )
     return index
 
 
@@ -229,9 +260,14 @@ def _patches(x, spec: ConvSpec | None):
     if spec is None:
         return x.reshape(x.shape[0], -1, x.shape[-1])
     p = jax.lax.conv_general_dilated_patches(
-        jnp.moveaxis(x, -1, 1), spec.window, spec.strides, spec.padding,
-        lhs_dilation=spec.input_dilation, rhs_dilation=spec.kernel_dilation,
-        precision=_HIGHEST)
+        jnp.moveaxis(x, -1, 1),
+        spec.window,
+        spec.strides,
+        spec.padding,
+        lhs_dilation=spec.input_dilation,
+        rhs_dilation=spec.kernel_dilation,
+        precision=_HIGHEST,
+    )
     p = jnp.moveaxis(p, 1, -1)
     return p.reshape(p.shape[0], -1, p.shape[-1])
 
@@ -241,7 +277,7 @@ def _examples(x, mask, spec: ConvSpec | None):
     and the mask repeated over them."""
     if spec is None:
         return x, mask
-    keep = len(spec.window) + 1                       # spatial axes and channels
+    keep = len(spec.window) + 1  # spatial axes and channels
     lead = int(np.prod(x.shape[1:-keep], dtype=int))  # extra batch axes after the first
     return x.reshape(-1, *x.shape[-keep:]), jnp.repeat(mask, lead)
 
@@ -270,12 +306,17 @@ def _normal_equations(x, y, mask, spec: ConvSpec | None, bias: bool):
             a = jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)
         a = (a * ms[:, None, None]).reshape(-1, d)
         t = (ys * ms[:, None, None]).reshape(-1, ys.shape[-1])
-        return (g + jnp.dot(a.T, a, precision=_HIGHEST),
-                b + jnp.dot(a.T, t, precision=_HIGHEST)), None
+        return (
+            g + jnp.dot(a.T, a, precision=_HIGHEST),
+            b + jnp.dot(a.T, t, precision=_HIGHEST),
+        ), None
 
     init = (jnp.zeros((d, d), jnp.float32), jnp.zeros((d, y.shape[-1]), jnp.float32))
-    parts = (x.reshape(steps, e, *x.shape[1:]), y.reshape(steps, e, *y.shape[1:]),
-             m.reshape(steps, e))
+    parts = (
+        x.reshape(steps, e, *x.shape[1:]),
+        y.reshape(steps, e, *y.shape[1:]),
+        m.reshape(steps, e),
+    )
     (g, b), _ = jax.lax.scan(body, init, parts)
     return g, b
 
@@ -289,8 +330,21 @@ def _errors(yhat, y, mask):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _chunk_stats(dense_model, dense_kw, small_model, small_kw, cur, measure, dense_vars,
-                 small_vars, images, mask, indices, cur_index, acc):
+def _chunk_stats(
+    dense_model,
+    dense_kw,
+    small_model,
+    small_kw,
+    cur,
+    measure,
+    dense_vars,
+    small_vars,
+    images,
+    mask,
+    indices,
+    cur_index,
+    acc,
+):
     """Adds one chunk to ``acc``. ``cur``: ``(kernel path, ConvSpec | None, has bias, input
     axes, output axes)`` of the layer being fit (its normal equations), or None; ``measure``:
     ``(kernel path, output axes)`` of the layers whose error against the dense network is
@@ -301,16 +355,23 @@ def _chunk_stats(dense_model, dense_kw, small_model, small_kw, cur, measure, den
     dense = kernel_io(dense_model, dense_vars, images, paths=want, apply_kwargs=dict(dense_kw))
     small = kernel_io(small_model, small_vars, images, paths=want, apply_kwargs=dict(small_kw))
     acc = dict(acc)
-    targets = {p: jnp.take(_flat(dense[p[1:-1]][1], outputs), index, axis=-1)
-               for (p, outputs), index in zip(fits, indices + ((cur_index,) if cur else ()))}
+    targets = {
+        p: jnp.take(_flat(dense[p[1:-1]][1], outputs), index, axis=-1)
+        for (p, outputs), index in zip(fits, indices + ((cur_index,) if cur else ()))
+    }
     if cur is not None:
         path, spec, bias, inputs, _ = cur
-        g, b = _normal_equations(_flat(small[path[1:-1]][0], inputs), targets[path], mask,
-                                 spec, bias)
+        g, b = _normal_equations(
+            _flat(small[path[1:-1]][0], inputs), targets[path], mask, spec, bias
+        )
         acc.update(G=acc["G"] + g, B=acc["B"] + b)
     if measure:
-        err, norm = zip(*(_errors(_flat(small[p[1:-1]][1], outputs), targets[p], mask)
-                          for p, outputs in measure))
+        err, norm = zip(
+            *(
+                _errors(_flat(small[p[1:-1]][1], outputs), targets[p], mask)
+                for p, outputs in measure
+            )
+        )
         acc.update(err=acc["err"] + jnp.stack(err), norm=acc["norm"] + jnp.stack(norm))
     return acc
 
@@ -318,7 +379,7 @@ def _chunk_stats(dense_model, dense_kw, small_model, small_kw, cur, measure, den
 def _flat(x, axes: int):
     """``x`` float32 with its last ``axes`` axes merged into one."""
     x = jnp.asarray(x, jnp.float32)
-    return x.reshape(*x.shape[:x.ndim - axes], -1)
+    return x.reshape(*x.shape[: x.ndim - axes], -1)
 
 
 def _solve(g, b, ridge: float, bias: bool) -> np.ndarray:
@@ -340,10 +401,21 @@ def _solve(g, b, ridge: float, bias: bool) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # refit
 # --------------------------------------------------------------------------------------------
-def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_variables,
-          consumers: Iterable, data, *, ridge: float = 1e-3,
-          apply_kwargs: Mapping | None = None, chunk: int = 512,
-          recalibrate_bn: bool = False, groups=None, kept=None) -> tuple[Any, dict]:
+def refit(
+    model: nn.Module,
+    dense_variables,
+    small_model: nn.Module,
+    small_variables,
+    consumers: Iterable,
+    data,
+    *,
+    ridge: float = 1e-3,
+    apply_kwargs: Mapping | None = None,
+    chunk: int = 512,
+    recalibrate_bn: bool = False,
+    groups=None,
+    kept=None,
+) -> tuple[Any, dict]:
     """Refit the consumer layers of a pruned network on ``data`` (module doc).
 
     Args:
@@ -384,26 +456,46 @@ def refit(model: nn.Module, dense_variables, small_model: nn.Module, small_varia
     small_kw = inference_kwargs(small_model, apply_kwargs)
     input_shape = _spec(images)
     dense_layers, dense_calls = _layers(model, dense_vars, input_shape, dense_kw, "dense")
-    small_layers, small_calls = _layers(small_model, small_vars, input_shape, small_kw,
-                                        "small")
+    small_layers, small_calls = _layers(small_model, small_vars, input_shape, small_kw, "small")
     wanted = _check_consumers(consumers, small_layers, dense_layers)
 
-    einsums = _einsum_axes(small_model, small_vars, input_shape, small_kw, small_layers,
-                           wanted)
-    plan, skipped = _plan(wanted, small_layers, small_calls, dense_calls, small_vars,
-                          dense_vars, groups, kept, einsums)
-    statics = (hashable(model), tuple(sorted(dense_kw.items())), hashable(small_model),
-               tuple(sorted(small_kw.items())))
-    chunk = min(chunk, _fitting_chunk(((model, dense_vars, dense_kw),
-                                       (small_model, small_vars, small_kw)), input_shape))
-    small_vars, layers_report = _fit_in_order(statics, plan, dense_vars, small_vars, images,
-                                              chunk, ridge)
+    einsums = _einsum_axes(small_model, small_vars, input_shape, small_kw, small_layers, wanted)
+    plan, skipped = _plan(
+        wanted,
+        small_layers,
+        small_calls,
+        dense_calls,
+        small_vars,
+        dense_vars,
+        groups,
+        kept,
+        einsums,
+    )
+    statics = (
+        hashable(model),
+        tuple(sorted(dense_kw.items())),
+        hashable(small_model),
+        tuple(sorted(small_kw.items())),
+    )
+    chunk = min(
+        chunk,
+        _fitting_chunk(
+            ((model, dense_vars, dense_kw), (small_model, small_vars, small_kw)), input_shape
+        ),
+    )
+    small_vars, layers_report = _fit_in_order(
+        statics, plan, dense_vars, small_vars, images, chunk, ridge
+    )
     bn = None
     if recalibrate_bn:
         small_vars, bn = _recalibrate(small_model, small_vars, images, small_kw, chunk)
-    report = {"layers": layers_report, "skipped": skipped, "ridge": ridge,
-              "examples": _examples_in(images),
-              "batch_stats": bn}
+    report = {
+        "layers": layers_report,
+        "skipped": skipped,
+        "ridge": ridge,
+        "examples": _examples_in(images),
+        "batch_stats": bn,
+    }
     return restore_form(small_vars, wrapped), report
 
 
@@ -412,6 +504,7 @@ class _Fit(NamedTuple):
     dense outputs it kept (flat indices), and how many of its kernel's leading axes read the
     input (``inputs``) and trailing axes make the output (``outputs``; 1 and 1 for a Dense or
     a conv's channels)."""
+
     path: Path
     layer: Any
     bias: bool
@@ -444,13 +537,16 @@ def _einsum_axes(model, variables, input_shape, kwargs, layers, wanted) -> dict:
             out[path] = str(err)
             continue
         bias = get_path(variables, path[:-1]).get("bias")
-        if bias is not None and np.shape(bias) != kernel[out[path]:]:
-            out[path] = f"bias {np.shape(bias)} is not shaped like the outputs {kernel[out[path]:]}"
+        if bias is not None and np.shape(bias) != kernel[out[path] :]:
+            out[path] = (
+                f"bias {np.shape(bias)} is not shaped like the outputs {kernel[out[path] :]}"
+            )
     return out
 
 
-def _plan(wanted, small_layers, small_calls, dense_calls, small_vars, dense_vars, groups,
-          kept, einsums) -> tuple[list[_Fit], dict]:
+def _plan(
+    wanted, small_layers, small_calls, dense_calls, small_vars, dense_vars, groups, kept, einsums
+) -> tuple[list[_Fit], dict]:
     """The consumers to refit, in call order, and ``{name: why}`` of those skipped."""
     plan, skipped = [], {}
     for path, layer in small_layers.items():
@@ -461,17 +557,28 @@ def _plan(wanted, small_layers, small_calls, dense_calls, small_vars, dense_vars
         if layer.layer not in ("dense", "conv") and not isinstance(contracted, int):
             skipped[layer.name] = contracted
         elif small_calls.get(path, 0) > 1 or dense_calls.get(path, 0) > 1:
-            skipped[layer.name] = (f"called {small_calls.get(path)} times (shared weights): "
-                                   "one kernel cannot be fit per call site")
+            skipped[layer.name] = (
+                f"called {small_calls.get(path)} times (shared weights): "
+                "one kernel cannot be fit per call site"
+            )
         elif small_bias and "bias" not in get_path(dense_vars, path[:-1]):
             skipped[layer.name] = "the small layer has a bias the dense one lacks"
         else:
             kernel = np.shape(get_path(small_vars, path))
             outputs = len(kernel) - contracted if layer.layer == "other" else 1
-            index = _kept_outputs(path, np.shape(get_path(dense_vars, path)), kernel, outputs,
-                                  groups, kept)
-            plan.append(_Fit(path, layer, small_bias, index, len(kernel) - outputs
-                             if layer.layer == "other" else 1, outputs))
+            index = _kept_outputs(
+                path, np.shape(get_path(dense_vars, path)), kernel, outputs, groups, kept
+            )
+            plan.append(
+                _Fit(
+                    path,
+                    layer,
+                    small_bias,
+                    index,
+                    len(kernel) - outputs if layer.layer == "other" else 1,
+                    outputs,
+                )
+            )
     return plan, skipped
 
 
@@ -482,10 +589,9 @@ def _fitting_chunk(models, input_shape) -> int:
     one = as_example(input_shape).abstract(1)
     for module, variables, kwargs in models:
         shapes = jax.eval_shape(
-            lambda v, x, m=module, kw=kwargs: kernel_io(m, v, x, apply_kwargs=kw),
-            variables, one)
-        per_example += sum(4 * math.prod(leaf.shape)
-                           for leaf in jax.tree_util.tree_leaves(shapes))
+            lambda v, x, m=module, kw=kwargs: kernel_io(m, v, x, apply_kwargs=kw), variables, one
+        )
+        per_example += sum(4 * math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
     return max(1, _CHUNK_BYTES // max(per_example, 1))
 
 
@@ -495,8 +601,9 @@ def _chunks(images, chunk: int):
     return batches(images, chunk)
 
 
-def _fit_in_order(statics, plan: list[_Fit], dense_vars, small_vars, images, chunk: int,
-                  ridge: float) -> tuple[dict, dict]:
+def _fit_in_order(
+    statics, plan: list[_Fit], dense_vars, small_vars, images, chunk: int, ridge: float
+) -> tuple[dict, dict]:
     """Refit the planned layers one after the other (module doc: sequential, on the pruned
     inputs). Pass 0 measures every planned layer as pruned and sums the first layer's normal
     equations; pass k solves layer k-1, and sums its error after the refit together with
@@ -508,29 +615,46 @@ def _fit_in_order(statics, plan: list[_Fit], dense_vars, small_vars, images, chu
         acc = {}
         if cur is not None:
             kernel = np.shape(get_path(small_vars, cur.path))
-            d = math.prod(kernel[:len(kernel) - cur.outputs]) + int(cur.bias)
-            acc.update(G=jnp.zeros((d, d), jnp.float32),
-                       B=jnp.zeros((d, len(cur.index)), jnp.float32))
+            d = math.prod(kernel[: len(kernel) - cur.outputs]) + int(cur.bias)
+            acc.update(
+                G=jnp.zeros((d, d), jnp.float32), B=jnp.zeros((d, len(cur.index)), jnp.float32)
+            )
         if measure:
-            acc.update(err=jnp.zeros(len(measure), jnp.float32),
-                       norm=jnp.zeros(len(measure), jnp.float32))
-        static_cur = None if cur is None else (cur.path, cur.layer.conv, cur.bias, cur.inputs,
-                                               cur.outputs)
+            acc.update(
+                err=jnp.zeros(len(measure), jnp.float32), norm=jnp.zeros(len(measure), jnp.float32)
+            )
+        static_cur = (
+            None if cur is None else (cur.path, cur.layer.conv, cur.bias, cur.inputs, cur.outputs)
+        )
         static_measure = tuple((item.path, item.outputs) for item in measure)
         indices = tuple(jnp.asarray(item.index) for item in measure)
         cur_index = jnp.asarray(cur.index if cur else np.zeros(0, int))
         for part, mask in _chunks(images, chunk):
-            acc = _chunk_stats(*statics, static_cur, static_measure, dense_vars, small_vars,
-                               part, mask, indices, cur_index, acc)
+            acc = _chunk_stats(
+                *statics,
+                static_cur,
+                static_measure,
+                dense_vars,
+                small_vars,
+                part,
+                mask,
+                indices,
+                cur_index,
+                acc,
+            )
         acc = jax.device_get(acc)
         key = "rel_err_before" if step == 0 else "rel_err_after"
         for item, err, norm in zip(measure, acc.get("err", ()), acc.get("norm", ())):
             report.setdefault(item.layer.name, {})[key] = _rel(err, norm)
         if cur is None:
             break
-        small_vars = _updated(small_vars, cur.path, _solve(acc["G"], acc["B"], ridge,
-                                                           cur.bias), cur.bias,
-                              cur.layer.conv is not None)
+        small_vars = _updated(
+            small_vars,
+            cur.path,
+            _solve(acc["G"], acc["B"], ridge, cur.bias),
+            cur.bias,
+            cur.layer.conv is not None,
+        )
         measure = (cur,)
     return small_vars, report
 
@@ -552,8 +676,9 @@ def _updated(variables: dict, path: Path, w: np.ndarray, bias: bool, conv: bool)
     new = {path: jnp.asarray(rows.reshape(shape), jnp.asarray(kernel).dtype)}
     if bias:
         old = get_path(variables, (*path[:-1], "bias"))
-        new[(*path[:-1], "bias")] = jnp.asarray(w[-1].reshape(np.shape(old)),
-                                                jnp.asarray(old).dtype)
+        new[(*path[:-1], "bias")] = jnp.asarray(
+            w[-1].reshape(np.shape(old)), jnp.asarray(old).dtype
+        )
     return map_with_paths(lambda p, leaf: new.get(p, leaf), variables)
 
 
@@ -567,8 +692,11 @@ def _bn_sums_impl(model, kwargs, variables, images):
 
     def interceptor(next_fun, args, kw, context):
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, nn.BatchNorm) \
-                or module.is_initializing():
+        if (
+            context.method_name != "__call__"
+            or not isinstance(module, nn.BatchNorm)
+            or module.is_initializing()
+        ):
             return next_fun(*args, **kw)
         x = args[0]
         axes = module.axis if isinstance(module.axis, tuple) else (module.axis,)
@@ -600,8 +728,14 @@ def _recalibrate(model, variables: dict, images, kwargs: dict, chunk: int):
     total: dict[Path, list] = {}
     examples = images if isinstance(images, Example) else Example((images,))
     for start in range(0, examples.batch, chunk):
-        part = jax.device_get(_bn_sums(static, kw, variables, jax.tree.map(
-            jnp.asarray, examples.take(start, start + chunk))))
+        part = jax.device_get(
+            _bn_sums(
+                static,
+                kw,
+                variables,
+                jax.tree.map(jnp.asarray, examples.take(start, start + chunk)),
+            )
+        )
         for path, values in part.items():
             acc = total.setdefault(path, [0.0, 0.0, 0.0])
             for i, v in enumerate(values):
@@ -613,16 +747,15 @@ def _recalibrate(model, variables: dict, images, kwargs: dict, chunk: int):
         old_mean, old_var = get_path(variables, mean_path), get_path(variables, var_path)
         mean = s1 / count
         var = np.maximum(s2 / count - mean * mean, 0.0)
-        new[mean_path] = jnp.asarray(mean.reshape(np.shape(old_mean)),
-                                     jnp.asarray(old_mean).dtype)
+        new[mean_path] = jnp.asarray(mean.reshape(np.shape(old_mean)), jnp.asarray(old_mean).dtype)
         new[var_path] = jnp.asarray(var.reshape(np.shape(old_var)), jnp.asarray(old_var).dtype)
     variables = map_with_paths(lambda p, leaf: new.get(p, leaf), variables)
     return variables, ["/".join(p) for p in total]
 
 
-def recalibrate_batch_stats(model: nn.Module, variables, data, *,
-                            apply_kwargs: Mapping | None = None,
-                            chunk: int = 512) -> tuple[Any, list[str]]:
+def recalibrate_batch_stats(
+    model: nn.Module, variables, data, *, apply_kwargs: Mapping | None = None, chunk: int = 512
+) -> tuple[Any, list[str]]:
     """Re-estimate the running mean/variance of every ``flax.linen.BatchNorm`` on ``data``.
 
     The model runs in its inference mode (``apply_kwargs``: dropout off, ...) except that each
@@ -640,12 +773,15 @@ def recalibrate_batch_stats(model: nn.Module, variables, data, *,
     chunk = _check_chunk(chunk)
     variables, wrapped = as_variables(variables)
     try:
-        variables, names = _recalibrate(model, variables, images,
-                                        inference_kwargs(model, apply_kwargs), chunk)
+        variables, names = _recalibrate(
+            model, variables, images, inference_kwargs(model, apply_kwargs), chunk
+        )
     except ValueError:
         raise
     except Exception as err:
-        raise ValueError(f"cannot recalibrate {type(model).__name__} on data of per-example "
-                         f"shape {_spec(images)}: {type(err).__name__}: "
-                         f"{first_line(err)}") from None
+        raise ValueError(
+            f"cannot recalibrate {type(model).__name__} on data of per-example "
+            f"shape {_spec(images)}: {type(err).__name__}: "
+            f"{first_line(err)}"
+        ) from None
     return restore_form(variables, wrapped), names

@@ -14,6 +14,7 @@ shapes with pruned entries exactly 0.
     >>> isinstance(res, jaxprune.ChannelResult), res.params["a"]["kernel"].shape
     (True, (4, 50))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,12 @@ __all__ = ["ChannelResult", "PruneResult", "PruneWarning", "WeightResult"]
 
 def _shapes(tree):
     """Shapes and dtypes of every leaf (no copy of device arrays to the host)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-        np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype), tree)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        ),
+        tree,
+    )
 
 
 class PruneWarning(UserWarning):
@@ -48,6 +53,7 @@ class PruneResult:
     ratios; ``input_shape`` / ``apply_kwargs``: the per-example input and the inference
     keyword arguments the network was traced with. NNX input: ``module`` is the pruned
     module and ``masked`` a module too."""
+
     params: Any
     report: dict
     input_shape: Any = None
@@ -59,8 +65,9 @@ class PruneResult:
     def module(self):
         """NNX input: the pruned ``nnx.Module`` (a new object; the input is untouched)."""
         if self.nnx_module is None:
-            raise AttributeError("result.module is for NNX modules; for Linen use "
-                                 "result.model(module)")
+            raise AttributeError(
+                "result.module is for NNX modules; for Linen use result.model(module)"
+            )
         return self._nnx_module()
 
     def _nnx_module(self):
@@ -68,8 +75,11 @@ class PruneResult:
 
     def _as_module(self, variables):
         """``variables`` as the input's form: a dict, or the NNX module holding them."""
-        return variables if self.nnx_module is None else _nnx.with_variables(self.nnx_module,
-                                                                              variables)
+        return (
+            variables
+            if self.nnx_module is None
+            else _nnx.with_variables(self.nnx_module, variables)
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,6 +90,7 @@ class ChannelResult(PruneResult):
     kept channel indices; ``scales``: per kept channel, the re-weight multiplied into its
     consumers; ``sensitivities``: the method's scores per group; ``groups``: every traced
     channel group; ``dense_variables``: the variables it was pruned from."""
+
     widths: dict
     kept: dict
     scales: dict
@@ -98,8 +109,11 @@ class ChannelResult(PruneResult):
     def masked(self):
         """``result.params`` placed back at the kept channels, zeros at the removed ones:
         ``model.apply(result.masked, x) == result.model(model).apply(result.params, x)``."""
-        return self._as_module(surgery.expand(as_variables(self.params)[0], self.dense_variables,
-                                              self.groups, self.kept))
+        return self._as_module(
+            surgery.expand(
+                as_variables(self.params)[0], self.dense_variables, self.groups, self.kept
+            )
+        )
 
     def _nnx_module(self):
         return rebuild.smaller_nnx(self.nnx_module, self.params, self.groups, self.widths)
@@ -112,10 +126,16 @@ class ChannelResult(PruneResult):
         if _nnx.is_module(module):
             return self.module
         shape = input_shape or self.input_shape or model_input_shape(module, None)
-        return rebuild.smaller(module, _shapes(self.dense_variables),
-                               as_variables(self.params)[0], shape,
-                               groups=self.groups, widths=self.widths,
-                               apply_kwargs=self.apply_kwargs, fields=fields)
+        return rebuild.smaller(
+            module,
+            _shapes(self.dense_variables),
+            as_variables(self.params)[0],
+            shape,
+            groups=self.groups,
+            widths=self.widths,
+            apply_kwargs=self.apply_kwargs,
+            fields=fields,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -128,6 +148,7 @@ class WeightResult(PruneResult):
     the input's ``'params'`` (ones on every other array). ``kept``, ``groups`` and ``widths``
     read the same data under the structured result's names (``widths``: per layer, its
     output units that keep at least one weight)."""
+
     keep: dict
     scales: dict
     sensitivities: dict
@@ -145,8 +166,10 @@ class WeightResult(PruneResult):
 
     @functools.cached_property
     def widths(self) -> dict:
-        return {name: int(np.count_nonzero(k.reshape(-1, k.shape[-1]).any(axis=0)))
-                for name, k in self.keep.items()}
+        return {
+            name: int(np.count_nonzero(k.reshape(-1, k.shape[-1]).any(axis=0)))
+            for name, k in self.keep.items()
+        }
 
     @functools.cached_property
     def masked(self):

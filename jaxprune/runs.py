@@ -13,6 +13,7 @@
 
 In a multi-process run every process checks, then the main process locks and writes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,25 +77,29 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check(out: str, identity: dict, overwrite: bool, resume: bool,
-           resumable: bool = True) -> str:
+def _check(out: str, identity: dict, overwrite: bool, resume: bool, resumable: bool = True) -> str:
     """The state of ``out`` (:func:`run_state`) if this run may write it, else
     :class:`RunError`."""
     state = run_state(out)
     if state == "foreign":
-        raise RunError(f"--out {out} holds files that are not a jaxprune run; remove them or "
-                       "use another --out")
+        raise RunError(
+            f"--out {out} holds files that are not a jaxprune run; remove them or use another --out"
+        )
     if state == "absent" or overwrite:
         return state
     if not resume:
         what = "another run" if state == "complete" else "an unfinished run"
-        raise RunError(f"--out {out} already holds {what}; pass --overwrite to replace it"
-                       + (" or --resume to continue it" if resumable else ""))
+        raise RunError(
+            f"--out {out} already holds {what}; pass --overwrite to replace it"
+            + (" or --resume to continue it" if resumable else "")
+        )
     saved = checkpoint.read_run_json(out).get("identity") or {}
     diff = _difference(saved, checkpoint.to_jsonable(identity))
     if diff:
-        raise RunError(f"--resume: --out {out} holds another run: its {diff} differs; use "
-                       "another --out, or --overwrite to replace it")
+        raise RunError(
+            f"--resume: --out {out} holds another run: its {diff} differs; use "
+            "another --out, or --overwrite to replace it"
+        )
     return state
 
 
@@ -114,8 +119,10 @@ def _lock(out: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"another process is writing --out {out} (it holds {path}); wait "
-                           "for it to finish or use another --out") from None
+            raise RunError(
+                f"another process is writing --out {out} (it holds {path}); wait "
+                "for it to finish or use another --out"
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -133,8 +140,12 @@ def _clear(out: str) -> None:
 
 
 def _write_run_json(out: str, identity: dict, complete: bool, started: float) -> None:
-    doc = {"identity": checkpoint.to_jsonable(identity), "complete": complete,
-           "started": started, **({"finished": time.time()} if complete else {})}
+    doc = {
+        "identity": checkpoint.to_jsonable(identity),
+        "complete": complete,
+        "started": started,
+        **({"finished": time.time()} if complete else {}),
+    }
     tmp = os.path.join(out, RUN_JSON + ".tmp")
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=2, sort_keys=True)
@@ -143,8 +154,9 @@ def _write_run_json(out: str, identity: dict, complete: bool, started: float) ->
 
 
 @contextlib.contextmanager
-def output_run(out, identity: dict, *, overwrite: bool = False, resume: bool = False,
-               resumable: bool = True):
+def output_run(
+    out, identity: dict, *, overwrite: bool = False, resume: bool = False, resumable: bool = True
+):
     """Hold ``out`` for one run of a command whose ``identity`` (JSON-able) says what it
     computes; yields the absolute path. ``resumable=False``: the command cannot continue a
     run (``--resume`` is not offered). Raises :class:`RunError` (see the module docstring).

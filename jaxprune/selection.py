@@ -10,10 +10,12 @@
 * Weights. :func:`layer_budgets` splits a weight budget over kernels by largest-remainder
   rounding; :func:`top_k_mask` keeps the ``k`` largest entries of an array.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +29,9 @@ ALLOCATIONS = ("bound", "uniform")
 SAMPLINGS = ("sparsity_first", "deterministic")
 
 
-def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, ratio=None,
-                    allow_empty: bool = False) -> list:
+def prunable_groups(
+    struct: Structure, leave=(), prune_residual: bool = False, ratio=None, allow_empty: bool = False
+) -> list:
     """The groups :func:`jaxprune.prune` cuts: prunable (not reaching the output, not frozen),
     not named in ``leave``, not tied by a residual add unless ``prune_residual``; with a ratio
     dict, only the groups it names. None at all: ``[]`` with ``allow_empty``, else an error
@@ -37,13 +40,21 @@ def prunable_groups(struct: Structure, leave=(), prune_residual: bool = False, r
     unknown = set(leave) - names
     if unknown:
         raise ValueError(f"leave= names unknown groups {sorted(unknown)}; groups: {sorted(names)}")
-    groups = [g for g in struct.groups if g.prunable and g.name not in set(leave)
-              and (prune_residual or not g.residual)]
+    groups = [
+        g
+        for g in struct.groups
+        if g.prunable and g.name not in set(leave) and (prune_residual or not g.residual)
+    ]
     if not groups:
         if allow_empty and not isinstance(ratio, Mapping):
             return []
-        why = "; ".join(f"{g.name}: {g.reason or 'tied with other producers / left alone'}"
-                        for g in struct.groups) or "the network has no Dense/Conv layer"
+        why = (
+            "; ".join(
+                f"{g.name}: {g.reason or 'tied with other producers / left alone'}"
+                for g in struct.groups
+            )
+            or "the network has no Dense/Conv layer"
+        )
         raise ValueError(f"no prunable channel group found ({why})")
     if isinstance(ratio, Mapping):  # only the named groups are pruned
         groups = [g for g in groups if g.name in ratio] or groups
@@ -71,15 +82,16 @@ def removed_fraction(struct: Structure, groups, widths: Mapping[str, int], unit:
 
 def _cost(struct: Structure, groups, widths: Mapping[str, int], unit: str) -> dict:
     """Marginal cost of one channel of each group at ``widths``, in ``unit``."""
+
     def measure(w):
         if unit == "neurons":
             return sum(w.get(g.name, g.size) for g in groups)
         if unit == "flops":
             return struct.count_macs(w)
         return struct.count_params(w)
+
     here = measure(widths)
-    return {g.name: max(here - measure({**widths, g.name: widths[g.name] - 1}), 1)
-            for g in groups}
+    return {g.name: max(here - measure({**widths, g.name: widths[g.name] - 1}), 1) for g in groups}
 
 
 def _fit_scale(struct, groups, ratio, unit, width_at) -> dict:
@@ -93,22 +105,33 @@ def _fit_scale(struct, groups, ratio, unit, width_at) -> dict:
             lo = mid
         else:
             hi = mid
-    return min((width_at(lo), width_at(hi)),
-               key=lambda w: abs(removed_fraction(struct, groups, w, unit) - ratio))
+    return min(
+        (width_at(lo), width_at(hi)),
+        key=lambda w: abs(removed_fraction(struct, groups, w, unit) - ratio),
+    )
 
 
 def min_widths(groups, min_width: int = 1, max_ratio: float = 1.0) -> dict[str, int]:
     """The fewest channels each group keeps under a float ratio: ``min_width``, and at most
     ``max_ratio`` of its channels removed, so that a whole-model target never cuts one group
     to (almost) nothing (Torch-Pruning's ``max_pruning_ratio``)."""
-    return {g.name: min(g.size, max(min_width, g.size - int(math.floor(max_ratio * g.size
-                                                                       + 1e-9))))
-            for g in groups}
+    return {
+        g.name: min(g.size, max(min_width, g.size - int(math.floor(max_ratio * g.size + 1e-9))))
+        for g in groups
+    }
 
 
-def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_width: int = 1,
-                    scores: Mapping[str, Any] | None = None, allocation: str = "bound",
-                    round_to: int = 1, max_ratio: float = 1.0) -> dict:
+def allocate_widths(
+    struct: Structure,
+    groups,
+    ratio,
+    unit: str = "params",
+    min_width: int = 1,
+    scores: Mapping[str, Any] | None = None,
+    allocation: str = "bound",
+    round_to: int = 1,
+    max_ratio: float = 1.0,
+) -> dict:
     """Per-group widths for ``ratio``.
 
     ``allocation="uniform"``: one keep fraction ``q`` for every group, ``m_g = round(q·C_g)``.
@@ -127,13 +150,17 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
         names = {g.name: g for g in groups}
         unknown = set(ratio) - set(names)
         if unknown:
-            raise ValueError(f"ratio names unknown or non-prunable groups {sorted(unknown)}; "
-                             f"prunable: {sorted(names)}")
+            raise ValueError(
+                f"ratio names unknown or non-prunable groups {sorted(unknown)}; "
+                f"prunable: {sorted(names)}"
+            )
         widths = {}
         for name, r in ratio.items():
             k = names[name].size - int(math.floor(float(r) * names[name].size + 1e-9))
             if k < max(min_width, 1):
-                raise ValueError(f"group {name!r} would end up with width {k} (< {max(min_width, 1)})")
+                raise ValueError(
+                    f"group {name!r} would end up with width {k} (< {max(min_width, 1)})"
+                )
             widths[name] = k
         return widths
 
@@ -145,8 +172,9 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
         return int(min(g.size, max(floor[g.name], round(value))))
 
     if allocation == "uniform" or scores is None:
-        return _fit_scale(struct, groups, ratio, unit,
-                          lambda q: {g.name: clip(g, q * g.size) for g in groups})
+        return _fit_scale(
+            struct, groups, ratio, unit, lambda q: {g.name: clip(g, q * g.size) for g in groups}
+        )
     total = {}
     for g in groups:
         s = np.asarray(scores[g.name], np.float64)
@@ -156,8 +184,13 @@ def allocate_widths(struct: Structure, groups, ratio, unit: str = "params", min_
         cost = _cost(struct, groups, {n: max(w, 2) for n, w in widths.items()}, unit)
         raw = {g.name: total[g.name] ** (1 / 3) * cost[g.name] ** (-2 / 3) for g in groups}
         low = min(raw[g.name] / g.size for g in groups)  # x = 1 keeps every channel
-        widths = _fit_scale(struct, groups, ratio, unit,
-                            lambda x: {g.name: clip(g, x * raw[g.name] / low) for g in groups})
+        widths = _fit_scale(
+            struct,
+            groups,
+            ratio,
+            unit,
+            lambda x, raw=raw, low=low: {g.name: clip(g, x * raw[g.name] / low) for g in groups},
+        )
     return widths
 
 
@@ -184,12 +217,15 @@ def select(key: jax.Array, scores: jax.Array, k: int, sampling: str):
         counts, weights, m, _ = coreset.sample_until_distinct(key, s, k, max_draws=n_budget)
     except ValueError:  # heavy-tailed scores: collecting the last coupons takes long
         try:
-            counts, weights, m, _ = coreset.sample_until_distinct(key, s, k,
-                                                                  max_draws=256 * n_budget)
+            counts, weights, m, _ = coreset.sample_until_distinct(
+                key, s, k, max_draws=256 * n_budget
+            )
         except ValueError as err:
-            raise ValueError(f"sparsity-first sampling could not reach {k} distinct channels of "
-                             f"{n} within {256 * n_budget} draws; use sampling='deterministic' "
-                             "or prune more") from err
+            raise ValueError(
+                f"sparsity-first sampling could not reach {k} distinct channels of "
+                f"{n} within {256 * n_budget} draws; use sampling='deterministic' "
+                "or prune more"
+            ) from err
     idx = np.flatnonzero(np.asarray(counts) > 0)
     return idx, np.asarray(weights)[idx].astype(np.float32), int(m)
 
@@ -234,6 +270,6 @@ def layer_budgets(sizes, ratio: float, minimum=1) -> list[int]:
     removed = [int(math.floor(q)) for q in quotas]
     left = removed_total - sum(removed)
     order = sorted(range(len(sizes)), key=lambda i: (-(quotas[i] - removed[i]), i))
-    for i in order[:max(left, 0)]:
+    for i in order[: max(left, 0)]:
         removed[i] += 1
     return [int(min(n, max(m, n - r))) for n, r, m in zip(sizes, removed, mins)]

@@ -6,9 +6,11 @@ and every producer/member array is indexed by ``K`` along its channel axis. ``ma
 same network at the original shapes (pruned rows zeroed, kept rows re-weighted), which is what the
 equivalence tests compare against.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,7 +26,9 @@ def split_channels(arr, slot: ArraySlot, size: int):
     the original shape."""
     shape = arr.shape
     period = size if slot.period is None else slot.period
-    view = arr.reshape(shape[: slot.axis] + (slot.outer, period, slot.inner) + shape[slot.axis + 1:])
+    view = arr.reshape(
+        shape[: slot.axis] + (slot.outer, period, slot.inner) + shape[slot.axis + 1 :]
+    )
     if period != size:
         view = view[(slice(None),) * (slot.axis + 1) + (slice(slot.offset, slot.offset + size),)]
     return view, shape
@@ -80,7 +84,9 @@ def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:
     names = {g.name for g in groups}
     unknown = set(keep) - names
     if unknown:
-        raise KeyError(f"keep names unknown channel groups {sorted(unknown)}; known: {sorted(names)}")
+        raise KeyError(
+            f"keep names unknown channel groups {sorted(unknown)}; known: {sorted(names)}"
+        )
     ops: dict = {}
     for g in groups:
         if g.name not in keep:
@@ -89,19 +95,29 @@ def _plan(groups, keep: Mapping[str, Any], scales: Mapping[str, Any]) -> dict:
         if idx.ndim != 1 or idx.size == 0:
             raise ValueError(f"group {g.name!r} would end up with zero width")
         if np.any(idx < 0) or np.any(idx >= g.size) or len(np.unique(idx)) != idx.size:
-            raise ValueError(f"group {g.name!r}: kept indices must be distinct and in [0, {g.size})")
+            raise ValueError(
+                f"group {g.name!r}: kept indices must be distinct and in [0, {g.size})"
+            )
         factor = np.zeros(g.size, np.float64)
         factor[idx] = np.asarray(scales[g.name]) if g.name in scales else 1.0
         idx = np.sort(idx)
         for slot in (*g.producers, *g.members):
-            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append((slot, g.size, idx, None))
+            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append(
+                (slot, g.size, idx, None)
+            )
         for slot in g.consumers:
-            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append((slot, g.size, idx, factor))
+            ops.setdefault(slot.path, {}).setdefault(slot.axis, []).append(
+                (slot, g.size, idx, factor)
+            )
     return ops
 
 
-def shrink(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, Any],
-           scales: Mapping[str, Any] | None = None) -> Any:
+def shrink(
+    variables: Any,
+    groups: tuple[ChannelGroup, ...],
+    keep: Mapping[str, Any],
+    scales: Mapping[str, Any] | None = None,
+) -> Any:
     """Smaller variables: group ``g`` keeps ``keep[g.name]`` (int indices).
 
     ``scales[g.name]`` (one factor per kept channel, in the order of ``keep[g.name]``)
@@ -122,8 +138,12 @@ def shrink(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, 
     return _map_paths(variables, apply)
 
 
-def mask(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, Any],
-         scales: Mapping[str, Any] | None = None) -> Any:
+def mask(
+    variables: Any,
+    groups: tuple[ChannelGroup, ...],
+    keep: Mapping[str, Any],
+    scales: Mapping[str, Any] | None = None,
+) -> Any:
     """The pruned network at the original shapes.
 
     Consumer rows of removed channels are zeroed and kept rows multiplied by their re-weights;
@@ -139,8 +159,10 @@ def mask(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, An
                 axis_ops = [op for op in axis_ops if op[3] is not None]
             if not axis_ops:
                 continue
-            axis_ops = [(slot, size, idx, _indicator(size, idx) if f is None else f)
-                        for slot, size, idx, f in axis_ops]
+            axis_ops = [
+                (slot, size, idx, _indicator(size, idx) if f is None else f)
+                for slot, size, idx, f in axis_ops
+            ]
             _, factor = _axis_plan(leaf.shape[axis], axis_ops)
             leaf = _scale_axis(leaf, axis, factor)
         return leaf
@@ -148,8 +170,9 @@ def mask(variables: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, An
     return _map_paths(variables, apply)
 
 
-def expand(small: Any, dense: Any, groups: tuple[ChannelGroup, ...],
-           keep: Mapping[str, Any]) -> Any:
+def expand(
+    small: Any, dense: Any, groups: tuple[ChannelGroup, ...], keep: Mapping[str, Any]
+) -> Any:
     """Inverse of :func:`shrink` on the shapes: ``small``'s arrays placed back at ``dense``'s
     shapes, at the kept channels' positions. Removed entries are 0 in ``'params'`` and keep
     ``dense``'s values in the other collections (statistics of channels no layer reads), so

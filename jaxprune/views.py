@@ -1,9 +1,10 @@
 """What a method sees: :class:`~jaxprune.methods.LayerView` per channel group and
 :class:`~jaxprune.methods.WeightView` per prunable kernel, built from the variables (and, for
 data-informed methods, from what each kernel layer reads on a small batch ``S``)."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -23,15 +24,28 @@ def _layer_inputs(variables, slots, inputs, modules) -> tuple:
     for slot in slots:
         path = tuple(slot.path[1:-1])  # ("params", *module path, "kernel")
         if path not in inputs:
-            raise ValueError(f"no captured input for the module {'/'.join(path)} (its kernel "
-                             "is not applied by a module's __call__ with the input first)")
-        out.append(LayerInput(inputs=inputs[path], kernel=np.asarray(get_path(variables, slot.path)),
-                              slot=slot, module=(modules or {}).get(path)))
+            raise ValueError(
+                f"no captured input for the module {'/'.join(path)} (its kernel "
+                "is not applied by a module's __call__ with the input first)"
+            )
+        out.append(
+            LayerInput(
+                inputs=inputs[path],
+                kernel=np.asarray(get_path(variables, slot.path)),
+                slot=slot,
+                module=(modules or {}).get(path),
+            )
+        )
     return tuple(out)
 
 
-def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
-               modules: Mapping | None = None, producers: bool = True) -> LayerView:
+def layer_view(
+    variables,
+    group: ChannelGroup,
+    inputs: Mapping | None = None,
+    modules: Mapping | None = None,
+    producers: bool = True,
+) -> LayerView:
     """Points ``[W_j | b_j]`` and outgoing ``|w_kj|`` of one group.
 
     ``inputs``: ``{module path: its input on the data}`` (:func:`jaxprune._flax.kernel_inputs`)
@@ -57,17 +71,29 @@ def layer_view(variables, group: ChannelGroup, inputs: Mapping | None = None,
         out.append(np.sum(view, axis=reduce))  # (C, K_consumer)
     extra = {}
     if inputs is not None:
-        extra = dict(consumer_inputs=_layer_inputs(variables, group.consumers, inputs, modules),
-                     producer_inputs=_layer_inputs(variables, group.producers, inputs, modules)
-                     if producers else None)
-    return LayerView(points=jnp.asarray(np.concatenate(cols, axis=1), jnp.float32),
-                     outgoing=jnp.asarray(np.concatenate(out, axis=1), jnp.float32),
-                     is_bias=np.concatenate(is_bias), **extra)
+        extra = dict(
+            consumer_inputs=_layer_inputs(variables, group.consumers, inputs, modules),
+            producer_inputs=_layer_inputs(variables, group.producers, inputs, modules)
+            if producers
+            else None,
+        )
+    return LayerView(
+        points=jnp.asarray(np.concatenate(cols, axis=1), jnp.float32),
+        outgoing=jnp.asarray(np.concatenate(out, axis=1), jnp.float32),
+        is_bias=np.concatenate(is_bias),
+        **extra,
+    )
 
 
-def channel_views(variables, groups, model=None, data=None,
-                  apply_kwargs: Mapping | None = None, statistics: bool = False,
-                  batch_size: int = 32) -> list[LayerView]:
+def channel_views(
+    variables,
+    groups,
+    model=None,
+    data=None,
+    apply_kwargs: Mapping | None = None,
+    statistics: bool = False,
+    batch_size: int = 32,
+) -> list[LayerView]:
     """One view per group; with ``data``, each view also holds its layers' inputs on it.
 
     ``statistics=True``: each :class:`~jaxprune.methods.LayerInput` holds the
@@ -81,9 +107,14 @@ def channel_views(variables, groups, model=None, data=None,
         modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)
         if statistics:
             paths = {tuple(s.path[1:-1]) for g in groups for s in g.consumers}
-            inputs = calibration.input_statistics(model, variables, data, sorted(paths),
-                                                  batch_size=batch_size,
-                                                  apply_kwargs=apply_kwargs)
+            inputs = calibration.input_statistics(
+                model,
+                variables,
+                data,
+                sorted(paths),
+                batch_size=batch_size,
+                apply_kwargs=apply_kwargs,
+            )
         else:
             inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
     return [layer_view(variables, g, inputs, modules, producers=not statistics) for g in groups]
@@ -95,8 +126,10 @@ def chain_inputs(variables, layers, data) -> dict[str, np.ndarray]:
     x = jnp.asarray(np.asarray(data, np.float32).reshape(len(data), -1))
     d = np.shape(get_path(variables, layers[0].path))[0]
     if x.shape[1] != d:
-        raise ValueError(f"data has {x.shape[1]} features per example, the first Dense kernel "
-                         f"{layers[0].name!r} reads {d}")
+        raise ValueError(
+            f"data has {x.shape[1]} features per example, the first Dense kernel "
+            f"{layers[0].name!r} reads {d}"
+        )
     out = {}
     for n, layer in enumerate(layers):
         out[layer.name] = np.asarray(x)
@@ -109,8 +142,9 @@ def chain_inputs(variables, layers, data) -> dict[str, np.ndarray]:
     return out
 
 
-def weight_views(variables, layers, prunable, model=None, data=None,
-                 apply_kwargs: Mapping | None = None) -> list[WeightView]:
+def weight_views(
+    variables, layers, prunable, model=None, data=None, apply_kwargs: Mapping | None = None
+) -> list[WeightView]:
     """One view per prunable kernel layer; with ``data``, each holds the layer's input on it
     (for a bare Dense chain, computed through the ReLU chain itself)."""
     inputs = {}
@@ -120,14 +154,25 @@ def weight_views(variables, layers, prunable, model=None, data=None,
         else:
             captured = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
             inputs = {"/".join(p): a for p, a in captured.items()}
-    return [WeightView(layer.name, np.asarray(get_path(variables, layer.path)), layer.layer,
-                       layer.conv, inputs.get(layer.name), layer.why) for layer in prunable]
+    return [
+        WeightView(
+            layer.name,
+            np.asarray(get_path(variables, layer.path)),
+            layer.layer,
+            layer.conv,
+            inputs.get(layer.name),
+            layer.why,
+        )
+        for layer in prunable
+    ]
 
 
-def layer_inputs(model, variables, images, *, batch_size: int = 256,
-                 apply_kwargs: Mapping | None = None) -> dict:
+def layer_inputs(
+    model, variables, images, *, batch_size: int = 256, apply_kwargs: Mapping | None = None
+) -> dict:
     """``{module path: its input on images}`` for every kernel-bearing module of ``model``
     (inference mode; what the data-informed methods read). See
     :func:`jaxprune._flax.kernel_inputs`."""
-    return _flax.kernel_inputs(model, variables, images, batch_size=batch_size,
-                               apply_kwargs=apply_kwargs)
+    return _flax.kernel_inputs(
+        model, variables, images, batch_size=batch_size, apply_kwargs=apply_kwargs
+    )

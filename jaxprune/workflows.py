@@ -8,6 +8,7 @@ raise :class:`UsageError` with a one-line message.
 
 The output directories are described in :mod:`jaxprune.cli`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,22 +17,34 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
 import jaxprune
-from jaxprune import (bounds, checkpoint, data, distributed, methods, metrics, models, runs,
-                      train)
+from jaxprune import bounds, checkpoint, data, distributed, methods, metrics, models, runs, train
 from jaxprune._nnx import as_linen, is_module, variables_of
 from jaxprune._tree import map_with_paths
 
-__all__ = ["UsageError", "load_datasets", "check_model_name", "load_checkpoint",
-           "checkpoint_dataset", "size_report", "write_json", "is_unstructured", "zeros_mask",
-           "train_and_save", "train_new", "finetune_checkpoint", "evaluate_checkpoint",
-           "prune_checkpoint"]
+__all__ = [
+    "UsageError",
+    "load_datasets",
+    "check_model_name",
+    "load_checkpoint",
+    "checkpoint_dataset",
+    "size_report",
+    "write_json",
+    "is_unstructured",
+    "zeros_mask",
+    "train_and_save",
+    "train_new",
+    "finetune_checkpoint",
+    "evaluate_checkpoint",
+    "prune_checkpoint",
+]
 
 #: ``make_config(model_name) -> TrainConfig`` (the CLI builds it from its flags).
 ConfigFactory = Callable[[str], train.TrainConfig]
@@ -43,6 +56,7 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------------------- inputs
 
+
 @contextlib.contextmanager
 def _dataset_errors(name: str):
     """Unknown dataset names, unreadable/missing files and a missing ``[data]`` extra ->
@@ -53,14 +67,26 @@ def _dataset_errors(name: str):
         raise UsageError(f"dataset {name!r} not available: {e}") from None
 
 
-def load_datasets(name: str, data_dir=None, limit_train=None, limit_test=None,
-                  need_train: bool = True, seq_len: int | None = None):
+def load_datasets(
+    name: str,
+    data_dir=None,
+    limit_train=None,
+    limit_test=None,
+    need_train: bool = True,
+    seq_len: int | None = None,
+):
     """(train split or None, evaluation split) of ``name``, cut to the first ``limit_*``;
     ``seq_len``: the window length of a text corpus (for a model of token inputs)."""
     with _dataset_errors(name):
-        return data.load_splits(name, data_dir, limit_train=limit_train, limit_test=limit_test,
-                                need_train=need_train, lazy_train=distributed.process_count() > 1,
-                                **_seq_len_option(seq_len))
+        return data.load_splits(
+            name,
+            data_dir,
+            limit_train=limit_train,
+            limit_test=limit_test,
+            need_train=need_train,
+            lazy_train=distributed.process_count() > 1,
+            **_seq_len_option(seq_len),
+        )
 
 
 def _seq_len_option(seq_len: int | None) -> dict:
@@ -90,8 +116,7 @@ def _checkpoint_seq_len(meta: dict) -> int | None:
 
 def check_model_name(name: str) -> None:
     if name not in models.model_names():
-        raise UsageError(f"unknown model {name!r}; known models: "
-                         f"{', '.join(models.model_names())}")
+        raise UsageError(f"unknown model {name!r}; known models: {', '.join(models.model_names())}")
 
 
 def load_checkpoint(directory, trust=()):
@@ -129,11 +154,14 @@ def checkpoint_dataset(directory, meta: dict, dataset: str | None) -> str:
 
 # ----------------------------------------------------------------------------- outputs
 
+
 def size_report(model, variables, input_shape) -> dict:
     """``params``, ``nonzero_params`` and ``flops`` (``None`` plus ``flops_error`` when the
     FLOP count fails: a finished run is never lost over a metric)."""
-    out = {"params": metrics.param_count(variables),
-           "nonzero_params": metrics.nonzero_count(variables)}
+    out = {
+        "params": metrics.param_count(variables),
+        "nonzero_params": metrics.nonzero_count(variables),
+    }
     try:
         out["flops"] = int(metrics.flops(model, variables, tuple(input_shape)))
     except Exception as e:  # noqa: BLE001 — any failure of the FLOP count is reported, not raised
@@ -156,16 +184,20 @@ def write_json(path, obj) -> None:
 
 # ----------------------------------------------------------------------------- training
 
+
 def is_unstructured(meta: dict) -> bool:
     """True when the checkpoint's metadata records an unstructured (weight) prune, directly
     (:func:`prune_checkpoint` wrote it) or through a fine-tune that kept its zeros."""
     prune = meta.get("prune")
-    return bool((isinstance(prune, dict) and prune.get("kind") == "weights")
-                or meta.get("keep_zeros") is True)
+    return bool(
+        (isinstance(prune, dict) and prune.get("kind") == "weights")
+        or meta.get("keep_zeros") is True
+    )
 
 
 def zeros_mask(params):
     """0/1 mask like ``params``: kernels -> (w != 0); every other leaf (biases, norms) -> 1."""
+
     def leaf(path, x):
         x = np.asarray(x)
         if path[-1] == "kernel":
@@ -184,12 +216,27 @@ def _run_errors():
         raise UsageError(str(e)) from None
 
 
-def train_and_save(out, command: str, model, dataset: str, config: train.TrainConfig,
-                   train_ds, test_ds, *, variables=None, mask=None, teacher=None,
-                   extra_meta: dict | None = None, run_info: dict | None = None,
-                   identity: dict | None = None, overwrite: bool = False,
-                   resume: bool = False, devices=None, progress: bool = True,
-                   eval_batch_size: int = 1000) -> dict:
+def train_and_save(
+    out,
+    command: str,
+    model,
+    dataset: str,
+    config: train.TrainConfig,
+    train_ds,
+    test_ds,
+    *,
+    variables=None,
+    mask=None,
+    teacher=None,
+    extra_meta: dict | None = None,
+    run_info: dict | None = None,
+    identity: dict | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    devices=None,
+    progress: bool = True,
+    eval_batch_size: int = 1000,
+) -> dict:
     """fit -> evaluate -> ``save_model(out)`` + ``config.json`` + ``results.json``, as one
     run in ``out`` (:func:`jaxprune.runs.output_run`: an existing ``out`` needs
     ``overwrite``, or ``resume`` for the same run, which then continues from its last epoch).
@@ -200,59 +247,113 @@ def train_and_save(out, command: str, model, dataset: str, config: train.TrainCo
     limits). Returns the results.
     """
     model_cfg = checkpoint.model_record(model)
-    ident = {"command": command, "model": model_cfg, "dataset": dataset,
-             "train_data": data.fingerprint(train_ds), "test_data": data.fingerprint(test_ds),
-             "train_config": config.to_dict(), **(extra_meta or {}), **(identity or {})}
-    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite,
-                                        resume=resume) as out:
+    ident = {
+        "command": command,
+        "model": model_cfg,
+        "dataset": dataset,
+        "train_data": data.fingerprint(train_ds),
+        "test_data": data.fingerprint(test_ds),
+        "train_config": config.to_dict(),
+        **(extra_meta or {}),
+        **(identity or {}),
+    }
+    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite, resume=resume) as out:
         saved, model = model, runnable(model)  # an NNX model trains from its own arrays
         if variables is None and is_module(saved):
             variables = variables_of(saved)
-        cfg_doc = {"command": command, "model": model_cfg, "dataset": dataset,
-                   "train_config": config.to_dict(), "devices": devices, **(run_info or {}),
-                   **(extra_meta or {})}
+        cfg_doc = {
+            "command": command,
+            "model": model_cfg,
+            "dataset": dataset,
+            "train_config": config.to_dict(),
+            "devices": devices,
+            **(run_info or {}),
+            **(extra_meta or {}),
+        }
         write_json(os.path.join(out, "config.json"), cfg_doc)
         t0 = time.time()
         try:
-            res = train.fit(model, train_ds, config, variables=variables, out_dir=out,
-                            eval_ds=test_ds, mask=mask, teacher=teacher, devices=devices,
-                            progress=progress, eval_batch_size=eval_batch_size)
+            res = train.fit(
+                model,
+                train_ds,
+                config,
+                variables=variables,
+                out_dir=out,
+                eval_ds=test_ds,
+                mask=mask,
+                teacher=teacher,
+                devices=devices,
+                progress=progress,
+                eval_batch_size=eval_batch_size,
+            )
         except ValueError as e:
             raise UsageError(str(e)) from None
         wall = time.time() - t0
         ev = train.evaluate(model, res.variables, test_ds, batch_size=eval_batch_size)
         size = size_report(model, res.variables, test_ds.images.shape[1:])
-        results = {"test_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_n": ev["n"],
-                   **({"test_bits_per_byte": ev["bits_per_byte"]} if "bits_per_byte" in ev
-                      else {}),
-                   **size, "train_time_s": wall, "epochs": config.epochs, "dataset": dataset,
-                   "model": model_name(saved),
-                   # an NNX model's config holds the dense constructor's widths
-                   "widths": None if is_module(saved) else model_cfg.get("widths")}
-        meta = {"dataset": dataset, "command": command, "train_config": config.to_dict(),
-                "test_accuracy": ev["accuracy"], "input_shape": list(test_ds.images.shape[1:]),
-                "input_dtype": train.model_input(test_ds.images[:1]).dtype.name,
-                **(extra_meta or {})}
+        results = {
+            "test_accuracy": ev["accuracy"],
+            "test_loss": ev["loss"],
+            "test_n": ev["n"],
+            **({"test_bits_per_byte": ev["bits_per_byte"]} if "bits_per_byte" in ev else {}),
+            **size,
+            "train_time_s": wall,
+            "epochs": config.epochs,
+            "dataset": dataset,
+            "model": model_name(saved),
+            # an NNX model's config holds the dense constructor's widths
+            "widths": None if is_module(saved) else model_cfg.get("widths"),
+        }
+        meta = {
+            "dataset": dataset,
+            "command": command,
+            "train_config": config.to_dict(),
+            "test_accuracy": ev["accuracy"],
+            "input_shape": list(test_ds.images.shape[1:]),
+            "input_dtype": train.model_input(test_ds.images[:1]).dtype.name,
+            **(extra_meta or {}),
+        }
         checkpoint.save_model(out, saved, res.variables, meta=meta)
         write_json(os.path.join(out, "results.json"), results)
         return results
 
 
-def train_new(model_name: str, dataset: str, out, make_config: ConfigFactory, *,
-              data_dir=None, limit_train=None, limit_test=None, **options) -> dict:
+def train_new(
+    model_name: str,
+    dataset: str,
+    out,
+    make_config: ConfigFactory,
+    *,
+    data_dir=None,
+    limit_train=None,
+    limit_test=None,
+    **options,
+) -> dict:
     """Train a registered model from scratch (``options``: those of :func:`train_and_save`);
     an NNX model is initialised with the recipe's seed, sized to the dataset's images."""
     check_model_name(model_name)
-    seq_len = token_length(models.default_input_shape(model_name),
-                           models.default_input_dtype(model_name))
-    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test,
-                                      seq_len=seq_len)
+    seq_len = token_length(
+        models.default_input_shape(model_name), models.default_input_dtype(model_name)
+    )
+    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test, seq_len=seq_len)
     config = make_config(model_name)
-    extra = ({"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
-             if models.is_nnx_name(model_name) else {})
+    extra = (
+        {"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
+        if models.is_nnx_name(model_name)
+        else {}
+    )
     model = models.get_model(model_name, num_classes=train_ds.num_classes, **extra)
-    return train_and_save(out, "train", model, dataset, config, train_ds, test_ds,
-                          identity=_limits(limit_train, limit_test), **options)
+    return train_and_save(
+        out,
+        "train",
+        model,
+        dataset,
+        config,
+        train_ds,
+        test_ds,
+        identity=_limits(limit_train, limit_test),
+        **options,
+    )
 
 
 def _limits(limit_train, limit_test) -> dict:
@@ -260,78 +361,141 @@ def _limits(limit_train, limit_test) -> dict:
     return {"limit_train": limit_train, "limit_test": limit_test}
 
 
-def finetune_checkpoint(directory, out, make_config: ConfigFactory, *, dataset=None,
-                        data_dir=None, limit_train=None, limit_test=None,
-                        keep_zeros: bool | None = None, teacher=None, trust=(),
-                        **options) -> dict:
+def finetune_checkpoint(
+    directory,
+    out,
+    make_config: ConfigFactory,
+    *,
+    dataset=None,
+    data_dir=None,
+    limit_train=None,
+    limit_test=None,
+    keep_zeros: bool | None = None,
+    teacher=None,
+    trust=(),
+    **options,
+) -> dict:
     """Fine-tune a saved model. ``keep_zeros``: kernel weights that are exactly 0 stay 0
     (``None``: on when the checkpoint records an unstructured prune, see
     :func:`is_unstructured`). ``teacher``: a model directory to distil from. ``trust``: see
     :func:`load_checkpoint`."""
     model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
-    train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test,
-                                      seq_len=_checkpoint_seq_len(meta))
+    train_ds, test_ds = load_datasets(
+        dataset, data_dir, limit_train, limit_test, seq_len=_checkpoint_seq_len(meta)
+    )
     config = make_config(model_name(model))
     if keep_zeros is None:
         keep_zeros = is_unstructured(meta)
         if keep_zeros:
-            print("jaxprune finetune: the checkpoint is unstructured-pruned; its zero kernel "
-                  "weights stay 0 (--no-keep-zeros releases them)", file=sys.stderr)
+            print(
+                "jaxprune finetune: the checkpoint is unstructured-pruned; its zero kernel "
+                "weights stay 0 (--no-keep-zeros releases them)",
+                file=sys.stderr,
+            )
     mask = zeros_mask(variables["params"]) if keep_zeros else None
     teacher_pair = None
     if teacher:
         t_model, t_vars, _ = load_checkpoint(teacher, trust)
         teacher_pair = (runnable(t_model), t_vars)
-    extra = {"parent_checkpoint": os.path.abspath(directory),
-             "parent_fingerprint": runs.fingerprint(directory), "teacher": teacher,
-             "teacher_fingerprint": runs.fingerprint(teacher) if teacher else None,
-             "keep_zeros": bool(keep_zeros)}
-    return train_and_save(out, "finetune", model, dataset, config, train_ds, test_ds,
-                          variables=variables, mask=mask, teacher=teacher_pair,
-                          extra_meta=extra, identity=_limits(limit_train, limit_test),
-                          **options)
+    extra = {
+        "parent_checkpoint": os.path.abspath(directory),
+        "parent_fingerprint": runs.fingerprint(directory),
+        "teacher": teacher,
+        "teacher_fingerprint": runs.fingerprint(teacher) if teacher else None,
+        "keep_zeros": bool(keep_zeros),
+    }
+    return train_and_save(
+        out,
+        "finetune",
+        model,
+        dataset,
+        config,
+        train_ds,
+        test_ds,
+        variables=variables,
+        mask=mask,
+        teacher=teacher_pair,
+        extra_meta=extra,
+        identity=_limits(limit_train, limit_test),
+        **options,
+    )
 
 
 # ----------------------------------------------------------------------------- evaluate, prune
 
-def evaluate_checkpoint(directory, *, dataset=None, data_dir=None, limit_test=None,
-                        batch_size: int = 1000, trust=()) -> dict:
+
+def evaluate_checkpoint(
+    directory, *, dataset=None, data_dir=None, limit_test=None, batch_size: int = 1000, trust=()
+) -> dict:
     """Accuracy, loss and size of a saved model on its dataset's evaluation split
     (``trust``: see :func:`load_checkpoint`)."""
     model, variables, meta = load_checkpoint(directory, trust)
     dataset = checkpoint_dataset(directory, meta, dataset)
-    _, test_ds = load_datasets(dataset, data_dir, None, limit_test, need_train=False,
-                               seq_len=_checkpoint_seq_len(meta))
+    _, test_ds = load_datasets(
+        dataset, data_dir, None, limit_test, need_train=False, seq_len=_checkpoint_seq_len(meta)
+    )
     model_id, model = model_name(model), runnable(model)
     ev = train.evaluate(model, variables, test_ds, batch_size=batch_size)
-    return {**ev,
-            **size_report(model, variables, test_ds.images.shape[1:]),
-            "model": model_id, "dataset": dataset,
-            "checkpoint": os.path.abspath(directory)}
+    return {
+        **ev,
+        **size_report(model, variables, test_ds.images.shape[1:]),
+        "model": model_id,
+        "dataset": dataset,
+        "checkpoint": os.path.abspath(directory),
+    }
 
 
-def _data_batch(method: str, directory, dataset, data_dir, size: int, seed: int,
-                limit_train=None, seq_len: int | None = None) -> np.ndarray:
+def _data_batch(
+    method: str,
+    directory,
+    dataset,
+    data_dir,
+    size: int,
+    seed: int,
+    limit_train=None,
+    seq_len: int | None = None,
+) -> np.ndarray:
     """``size`` training images (seeded choice) of the checkpoint's dataset (token windows
     of ``seq_len`` for a text corpus)."""
     if not dataset:
-        raise UsageError(f"--method {method} needs data and {directory} does not record its "
-                         "dataset; pass --dataset")
+        raise UsageError(
+            f"--method {method} needs data and {directory} does not record its "
+            "dataset; pass --dataset"
+        )
     with _dataset_errors(dataset):
         train_ds = data.load(dataset, "train", data_dir, **_seq_len_option(seq_len))
     return data.sample_images(train_ds, size, seed, limit_train)
 
 
-def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
-                     unit: str = "params", sampling=None, min_width: int = 1, leave=(),
-                     seed: int = 0, dataset=None, data_dir=None, limit_train=None,
-                     data_batch: int = 128, options: dict[str, Any] | None = None,
-                     round_to: int = 1, apply_kwargs: dict | None = None,
-                     reconstruct: str | None = None, ridge: float = 1e-3,
-                     recalibrate_bn: bool = False, certificate: bool = False,
-                     record: dict | None = None, trust=(), overwrite: bool = False,
-                     depth: int | None = None, depth_score: str = "block_influence") -> dict:
+def prune_checkpoint(
+    directory,
+    out,
+    ratio: float,
+    *,
+    method: str = "coreset",
+    unit: str = "params",
+    sampling=None,
+    min_width: int = 1,
+    leave=(),
+    seed: int = 0,
+    dataset=None,
+    data_dir=None,
+    limit_train=None,
+    data_batch: int = 128,
+    options: dict[str, Any] | None = None,
+    round_to: int = 1,
+    apply_kwargs: dict | None = None,
+    reconstruct: str | None = None,
+    ridge: float = 1e-3,
+    recalibrate_bn: bool = False,
+    certificate: bool = False,
+    record: dict | None = None,
+    trust=(),
+    overwrite: bool = False,
+    depth: int | None = None,
+    depth_score: str = "block_influence",
+) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     ``depth``: remove that many residual blocks whole instead (``ratio`` 0;
@@ -351,23 +515,35 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
     ``meta["prune"]`` of the saved model).
     """
     model, variables, meta = load_checkpoint(directory, trust)
-    ident = {"command": "prune", "parent_checkpoint": os.path.abspath(directory),
-             "parent_fingerprint": runs.fingerprint(directory),
-             **{k: v for k, v in (record or {}).items() if k not in _NOT_IDENTITY}}
-    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite,
-                                        resumable=False) as out:
+    ident = {
+        "command": "prune",
+        "parent_checkpoint": os.path.abspath(directory),
+        "parent_fingerprint": runs.fingerprint(directory),
+        **{k: v for k, v in (record or {}).items() if k not in _NOT_IDENTITY},
+    }
+    with _run_errors(), runs.output_run(out, ident, overwrite=overwrite, resumable=False) as out:
         dataset = dataset or meta.get("dataset")
         meth = methods.get(method)
         seq_len = _checkpoint_seq_len(meta)
-        needs_data = (depth_score == "block_influence" if depth is not None
-                      else meth.needs_data or reconstruct)
-        batch = (_data_batch(method, directory, dataset, data_dir, data_batch, seed, limit_train,
-                             seq_len) if needs_data else None)
+        needs_data = (
+            depth_score == "block_influence"
+            if depth is not None
+            else meth.needs_data or reconstruct
+        )
+        batch = (
+            _data_batch(
+                method, directory, dataset, data_dir, data_batch, seed, limit_train, seq_len
+            )
+            if needs_data
+            else None
+        )
         options = dict(options or {})
         if "train_ds" in meth.options():  # Frank-Wolfe: trains first
             if not dataset:
-                raise UsageError(f"--method {method} trains before it prunes and {directory} does "
-                                 "not record its dataset; pass --dataset")
+                raise UsageError(
+                    f"--method {method} trains before it prunes and {directory} does "
+                    "not record its dataset; pass --dataset"
+                )
             train_ds, _ = load_datasets(dataset, data_dir, limit_train, 1, seq_len=seq_len)
             options.setdefault("train_ds", train_ds)
         t0 = time.time()
@@ -376,13 +552,28 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
             apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
             # an NNX module is pruned as its own model and comes back as result.module
             source, linen = (model, None) if nnx_model else (variables, model)
-            res = jaxprune.prune(source, jax.random.key(seed), ratio, method=method, model=linen,
-                                 input_shape=meta.get("input_shape"), unit=unit, sampling=sampling,
-                                 min_width=min_width, round_to=round_to, leave=tuple(leave),
-                                 data=batch, apply_kwargs=apply_kwargs, reconstruct=reconstruct,
-                                 ridge=ridge, recalibrate_bn=recalibrate_bn,
-                                 example_inputs=_example_input(meta), depth=depth,
-                                 depth_score=depth_score, **options)
+            res = jaxprune.prune(
+                source,
+                jax.random.key(seed),
+                ratio,
+                method=method,
+                model=linen,
+                input_shape=meta.get("input_shape"),
+                unit=unit,
+                sampling=sampling,
+                min_width=min_width,
+                round_to=round_to,
+                leave=tuple(leave),
+                data=batch,
+                apply_kwargs=apply_kwargs,
+                reconstruct=reconstruct,
+                ridge=ridge,
+                recalibrate_bn=recalibrate_bn,
+                example_inputs=_example_input(meta),
+                depth=depth,
+                depth_score=depth_score,
+                **options,
+            )
             small = res.model(model)  # NNX: result.module; weight methods: the same shapes
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -395,13 +586,17 @@ def prune_checkpoint(directory, out, ratio: float, *, method: str = "coreset",
             report["data_batch"] = int(batch.shape[0])
         if certificate and meth.kind == "channels" and depth is None:
             report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
-        new_meta = {**{k: meta[k] for k in ("input_shape", "input_dtype", "apply_kwargs")
-                       if k in meta},
-                    "dataset": dataset, "parent_checkpoint": os.path.abspath(directory),
-                    "prune": report}
+        new_meta = {
+            **{k: meta[k] for k in ("input_shape", "input_dtype", "apply_kwargs") if k in meta},
+            "dataset": dataset,
+            "parent_checkpoint": os.path.abspath(directory),
+            "prune": report,
+        }
         checkpoint.save_model(out, small, res.params, meta=new_meta)
-        write_json(os.path.join(out, "config.json"),
-                   {"command": "prune", **(record or {}), "model": checkpoint.model_record(model)})
+        write_json(
+            os.path.join(out, "config.json"),
+            {"command": "prune", **(record or {}), "model": checkpoint.model_record(model)},
+        )
         write_json(os.path.join(out, "results.json"), report)
         return report
 
@@ -419,13 +614,20 @@ def _warn_if_nothing_removed(report: dict, ratio, min_width: int, round_to: int)
     sizes = [size for size, _ in (report.get("neurons") or {}).values()]
     frozen = report.get("frozen") or {}
     if report.get("kind") == "channels" and not sizes:
-        reason = "every group is frozen (" + "; ".join(
-            f"{k}: {v}" for k, v in list(frozen.items())[:3]) + ")"
+        reason = (
+            "every group is frozen ("
+            + "; ".join(f"{k}: {v}" for k, v in list(frozen.items())[:3])
+            + ")"
+        )
     elif sizes and min_width >= max(sizes):
         reason = f"--min-width {min_width} is at least every group's width (at most {max(sizes)})"
     elif sizes and round_to >= max(sizes):
         reason = f"--round-to {round_to} is at least every group's width (at most {max(sizes)})"
     else:
         reason = "the ratio is less than one channel or weight of any layer"
-    warnings.warn(f"the prune removed nothing (target {report.get('unit', 'params')} ratio "
-                  f"{ratio}): {reason}", jaxprune.PruneWarning, stacklevel=2)
+    warnings.warn(
+        f"the prune removed nothing (target {report.get('unit', 'params')} ratio "
+        f"{ratio}): {reason}",
+        jaxprune.PruneWarning,
+        stacklevel=2,
+    )

@@ -1,4 +1,5 @@
 """Argument checks and rounding shared by the bound formulas of this package."""
+
 from __future__ import annotations
 
 import numpy as np

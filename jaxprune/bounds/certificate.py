@@ -14,6 +14,7 @@ How to read it: ``epsilon`` is usually far above 1 (vacuous) or ``None`` (μ = �
 paper finds for most trained layers; the observed errors are what the prune did.
 :func:`epsilon_ratios` turns a target ε into per-group ratios (epsilon-first pruning).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,13 +35,30 @@ def _group_bound(points: np.ndarray, m: int, seed: int) -> dict:
     r = int(np.linalg.matrix_rank(points))
     n, d = points.shape
     if mu_is_unbounded(points):
-        return {"rank": r, "points": n, "dim": d, "mu": math.inf, "mu_certificate": "lp",
-                "draws": m, "epsilon": None}
+        return {
+            "rank": r,
+            "points": n,
+            "dim": d,
+            "mu": math.inf,
+            "mu_certificate": "lp",
+            "draws": m,
+            "epsilon": None,
+        }
     mu = estimate_mu(points, seed, exact_unbounded_check=False)
-    eps = None if not math.isfinite(mu.value) else float(
-        coreset_epsilon(max(m, 1), mu.value, max(r, 1), max(n, 2), d))
-    return {"rank": r, "points": n, "dim": d, "mu": float(mu.value),
-            "mu_certificate": "lower estimate (query search)", "draws": m, "epsilon": eps}
+    eps = (
+        None
+        if not math.isfinite(mu.value)
+        else float(coreset_epsilon(max(m, 1), mu.value, max(r, 1), max(n, 2), d))
+    )
+    return {
+        "rank": r,
+        "points": n,
+        "dim": d,
+        "mu": float(mu.value),
+        "mu_certificate": "lower estimate (query search)",
+        "draws": m,
+        "epsilon": eps,
+    }
 
 
 def _observed(model, result, data, consumers) -> dict:
@@ -48,14 +66,14 @@ def _observed(model, result, data, consumers) -> dict:
     paths = {tuple(slot.path[1:-1]) for slot in consumers}
 
     def outs(variables):
-        io = _flax.kernel_io(model, variables, jnp.asarray(data), paths=paths,
-                             apply_kwargs=result.apply_kwargs)
+        io = _flax.kernel_io(
+            model, variables, jnp.asarray(data), paths=paths, apply_kwargs=result.apply_kwargs
+        )
         return {p: o for p, (_, o) in io.items()}
 
     dense = jax.device_get(outs(result.dense_variables))
     masked = result.masked  # NNX input: the masked module
-    pruned = jax.device_get(outs(_nnx.variables_of(masked) if _nnx.is_module(masked)
-                                 else masked))
+    pruned = jax.device_get(outs(_nnx.variables_of(masked) if _nnx.is_module(masked) else masked))
     out = {}
     for path in sorted(dense):
         y = np.asarray(dense[path]).reshape(len(data), -1)
@@ -69,8 +87,10 @@ def certify(result, *, model=None, data=None, seed: int = 0) -> dict:
     """``{group: {rank, points, dim, mu, mu_certificate, draws, epsilon[, observed]}}`` for
     every group ``result`` pruned (``observed`` needs ``model`` and ``data``)."""
     if result.kind != "channels":
-        raise ValueError("certify covers structured (channel) prunes; weight pruning has the "
-                         "SiPP bounds of jaxprune.bounds.theorems")
+        raise ValueError(
+            "certify covers structured (channel) prunes; weight pruning has the "
+            "SiPP bounds of jaxprune.bounds.theorems"
+        )
     groups = [g for g in result.groups if g.name in result.widths]
     variables = result.dense_variables
     out = {}
@@ -83,9 +103,17 @@ def certify(result, *, model=None, data=None, seed: int = 0) -> dict:
     return out
 
 
-def epsilon_ratios(params, epsilon: float, *, model=None, input_shape=None,
-                   prune_residual: bool = False, delta: float = 0.5, c: float = 1.0,
-                   seed: int = 0) -> dict:
+def epsilon_ratios(
+    params,
+    epsilon: float,
+    *,
+    model=None,
+    input_shape=None,
+    prune_residual: bool = False,
+    delta: float = 0.5,
+    c: float = 1.0,
+    seed: int = 0,
+) -> dict:
     """Epsilon-first structured pruning: per prunable group, the fraction of its channels that
     Theorem 2.6 lets go for a target ``epsilon`` (``m`` = :func:`coreset_samples` draws,
     ``1 − m/n``, 0 when ``m ≥ n``), as the ratio dict of ``jaxprune.prune``::
@@ -104,12 +132,19 @@ def epsilon_ratios(params, epsilon: float, *, model=None, input_shape=None,
         if input_shape is None:
             raise ValueError("pass input_shape= with model=")
         struct = structure.from_model(model, variables, input_shape)
-    return group_epsilon_ratios(variables, selection.prunable_groups(
-        struct, prune_residual=prune_residual), epsilon, delta=delta, c=c, seed=seed)
+    return group_epsilon_ratios(
+        variables,
+        selection.prunable_groups(struct, prune_residual=prune_residual),
+        epsilon,
+        delta=delta,
+        c=c,
+        seed=seed,
+    )
 
 
-def group_epsilon_ratios(variables, groups, epsilon: float, *, delta: float = 0.5,
-                         c: float = 1.0, seed: int = 0) -> dict:
+def group_epsilon_ratios(
+    variables, groups, epsilon: float, *, delta: float = 0.5, c: float = 1.0, seed: int = 0
+) -> dict:
     """:func:`epsilon_ratios` for given channel ``groups`` of ``variables``."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon <= 0:
         raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
@@ -117,9 +152,11 @@ def group_epsilon_ratios(variables, groups, epsilon: float, *, delta: float = 0.
     for g in groups:
         points = np.asarray(views.layer_view(variables, g).points, np.float64)
         if mu_is_unbounded(points):
-            raise ValueError(f"group {g.name!r}: μ(P) = ∞ (an LP finds a query that switches "
-                             "every neuron off), so no finite sample size guarantees "
-                             f"epsilon={epsilon}; prune it by a ratio instead")
+            raise ValueError(
+                f"group {g.name!r}: μ(P) = ∞ (an LP finds a query that switches "
+                "every neuron off), so no finite sample size guarantees "
+                f"epsilon={epsilon}; prune it by a ratio instead"
+            )
         mu = estimate_mu(points, seed, exact_unbounded_check=False).value
         r, (n, d) = int(np.linalg.matrix_rank(points)), points.shape
         m = float(coreset_samples(epsilon, mu, max(r, 1), max(n, 2), d, delta, c))

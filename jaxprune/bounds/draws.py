@@ -1,10 +1,12 @@
 """Epsilon-first and sparsity-first pruning (bounds paper §3.3): draw elements ∝ their
 sensitivities with the sample size a bound asks for, or until a sparsity is reached and report
 the ε the bound implies; and the deterministic (top-k) SiPP counterparts."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,17 +14,23 @@ import numpy as np
 from jaxprune.bounds.theorems import sipp_deterministic_samples
 from jaxprune.coreset import sample, sample_until_distinct, top_k
 
-__all__ = ["PruneDraw", "expected_distinct", "epsilon_first", "sparsity_first",
-           "deterministic_epsilon_first", "deterministic_sparsity_first"]
+__all__ = [
+    "PruneDraw",
+    "expected_distinct",
+    "epsilon_first",
+    "sparsity_first",
+    "deterministic_epsilon_first",
+    "deterministic_sparsity_first",
+]
 
 
 class PruneDraw(NamedTuple):
-    counts: np.ndarray        # (n,) multiplicity of each element (kept ⇔ count > 0)
-    weights: np.ndarray       # (n,) reweighting count_j/(m q_j) (0 if dropped; 1 if deterministic)
-    num_samples: int          # m (draws, or elements kept for the deterministic method)
-    num_distinct: int         # elements kept
-    sparsity: float           # 1 − num_distinct / n
-    epsilon: float            # the ε guaranteed by the bound for this m
+    counts: np.ndarray  # (n,) multiplicity of each element (kept ⇔ count > 0)
+    weights: np.ndarray  # (n,) reweighting count_j/(m q_j) (0 if dropped; 1 if deterministic)
+    num_samples: int  # m (draws, or elements kept for the deterministic method)
+    num_distinct: int  # elements kept
+    sparsity: float  # 1 − num_distinct / n
+    epsilon: float  # the ε guaranteed by the bound for this m
 
 
 def _finish(counts, weights, m, eps, n):
@@ -36,12 +44,13 @@ def expected_distinct(sensitivities, m):
     ``Σ_j 1 − (1 − q_j)^m`` (for sample sizes too large to draw)."""
     s = np.asarray(sensitivities, np.float64)
     q = s / s.sum()
-    with np.errstate(divide="ignore"):                   # q_j = 1: log1p(-1) = -inf → term 1
+    with np.errstate(divide="ignore"):  # q_j = 1: log1p(-1) = -inf → term 1
         return float(np.sum(-np.expm1(float(m) * np.log1p(-q))))
 
 
-def epsilon_first(key, sensitivities, epsilon: float, samples_for: Callable, *,
-                  max_samples: int = 10_000_000) -> PruneDraw:
+def epsilon_first(
+    key, sensitivities, epsilon: float, samples_for: Callable, *, max_samples: int = 10_000_000
+) -> PruneDraw:
     """Epsilon-first pruning (bounds paper §3.3): ``m = samples_for(ε)`` from a bound, then
     ``m`` i.i.d. draws with replacement ∝ ``s`` (:func:`jaxprune.coreset.sample`); the
     sparsity follows from the number of distinct elements drawn.
@@ -53,18 +62,22 @@ def epsilon_first(key, sensitivities, epsilon: float, samples_for: Callable, *,
     """
     m = float(samples_for(epsilon))
     if not math.isfinite(m):
-        raise ValueError(f"epsilon_first: the bound requires infinitely many samples for "
-                         f"epsilon={epsilon}")
+        raise ValueError(
+            f"epsilon_first: the bound requires infinitely many samples for epsilon={epsilon}"
+        )
     if m > max_samples:
-        raise ValueError(f"epsilon_first: the bound requires m={m:.0f} samples > max_samples="
-                         f"{max_samples}; use expected_distinct() for the sparsity")
+        raise ValueError(
+            f"epsilon_first: the bound requires m={m:.0f} samples > max_samples="
+            f"{max_samples}; use expected_distinct() for the sparsity"
+        )
     m = max(int(m), 1)
     counts, weights = sample(key, jnp.asarray(sensitivities), m)
     return _finish(counts, weights, m, epsilon, np.shape(sensitivities)[0])
 
 
-def sparsity_first(key, sensitivities, num_keep: int, epsilon_for: Callable, *,
-                   max_draws: int | None = None) -> PruneDraw:
+def sparsity_first(
+    key, sensitivities, num_keep: int, epsilon_for: Callable, *, max_draws: int | None = None
+) -> PruneDraw:
     """Sparsity-first pruning (bounds paper §3.3): draw i.i.d. ∝ ``s`` until ``num_keep``
     distinct elements are drawn (:func:`jaxprune.coreset.sample_until_distinct`), then report
     the ε implied by the number of draws ``m``: ``epsilon_for(m)``.
@@ -80,9 +93,11 @@ def sparsity_first(key, sensitivities, num_keep: int, epsilon_for: Callable, *,
     if not 1 <= int(num_keep) <= n:
         raise ValueError(f"sparsity_first: num_keep={num_keep} outside [1, {n}]")
     if int(num_keep) > npos:
-        raise ValueError(f"sparsity_first: target of {num_keep} distinct elements is unreachable:"
-                         f" only {npos} of {n} elements have non-zero probability (sparsity "
-                         f"< {1 - npos / n:.4f} cannot be reached; sampling would never stop)")
+        raise ValueError(
+            f"sparsity_first: target of {num_keep} distinct elements is unreachable:"
+            f" only {npos} of {n} elements have non-zero probability (sparsity "
+            f"< {1 - npos / n:.4f} cannot be reached; sampling would never stop)"
+        )
     out = sample_until_distinct(key, jnp.asarray(sensitivities), int(num_keep), max_draws)
     m = int(out.num_draws)
     return _finish(out.counts, out.weights, m, float(epsilon_for(m)), n)

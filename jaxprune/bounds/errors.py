@@ -1,5 +1,6 @@
 """Observed approximation error of a pruned layer or output on a dev set, in the element-wise
 forms the guarantees are stated in (additive and multiplicative)."""
+
 from __future__ import annotations
 
 import math
@@ -11,17 +12,18 @@ __all__ = ["ErrorStats", "observed_error", "observed_errors"]
 
 
 class ErrorStats(NamedTuple):
-    additive: np.ndarray          # (N,) per-example additive error
-    multiplicative: np.ndarray    # (N,) per-example multiplicative error (nan: no valid unit)
+    additive: np.ndarray  # (N,) per-example additive error
+    multiplicative: np.ndarray  # (N,) per-example multiplicative error (nan: no valid unit)
     additive_mean: float
     additive_std: float
     multiplicative_mean: float
     multiplicative_std: float
-    num_excluded: int             # (example, unit) entries with |original| ≤ zero_tol
+    num_excluded: int  # (example, unit) entries with |original| ≤ zero_tol
 
 
-def observed_error(original, pruned, *, reduce: str = "max", zero_tol: float = 0.0,
-                   zero_policy: str = "exclude") -> ErrorStats:
+def observed_error(
+    original, pruned, *, reduce: str = "max", zero_tol: float = 0.0, zero_policy: str = "exclude"
+) -> ErrorStats:
     """Observed approximation error of a pruned layer/output on a dev set.
 
     ``original``, ``pruned``: (N, ...) pre-activations (or pre-softmax logits) of the original
@@ -66,10 +68,16 @@ def observed_error(original, pruned, *, reduce: str = "max", zero_tol: float = 0
     else:
         raise ValueError(f"zero_policy must be 'exclude' or 'inf', got {zero_policy!r}")
     mv = mul[~np.isnan(mul)]
-    with np.errstate(invalid="ignore"):          # inf entries (zero_policy="inf"): std = nan
-        return ErrorStats(add, mul, float(np.mean(add)), float(np.std(add)),
-                          float(np.mean(mv)) if mv.size else math.nan,
-                          float(np.std(mv)) if mv.size else math.nan, int(np.sum(small)))
+    with np.errstate(invalid="ignore"):  # inf entries (zero_policy="inf"): std = nan
+        return ErrorStats(
+            add,
+            mul,
+            float(np.mean(add)),
+            float(np.std(add)),
+            float(np.mean(mv)) if mv.size else math.nan,
+            float(np.std(mv)) if mv.size else math.nan,
+            int(np.sum(small)),
+        )
 
 
 def observed_errors(original: dict, pruned: dict, **kw) -> dict:

@@ -1,5 +1,6 @@
 """Label consistency (bounds paper Lemma 4.1): the ε-approximation that provably keeps the
 arg-max, and the accuracy guarantee implied by an ε (bounds paper §4.1)."""
+
 from __future__ import annotations
 
 import jax

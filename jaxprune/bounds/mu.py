@@ -1,5 +1,6 @@
 """The regression complexity measure μ(P) of the main paper (Definition 2.3, in its pruning
 form of §2.4): a lower estimate by query search, and an exact LP test of ``μ(P) = ∞``."""
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ __all__ = ["MuEstimate", "estimate_mu", "mu_is_unbounded"]
 
 
 class MuEstimate(NamedTuple):
-    value: float              # best ratio found (a LOWER bound on μ(P)); inf if unbounded found
-    query: np.ndarray         # the y (x = (y, 1)) attaining it (None if value is inf via LP)
-    unbounded: bool           # a certificate of μ(P) = ∞ was found
-    num_queries: int          # queries evaluated (random + structured + ascent steps)
+    value: float  # best ratio found (a LOWER bound on μ(P)); inf if unbounded found
+    query: np.ndarray  # the y (x = (y, 1)) attaining it (None if value is inf via LP)
+    unbounded: bool  # a certificate of μ(P) = ∞ was found
+    num_queries: int  # queries evaluated (random + structured + ascent steps)
 
 
 def _num_den(p, y):
@@ -102,9 +103,17 @@ def mu_is_unbounded(points, tol: float = 1e-9) -> bool:
     return bool(res.status == 0 and res.fun < -tol)
 
 
-def estimate_mu(points, seed: int = 0, *, num_random: int = 512, num_scales: int = 13,
-                ascent_starts: int = 32, ascent_steps: int = 100, lr: float = 0.05,
-                exact_unbounded_check: bool = True) -> MuEstimate:
+def estimate_mu(
+    points,
+    seed: int = 0,
+    *,
+    num_random: int = 512,
+    num_scales: int = 13,
+    ascent_starts: int = 32,
+    ascent_steps: int = 100,
+    lr: float = 0.05,
+    exact_unbounded_check: bool = True,
+) -> MuEstimate:
     """Lower estimate of the regression complexity measure μ(P) (main paper Definition 2.3,
     in its pruning form of §2.4):
 
@@ -142,8 +151,9 @@ def estimate_mu(points, seed: int = 0, *, num_random: int = 512, num_scales: int
     w, b = p[:, :-1], p[:, -1]
     wn = np.linalg.norm(w, axis=1)
     nz = wn > 0
-    if not np.any(nz):                      # constant queries: ratio is fixed
-        num = np.sum(np.maximum(-b, 0)); den = np.sum(np.maximum(b, 0))
+    if not np.any(nz):  # constant queries: ratio is fixed
+        num = np.sum(np.maximum(-b, 0))
+        den = np.sum(np.maximum(b, 0))
         val = num / den if den > 0 else (math.inf if num > 0 else 0.0)
         return MuEstimate(float(val), np.zeros(d), bool(den == 0 and num > 0), 1)
     r0 = max(1.0, float(np.max(np.abs(b)) / np.median(wn[nz])))
@@ -154,7 +164,7 @@ def estimate_mu(points, seed: int = 0, *, num_random: int = 512, num_scales: int
     dirs = np.concatenate([dirs, wd, -wd], axis=0)
     ys = (radii[:, None, None] * dirs[None]).reshape(-1, d)
     ys = np.concatenate([np.zeros((1, d)), ys], axis=0)
-    with x64():                               # float64 so that tiny denominators are exact
+    with x64():  # float64 so that tiny denominators are exact
         pj = jnp.asarray(p, jnp.float64)
         num, den = map(np.asarray, _ratios(pj, jnp.asarray(ys, jnp.float64)))
     if np.any((den == 0) & (num > 0)):
@@ -166,11 +176,9 @@ def estimate_mu(points, seed: int = 0, *, num_random: int = 512, num_scales: int
     best, besty = float(ratio[best_i]), ys[best_i]
     if ascent_steps > 0:
         with x64():
-            rb, yb = _ascend(pj, jnp.asarray(ys[order], jnp.float64), jnp.float64(lr),
-                             ascent_steps)
+            rb, yb = _ascend(pj, jnp.asarray(ys[order], jnp.float64), jnp.float64(lr), ascent_steps)
             rb, yb = np.asarray(rb), np.asarray(yb)
         j = int(np.argmax(rb))
         if rb[j] > best:
             best, besty = float(rb[j]), yb[j]
-    return MuEstimate(max(best, 0.0), besty, False,
-                      int(ys.shape[0] + ascent_starts * ascent_steps))
+    return MuEstimate(max(best, 0.0), besty, False, int(ys.shape[0] + ascent_starts * ascent_steps))

@@ -28,6 +28,7 @@ would require sampling ~1.5× the number of weights" of a 100-input perceptron a
 ``|S| = ⌈K'·log(2ρ/δ)⌉`` validation points to estimate the sensitivities (K' = 3 by default,
 :func:`sipp_num_validation_points`); it does not enter ``ε_m``.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,16 +40,24 @@ import numpy as np
 from jaxprune.bounds._checks import CEIL_RTOL, ceil, check_positive, check_prob, scalar
 
 __all__ = [
-    "sipp_randomized_epsilon", "sipp_randomized_samples", "sipp_num_validation_points",
-    "sipp_sensitivities", "sipp_deterministic_epsilon", "sipp_deterministic_samples",
-    "mussay_sensitivities", "mussay_epsilon", "mussay_samples",
-    "coreset_epsilon", "coreset_samples",
+    "sipp_randomized_epsilon",
+    "sipp_randomized_samples",
+    "sipp_num_validation_points",
+    "sipp_sensitivities",
+    "sipp_deterministic_epsilon",
+    "sipp_deterministic_samples",
+    "mussay_sensitivities",
+    "mussay_epsilon",
+    "mussay_samples",
+    "coreset_epsilon",
+    "coreset_samples",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # SiPP randomized weight pruning (Theorem A.1)
 # --------------------------------------------------------------------------------------------
+
 
 def _sipp_s_tilde(total_sensitivity, delta, K):
     check_prob("delta", delta)
@@ -93,7 +102,7 @@ def sipp_randomized_samples(epsilon, total_sensitivity, delta: float = 0.5, K: f
     s_t = _sipp_s_tilde(total_sensitivity, delta, K)
     eps = np.asarray(epsilon, dtype=np.float64)
     check_positive("epsilon", eps)
-    return ceil(s_t * (6.0 + 2.0 * eps) / eps ** 2)
+    return ceil(s_t * (6.0 + 2.0 * eps) / eps**2)
 
 
 def sipp_num_validation_points(rho: int, delta: float = 0.5, K_prime: float = 3.0) -> int:
@@ -121,21 +130,23 @@ def sipp_sensitivities(w: jax.Array, inputs: jax.Array) -> jax.Array:
     w = jnp.asarray(w)
     pos = w > 0
     wp = jnp.where(pos, w, 0.0)
-    contrib = inputs * wp[None, :]                       # (N, d)
+    contrib = inputs * wp[None, :]  # (N, d)
     den = jnp.sum(contrib, axis=1, keepdims=True)
     g = jnp.where(den > 0, contrib / jnp.where(den > 0, den, 1.0), 0.0)
     return jnp.where(pos, jnp.max(g, axis=0), 0.0)
 
+
 # --------------------------------------------------------------------------------------------
 # SiPP deterministic weight pruning (Theorem A.2)
 # --------------------------------------------------------------------------------------------
+
 
 def _tail_sums(s):
     s = np.sort(np.asarray(s, dtype=np.float64))[::-1]
     if s.ndim != 1 or np.any(s < 0) or not np.all(np.isfinite(s)):
         raise ValueError("sensitivities must be a finite, non-negative 1-D array")
     # tail[m] = Σ of all but the m largest, m = 0..n  (computed from the small end: exact 0 at n)
-    rev = np.concatenate([[0.0], np.cumsum(s[::-1])])      # rev[k] = sum of the k smallest
+    rev = np.concatenate([[0.0], np.cumsum(s[::-1])])  # rev[k] = sum of the k smallest
     return rev[::-1]
 
 
@@ -163,7 +174,7 @@ def sipp_deterministic_samples(epsilon, sensitivities, K: float = 2.0):
     ``1e-9`` so that float noise in the tail sum does not cost a sample).  Returned as float64
     (integer valued)."""
     check_positive("K", K)
-    tail = 3.0 * K * _tail_sums(sensitivities)           # non-increasing in m
+    tail = 3.0 * K * _tail_sums(sensitivities)  # non-increasing in m
     eps = np.asarray(epsilon, dtype=np.float64)
     if np.any(eps < 0):
         raise ValueError(f"epsilon must be ≥ 0, got {epsilon!r}")
@@ -171,9 +182,11 @@ def sipp_deterministic_samples(epsilon, sensitivities, K: float = 2.0):
     m = tail.shape[0] - np.searchsorted(tail[::-1], eps * (1.0 + CEIL_RTOL), side="right")
     return scalar(np.asarray(m, dtype=np.float64))
 
+
 # --------------------------------------------------------------------------------------------
 # Mussay et al. neuron pruning (Theorem A.4)
 # --------------------------------------------------------------------------------------------
+
 
 def mussay_sensitivities(w1, b1, w2, beta: float, *, absolute: bool = False) -> jax.Array:
     """Neuron sensitivities of Theorem A.4 (and Algorithm 3), for ``φ = ReLU``:
@@ -220,7 +233,7 @@ def mussay_samples(epsilon, total_sensitivity, d: int, delta: float = 0.5, c: fl
     """
     eps = np.asarray(epsilon, dtype=np.float64)
     check_positive("epsilon", eps)
-    return np.maximum(ceil(_mussay_A(total_sensitivity, d, delta, c) / eps ** 2), 1.0)
+    return np.maximum(ceil(_mussay_A(total_sensitivity, d, delta, c) / eps**2), 1.0)
 
 
 def mussay_epsilon(m, total_sensitivity, d: int, delta: float = 0.5, c: float = 1.0):
@@ -230,9 +243,11 @@ def mussay_epsilon(m, total_sensitivity, d: int, delta: float = 0.5, c: float = 
     check_positive("m", m)
     return scalar(np.sqrt(_mussay_A(total_sensitivity, d, delta, c) / m))
 
+
 # --------------------------------------------------------------------------------------------
 # Main paper, Theorem 2.6 (ReLU ε-coreset)
 # --------------------------------------------------------------------------------------------
+
 
 def _coreset_A(mu, r, n, d, delta, c):
     check_prob("delta", delta)
@@ -246,7 +261,7 @@ def _coreset_A(mu, r, n, d, delta, c):
     with np.errstate(divide="ignore", invalid="ignore"):
         inner = mu * r * logn
         bracket = d * np.log(np.where(inner > 0, inner, 1.0)) + math.log(1.0 / delta)
-        A = c * mu * r ** 3.5 * logn * np.maximum(bracket, 0.0)
+        A = c * mu * r**3.5 * logn * np.maximum(bracket, 0.0)
     return np.where(np.isinf(mu), np.inf, A)
 
 
@@ -269,7 +284,7 @@ def coreset_samples(epsilon, mu, r: int, n: int, d: int, delta: float = 0.5, c: 
     eps = np.asarray(epsilon, dtype=np.float64)
     check_positive("epsilon", eps)
     A = _coreset_A(mu, r, n, d, delta, c)
-    return np.maximum(ceil(A / eps ** 2), 1.0)
+    return np.maximum(ceil(A / eps**2), 1.0)
 
 
 def coreset_epsilon(m, mu, r: int, n: int, d: int, delta: float = 0.5, c: float = 1.0):

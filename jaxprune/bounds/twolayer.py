@@ -1,8 +1,9 @@
 """The two-layer ReLU network ``f(x) = W2 φ(W1 x + b1) + b2`` of the α-scaling argument
 (bounds paper Lemma C.1): forward pass, the rescaling, and the total sensitivity under it."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,7 @@ def two_layer_forward(params, x):
     return out if b2 is None else out + b2
 
 
-def scale_two_layer(params, alpha: float, *, w2_power: float = 0.0,
-                    scale_output_bias: bool = True):
+def scale_two_layer(params, alpha: float, *, w2_power: float = 0.0, scale_output_bias: bool = True):
     """The rescaling of Lemma C.1: ``W1, b1 → α W1, α b1`` (the bias is embedded in ``W⁽¹⁾``),
     and ``W2 → α^w2_power W2``.
 
@@ -41,12 +41,22 @@ def scale_two_layer(params, alpha: float, *, w2_power: float = 0.0,
     check_positive("alpha", alpha)
     w1, b1, w2, b2 = params
     out_scale = alpha ** (1.0 + w2_power)
-    return (alpha * w1, None if b1 is None else alpha * b1, alpha ** w2_power * w2,
-            None if b2 is None else (out_scale * b2 if scale_output_bias else b2))
+    return (
+        alpha * w1,
+        None if b1 is None else alpha * b1,
+        alpha**w2_power * w2,
+        None if b2 is None else (out_scale * b2 if scale_output_bias else b2),
+    )
 
 
-def total_sensitivity(params, beta: float, alpha: float = 1.0, *, w2_power: float = 0.0,
-                      sensitivity_fn: Callable | None = None) -> float:
+def total_sensitivity(
+    params,
+    beta: float,
+    alpha: float = 1.0,
+    *,
+    w2_power: float = 0.0,
+    sensitivity_fn: Callable | None = None,
+) -> float:
     """Total sensitivity ``t = Σ_j s_j`` of the hidden layer of a 2-layer ReLU net after the
     α-rescaling of :func:`scale_two_layer` (Lemma C.1).
 

@@ -22,6 +22,7 @@ Steps, all on fixed shapes inside one jitted function:
 Lemma 2.5 then holds with ``1 + sqrt(R_in R_out) sqrt(r) ≤ 2 r^1.5`` (``R ≈ r``) for every
 ``X, v``.  Rank 0 (all masked points equal): ``S`` = the first masked point.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -30,32 +31,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry import cheap_jit
-from jaxprune.geometry import (DEFAULT_RTOL, caratheodory_core, ellipsoid_of, f64, frame_of,
-                               min_norm_point_core, mvee_frame, out_dtype, precision)
+from jaxprune.geometry import (
+    DEFAULT_RTOL,
+    caratheodory_core,
+    cheap_jit,
+    ellipsoid_of,
+    f64,
+    frame_of,
+    min_norm_point_core,
+    mvee_frame,
+    out_dtype,
+    precision,
+)
 
 
 class LinfConfig(NamedTuple):
     """Static knobs of Algorithm 1 (hashable; used as a jit static argument)."""
-    tol: float = 1e-3          # MVEE tolerance
-    max_iter: int = 5_000      # MVEE iterations cap
+
+    tol: float = 1e-3  # MVEE tolerance
+    max_iter: int = 5_000  # MVEE iterations cap
     rtol: float = DEFAULT_RTOL  # affine-rank threshold
-    n_candidates: int = 0      # K (0 → (d+1)(d+2)/2 + 2d + 16, capped at n)
-    fw_tol: float = 1e-10      # convex-combination residual target (whitened units)
-    fw_iter: int = 500         # Wolfe min-norm-point iterations cap
+    n_candidates: int = 0  # K (0 → (d+1)(d+2)/2 + 2d + 16, capped at n)
+    fw_tol: float = 1e-10  # convex-combination residual target (whitened units)
+    fw_iter: int = 500  # Wolfe min-norm-point iterations cap
 
 
 class LinfCoreset(NamedTuple):
     """Algorithm 1 output with diagnostics (original coordinates)."""
-    mask: jax.Array            # (n,) bool, the coreset S
-    rank: jax.Array            # () int, r = rank(P)
-    vertices: jax.Array        # (2d, d) vertices of the shrunk ellipsoid (first d: c+a, then c−a)
-    vertex_valid: jax.Array    # (2d,) bool, the 2r real ones
+
+    mask: jax.Array  # (n,) bool, the coreset S
+    rank: jax.Array  # () int, r = rank(P)
+    vertices: jax.Array  # (2d, d) vertices of the shrunk ellipsoid (first d: c+a, then c−a)
+    vertex_valid: jax.Array  # (2d,) bool, the 2r real ones
     vertex_weights: jax.Array  # (2d, n) Carathéodory weights of each vertex (≤ r+1 non-zeros)
-    residual: jax.Array        # (2d,) ‖Σ w p − vertex‖ (original units; includes the
+    residual: jax.Array  # (2d,) ‖Σ w p − vertex‖ (original units; includes the
     #                            distance of P to its rank-r affine hull, ~0 for exact rank)
-    r_in: jax.Array            # () radius used for the inner ellipsoid
-    r_out: jax.Array           # () radius that encloses all points
+    r_in: jax.Array  # () radius used for the inner ellipsoid
+    r_out: jax.Array  # () radius that encloses all points
 
 
 def _n_cand(n, d, cfg):
@@ -78,15 +90,15 @@ def _linf_core(points, mask, cfg: LinfConfig, fr=None):
     u_r = u_r / jnp.sum(u_r)
     c, S, _, r_out, r_in = ellipsoid_of(Y, mask, r, u_r)
     act = jnp.arange(d) < r
-    lam, V = jnp.linalg.eigh(S - jnp.diag(1.0 - act.astype(dt)))      # dead block → −1
+    lam, V = jnp.linalg.eigh(S - jnp.diag(1.0 - act.astype(dt)))  # dead block → −1
     axis_ok = lam > 0
     a = (V * jnp.sqrt(jnp.maximum(lam, 0.0) / jnp.maximum(r_in, 1e-30))[None, :]).T
-    verts = jnp.concatenate([c + a, c - a], axis=0)                    # (2d, d)
+    verts = jnp.concatenate([c + a, c - a], axis=0)  # (2d, d)
     vvalid = jnp.concatenate([axis_ok, axis_ok])
     Pc = Y[cand]
-    cmask = mask[cand] & (uc > 0)                 # E_in ⊆ Conv(supp u') — use only the support
+    cmask = mask[cand] & (uc > 0)  # E_in ⊆ Conv(supp u') — use only the support
     fw = jax.vmap(lambda t: min_norm_point_core(Pc, cmask, t, cfg.fw_tol, cfg.fw_iter))
-    wv, _, _ = fw(verts)                                               # (2d, K)
+    wv, _, _ = fw(verts)  # (2d, K)
     wv = jax.vmap(lambda w: caratheodory_core(Pc, w, cmask, r))(wv)
     wv = wv * vvalid[:, None]
     sel = jnp.any(wv > 0, axis=0)
@@ -115,8 +127,7 @@ def _check_points(points, name):
         raise ValueError(f"{name}: points contain NaN or inf")
 
 
-def linf_coreset_masked(points, mask, *, return_info: bool = False,
-                        cfg: LinfConfig = LinfConfig()):
+def linf_coreset_masked(points, mask, *, return_info: bool = False, cfg: LinfConfig = LinfConfig()):
     """Algorithm 1 on the masked points: mask (n,) of ``S`` (``⊆ mask``), or the
     :class:`LinfCoreset` record with ``return_info=True``.  No Python-side checks (jit/vmap
     friendly); float64 inside."""
@@ -125,14 +136,16 @@ def linf_coreset_masked(points, mask, *, return_info: bool = False,
         out = _linf_jit(f64(points, cdt), jnp.asarray(mask, bool), cfg)
         if not return_info:
             return out.mask
-        return out._replace(vertices=out.vertices.astype(dt),
-                            vertex_weights=out.vertex_weights.astype(dt),
-                            residual=out.residual.astype(dt),
-                            r_in=out.r_in.astype(dt), r_out=out.r_out.astype(dt))
+        return out._replace(
+            vertices=out.vertices.astype(dt),
+            vertex_weights=out.vertex_weights.astype(dt),
+            residual=out.residual.astype(dt),
+            r_in=out.r_in.astype(dt),
+            r_out=out.r_out.astype(dt),
+        )
 
 
-def linf_coreset(points, mask=None, *, return_info: bool = False,
-                 cfg: LinfConfig = LinfConfig()):
+def linf_coreset(points, mask=None, *, return_info: bool = False, cfg: LinfConfig = LinfConfig()):
     """ℓ∞-coreset ``S ⊆ P`` of Algorithm 1 as a boolean mask (n,).
 
     ``|S| ≤ 2r(r+1)`` and (Lemma 2.5) ``max_P ‖(q−v)X‖₁ / max_S ‖(q−v)X‖₁ ∈ [1, 2r^1.5]``

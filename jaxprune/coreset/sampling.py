@@ -7,6 +7,7 @@
 distinct points have been seen (``m`` = number of draws then).  ``top_k``: the ``k`` largest
 sensitivities, ties to the lower index, no reweighting.  All jitted, fixed shapes.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -15,15 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.geometry import f64, out_dtype, precision
-from jaxprune.geometry import cheap_jit
+from jaxprune.geometry import cheap_jit, f64, out_dtype, precision
 
 
 class Sample(NamedTuple):
-    counts: jax.Array      # (n,) int32 multiplicities
-    weights: jax.Array     # (n,) count_j · t / (m s_j), 0 where not drawn
-    num_draws: jax.Array   # () int32, m
-    ok: jax.Array          # () bool, False if the draw budget could not reach the target
+    counts: jax.Array  # (n,) int32 multiplicities
+    weights: jax.Array  # (n,) count_j · t / (m s_j), 0 where not drawn
+    num_draws: jax.Array  # () int32, m
+    ok: jax.Array  # () bool, False if the draw budget could not reach the target
 
 
 def _draw(key, s, m):
@@ -51,13 +51,13 @@ def _sample_jit(key, s, m):
 
 
 @cheap_jit(static_argnames=("max_draws",))
-def _until_jit(key, s, k, max_draws):          # k is traced: no recompiles per target width
+def _until_jit(key, s, k, max_draws):  # k is traced: no recompiles per target width
     n = s.shape[0]
     idx = _draw(key, s, max_draws)
     pos = jnp.arange(max_draws)
     first = jnp.full(n, max_draws, jnp.int32).at[idx].min(pos.astype(jnp.int32))
     is_first = first[idx] == pos
-    distinct = jnp.cumsum(is_first)                        # distinct after draws 0..j
+    distinct = jnp.cumsum(is_first)  # distinct after draws 0..j
     reach = distinct >= k
     ok = jnp.any(reach) & (jnp.sum(s > 0) >= k) & (k >= 1)
     m = jnp.where(ok, jnp.argmax(reach) + 1, max_draws).astype(jnp.int32)
@@ -109,16 +109,20 @@ def sample_until_distinct(key, sensitivities, k: int, max_draws: int | None = No
     if not isinstance(sensitivities, jax.core.Tracer):
         npos = int(np.sum(np.asarray(sensitivities) > 0))
         if not 1 <= k <= npos:
-            raise ValueError(f"sample_until_distinct: cannot draw k={k} distinct points: only "
-                             f"{npos} of {n} sensitivities are positive")
+            raise ValueError(
+                f"sample_until_distinct: cannot draw k={k} distinct points: only "
+                f"{npos} of {n} sensitivities are positive"
+            )
     max_draws = int(max_draws or max(64 * n, 4096))
     dt = out_dtype(sensitivities)
     with precision(sensitivities) as cdt:
         out = _until_jit(key, f64(sensitivities, cdt), jnp.asarray(k, jnp.int32), max_draws)
         out = out._replace(weights=out.weights.astype(dt))
     if not isinstance(out.ok, jax.core.Tracer) and not bool(out.ok):
-        raise ValueError(f"sample_until_distinct: {k} distinct points not reached within "
-                         f"max_draws={max_draws}; raise max_draws")
+        raise ValueError(
+            f"sample_until_distinct: {k} distinct points not reached within "
+            f"max_draws={max_draws}; raise max_draws"
+        )
     return out
 
 

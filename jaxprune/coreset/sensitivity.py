@@ -20,17 +20,15 @@ points).  Without this, e.g. a thousand dead all-zero neurons would take a thous
 and get arbitrary, index-dependent values.  Each round removes ≥ 1 point, so the loop ends
 after ≤ n rounds.  Points outside ``mask`` (padding) get sensitivity 0 and layer 0.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.coreset.linf import LinfConfig, _linf_core
-from jaxprune.geometry import f64, frame_of, out_dtype, precision
-from jaxprune.geometry import cheap_jit
-
+from jaxprune.geometry import cheap_jit, f64, frame_of, out_dtype, precision
 
 PEEL_CONFIG = LinfConfig(tol=2e-2)
 """Default Algorithm-1 knobs inside the peeling loop: MVEE tolerance 2e-2 (the vertices use the
@@ -54,7 +52,7 @@ def _peel_core(points, mask, cfg: LinfConfig):
 
     def value(r, i):
         re = jnp.maximum(r, 1).astype(dt)
-        return 2.0 * re ** 1.5 / i.astype(dt)
+        return 2.0 * re**1.5 / i.astype(dt)
 
     def cond(st):
         Q, _, _, i, fr = st
@@ -75,8 +73,13 @@ def _peel_core(points, mask, cfg: LinfConfig):
         Q = Q & ~S
         return Q, s, layer, i + 1, frame_of(points, Q, cfg.rtol)
 
-    st0 = (mask, jnp.zeros(n, dt), jnp.zeros(n, jnp.int32), jnp.asarray(1, jnp.int32),
-           frame_of(points, mask, cfg.rtol))
+    st0 = (
+        mask,
+        jnp.zeros(n, dt),
+        jnp.zeros(n, jnp.int32),
+        jnp.asarray(1, jnp.int32),
+        frame_of(points, mask, cfg.rtol),
+    )
     Q, s, layer, i, fr = jax.lax.while_loop(cond, body, st0)
     r = fr.rank
     s = jnp.where(Q, value(r, i), s)
@@ -93,21 +96,27 @@ def _run(points, mask, cfg):
     if not isinstance(points, jax.core.Tracer):
         p = np.asarray(points)
         if p.ndim != 2 or p.shape[0] == 0:
-            raise ValueError(f"sensitivities: points must be a non-empty (n, d) array, got {p.shape}")
-        if not np.all(np.isfinite(p if mask is None or isinstance(mask, jax.core.Tracer)
-                                  else p[np.asarray(mask, bool)])):
+            raise ValueError(
+                f"sensitivities: points must be a non-empty (n, d) array, got {p.shape}"
+            )
+        if not np.all(
+            np.isfinite(
+                p
+                if mask is None or isinstance(mask, jax.core.Tracer)
+                else p[np.asarray(mask, bool)]
+            )
+        ):
             raise ValueError("sensitivities: points contain NaN or inf")
     dt = out_dtype(points)
     with precision(points) as cdt:
         P = f64(points, cdt)
         m = jnp.ones(P.shape[0], bool) if mask is None else jnp.asarray(mask, bool)
-        P = jnp.where(m[:, None], P, 0.0)                 # padding may hold anything
+        P = jnp.where(m[:, None], P, 0.0)  # padding may hold anything
         s, layer, rounds = _peel_jit(P, m, cfg)
         return s.astype(dt), layer, rounds
 
 
-def sensitivities(points, mask=None, *, return_layers: bool = False,
-                  cfg: LinfConfig = PEEL_CONFIG):
+def sensitivities(points, mask=None, *, return_layers: bool = False, cfg: LinfConfig = PEEL_CONFIG):
     """Upper bounds ``s(p)`` of Algorithm 2 (lines 1–11): ``2 rank(Q)^1.5 / i`` by peel index.
 
     ``points`` (n, d) — typically already projected to k = 2..10 dims; ``mask`` (n,) marks

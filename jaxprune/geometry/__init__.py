@@ -9,23 +9,52 @@ Under an outer ``jax.jit`` the program is lowered after the local context has en
 there float64 needs the *caller* to run the jit inside ``with jax.enable_x64(True):``;
 otherwise the same code runs in float32 (with a one-time warning).
 """
+
 from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, cheap_jit
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision, x64
 from jaxprune.geometry.caratheodory import caratheodory, caratheodory_booster, caratheodory_core
 from jaxprune.geometry.hull import convex_combination, min_norm_point_core
 from jaxprune.geometry.mvee import MVEEResult, ellipsoid_of, mvee, mvee_frame, mvee_masked
-from jaxprune.geometry.subspace import (DEFAULT_RTOL, Frame, affine_rank, affine_subspace,
-                                        frame_of, jl_project, masked_frame, pca_project,
-                                        pca_project_many)
+from jaxprune.geometry.subspace import (
+    DEFAULT_RTOL,
+    Frame,
+    affine_rank,
+    affine_subspace,
+    frame_of,
+    jl_project,
+    masked_frame,
+    pca_project,
+    pca_project_many,
+)
 
-__all__ = ["MVEEResult", "mvee", "mvee_masked", "caratheodory", "caratheodory_booster",
-           "convex_combination", "affine_rank", "affine_subspace", "pca_project",
-           "pca_project_many", "jl_project",
-           "Frame", "masked_frame",
-           # jit-friendly cores the coreset layer composes (masked, fixed shapes)
-           "caratheodory_core", "min_norm_point_core", "ellipsoid_of", "mvee_frame", "frame_of",
-           "DEFAULT_RTOL",
-           # precision helpers: float64 inside, the caller's dtype outside
-           "x64", "f64", "out_dtype", "precision", "cast_floats",
-           # jit with cheap-to-compile XLA:CPU options, for one-off geometry programs
-           "cheap_jit", "CHEAP_CPU_OPTIONS"]
+__all__ = [
+    "MVEEResult",
+    "mvee",
+    "mvee_masked",
+    "caratheodory",
+    "caratheodory_booster",
+    "convex_combination",
+    "affine_rank",
+    "affine_subspace",
+    "pca_project",
+    "pca_project_many",
+    "jl_project",
+    "Frame",
+    "masked_frame",
+    # jit-friendly cores the coreset layer composes (masked, fixed shapes)
+    "caratheodory_core",
+    "min_norm_point_core",
+    "ellipsoid_of",
+    "mvee_frame",
+    "frame_of",
+    "DEFAULT_RTOL",
+    # precision helpers: float64 inside, the caller's dtype outside
+    "x64",
+    "f64",
+    "out_dtype",
+    "precision",
+    "cast_floats",
+    # jit with cheap-to-compile XLA:CPU options, for one-off geometry programs
+    "cheap_jit",
+    "CHEAP_CPU_OPTIONS",
+]

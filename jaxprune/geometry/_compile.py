@@ -11,14 +11,14 @@ run, is the cost.  Two XLA:CPU options cut that compile about fourfold (the peel
 
 Other backends compile with their defaults (these options are CPU compile-time knobs).
 """
+
 from __future__ import annotations
 
 import functools
 
 import jax
 
-CHEAP_CPU_OPTIONS = {"xla_backend_optimization_level": 0,
-                     "xla_cpu_use_fusion_emitters": False}
+CHEAP_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def on_cpu() -> bool:
@@ -39,8 +39,9 @@ def cheap_jit(fn=None, **jit_kwargs):
     def call(*args, **kwargs):
         # inside another transformation (an outer jit traces its arguments) this call is
         # inlined into the outer program, where compiler options are not allowed
-        traced = any(isinstance(x, jax.core.Tracer)
-                     for x in jax.tree_util.tree_leaves((args, kwargs)))
+        traced = any(
+            isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))
+        )
         return (cheap if on_cpu() and not traced else default)(*args, **kwargs)
 
     call.lower = cheap.lower

@@ -5,6 +5,7 @@ cast to float64; the result is cast back to the caller's floating dtype.  This w
 eagerly and when the entry point is itself traced by an outer ``jit``/``vmap`` (the x64
 context only changes the dtypes created inside it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 # DynamicJaxprTracer (the tracer of a value being staged into a jaxpr by jit) has no alias in
 # jax.core; jax.interpreters.partial_eval is the public module that exposes it.
 from jax.interpreters import partial_eval as pe
@@ -71,9 +73,12 @@ def precision(x):
     else:
         if not _WARNED:
             _WARNED.append(True)
-            warnings.warn("jaxprune.geometry/coreset traced under jit without x64: computing in "
-                          "float32 (less robust rank/MVEE numerics). Call the outer jit inside "
-                          "`with jax.enable_x64(True):` to keep float64.", stacklevel=3)
+            warnings.warn(
+                "jaxprune.geometry/coreset traced under jit without x64: computing in "
+                "float32 (less robust rank/MVEE numerics). Call the outer jit inside "
+                "`with jax.enable_x64(True):` to keep float64.",
+                stacklevel=3,
+            )
         yield jnp.float32
 
 
@@ -92,10 +97,12 @@ def is_concrete(x) -> bool:
 
 def cast_floats(tree, dtype):
     """Cast every floating leaf of ``tree`` to ``dtype``; other leaves are left alone."""
+
     def _c(a):
         if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating):
             return a.astype(dtype)
         return a
+
     return jax.tree_util.tree_map(_c, tree)
 
 

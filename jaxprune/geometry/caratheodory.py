@@ -16,6 +16,7 @@ whitened frame of :mod:`jaxprune.geometry.subspace`), the dead rows are replaced
 on the unused slots, so ``r + 2`` points suffice and the output support is ``≤ r + 1``.
 All loops are ``lax.while_loop`` over fixed shapes (masks); everything jits and vmaps.
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,13 +34,13 @@ def _null_step(P, w, r):
     sid = jnp.arange(slots)
     valid = sid < r + 2
     idx = jnp.nonzero(w > 0, size=slots, fill_value=0)[0]
-    L = jnp.concatenate([P[idx], jnp.ones((slots, 1), dt)], axis=1)       # (slots, d+1)
+    L = jnp.concatenate([P[idx], jnp.ones((slots, 1), dt)], axis=1)  # (slots, d+1)
     L = L * valid[:, None]
     # dead coordinate j (r ≤ j < d) ↦ unit entry on the unused slot j + 2
-    dead = (jnp.arange(d) >= r)
+    dead = jnp.arange(d) >= r
     unit = jnp.zeros((slots, d), dt).at[jnp.arange(d) + 2, jnp.arange(d)].set(1.0)
     L = L.at[:, :d].set(jnp.where(dead[None, :], unit, L[:, :d]))
-    q, _ = jnp.linalg.qr(L, mode="complete")                              # (slots, slots)
+    q, _ = jnp.linalg.qr(L, mode="complete")  # (slots, slots)
     v = q[:, -1] * valid
     v = jnp.where(jnp.max(v) >= -jnp.min(v), v, -v)
     ws = w[idx] * valid
@@ -47,7 +48,7 @@ def _null_step(P, w, r):
     ratio = jnp.where(pos, ws / jnp.where(pos, v, 1.0), jnp.inf)
     t = jnp.argmin(ratio)
     new = jnp.maximum(ws - ratio[t] * v, 0.0).at[t].set(0.0)
-    tgt = jnp.where(valid, idx, n)                                         # n = dropped
+    tgt = jnp.where(valid, idx, n)  # n = dropped
     return w.at[tgt].set(new, mode="drop")
 
 

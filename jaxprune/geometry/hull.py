@@ -13,8 +13,8 @@ convergence for targets in the hull; the FW gap ``g = (y−t)·(y−p_s) ≥ ‖
 test (``g ≤ tol²`` ⇒ residual ``≤ tol``).  Used for the ellipsoid vertices of Algorithm 1,
 line 8.  One ``lax.while_loop``, fixed shapes.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +93,7 @@ def min_norm_point_core(P, mask, t, tol, max_iter):
         xx = x @ x
         small = (xx - g[j] <= 0.5 * tol * tol) | (xx <= tol * tol)
         stall = jnp.any(on & (idx == j))
-        free = jnp.argmin(on)                                   # first free slot
+        free = jnp.argmin(on)  # first free slot
         idx_M = idx.at[free].set(j.astype(jnp.int32))
         on_M = on.at[free].set(True)
         lam_M = lam.at[free].set(0.0)
@@ -103,8 +103,13 @@ def min_norm_point_core(P, mask, t, tol, max_iter):
         G = Zc @ Zc.T
         onf = on.astype(dt)
         A = jnp.where(on[:, None] & on[None, :], G, jnp.diag(1.0 - onf))
-        A = jnp.concatenate([jnp.concatenate([A, onf[:, None]], 1),
-                             jnp.concatenate([onf, jnp.zeros(1, dt)])[None, :]], 0)
+        A = jnp.concatenate(
+            [
+                jnp.concatenate([A, onf[:, None]], 1),
+                jnp.concatenate([onf, jnp.zeros(1, dt)])[None, :],
+            ],
+            0,
+        )
         rhs = jnp.zeros(slots + 1, dt).at[slots].set(1.0)
         alpha = jnp.linalg.solve(A, rhs)[:slots] * onf
         neg = on & (alpha <= eps_pos)
@@ -122,11 +127,17 @@ def min_norm_point_core(P, mask, t, tol, max_iter):
         bad = ~jnp.all(jnp.isfinite(alpha))
         # ---- merge
         pick = lambda a, b: jnp.where(major, a, b)
-        return (pick(idx_M, idx), pick(on_M, on_m), pick(lam_M, lam_m), pick(x, x_m),
-                pick(False, major_m), pick(done_M, bad), it + 1)
+        return (
+            pick(idx_M, idx),
+            pick(on_M, on_m),
+            pick(lam_M, lam_m),
+            pick(x, x_m),
+            pick(False, major_m),
+            pick(done_M, bad),
+            it + 1,
+        )
 
-    s0 = (idx0, on0, lam0, Z[j0], jnp.asarray(True), jnp.asarray(False),
-          jnp.asarray(0, jnp.int32))
+    s0 = (idx0, on0, lam0, Z[j0], jnp.asarray(True), jnp.asarray(False), jnp.asarray(0, jnp.int32))
     idx, on, lam, x, _, _, it = jax.lax.while_loop(cond, body, s0)
     w = jnp.zeros(n, dt).at[jnp.where(on, idx, n)].add(lam, mode="drop")
     res = jnp.linalg.norm(w @ P - t)
@@ -142,8 +153,9 @@ def _fw_jit(P, mask, t, tol, max_iter, method="wolfe"):
     return w, res * scale, it
 
 
-def convex_combination(points, target, mask=None, tol: float = 1e-10, max_iter: int = 20_000,
-                       method: str = "wolfe"):
+def convex_combination(
+    points, target, mask=None, tol: float = 1e-10, max_iter: int = 20_000, method: str = "wolfe"
+):
     """Weights ``w`` on the simplex with ``Σ w_i p_i ≈ target`` (``method``: "wolfe" | "fw").
 
     Returns ``(weights (n,), residual ‖Σ w_i p_i − target‖, iterations)``; ``tol`` is relative

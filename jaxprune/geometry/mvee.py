@@ -39,6 +39,7 @@ to the measured radius), so containment of every point holds by construction, no
 assumption.  For any ``u`` also ``{(x−c)ᵀ S⁻¹ (x−c) ≤ 1/R_u} ⊆ Conv(supp u)`` with ``R_u``
 the max over ``supp u`` (support-function argument), which :mod:`jaxprune.coreset.linf` uses.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -69,6 +70,7 @@ class MVEEResult(NamedTuple):
     for a rank-deficient masked set ``shape`` is PSD of rank ``rank`` and ``E`` is the flat
     ellipsoid inside the affine hull.
     """
+
     center: jax.Array
     shape: jax.Array
     weights: jax.Array
@@ -98,7 +100,6 @@ def _argmax_rows(v):
     return jnp.minimum(i, n - 1)
 
 
-
 def _lifted_quad(yt, A, b, c0):
     """``yᵀ A y + 2 bᵀ y + c0`` for every column ``y`` of ``yt`` (k, n) → (n,), ``A`` symmetric.
 
@@ -117,7 +118,6 @@ def _lifted_quad(yt, A, b, c0):
             acc = acc + inner * yt[i]
         return acc
     return jnp.sum((A @ yt + 2.0 * b[:, None]) * yt, axis=0) + c0
-
 
 
 def _ky_init_t(yt, mask, r):
@@ -142,7 +142,7 @@ def _ky_init_t(yt, mask, r):
         for j in range(k):
             if j == 0:
                 pc = jnp.diag(act)
-                t = yt[0]             # b = e_0 (r ≥ 1; for r = 0 the picks are unused)
+                t = yt[0]  # b = e_0 (r ≥ 1; for r = 0 the picks are unused)
             else:
                 B = jnp.stack(deltas + [jnp.zeros(k, dt)] * (k - j), axis=1)
                 pc = jnp.diag(act) - B @ B.T
@@ -156,6 +156,7 @@ def _ky_init_t(yt, mask, r):
             picks += [ip, im]
         idx = jnp.stack(picks)
     else:
+
         def step(j, carry):
             B, idx = carry
             pc = jnp.diag(act) - B @ B.T
@@ -168,8 +169,7 @@ def _ky_init_t(yt, mask, r):
             idx = idx.at[2 * j].set(ip).at[2 * j + 1].set(im)
             return B, idx
 
-        _, idx = jax.lax.fori_loop(0, k, step, (jnp.zeros((k, k), dt),
-                                                jnp.zeros(2 * k, jnp.int32)))
+        _, idx = jax.lax.fori_loop(0, k, step, (jnp.zeros((k, k), dt), jnp.zeros(2 * k, jnp.int32)))
     slot = jnp.arange(2 * k)
     wts = jnp.where(slot < 2 * r, 1.0 / jnp.maximum(2 * r, 1).astype(dt), 0.0)
     idx = jnp.where(r == 0, jnp.where(slot == 0, _first(mask), 0), idx).astype(jnp.int32)
@@ -205,22 +205,22 @@ def _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter):
     Xinv = jnp.linalg.inv(X)
     Xinv = 0.5 * (Xinv + Xinv.T)
     M = _lifted_quad(yt, Xinv[:k, :k], Xinv[:k, k], Xinv[k, k])
-    M = jnp.where(mask, M, -jnp.inf)                                    # −inf stays −inf
+    M = jnp.where(mask, M, -jnp.inf)  # −inf stays −inf
     v = jnp.zeros(n, dt).at[idx0].add(w0)
-    cq = qs @ w0                                                        # Σ u q = (Σ u y, Σ u)
+    cq = qs @ w0  # Σ u q = (Σ u y, Σ u)
     lo = float(np.sqrt(np.finfo(dt).tiny))
 
-    def cond(s):                                  # sc leaving its safe range (never seen in
-        return ~s[-1] & (s[1] > lo) & (s[1] < 1.0 / lo)      # practice) pauses the loop
+    def cond(s):  # sc leaving its safe range (never seen in
+        return ~s[-1] & (s[1] > lo) & (s[1] < 1.0 / lo)  # practice) pauses the loop
 
     def body(s):
         v, sc, cq, Xinv, M, it, conv, _ = s
-        mx = jnp.max(M)                           # reads the carried M only
-        mn = jnp.min(jnp.where(v > 0, M, jnp.inf))                     # v = 0 off the mask
+        mx = jnp.max(M)  # reads the carried M only
+        mn = jnp.min(jnp.where(v > 0, M, jnp.inf))  # v = 0 off the mask
         ep = mx / D - 1.0
         em = 1.0 - mn / D
         conv = (ep <= tol) & (em <= tol)
-        stop = ~((ep > tol) | (em > tol)) | (it >= max_iter)   # NaN (bad input) also stops
+        stop = ~((ep > tol) | (em > tol)) | (it >= max_iter)  # NaN (bad input) also stops
         fw = ep >= em
         j = _first(jnp.where(fw, M == mx, (M == mn) & (v > 0)))
         kap = M[j]
@@ -229,9 +229,9 @@ def _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter):
         amin = -uj / jnp.maximum(1.0 - uj, 1e-30)
         drop = (~fw) & (alpha <= amin)
         alpha = jnp.where(fw, alpha, jnp.maximum(alpha, amin))
-        alpha = jnp.where(stop, 0.0, alpha)       # last pass only checks
+        alpha = jnp.where(stop, 0.0, alpha)  # last pass only checks
         uj_new = jnp.where(drop, 0.0, jnp.maximum((1.0 - alpha) * uj + alpha, 0.0))
-        sc = sc * (1.0 - alpha)                   # u = sc · v: O(1) per step, no pass
+        sc = sc * (1.0 - alpha)  # u = sc · v: O(1) per step, no pass
         v = v.at[j].set(jnp.where(stop, v[j], uj_new / sc))
         q = jnp.concatenate([yt[:, j], jnp.ones(1, dt)])
         cq = (1.0 - alpha) * cq + alpha * q
@@ -242,10 +242,18 @@ def _khachiyan_t(yt, mask, r, idx0, w0, tol, max_iter):
         M = (M - g * z * z) / (1.0 - alpha)
         return v, sc, cq, Xinv, M, it + (~stop).astype(jnp.int32), conv, stop
 
-    s0 = (v, jnp.ones((), dt), cq, Xinv, M, jnp.asarray(0, jnp.int32), jnp.asarray(False),
-          jnp.asarray(False))
+    s0 = (
+        v,
+        jnp.ones((), dt),
+        cq,
+        Xinv,
+        M,
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
+        jnp.asarray(False),
+    )
 
-    def fold(s):                                  # u = sc · v → v, sc = 1 (one pass)
+    def fold(s):  # u = sc · v → v, sc = 1 (one pass)
         s = jax.lax.while_loop(cond, body, s)
         return (s[0] * s[1], jnp.ones_like(s[1])) + s[2:]
 
@@ -317,8 +325,9 @@ def _mvee_pt(pt, mask, tol, max_iter, rtol, out):
     shape = fr.W @ (Sinv / radius) @ fr.W.T
     shape = 0.5 * (shape + shape.T)
     o = jnp.dtype(out)
-    return MVEEResult(center.astype(o), shape.astype(o), u.astype(o), conv, it, fr.rank,
-                      r_out.astype(o))
+    return MVEEResult(
+        center.astype(o), shape.astype(o), u.astype(o), conv, it, fr.rank, r_out.astype(o)
+    )
 
 
 _STATIC = ("tol", "max_iter", "rtol", "out")
@@ -346,8 +355,11 @@ def _call_core(points, mask, tol, max_iter, rtol):
     few µs; XLA's transpose of an (n, 3) array costs several times that); otherwise the
     transpose happens inside the jitted program.
     """
-    if (getattr(points, "dtype", None) == np.float64 and jax.config.jax_enable_x64
-            and isinstance(points, (np.ndarray, jax.Array))):
+    if (
+        getattr(points, "dtype", None) == np.float64
+        and jax.config.jax_enable_x64
+        and isinstance(points, (np.ndarray, jax.Array))
+    ):
         return _dispatch(points, (mask, float(tol), int(max_iter), float(rtol), "float64"))
     dt = out_dtype(points)
     args = (mask, float(tol), int(max_iter), float(rtol), _DTYPE_NAMES.get(dt, dt.name))
@@ -362,12 +374,14 @@ def _dispatch(points, args):
     return _mvee_masked_core(points, *args)
 
 
-_DTYPE_NAMES = {np.dtype(t): np.dtype(t).name for t in
-                (np.float16, np.float32, np.float64, jnp.bfloat16)}
+_DTYPE_NAMES = {
+    np.dtype(t): np.dtype(t).name for t in (np.float16, np.float32, np.float64, jnp.bfloat16)
+}
 
 
-def mvee_masked(points, mask, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
-                rtol: float = DEFAULT_RTOL) -> MVEEResult:
+def mvee_masked(
+    points, mask, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, rtol: float = DEFAULT_RTOL
+) -> MVEEResult:
     """MVEE of the masked points, no Python-side checks (jit/vmap friendly).
 
     Works for any affine rank ``r`` (0 … d) of the masked subset: the ellipsoid lives in the
@@ -393,8 +407,9 @@ def _check_full_rank(points, rtol):
     return p
 
 
-def mvee(points, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
-         rtol: float = DEFAULT_RTOL) -> MVEEResult:
+def mvee(
+    points, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER, rtol: float = DEFAULT_RTOL
+) -> MVEEResult:
     """Löwner ellipsoid ``E(G, c) ⊇ P`` of full-dimensional points (paper Thm 2.1).
 
     ``(1 − tol)``-approximate in the Todd–Yıldırım sense; ``shape = S⁻¹/R`` with the measured
@@ -422,12 +437,14 @@ def mvee(points, tol: float = 1e-3, max_iter: int = DEFAULT_MAX_ITER,
         raise ValueError(f"mvee: points must be 2-D (n, d), got shape {points.shape}")
     n, d = points.shape
     if n <= d:
-        _check_full_rank(points, rtol)          # raises (non-finite first, then n ≤ d)
+        _check_full_rank(points, rtol)  # raises (non-finite first, then n ≤ d)
     res = _call_core(points, None, tol, max_iter, rtol)
-    rank = int(np.asarray(res.rank))          # ~5× cheaper than int() on a jax.Array
+    rank = int(np.asarray(res.rank))  # ~5× cheaper than int() on a jax.Array
     if rank < d:
-        _check_full_rank(points, rtol)          # NaN/inf or all-equal: the specific message
-        raise ValueError(f"mvee: points lie in a lower-dimensional affine subspace "
-                         f"(affine rank {rank} < d={d}); use mvee_masked or project "
-                         "with jaxprune.geometry.affine_subspace first")
+        _check_full_rank(points, rtol)  # NaN/inf or all-equal: the specific message
+        raise ValueError(
+            f"mvee: points lie in a lower-dimensional affine subspace "
+            f"(affine rank {rank} < d={d}); use mvee_masked or project "
+            "with jaxprune.geometry.affine_subspace first"
+        )
     return res

@@ -4,6 +4,7 @@
 values of the centred matrix ``P − z`` (``z`` = mean) above ``rtol · s_max`` and above a
 float64 noise floor ``1e4·eps·max|p|·sqrt(n)`` (so exactly equal points have rank 0).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -25,14 +26,15 @@ class Frame(NamedTuple):
     exactly 0.  ``p = offset + y @ W_pinv`` maps back (exact on the affine hull).  ``basis``
     (d, d) holds orthonormal principal directions as columns (descending ``sv``).
     """
-    coords: jax.Array   # (n, d)
-    offset: jax.Array   # (d,)
-    W: jax.Array        # (d, d), zero columns beyond rank
-    W_pinv: jax.Array   # (d, d), zero rows beyond rank
-    basis: jax.Array    # (d, d)
-    sv: jax.Array       # (d,) singular values of the centred masked matrix, descending
-    rank: jax.Array     # () int32
-    count: jax.Array    # () number of masked points (float)
+
+    coords: jax.Array  # (n, d)
+    offset: jax.Array  # (d,)
+    W: jax.Array  # (d, d), zero columns beyond rank
+    W_pinv: jax.Array  # (d, d), zero rows beyond rank
+    basis: jax.Array  # (d, d)
+    sv: jax.Array  # (d,) singular values of the centred masked matrix, descending
+    rank: jax.Array  # () int32
+    count: jax.Array  # () number of masked points (float)
 
 
 def _sym_eig_desc(g):
@@ -45,6 +47,7 @@ def _sym_eig_desc(g):
 
 class FrameT(NamedTuple):
     """:class:`Frame` with the coordinates stored transposed, ``coords_t`` = ``coords.T`` (d, n)."""
+
     coords_t: jax.Array
     offset: jax.Array
     W: jax.Array
@@ -86,14 +89,14 @@ def _frame_pt(pt, mask, rtol):
     cnt = jnp.sum(mask.astype(dt))
     safe = jnp.maximum(cnt, 1.0)
     z = jnp.sum(jnp.where(mask, pt, 0.0), axis=1) / safe
-    at = jnp.where(mask, pt - z[:, None], 0.0)                      # points off the mask: 0
+    at = jnp.where(mask, pt - z[:, None], 0.0)  # points off the mask: 0
     lam1, V1 = _sym_eig_desc(_gram_t(at))
     sv = jnp.sqrt(jnp.maximum(lam1, 0.0))
     scale = jnp.max(jnp.where(mask, jnp.abs(pt), 0.0))
     floor = 1e4 * jnp.finfo(dt).eps * scale * jnp.sqrt(safe)
     active = (sv > rtol * sv[0]) & (sv > floor) & jnp.isfinite(scale)
     rank = jnp.sum(active).astype(jnp.int32)
-    act = (jnp.arange(d) < rank)
+    act = jnp.arange(d) < rank
     inv1 = jnp.where(act, jnp.sqrt(safe) / jnp.where(act, sv, 1.0), 0.0)
     W = V1 * inv1[None, :]
     W_pinv = V1.T * (jnp.where(act, sv, 0.0) / jnp.sqrt(safe))[:, None]
@@ -171,12 +174,12 @@ def _pca_core(points, k):
     kk = min(k, d, n)
     if n >= d:
         _, vecs = jnp.linalg.eigh(x.T @ x)
-        vt = vecs[:, ::-1].T[:kk]                                   # (kk, d)
+        vt = vecs[:, ::-1].T[:kk]  # (kk, d)
     else:
         vals, u = jnp.linalg.eigh(x @ x.T)
         vals, u = vals[::-1][:kk], u[:, ::-1][:, :kk]
         root = jnp.sqrt(jnp.maximum(vals, 0.0))
-        vt = ((x.T @ u) / jnp.where(root > 0, root, 1.0)).T        # (kk, d), rows unit or 0
+        vt = ((x.T @ u) / jnp.where(root > 0, root, 1.0)).T  # (kk, d), rows unit or 0
     # deterministic sign: largest-|.| loading of each component positive
     sgn = jnp.sign(vt[jnp.arange(kk), jnp.argmax(jnp.abs(vt), axis=1)])
     vt = vt * jnp.where(sgn == 0, 1.0, sgn)[:, None]

@@ -11,13 +11,32 @@ gives a configured method for ``jaxprune.prune(..., method=...)``::
 The implementation modules keep their functions: ``from jaxprune.methods.coreset import
 weighted_sensitivity``.
 """
-from jaxprune.methods._base import (KINDS, REQUIRED, SAMPLINGS, LayerInput, LayerView, Method,
-                                    Selection, WeightView, each_view, get, names, register,
-                                    split_keys)
-from jaxprune.methods import (coreset as _coreset, frank_wolfe as _frank_wolfe,
-                              magnitude as _magnitude, norms as _norms, pfp as _pfp,
-                              pvc as _pvc, random as _random, sipp as _sipp)
-from jaxprune.methods import flap as _flap, wanda_sp as _wanda_sp
+
+from jaxprune.methods import coreset as _coreset
+from jaxprune.methods import flap as _flap
+from jaxprune.methods import frank_wolfe as _frank_wolfe
+from jaxprune.methods import magnitude as _magnitude
+from jaxprune.methods import norms as _norms
+from jaxprune.methods import pfp as _pfp
+from jaxprune.methods import pvc as _pvc
+from jaxprune.methods import random as _random
+from jaxprune.methods import sipp as _sipp
+from jaxprune.methods import wanda_sp as _wanda_sp
+from jaxprune.methods._base import (
+    KINDS,
+    REQUIRED,
+    SAMPLINGS,
+    LayerInput,
+    LayerView,
+    Method,
+    Selection,
+    WeightView,
+    each_view,
+    get,
+    names,
+    register,
+    split_keys,
+)
 
 coreset = _coreset.Coreset
 frank_wolfe = _frank_wolfe.FrankWolfe
@@ -32,7 +51,30 @@ sipp = _sipp.SiPP
 flap = _flap.FLAP
 wanda_sp = _wanda_sp.WandaSP
 
-__all__ = ["KINDS", "REQUIRED", "SAMPLINGS", "LayerInput", "LayerView", "Method", "Selection",
-           "WeightView", "each_view", "get", "names", "register", "split_keys", "coreset",
-           "frank_wolfe", "frank_wolfe_momentum", "l1_norm", "l2_norm", "magnitude", "pfp",
-           "pvc", "random", "sipp", "flap", "wanda_sp"]
+__all__ = [
+    "KINDS",
+    "REQUIRED",
+    "SAMPLINGS",
+    "LayerInput",
+    "LayerView",
+    "Method",
+    "Selection",
+    "WeightView",
+    "each_view",
+    "get",
+    "names",
+    "register",
+    "split_keys",
+    "coreset",
+    "frank_wolfe",
+    "frank_wolfe_momentum",
+    "l1_norm",
+    "l2_norm",
+    "magnitude",
+    "pfp",
+    "pvc",
+    "random",
+    "sipp",
+    "flap",
+    "wanda_sp",
+]

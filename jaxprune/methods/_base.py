@@ -15,11 +15,13 @@ fields are its options, checked when it is built (``jaxprune.methods.coreset(pro
 ``prune(..., method="coreset", projection_dim=5)`` builds the same object from the name with
 :meth:`Method.configure` (an unknown option is a ``ValueError`` that lists the valid ones).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import numpy as np
@@ -42,6 +44,7 @@ class LayerView(NamedTuple):
     :class:`LayerInput` per consumer slot of the group (``slot`` is its input axis);
     ``producer_inputs``, one per producer slot (``slot`` is its output axis).
     """
+
     points: jax.Array
     outgoing: jax.Array
     is_bias: np.ndarray | None = None
@@ -57,6 +60,7 @@ class LayerInput(NamedTuple):
     the :class:`~jaxprune.structure.ArraySlot` of the group's channels in ``kernel``.
     ``module``: the unbound Flax module (a Conv's strides/padding/dilation) or ``None``.
     """
+
     inputs: np.ndarray
     kernel: np.ndarray
     slot: Any
@@ -71,6 +75,7 @@ class WeightView(NamedTuple):
     ``why``); ``conv``: the :class:`~jaxprune.structure.ConvSpec` of a conv. ``inputs``: the
     layer's input on ``data`` for data-informed methods, else ``None``.
     """
+
     name: str
     kernel: np.ndarray
     layer: str
@@ -81,10 +86,11 @@ class WeightView(NamedTuple):
 
 class Selection(NamedTuple):
     """The kept entries of one kernel (arrays of the kernel's shape)."""
-    keep: np.ndarray                  # bool: kept entries
-    scale: np.ndarray | None          # re-weights of the kept entries (None: 1)
-    scores: np.ndarray                # per-weight scores (sensitivities)
-    draws: int | None = None          # i.i.d. draws made (sampling methods), else None
+
+    keep: np.ndarray  # bool: kept entries
+    scale: np.ndarray | None  # re-weights of the kept entries (None: 1)
+    scores: np.ndarray  # per-weight scores (sensitivities)
+    draws: int | None = None  # i.i.d. draws made (sampling methods), else None
 
 
 REQUIRED = dataclasses.MISSING  # the default of an option that has none (Frank-Wolfe's train_ds)
@@ -117,6 +123,7 @@ class Method:
     >>> (m.name, m.kind, m.sampling)
     ('l1_norm', 'channels', 'deterministic')
     """
+
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "channels"
     sampling: ClassVar[str] = "deterministic"
@@ -137,24 +144,29 @@ class Method:
     @classmethod
     def options(cls) -> dict[str, Any]:
         """``{option: default}`` of every option (``REQUIRED`` when it has no default)."""
-        return {f.name: (f.default_factory() if f.default_factory is not REQUIRED
-                         else f.default)
-                for f in dataclasses.fields(cls) if f.init}
+        return {
+            f.name: (f.default_factory() if f.default_factory is not REQUIRED else f.default)
+            for f in dataclasses.fields(cls)
+            if f.init
+        }
 
     @classmethod
-    def configure(cls, options: Mapping[str, Any]) -> "Method":
+    def configure(cls, options: Mapping[str, Any]) -> Method:
         """``cls(**options)``, with an unknown or a missing required option reported in one
         line that lists the valid ones."""
         valid = cls.options()
         unknown = sorted(set(options) - set(valid))
         if unknown:
             listed = ", ".join(sorted(valid)) or "none"
-            raise ValueError(f"unknown option(s) {unknown} for method {cls.name!r}; its "
-                             f"options are: {listed}")
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {cls.name!r}; its options are: {listed}"
+            )
         missing = sorted(k for k, v in valid.items() if v is REQUIRED and k not in options)
         if missing:
-            raise ValueError(f"method {cls.name!r} needs the option(s) {missing} (e.g. "
-                             "train_ds=: the training set its prepare phase trains on)")
+            raise ValueError(
+                f"method {cls.name!r} needs the option(s) {missing} (e.g. "
+                "train_ds=: the training set its prepare phase trains on)"
+            )
         return cls(**options)
 
 
@@ -203,14 +215,16 @@ def register(method: type[Method]) -> type[Method]:
     """Add the method class ``method`` (a :class:`Method` dataclass subclass) to the
     registry under ``method.name`` (a later class of the same name replaces it); returns it,
     so it works as a class decorator."""
-    if not (isinstance(method, type) and issubclass(method, Method)
-            and dataclasses.is_dataclass(method)):
+    if not (
+        isinstance(method, type) and issubclass(method, Method) and dataclasses.is_dataclass(method)
+    ):
         raise ValueError(f"register takes a Method dataclass subclass, got {method!r}")
     if not isinstance(method.name, str) or not method.name:
         raise ValueError(f"{method.__name__}: set the class attribute name (a non-empty str)")
     if method.kind not in KINDS:
-        raise ValueError(f"method {method.name!r}: kind must be one of {KINDS}, got "
-                         f"{method.kind!r}")
+        raise ValueError(
+            f"method {method.name!r}: kind must be one of {KINDS}, got {method.kind!r}"
+        )
     if method.sampling not in SAMPLINGS:
         raise ValueError(f"method {method.name!r}: sampling must be one of {SAMPLINGS}")
     if method.select is not None and method.kind != "weights":
@@ -222,8 +236,9 @@ def register(method: type[Method]) -> type[Method]:
 def get(name: str) -> type[Method]:
     """The registered method class called ``name`` (call it with options to configure it)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {name!r}; available: "
-                         f"{', '.join(sorted(_REGISTRY))}")
+        raise ValueError(
+            f"unknown pruning method {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[name]
 
 

@@ -19,6 +19,7 @@ Per channel group (main paper §2.3–2.5):
    (ReLU and leaky ReLU 1, GELU ≈ 1.1289, sigmoid 1/4). A common scalar changes the total
    sensitivity ``t`` (and epsilon-first sample sizes) but not which channels are drawn.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,15 +31,16 @@ import numpy as np
 
 from jaxprune import coreset, geometry
 from jaxprune.geometry import CHEAP_CPU_OPTIONS, cheap_jit
-from jaxprune.methods._base import (LayerView, Method, check_positive_int, register,
-                                    split_keys)
+from jaxprune.methods._base import LayerView, Method, check_positive_int, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
 
 
 def activation_constant(activation: str) -> float:
     if activation not in ACTIVATION_CONSTANTS:
-        raise ValueError(f"unknown activation {activation!r}; supported: {sorted(ACTIVATION_CONSTANTS)}")
+        raise ValueError(
+            f"unknown activation {activation!r}; supported: {sorted(ACTIVATION_CONSTANTS)}"
+        )
     return ACTIVATION_CONSTANTS[activation]
 
 
@@ -96,9 +98,9 @@ def weighted_sensitivity(s, outgoing, kappa: float = 1.0) -> jax.Array:
     best = np.zeros(padded)
     with jax.enable_x64(True):
         for start in range(0, cols, WEIGHT_TILE):
-            part = outgoing[:, start:start + WEIGHT_TILE]
+            part = outgoing[:, start : start + WEIGHT_TILE]
             tile = np.zeros((padded, WEIGHT_TILE), np.float32)
-            tile[:rows, :part.shape[1]] = part
+            tile[:rows, : part.shape[1]] = part
             best = np.maximum(best, np.asarray(_weighted_tile(s_pad, tile)))
     return jax.device_put((kappa * best[:rows]).astype(np.float32))
 
@@ -109,8 +111,10 @@ def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 
 def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
     def one(pm):  # an empty (batch padding) set skips the geometry
-        return jax.lax.cond(jnp.any(pm[1]), coreset.sensitivities,
-                            lambda p, m: jnp.zeros(p.shape[0], p.dtype), *pm)
+        return jax.lax.cond(
+            jnp.any(pm[1]), coreset.sensitivities, lambda p, m: jnp.zeros(p.shape[0], p.dtype), *pm
+        )
+
     return jax.lax.map(one, (points, mask))
 
 
@@ -131,10 +135,12 @@ def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 PEEL_COMPILES = ("auto", "fast", "optimised")
 PEEL_BATCHES = ("auto", "map", "vmap")
 _KERNEL_JITS = {
-    (batch, compile_): jax.jit(fn, compiler_options=(
-        CHEAP_CPU_OPTIONS if compile_ == "fast" else None))
+    (batch, compile_): jax.jit(
+        fn, compiler_options=(CHEAP_CPU_OPTIONS if compile_ == "fast" else None)
+    )
     for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
-    for compile_ in ("fast", "optimised")}
+    for compile_ in ("fast", "optimised")
+}
 
 
 def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
@@ -154,8 +160,7 @@ def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
 _COMPILED: set = set()  # (kernel, shape) pairs compiled (or being compiled) in this process
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str,
-                           peel_batch: str):
+def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str, peel_batch: str):
     kernel = _kernel(peel_compile, peel_batch)
     _COMPILED.add((kernel, points.shape))
     return _KERNEL_JITS[kernel](points, mask)
@@ -174,8 +179,9 @@ def _compile_in_background(shape: tuple, peel_compile: str, peel_batch: str):
     def compile_():
         try:
             with jax.enable_x64(True):
-                jax.block_until_ready(_KERNEL_JITS[kernel](np.zeros(shape),
-                                                           np.zeros(shape[:2], bool)))
+                jax.block_until_ready(
+                    _KERNEL_JITS[kernel](np.zeros(shape), np.zeros(shape[:2], bool))
+                )
         except Exception:  # the real call compiles (and reports) for itself
             _COMPILED.discard((kernel, shape))
 
@@ -190,8 +196,11 @@ def _bucket(n: int, floor: int = 64) -> int:
 
 def _peel_shape(shapes) -> tuple[int, int, int]:
     """(batch, points, dims) of the padded array that holds point sets of these shapes."""
-    return (_bucket(len(shapes), floor=1), _bucket(max(n for n, _ in shapes)),
-            max(d for _, d in shapes))
+    return (
+        _bucket(len(shapes), floor=1),
+        _bucket(max(n for n, _ in shapes)),
+        max(d for _, d in shapes),
+    )
 
 
 def _expected_peel_shape(views, projection, projection_dim):
@@ -201,15 +210,15 @@ def _expected_peel_shape(views, projection, projection_dim):
     shapes = []
     for v in views:
         n, width = v.points.shape
-        d = projection_dim if projection not in (None, "none") and width > projection_dim \
-            else width
+        d = projection_dim if projection not in (None, "none") and width > projection_dim else width
         if d <= MAX_GEOMETRY_DIM and n >= 2 * max(min(d, n - 1), 1) ** 2:
             shapes.append((n, d))
     return _peel_shape(shapes) if shapes else None
 
 
-def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto",
-                       peel_batch: str = "auto") -> list[jax.Array]:
+def peel_sensitivities(
+    projected: list[jax.Array], peel_compile: str = "auto", peel_batch: str = "auto"
+) -> list[jax.Array]:
     """Algorithm 2 sensitivities of several point sets in ONE jitted call.
 
     Compilation, not the peeling itself, dominates on small networks, so every set is padded
@@ -228,8 +237,9 @@ def peel_sensitivities(projected: list[jax.Array], peel_compile: str = "auto",
         mask[b, : p.shape[0]] = True
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
         values = np.asarray(_batched_sensitivities(pts, mask, peel_compile, peel_batch))
-    return [jax.device_put(values[b, : p.shape[0]].astype(np.float32))
-            for b, p in enumerate(projected)]
+    return [
+        jax.device_put(values[b, : p.shape[0]].astype(np.float32)) for b, p in enumerate(projected)
+    ]
 
 
 MAX_GEOMETRY_DIM = 64  # the peeling geometry holds d×d matrices per point set; beyond this, project
@@ -250,9 +260,15 @@ def _no_peel_sensitivity(points: np.ndarray) -> np.ndarray | None:
     return np.full(n, 2.0 * max(rank, 1) ** 1.5)
 
 
-def score(key: jax.Array, views: list[LayerView], projection: str = "pca",
-          projection_dim: int = 10, activation: str = "relu", peel_compile: str = "auto",
-          peel_batch: str = "auto") -> list[jax.Array]:
+def score(
+    key: jax.Array,
+    views: list[LayerView],
+    projection: str = "pca",
+    projection_dim: int = 10,
+    activation: str = "relu",
+    peel_compile: str = "auto",
+    peel_batch: str = "auto",
+) -> list[jax.Array]:
     """σ for every group at once.
 
     A first prune is compile-bound, so the programs are few and shared: one PCA program for
@@ -267,17 +283,20 @@ def score(key: jax.Array, views: list[LayerView], projection: str = "pca",
     if projection == "jl":
         keys = split_keys(key, len(views))
     with jax.enable_x64(True):  # the geometry (rank, MVEE, Carathéodory) runs in float64
-        projected = project_all(keys, [np.asarray(v.points, np.float64) for v in views],
-                                projection, projection_dim)
+        projected = project_all(
+            keys, [np.asarray(v.points, np.float64) for v in views], projection, projection_dim
+        )
     if compiling:
         compiling.join()
     direct = [_no_peel_sensitivity(p) for p in projected]
     peel = [n for n, d in enumerate(direct) if d is None]
     for n in peel:
         if projected[n].shape[1] > MAX_GEOMETRY_DIM:
-            raise ValueError(f"coreset: {projected[n].shape[1]}-dimensional points can be peeled "
-                             f"only up to {MAX_GEOMETRY_DIM} dims; use projection='pca' or 'jl' "
-                             "with a small projection_dim (2-10)")
+            raise ValueError(
+                f"coreset: {projected[n].shape[1]}-dimensional points can be peeled "
+                f"only up to {MAX_GEOMETRY_DIM} dims; use projection='pca' or 'jl' "
+                "with a small projection_dim (2-10)"
+            )
     peeled = peel_sensitivities([projected[n] for n in peel], peel_compile, peel_batch)
     s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
     for n, s in zip(peel, peeled):
@@ -303,6 +322,7 @@ class Coreset(Method):
     >>> Coreset(projection_dim=5).projection_dim
     5
     """
+
     projection: str = "pca"
     projection_dim: int = 10
     activation: str = "relu"
@@ -319,10 +339,16 @@ class Coreset(Method):
         _kernel(self.peel_compile, self.peel_batch)
 
     def score(self, key, views) -> list:
-        return score(key, views, self.projection, self.projection_dim, self.activation,
-                     self.peel_compile, self.peel_batch)
+        return score(
+            key,
+            views,
+            self.projection,
+            self.projection_dim,
+            self.activation,
+            self.peel_compile,
+            self.peel_batch,
+        )
 
     def info(self, views) -> dict:
         """``{"peel_kernel": ["batch/compile" per group]}``: the peeling kernel of this call."""
-        return {"peel_kernel": ["/".join(_kernel(self.peel_compile, self.peel_batch))]
-                * len(views)}
+        return {"peel_kernel": ["/".join(_kernel(self.peel_compile, self.peel_batch))] * len(views)}

@@ -36,6 +36,7 @@ Example::
     >>> sorted(res.report["bias_compensation"]["compensated"])
     ['layers_2']
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,9 @@ from jaxprune.methods.wanda_sp import check_batch_size, group_scores
 def consumer_scores(reader, size: int) -> jax.Array:
     """``Σ_{f owned by j} Var(X_f) ‖W[f, :]‖₂²`` (size,) of one consumer
     (:class:`~jaxprune.methods.LayerInput`)."""
-    return calibration.consumer_channel_sum(calibration.statistics_of(reader), reader.kernel,
-                                            reader.slot, size, "variance", 2)
+    return calibration.consumer_channel_sum(
+        calibration.statistics_of(reader), reader.kernel, reader.slot, size, "variance", 2
+    )
 
 
 def score(key: jax.Array, view: LayerView) -> jax.Array:
@@ -70,18 +72,22 @@ class FLAP(Method):
     >>> FLAP(bias_compensation=False).bias_compensation
     False
     """
+
     bias_compensation: bool = True
     batch_size: int = 32
     name = "flap"
     needs_data = True
     statistics = True
-    description = ("FLAP (An et al. 2024): input variance × squared consumer weight norm, "
-                   "with bias compensation")
+    description = (
+        "FLAP (An et al. 2024): input variance × squared consumer weight norm, "
+        "with bias compensation"
+    )
 
     def __post_init__(self):
         if not isinstance(self.bias_compensation, bool):
-            raise ValueError(f"flap: bias_compensation must be a bool, got "
-                             f"{self.bias_compensation!r}")
+            raise ValueError(
+                f"flap: bias_compensation must be a bool, got {self.bias_compensation!r}"
+            )
         check_batch_size(self.name, self.batch_size)
 
     def score(self, key, views) -> list:

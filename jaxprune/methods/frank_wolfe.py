@@ -12,6 +12,7 @@ their kernel entries in the iterate (``score_by="iterate"``) or in the momentum 
 The defaults (constant γ = 0.03, no rescaling, one epoch) were tuned on LeNet-5 / MNIST:
 ``rescale="gradient"`` with η = 1 made plain SFW collapse to a dead network.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,24 +27,52 @@ from jaxprune._tree import get_path, params_of, to_host
 from jaxprune.methods._base import Method, each_view, register
 from jaxprune.methods.norms import l2_score
 
-__all__ = ["fw_phase", "FWPruneResult", "mask_and_finetune", "fw_prune", "channel_scores",
-           "structured_keep", "structured_shrink", "structured_prune", "prepare", "FrankWolfe",
-           "FrankWolfeMomentum"]
+__all__ = [
+    "fw_phase",
+    "FWPruneResult",
+    "mask_and_finetune",
+    "fw_prune",
+    "channel_scores",
+    "structured_keep",
+    "structured_shrink",
+    "structured_prune",
+    "prepare",
+    "FrankWolfe",
+    "FrankWolfeMomentum",
+]
 
 
-def fw_phase(model, variables, train_ds, *, constraint=None, sparsity: float = 0.9,
-             scope: str = "layer", momentum: float | None = None, epochs: int = 1,
-             batch_size: int = 128, step_size: float | optax.Schedule = 0.03,
-             rescale: str = "none", free_learning_rate: float = 0.0, seed: int = 0):
+def fw_phase(
+    model,
+    variables,
+    train_ds,
+    *,
+    constraint=None,
+    sparsity: float = 0.9,
+    scope: str = "layer",
+    momentum: float | None = None,
+    epochs: int = 1,
+    batch_size: int = 128,
+    step_size: float | optax.Schedule = 0.03,
+    rescale: str = "none",
+    free_learning_rate: float = 0.0,
+    seed: int = 0,
+):
     """The SFW(+momentum) phase alone: ``(iterate variables, SFWState, history)``, trained by
     ``train.fit`` (cross-entropy, data order ``(seed, epoch)``, one device). The state's
     ``momentum`` is the last LMO direction buffer (zeros for plain SFW)."""
     constraint = constraint or optim.KSparsePolytope(sparsity=sparsity, scope=scope)
-    tx = optim.stochastic_frank_wolfe(constraint, step_size, rescale=rescale, momentum=momentum,
-                                      free_learning_rate=free_learning_rate)
+    tx = optim.stochastic_frank_wolfe(
+        constraint,
+        step_size,
+        rescale=rescale,
+        momentum=momentum,
+        free_learning_rate=free_learning_rate,
+    )
     config = train.TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, log_every=0)
-    res = train.fit(model, train_ds, config, variables=variables, optimizer=tx, devices=1,
-                    progress=False)
+    res = train.fit(
+        model, train_ds, config, variables=variables, optimizer=tx, devices=1, progress=False
+    )
     return to_host(res.variables), to_host(res.state["opt_state"]), res.history
 
 
@@ -52,6 +81,7 @@ class FWPruneResult:
     """``variables``: masked (and fine-tuned) variables; ``mask``: 0/1 like params;
     ``fw_variables``: the FW iterate before the hard mask; ``momentum``: the last LMO direction
     buffer (momentum ``m``; zeros for plain SFW); ``report``: sparsities, radii, histories."""
+
     variables: dict
     mask: Any
     fw_variables: dict
@@ -61,14 +91,23 @@ class FWPruneResult:
 
 def _mass_removed(params, mask) -> float:
     """Share of the kernels' ℓ1 mass the mask throws away (small: the iterate is sparse)."""
-    removed = sum(np.abs(np.asarray(p) * (1 - m)).sum()
-                  for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)))
+    removed = sum(
+        np.abs(np.asarray(p) * (1 - m)).sum()
+        for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask))
+    )
     total = sum(np.abs(np.asarray(p)).sum() for p in jax.tree.leaves(params) if np.ndim(p) > 1)
     return float(removed / max(total, 1e-30))
 
 
-def mask_and_finetune(model, variables, mask, train_ds, *, finetune=None, eval_ds=None,
-                      ) -> tuple[dict, dict]:
+def mask_and_finetune(
+    model,
+    variables,
+    mask,
+    train_ds,
+    *,
+    finetune=None,
+    eval_ds=None,
+) -> tuple[dict, dict]:
     """Zero the masked weights, evaluate on ``eval_ds`` (``'eval_after_mask'``), fine-tune
     under the mask with ``finetune`` (a ``TrainConfig``; ``'finetune_history'``) and measure the
     kernel sparsity: ``(host variables, report)``."""
@@ -77,40 +116,77 @@ def mask_and_finetune(model, variables, mask, train_ds, *, finetune=None, eval_d
     if eval_ds is not None:
         report["eval_after_mask"] = train.evaluate(model, pruned, eval_ds)
     if finetune is not None and finetune.epochs > 0:
-        res = train.fit(model, train_ds, finetune, variables=pruned, mask=mask, progress=False,
-                        devices=1)
+        res = train.fit(
+            model, train_ds, finetune, variables=pruned, mask=mask, progress=False, devices=1
+        )
         pruned = to_host(res.variables)
         report["finetune_history"] = res.history
     report["kernel_sparsity"] = optim.kernel_sparsity(pruned["params"])
     return pruned, report
 
 
-def fw_prune(model, variables, train_ds, *, sparsity: float = 0.9, scope: str = "layer",
-             constraint=None, momentum: float | None = None, epochs: int = 1,
-             batch_size: int = 128, step_size: float | optax.Schedule = 0.03,
-             rescale: str = "none", free_learning_rate: float = 0.0, seed: int = 0,
-             finetune: train.TrainConfig | None = None, eval_ds=None) -> FWPruneResult:
+def fw_prune(
+    model,
+    variables,
+    train_ds,
+    *,
+    sparsity: float = 0.9,
+    scope: str = "layer",
+    constraint=None,
+    momentum: float | None = None,
+    epochs: int = 1,
+    batch_size: int = 128,
+    step_size: float | optax.Schedule = 0.03,
+    rescale: str = "none",
+    free_learning_rate: float = 0.0,
+    seed: int = 0,
+    finetune: train.TrainConfig | None = None,
+    eval_ds=None,
+) -> FWPruneResult:
     """SFW(+momentum) over ``KSparsePolytope(sparsity, scope)`` for ``epochs`` epochs, then the
     hard magnitude top-K mask of the iterate (same K per block as the polytope), then an
     optional masked fine-tune with ``finetune`` (:func:`mask_and_finetune`). The sparsity is
     unstructured (kernel entries)."""
     constraint = constraint or optim.KSparsePolytope(sparsity=sparsity, scope=scope)
-    fw_vars, opt_state, hist = fw_phase(model, variables, train_ds, constraint=constraint,
-                                        momentum=momentum, epochs=epochs, batch_size=batch_size,
-                                        step_size=step_size, rescale=rescale,
-                                        free_learning_rate=free_learning_rate, seed=seed)
+    fw_vars, opt_state, hist = fw_phase(
+        model,
+        variables,
+        train_ds,
+        constraint=constraint,
+        momentum=momentum,
+        epochs=epochs,
+        batch_size=batch_size,
+        step_size=step_size,
+        rescale=rescale,
+        free_learning_rate=free_learning_rate,
+        seed=seed,
+    )
     mask = optim.magnitude_mask(fw_vars["params"], sparsity, getattr(constraint, "scope", scope))
-    pruned, after = mask_and_finetune(model, fw_vars, mask, train_ds, finetune=finetune,
-                                      eval_ds=eval_ds)
-    report = {"sparsity_target": sparsity, "scope": scope, "momentum": momentum,
-              "rescale": rescale, "fw_epochs": epochs,
-              "radii": [float(r) for r in opt_state.radii], "fw_history": hist,
-              "mass_removed": _mass_removed(fw_vars["params"], mask), **after}
-    return FWPruneResult(variables=pruned, mask=mask, fw_variables=fw_vars,
-                         momentum=opt_state.momentum, report=report)
+    pruned, after = mask_and_finetune(
+        model, fw_vars, mask, train_ds, finetune=finetune, eval_ds=eval_ds
+    )
+    report = {
+        "sparsity_target": sparsity,
+        "scope": scope,
+        "momentum": momentum,
+        "rescale": rescale,
+        "fw_epochs": epochs,
+        "radii": [float(r) for r in opt_state.radii],
+        "fw_history": hist,
+        "mass_removed": _mass_removed(fw_vars["params"], mask),
+        **after,
+    }
+    return FWPruneResult(
+        variables=pruned,
+        mask=mask,
+        fw_variables=fw_vars,
+        momentum=opt_state.momentum,
+        report=report,
+    )
 
 
 # ----------------------------------------------------------------------------- structured
+
 
 def channel_scores(tree, groups, norm: int = 2) -> dict:
     """Per prunable group, the ``ℓ_norm`` of each channel's producer-kernel entries of ``tree``
@@ -120,15 +196,26 @@ def channel_scores(tree, groups, norm: int = 2) -> dict:
     for g in groups:
         if not g.prunable:
             continue
-        rows = [surgery.channels_first(get_path(params, slot.path), slot, g.size)
-                .astype(np.float64) for slot in g.producers]
+        rows = [
+            surgery.channels_first(get_path(params, slot.path), slot, g.size).astype(np.float64)
+            for slot in g.producers
+        ]
         w = np.concatenate(rows, axis=1)
         out[g.name] = np.abs(w).sum(1) if norm == 1 else np.sqrt((w * w).sum(1))
     return out
 
 
-def structured_keep(model, variables, keep_fraction: float, *, input_shape,
-                    score_tree=None, norm: int = 2, min_width: int = 1, struct=None):
+def structured_keep(
+    model,
+    variables,
+    keep_fraction: float,
+    *,
+    input_shape,
+    score_tree=None,
+    norm: int = 2,
+    min_width: int = 1,
+    struct=None,
+):
     """In every prunable, non-residual channel group keep the ``max(min_width,
     round(keep_fraction·C))`` channels of largest group norm of ``score_tree`` (default: the
     iterate ``variables['params']``; pass the FW momentum buffer to score by the momentum
@@ -140,8 +227,9 @@ def structured_keep(model, variables, keep_fraction: float, *, input_shape,
     if struct is None:
         struct = structure.from_model(model, variables, input_shape)
     groups = selection.prunable_groups(struct)
-    scores = channel_scores(params_of(variables) if score_tree is None else score_tree,
-                            groups, norm)
+    scores = channel_scores(
+        params_of(variables) if score_tree is None else score_tree, groups, norm
+    )
     keep = {}
     for g in groups:
         k = min(g.size, max(int(min_width), int(round(float(keep_fraction) * g.size))))
@@ -153,11 +241,13 @@ def structured_shrink(model, variables, keep_fraction: float, *, input_shape, **
     """:func:`structured_keep` then ``surgery.shrink``: ``(smaller model, its variables)``.
     ``model`` must have ``widths`` and ``prunable_layers()`` (the ``jaxprune.models``
     networks); ``options`` go to :func:`structured_keep`."""
-    struct, keep = structured_keep(model, variables, keep_fraction, input_shape=input_shape,
-                                   **options)
+    struct, keep = structured_keep(
+        model, variables, keep_fraction, input_shape=input_shape, **options
+    )
     small_vars = to_host(surgery.shrink(variables, struct.groups, keep))
-    widths = tuple(len(keep[n]) if n in keep else w
-                   for n, w in zip(model.prunable_layers(), model.widths))
+    widths = tuple(
+        len(keep[n]) if n in keep else w for n, w in zip(model.prunable_layers(), model.widths)
+    )
     return model.clone(widths=widths), small_vars
 
 
@@ -165,26 +255,36 @@ def _kernel_entries(variables) -> int:
     return sum(np.size(x) for x in jax.tree.leaves(params_of(variables)) if optim.is_kernel(x))
 
 
-def structured_prune(model, variables, keep_fraction: float, train_ds, *, input_shape,
-                     finetune: train.TrainConfig | None = None, eval_ds=None, **options):
+def structured_prune(
+    model,
+    variables,
+    keep_fraction: float,
+    train_ds,
+    *,
+    input_shape,
+    finetune: train.TrainConfig | None = None,
+    eval_ds=None,
+    **options,
+):
     """The structured Frank-Wolfe variant end to end: :func:`structured_shrink` of (typically)
     the FW iterate, evaluation on ``eval_ds`` (``'eval_after_shrink'``), an optional dense
     fine-tune of the smaller model with ``finetune`` (``'finetune_history'``). Returns
     ``(small model, its host variables, report)``; the report's ``kernel_sparsity`` /
     ``model_sparsity`` are the fractions of kernel entries / of all parameters removed."""
-    small, small_vars = structured_shrink(model, variables, keep_fraction,
-                                          input_shape=input_shape, **options)
+    small, small_vars = structured_shrink(
+        model, variables, keep_fraction, input_shape=input_shape, **options
+    )
     report = {"widths": list(small.widths)}
     if eval_ds is not None:
         report["eval_after_shrink"] = train.evaluate(small, small_vars, eval_ds)
     if finetune is not None and finetune.epochs > 0:
-        res = train.fit(small, train_ds, finetune, variables=small_vars, progress=False,
-                        devices=1)
+        res = train.fit(small, train_ds, finetune, variables=small_vars, progress=False, devices=1)
         small_vars = to_host(res.variables)
         report["finetune_history"] = res.history
     report["kernel_sparsity"] = 1.0 - _kernel_entries(small_vars) / _kernel_entries(variables)
     report["model_sparsity"] = 1.0 - metrics.param_count(small_vars) / metrics.param_count(
-        variables)
+        variables
+    )
     return small, small_vars, report
 
 
@@ -193,19 +293,41 @@ def structured_prune(model, variables, keep_fraction: float, train_ds, *, input_
 SCORE_BY = ("iterate", "momentum")
 
 
-def prepare(model, variables, train_ds, *, momentum: float | None = None,
-            score_by: str = "iterate", sparsity: float = 0.9, scope: str = "layer",
-            epochs: int = 1, batch_size: int = 128, step_size: float = 0.03,
-            rescale: str = "none", free_learning_rate: float = 0.0, seed: int = 0):
+def prepare(
+    model,
+    variables,
+    train_ds,
+    *,
+    momentum: float | None = None,
+    score_by: str = "iterate",
+    sparsity: float = 0.9,
+    scope: str = "layer",
+    epochs: int = 1,
+    batch_size: int = 128,
+    step_size: float = 0.03,
+    rescale: str = "none",
+    free_learning_rate: float = 0.0,
+    seed: int = 0,
+):
     """The training phase of the Frank-Wolfe methods: run :func:`fw_phase` on ``train_ds``
     and return ``(variables to shrink = the FW iterate, variables to score = the iterate, or
     the momentum buffer with ``score_by="momentum"``)``."""
     if score_by not in SCORE_BY:
         raise ValueError(f"score_by must be 'iterate' or 'momentum', got {score_by!r}")
-    it, state, _ = fw_phase(model, variables, train_ds, momentum=momentum, sparsity=sparsity,
-                            scope=scope, epochs=epochs, batch_size=batch_size,
-                            step_size=step_size, rescale=rescale,
-                            free_learning_rate=free_learning_rate, seed=seed)
+    it, state, _ = fw_phase(
+        model,
+        variables,
+        train_ds,
+        momentum=momentum,
+        sparsity=sparsity,
+        scope=scope,
+        epochs=epochs,
+        batch_size=batch_size,
+        step_size=step_size,
+        rescale=rescale,
+        free_learning_rate=free_learning_rate,
+        seed=seed,
+    )
     if score_by == "iterate":
         return it, it
     return it, dict(it, params=state.momentum)
@@ -222,6 +344,7 @@ class FrankWolfe(Method):
     >>> FrankWolfe(train_ds=None, epochs=2).epochs
     2
     """
+
     train_ds: Any = dataclasses.field(repr=False, compare=False)
     momentum: float | None = None
     score_by: str = "iterate"
@@ -234,8 +357,10 @@ class FrankWolfe(Method):
     free_learning_rate: float = 0.0
     seed: int = 0
     name = "frank_wolfe"
-    description = ("stochastic Frank-Wolfe over the K-sparse polytope, then top-k "
-                   "filters/neurons by the kernel ℓ2 norm")
+    description = (
+        "stochastic Frank-Wolfe over the K-sparse polytope, then top-k "
+        "filters/neurons by the kernel ℓ2 norm"
+    )
 
     def __post_init__(self):
         if self.score_by not in SCORE_BY:
@@ -253,5 +378,6 @@ class FrankWolfe(Method):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FrankWolfeMomentum(FrankWolfe):
     """:class:`FrankWolfe` with momentum ρ = 0.9 by default."""
+
     momentum: float | None = 0.9
     name = "frank_wolfe_momentum"

@@ -17,6 +17,7 @@ Exact counts: ties in ``|w|`` are broken towards the lower index (row-major with
 kernels in call order for ``"global"``), so exactly the budgeted number of entries is kept.
 Deterministic: ``key`` is unused and only ``sampling="deterministic"`` exists.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,15 +39,17 @@ def score(key, views) -> list[np.ndarray]:
 def select(scores, keep, sampling, scope: str = "layer") -> list[Selection]:
     """Keep the largest ``|w|`` per layer (``scope="layer"``) or over all layers (``"global"``)."""
     if sampling != "deterministic":
-        raise ValueError(f"magnitude: only sampling='deterministic' (keep the largest |w|) is "
-                         f"defined, got {sampling!r}")
+        raise ValueError(
+            f"magnitude: only sampling='deterministic' (keep the largest |w|) is "
+            f"defined, got {sampling!r}"
+        )
     if scope == "layer":
         return [Selection(top_k_mask(s, k), None, s) for s, k in zip(scores, keep)]
     flat = np.concatenate([s.reshape(-1) for s in scores])
     kept = top_k_mask(flat, int(sum(keep)))
     out, start = [], 0
     for s in scores:
-        out.append(Selection(kept[start:start + s.size].reshape(s.shape), None, s))
+        out.append(Selection(kept[start : start + s.size].reshape(s.shape), None, s))
         start += s.size
     return out
 
@@ -60,6 +63,7 @@ class Magnitude(Method):
     >>> Magnitude(scope="global").scope
     'global'
     """
+
     scope: str = "layer"
     name = "magnitude"
     kind = "weights"

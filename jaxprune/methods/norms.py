@@ -14,13 +14,15 @@ The bias. Li et al. and He et al. score the kernel only, so the bias is excluded
 columns (``view.is_bias``, built by :func:`jaxprune.views.layer_view`): the kernel columns
 are ``~is_bias``. A bias-free producer (the ResNets' convs, ``use_bias=False``) has no bias
 column, so every kernel entry is counted; a group with several producers (a
-residual add, with ``prune_residual=True``; attention heads) has one kernel block per producer, each followed by that producer's
-bias column if it has one, and all of those bias columns are excluded. A view built by hand
+residual add, with ``prune_residual=True``; attention heads) has one kernel block per
+producer, each followed by that producer's bias column if it has one, and all of those bias
+columns are excluded. A view built by hand
 with ``is_bias=None`` is taken to have no bias columns (every column is kernel).
 
 * ``include_bias`` (default ``False``): count the bias columns too (``‖[W_j | b_j]‖``, over
   every column of ``points``); a no-op for bias-free producers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,11 +46,14 @@ def bias_mask(view: LayerView, who: str = "norm") -> np.ndarray:
         return np.zeros(d, bool)
     mask = np.asarray(view.is_bias)
     if mask.dtype != np.bool_ or mask.shape != (d,):
-        raise ValueError(f"{who}: LayerView.is_bias must be a ({d},) bool array (one flag per "
-                         f"column of points), got dtype {mask.dtype} shape {mask.shape}")
+        raise ValueError(
+            f"{who}: LayerView.is_bias must be a ({d},) bool array (one flag per "
+            f"column of points), got dtype {mask.dtype} shape {mask.shape}"
+        )
     if mask.all():
-        raise ValueError(f"{who}: every column of the view is marked as bias; no kernel "
-                         "entries to score")
+        raise ValueError(
+            f"{who}: every column of the view is marked as bias; no kernel entries to score"
+        )
     return mask
 
 
@@ -102,6 +107,7 @@ def l2_score(key: jax.Array, view: LayerView, *, include_bias: bool = False) -> 
 @dataclasses.dataclass(frozen=True)
 class _Norm(Method):
     """A filter/neuron norm criterion; ``include_bias``: count the bias columns too."""
+
     include_bias: bool = False
     order: ClassVar[int] = 1
 
@@ -123,6 +129,7 @@ class L1Norm(_Norm):
     >>> L1Norm(include_bias=True).include_bias
     True
     """
+
     name = "l1_norm"
     description = "filter/neuron ℓ1 norm of the kernel, top-k (FT, Li et al. 2016)"
 
@@ -131,6 +138,7 @@ class L1Norm(_Norm):
 @dataclasses.dataclass(frozen=True)
 class L2Norm(_Norm):
     """``score_j = ‖W_j‖₂`` (SoftNet, He et al. 2018)."""
+
     name = "l2_norm"
     description = "filter/neuron ℓ2 norm of the kernel, top-k (SoftNet, He et al. 2018)"
     order = 2

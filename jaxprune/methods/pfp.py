@@ -36,6 +36,7 @@ formed at once, never the whole ``(N, positions, C, K)`` tensor; blocks have at 
 ``block_elements`` entries (default 2²² floats = 16 MiB per term) and are visited with
 ``lax.map`` (VGG-16 at batch 8 fits in well under a GB).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,26 +48,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.methods._base import (LayerInput, LayerView, Method, check_positive_int,
-                                    each_view, register)
+from jaxprune.methods._base import (
+    LayerInput,
+    LayerView,
+    Method,
+    check_positive_int,
+    each_view,
+    register,
+)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 BLOCK_ELEMENTS = 1 << 22
 
 
-def apply_conv(module, inputs: jax.Array, kernel: jax.Array,
-               feature_group_count: int = 1) -> jax.Array:
+def apply_conv(
+    module, inputs: jax.Array, kernel: jax.Array, feature_group_count: int = 1
+) -> jax.Array:
     """``inputs ⊛ kernel`` with ``module``'s strides, padding and dilation (no bias), float32.
 
     ``module``: the consumer's (or producer's) ``flax.linen.Conv``; ``kernel``:
     ``(*window, C_in / feature_group_count, features)``.
     """
     if not isinstance(module, nn.Conv):
-        raise ValueError(f"only flax.linen.Conv (and Dense) layers are supported here, got "
-                         f"{type(module).__name__}")
-    conv = module.clone(parent=None, features=int(kernel.shape[-1]),
-                        feature_group_count=int(feature_group_count), use_bias=False, mask=None,
-                        precision=HIGHEST, dtype=jnp.float32, param_dtype=jnp.float32)
+        raise ValueError(
+            f"only flax.linen.Conv (and Dense) layers are supported here, got "
+            f"{type(module).__name__}"
+        )
+    conv = module.clone(
+        parent=None,
+        features=int(kernel.shape[-1]),
+        feature_group_count=int(feature_group_count),
+        use_bias=False,
+        mask=None,
+        precision=HIGHEST,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    )
     return conv.apply({"params": {"kernel": kernel}}, inputs)
 
 
@@ -74,12 +91,16 @@ def _check_reader(reader: LayerInput, who: str) -> None:
     k = reader.kernel
     if k.ndim == 2:
         if reader.inputs.shape[-1] != k.shape[0]:
-            raise ValueError(f"{who}: input width {reader.inputs.shape[-1]} of "
-                             f"{'/'.join(reader.slot.path)} does not match its kernel {k.shape}")
+            raise ValueError(
+                f"{who}: input width {reader.inputs.shape[-1]} of "
+                f"{'/'.join(reader.slot.path)} does not match its kernel {k.shape}"
+            )
         return
     if reader.module is None or not isinstance(reader.module, nn.Conv):
-        raise ValueError(f"{who}: {'/'.join(reader.slot.path)} has a {k.ndim}-D kernel but is not "
-                         f"a flax.linen.Conv ({type(reader.module).__name__}); unsupported")
+        raise ValueError(
+            f"{who}: {'/'.join(reader.slot.path)} has a {k.ndim}-D kernel but is not "
+            f"a flax.linen.Conv ({type(reader.module).__name__}); unsupported"
+        )
 
 
 def _plus_minus(x):
@@ -112,6 +133,7 @@ def _per_channel(x, wk, module, layout, size):
 def _blocked_max(a_blocks, w_blocks, *, module, layout, size, signed):
     """``max`` over example blocks (``a_blocks``: (nN, nb, ...)) and output blocks
     (``w_blocks``: (nK, ..., D_in, kc)) of ``max(g⁺, g⁻)`` -> (size,), via ``lax.map``."""
+
     def block(x, wk):
         xp, xm = _plus_minus(x)
         wp, wm = _plus_minus(wk)
@@ -128,8 +150,9 @@ def _blocked_max(a_blocks, w_blocks, *, module, layout, size, signed):
     return jnp.max(jax.lax.map(over_outputs, a_blocks), axis=0)
 
 
-def consumer_sensitivity(reader: LayerInput, size: int, *,
-                         block_elements: int = BLOCK_ELEMENTS) -> jax.Array:
+def consumer_sensitivity(
+    reader: LayerInput, size: int, *, block_elements: int = BLOCK_ELEMENTS
+) -> jax.Array:
     """``max_{x, pos, i} max(g⁺_ij, g⁻_ij)`` (C,) for one consumer (module docstring)."""
     _check_reader(reader, "pfp")
     slot = reader.slot
@@ -143,15 +166,20 @@ def consumer_sensitivity(reader: LayerInput, size: int, *,
         positions = a.shape[1]
     else:
         if a.shape[-1] != d_in:
-            raise ValueError(f"pfp: grouped convolutions are not supported "
-                             f"({'/'.join(slot.path)}: kernel {kernel.shape}, input {a.shape})")
+            raise ValueError(
+                f"pfp: grouped convolutions are not supported "
+                f"({'/'.join(slot.path)}: kernel {kernel.shape}, input {a.shape})"
+            )
         probe = jax.eval_shape(
             lambda x: apply_conv(module, x, jnp.zeros((*kernel.shape[:-2], d_in, 1))),
-            jax.ShapeDtypeStruct(a[:1].shape, jnp.float32))
+            jax.ShapeDtypeStruct(a[:1].shape, jnp.float32),
+        )
         positions = math.prod(probe.shape[1:-1])
     if slot.axis != kernel.ndim - 2 or slot.outer * size * slot.inner != d_in:
-        raise ValueError(f"pfp: the group's channels of {'/'.join(slot.path)} are not its "
-                         f"whole input axis (slot {slot}, kernel {kernel.shape})")
+        raise ValueError(
+            f"pfp: the group's channels of {'/'.join(slot.path)} are not its "
+            f"whole input axis (slot {slot}, kernel {kernel.shape})"
+        )
 
     # blocks of nb examples x kc outputs with nb·P·D_in·kc <= block_elements (padded with zeros,
     # which contribute 0/0 := 0)
@@ -164,23 +192,33 @@ def consumer_sensitivity(reader: LayerInput, size: int, *,
     w = np.concatenate([kernel, np.zeros((*kernel.shape[:-1], k_pad), kernel.dtype)], axis=-1)
     a_blocks = a.reshape(-1, nb, *a.shape[1:])
     w_blocks = np.moveaxis(w.reshape(*kernel.shape[:-1], -1, kc), -2, 0)  # (nK, ..., D_in, kc)
-    return _blocked_max(jnp.asarray(a_blocks), jnp.asarray(w_blocks), module=module,
-                        layout=(int(slot.outer), int(slot.inner)), size=int(size), signed=signed)
+    return _blocked_max(
+        jnp.asarray(a_blocks),
+        jnp.asarray(w_blocks),
+        module=module,
+        layout=(int(slot.outer), int(slot.inner)),
+        size=int(size),
+        signed=signed,
+    )
 
 
 def score(key: jax.Array, view: LayerView, block_elements: int = BLOCK_ELEMENTS) -> jax.Array:
     """``s`` (C,) of one group: the max over its consumers; ``key`` is unused."""
     del key
     if view.consumer_inputs is None:
-        raise ValueError("pfp is data-informed: call prune(..., method='pfp', data=S, model=...) "
-                         "with a small batch S of inputs (the view has no consumer inputs)")
+        raise ValueError(
+            "pfp is data-informed: call prune(..., method='pfp', data=S, model=...) "
+            "with a small batch S of inputs (the view has no consumer inputs)"
+        )
     if not view.consumer_inputs:
         raise ValueError("pfp: the group has no consumer layer to measure against")
     if int(block_elements) < 1:
         raise ValueError(f"pfp: block_elements must be >= 1, got {block_elements!r}")
     size = view.points.shape[0]
-    per = [consumer_sensitivity(r, size, block_elements=int(block_elements))
-           for r in view.consumer_inputs]
+    per = [
+        consumer_sensitivity(r, size, block_elements=int(block_elements))
+        for r in view.consumer_inputs
+    ]
     return jnp.max(jnp.stack(per), axis=0).astype(jnp.float32)
 
 
@@ -193,15 +231,17 @@ class PFP(Method):
     >>> PFP(block_elements=1024).block_elements
     1024
     """
+
     block_elements: int = BLOCK_ELEMENTS
     name = "pfp"
     needs_data = True
-    description = ("Liebenwein et al. 2020: max over S, patches and next-layer neurons of the "
-                   "channel's share of the pre-activation")
+    description = (
+        "Liebenwein et al. 2020: max over S, patches and next-layer neurons of the "
+        "channel's share of the pre-activation"
+    )
 
     def __post_init__(self):
         check_positive_int(self.block_elements, "pfp: block_elements")
 
     def score(self, key, views) -> list:
-        return each_view(functools.partial(score, block_elements=self.block_elements), key,
-                         views)
+        return each_view(functools.partial(score, block_elements=self.block_elements), key, views)

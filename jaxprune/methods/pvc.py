@@ -63,6 +63,7 @@ norm of the concatenated input ``(x_1, …, x_P)`` (Cauchy–Schwarz on the kern
 inequality on the biases), attained when the biases share a sign; if ``β`` bounds each
 ``‖x_p‖`` separately the joint norm can be up to ``√P·β``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,32 +91,49 @@ NORMALIZATIONS = ("total", "per_output")
 
 def check_options(beta, activation, normalization) -> float | None:
     """Clear ``ValueError`` for bad options; returns ``beta`` as a float (``None``: estimate)."""
-    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, numbers.Real)
-                             or not math.isfinite(float(beta)) or float(beta) <= 0.0):
-        raise ValueError(f"pvc: beta (an upper bound on the input norm) must be a finite number "
-                         f"> 0, got {beta!r}")
+    if beta is not None and (
+        isinstance(beta, bool)
+        or not isinstance(beta, numbers.Real)
+        or not math.isfinite(float(beta))
+        or float(beta) <= 0.0
+    ):
+        raise ValueError(
+            f"pvc: beta (an upper bound on the input norm) must be a finite number "
+            f"> 0, got {beta!r}"
+        )
     if activation not in ACTIVATIONS:
-        raise ValueError(f"pvc: unknown activation {activation!r}; supported: {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"pvc: unknown activation {activation!r}; supported: {sorted(ACTIVATIONS)}"
+        )
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"pvc: unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
+        raise ValueError(
+            f"pvc: unknown normalization {normalization!r}; use one of {NORMALIZATIONS}"
+        )
     return None if beta is None else float(beta)
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "normalization"))
-def pvc_scores(kernel: jax.Array, bias: jax.Array, outgoing: jax.Array, beta: jax.Array, *,
-               activation: str, normalization: str) -> jax.Array:
+def pvc_scores(
+    kernel: jax.Array,
+    bias: jax.Array,
+    outgoing: jax.Array,
+    beta: jax.Array,
+    *,
+    activation: str,
+    normalization: str,
+) -> jax.Array:
     """``q`` of one group from its kernel columns (C, D_w), bias columns (C, D_b; ``D_b`` may
     be 0) and outgoing weights (C, K) (see the module docstring for the formula)."""
     kernel = kernel.astype(jnp.float32)
     bias = bias.astype(jnp.float32)
     outgoing = jnp.abs(outgoing.astype(jnp.float32))
     bound = beta * jnp.linalg.norm(kernel, axis=1) + jnp.sum(jnp.abs(bias), axis=1)
-    act = ACTIVATIONS[activation](bound)                       # (C,) φ(B_j) >= 0
+    act = ACTIVATIONS[activation](bound)  # (C,) φ(B_j) >= 0
     if normalization == "total":
         s = jnp.max(outgoing, axis=1) * act
     else:
-        mass = outgoing * act[:, None]                           # (C, K)
-        col = jnp.sum(mass, axis=0, keepdims=True)               # (1, K)
+        mass = outgoing * act[:, None]  # (C, K)
+        col = jnp.sum(mass, axis=0, keepdims=True)  # (1, K)
         s = jnp.max(jnp.where(col > 0, mass / jnp.where(col > 0, col, 1.0), 0.0), axis=1)
     total = jnp.sum(s)
     c = s.shape[0]
@@ -128,10 +146,11 @@ def _max_sq_patch_norm(reader: LayerInput) -> np.ndarray:
     kernel = reader.kernel
     if kernel.ndim == 2:  # Dense (extra leading axes of the input count as positions)
         if a.shape[-1] != kernel.shape[0]:
-            raise ValueError(f"pvc: input width {a.shape[-1]} of {'/'.join(reader.slot.path)} "
-                             f"does not match its kernel {kernel.shape}")
-        return np.max(np.sum(np.square(a.reshape(a.shape[0], -1, a.shape[-1])), axis=-1),
-                      axis=1)
+            raise ValueError(
+                f"pvc: input width {a.shape[-1]} of {'/'.join(reader.slot.path)} "
+                f"does not match its kernel {kernel.shape}"
+            )
+        return np.max(np.sum(np.square(a.reshape(a.shape[0], -1, a.shape[-1])), axis=-1), axis=1)
     groups = int(getattr(reader.module, "feature_group_count", 1))
     ones = jnp.ones((*kernel.shape[:-2], kernel.shape[-2], groups), jnp.float32)
     sq = apply_conv(reader.module, jnp.asarray(np.square(a), jnp.float32), ones, groups)
@@ -141,8 +160,10 @@ def _max_sq_patch_norm(reader: LayerInput) -> np.ndarray:
 def estimate_beta(view: LayerView) -> float:
     """``max_{x∈S} (Σ_producers max_pos ‖patch‖²)^{1/2}`` from ``view.producer_inputs``."""
     if not view.producer_inputs:
-        raise ValueError("pvc: estimating beta needs the producers' inputs on data "
-                         "(prune(..., data=S, model=...))")
+        raise ValueError(
+            "pvc: estimating beta needs the producers' inputs on data "
+            "(prune(..., data=S, model=...))"
+        )
     total = sum(_max_sq_patch_norm(r) for r in view.producer_inputs)
     return float(np.sqrt(np.max(total)))
 
@@ -162,23 +183,39 @@ def betas(views: list, beta: float | None = None) -> tuple[list, list]:
     return values, sources
 
 
-def score(key: jax.Array, views: list, beta: float | None = None, activation: str = "relu",
-          normalization: str = "total") -> list:
+def score(
+    key: jax.Array,
+    views: list,
+    beta: float | None = None,
+    activation: str = "relu",
+    normalization: str = "total",
+) -> list:
     """Sampling probabilities ``q`` of every group; ``key`` is unused (deterministic)."""
     del key
     beta = check_options(beta, activation, normalization)
     values, sources = betas(views, beta)
     if "default" in sources:
-        warnings.warn("pvc: beta (the bound on the norm of what a layer reads) was not given "
-                      "and not estimated (no data=); using beta=1.0. Pass beta=, or data= and "
-                      "model= to estimate it per layer", stacklevel=3)
+        warnings.warn(
+            "pvc: beta (the bound on the norm of what a layer reads) was not given "
+            "and not estimated (no data=); using beta=1.0. Pass beta=, or data= and "
+            "model= to estimate it per layer",
+            stacklevel=3,
+        )
     out = []
     for view, b in zip(views, values):
-        is_bias = bias_mask(view, "pvc")                        # static: split outside jit
+        is_bias = bias_mask(view, "pvc")  # static: split outside jit
         kernel = view.points[:, np.flatnonzero(~is_bias)]
         bias = view.points[:, np.flatnonzero(is_bias)]
-        out.append(pvc_scores(kernel, bias, view.outgoing, jnp.float32(b),
-                              activation=activation, normalization=normalization))
+        out.append(
+            pvc_scores(
+                kernel,
+                bias,
+                view.outgoing,
+                jnp.float32(b),
+                activation=activation,
+                normalization=normalization,
+            )
+        )
     return out
 
 
@@ -198,6 +235,7 @@ class PVC(Method):
     >>> PVC(beta=25.0).beta
     25.0
     """
+
     beta: float | None = None
     activation: str = "relu"
     normalization: str = "total"

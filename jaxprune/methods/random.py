@@ -7,6 +7,7 @@ without replacement.
     >>> jaxprune.methods.random().name
     'random'
 """
+
 import dataclasses
 
 import jax
@@ -23,6 +24,7 @@ def score(key: jax.Array, view: LayerView) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Random(Method):
     """Uniform random channel scores (no options)."""
+
     name = "random"
     description = "uniform k-subset of channels, no re-weighting"
 

@@ -49,14 +49,15 @@ Selection (``sampling``):
   ``jax.random.fold_in(key, block)`` (fixed key -> same result), made in blocks so that more
   draws extend the same sequence. Zero sensitivities (a weight whose products are 0 on all of
   ``S``) get a floor of ``1e-6·max_j s_ij`` (uniform ``q`` if the whole neuron is 0) so that
-  any budget is reachable, as :func:`jaxprune.selection.select` does for channels; the draw rate uses the
-  unfloored ``S_i`` (itself floored at ``1e-6·max_i S_i``), so an all-zero neuron keeps
-  (almost always) just one weight.
+  any budget is reachable, as :func:`jaxprune.selection.select` does for channels; the draw
+  rate uses the unfloored ``S_i`` (itself floored at ``1e-6·max_i S_i``), so an all-zero
+  neuron keeps (almost always) just one weight.
 
 Options: ``neuron_budget`` (``"tail"`` | ``"sensitivity"``; default ``"tail"`` for
 deterministic, ``"sensitivity"`` — the only rule — for sparsity_first); ``chunk_elements``
 (default ``2**22``): the most products ``w_ij a_j(x)`` held at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,7 +74,7 @@ SAMPLINGS = ("deterministic", "sparsity_first")
 NEURON_BUDGETS = ("tail", "sensitivity")
 FLOOR = 1e-6
 MAX_DRAW_ELEMENTS = 1 << 25  # sparsity-first sampling: at most this many draws in a layer,
-MAX_DRAW_BLOCKS = 1 << 10     # in at most this many (K, D) blocks (bounded work on tiny layers)
+MAX_DRAW_BLOCKS = 1 << 10  # in at most this many (K, D) blocks (bounded work on tiny layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,23 +82,27 @@ MAX_DRAW_BLOCKS = 1 << 10     # in at most this many (K, D) blocks (bounded work
 # --------------------------------------------------------------------------------------------
 def _max_g(x: jax.Array, w: jax.Array) -> jax.Array:
     """``max`` over the rows ``x`` (r, D) of ``g`` (D, K) for the kernel ``w`` (D, K)."""
-    p = x[:, :, None] * w[None]                                  # (r, D, K) products
-    pos = jnp.sum(jnp.maximum(p, 0.0), axis=1, keepdims=True)    # (r, 1, K)
+    p = x[:, :, None] * w[None]  # (r, D, K) products
+    pos = jnp.sum(jnp.maximum(p, 0.0), axis=1, keepdims=True)  # (r, 1, K)
     neg = jnp.sum(jnp.minimum(p, 0.0), axis=1, keepdims=True)
-    g = jnp.where(p > 0, p / jnp.where(pos > 0, pos, 1.0),
-                  jnp.where(p < 0, p / jnp.where(neg < 0, neg, -1.0), 0.0))
+    g = jnp.where(
+        p > 0,
+        p / jnp.where(pos > 0, pos, 1.0),
+        jnp.where(p < 0, p / jnp.where(neg < 0, neg, -1.0), 0.0),
+    )
     return jnp.max(g, axis=0)
 
 
 def _scan_rows(rows: jax.Array, w: jax.Array, row_chunk: int) -> jax.Array:
-    pad = (-rows.shape[0]) % row_chunk                           # zero rows give g = 0
+    pad = (-rows.shape[0]) % row_chunk  # zero rows give g = 0
     rows = jnp.pad(rows, ((0, pad), (0, 0)))
 
     def body(best, x):
         return jnp.maximum(best, _max_g(x, w)), None
 
-    best, _ = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32),
-                           rows.reshape(-1, row_chunk, rows.shape[1]))
+    best, _ = jax.lax.scan(
+        body, jnp.zeros(w.shape, jnp.float32), rows.reshape(-1, row_chunk, rows.shape[1])
+    )
     return best
 
 
@@ -108,27 +113,34 @@ def _patches(x: jax.Array, spec: ConvSpec) -> jax.Array:
     """(n, *spatial, C) -> (n·P, C·prod(window)): one row per output position, features in
     (C, *window) order."""
     p = jax.lax.conv_general_dilated_patches(
-        jnp.moveaxis(x, -1, 1), spec.window, spec.strides, spec.padding,
-        lhs_dilation=spec.input_dilation, rhs_dilation=spec.kernel_dilation)
+        jnp.moveaxis(x, -1, 1),
+        spec.window,
+        spec.strides,
+        spec.padding,
+        lhs_dilation=spec.input_dilation,
+        rhs_dilation=spec.kernel_dilation,
+    )
     p = jnp.moveaxis(p, 1, -1)
     return p.reshape(-1, p.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "ex_chunk", "row_chunk"))
 def _conv_sens(x, w, spec: ConvSpec, ex_chunk: int, row_chunk: int):
-    pad = (-x.shape[0]) % ex_chunk                                # zero examples give g = 0
+    pad = (-x.shape[0]) % ex_chunk  # zero examples give g = 0
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
 
     def body(best, xc):
         return jnp.maximum(best, _scan_rows(_patches(xc, spec), w, row_chunk)), None
 
-    best, _ = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32),
-                           x.reshape(-1, ex_chunk, *x.shape[1:]))
+    best, _ = jax.lax.scan(
+        body, jnp.zeros(w.shape, jnp.float32), x.reshape(-1, ex_chunk, *x.shape[1:])
+    )
     return best
 
 
-def sensitivities(kernel, inputs, conv: ConvSpec | None = None, *,
-                  chunk_elements: int = 1 << 22) -> np.ndarray:
+def sensitivities(
+    kernel, inputs, conv: ConvSpec | None = None, *, chunk_elements: int = 1 << 22
+) -> np.ndarray:
     """``s_ij`` (module doc) of one layer, in the kernel's shape.
 
     ``kernel``: Dense ``(D, K)`` or Conv ``(*window, C, K)``; ``inputs``: what the layer reads
@@ -137,8 +149,11 @@ def sensitivities(kernel, inputs, conv: ConvSpec | None = None, *,
     """
     kernel = np.asarray(kernel, np.float32)
     x = jnp.asarray(np.asarray(inputs, np.float32))
-    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) \
-            or chunk_elements < 1:
+    if (
+        isinstance(chunk_elements, bool)
+        or not isinstance(chunk_elements, int)
+        or chunk_elements < 1
+    ):
         raise ValueError(f"sipp: chunk_elements must be a positive int, got {chunk_elements!r}")
     k = kernel.shape[-1]
     if conv is None:
@@ -154,12 +169,13 @@ def sensitivities(kernel, inputs, conv: ConvSpec | None = None, *,
     c = kernel.shape[-2]
     if x.ndim < n_sp + 2 or x.shape[-1] != c:
         raise ValueError(f"sipp: conv inputs {x.shape} do not match the kernel {kernel.shape}")
-    x = x.reshape(-1, *x.shape[-(n_sp + 1):])
+    x = x.reshape(-1, *x.shape[-(n_sp + 1) :])
     # kernel (*window, C, K) -> patch order (C, *window) x K
     w = np.moveaxis(kernel, -2, 0).reshape(-1, k)
     d = w.shape[0]
-    out = jax.eval_shape(lambda a: _patches(a, conv), jax.ShapeDtypeStruct((1, *x.shape[1:]),
-                                                                           jnp.float32))
+    out = jax.eval_shape(
+        lambda a: _patches(a, conv), jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)
+    )
     positions = out.shape[0]
     ex_chunk = max(1, min(x.shape[0], chunk_elements // max(positions * d, 1)))
     row_chunk = max(1, min(ex_chunk * positions, chunk_elements // (d * k)))
@@ -178,10 +194,10 @@ def tail_budgets(s2: np.ndarray, budget: int) -> np.ndarray:
     budget = int(min(max(budget, k), d * k))
     if d == 1:
         return np.ones(k, np.int64)
-    srt = -np.sort(-np.asarray(s2, np.float64).T, axis=1)            # (K, D) descending
-    tails = np.cumsum(srt[:, ::-1], axis=1)[:, ::-1]                 # t_i(m), m = 0..D-1
-    keys = tails[:, 1:].reshape(-1)                                  # candidate (i, m ≥ 1)
-    picked = np.argsort(-keys, kind="stable")[:budget - k]
+    srt = -np.sort(-np.asarray(s2, np.float64).T, axis=1)  # (K, D) descending
+    tails = np.cumsum(srt[:, ::-1], axis=1)[:, ::-1]  # t_i(m), m = 0..D-1
+    keys = tails[:, 1:].reshape(-1)  # candidate (i, m ≥ 1)
+    picked = np.argsort(-keys, kind="stable")[: budget - k]
     return 1 + np.bincount(picked // (d - 1), minlength=k)
 
 
@@ -206,7 +222,7 @@ def sensitivity_budgets(s2: np.ndarray, budget: int) -> np.ndarray:
     d, k = s2.shape
     budget = int(min(max(budget, k), d * k))
     total = _rates(s2)
-    enter = np.arange(d)[None, :] / total[:, None]                   # (K, D)
+    enter = np.arange(d)[None, :] / total[:, None]  # (K, D)
     picked = np.argsort(enter.reshape(-1), kind="stable")[:budget]
     return np.bincount(picked // d, minlength=k)
 
@@ -232,7 +248,7 @@ def sample_sparsity_first(key, s2: np.ndarray, budget: int):
     m (K,), counts (D, K), q (D, K))`` with exactly ``budget`` distinct kept weights."""
     d, k = s2.shape
     budget = int(min(max(budget, k), d * k))
-    sp = _floored(s2)                                                # (K, D)
+    sp = _floored(s2)  # (K, D)
     q = sp / sp.sum(axis=1, keepdims=True)
     total = _rates(s2)
     cdf = np.cumsum(q, axis=1)
@@ -243,33 +259,34 @@ def sample_sparsity_first(key, s2: np.ndarray, budget: int):
     blocks: list[np.ndarray] = []
     n_blocks = 1
     while True:
-        while len(blocks) < n_blocks:                                # draws (K, D) per block
+        while len(blocks) < n_blocks:  # draws (K, D) per block
             u = _uniforms(key, len(blocks), (k, d))
-            flat = np.searchsorted(shifted, (u + np.arange(k)[:, None]).reshape(-1),
-                                   side="right")
+            flat = np.searchsorted(shifted, (u + np.arange(k)[:, None]).reshape(-1), side="right")
             blocks.append(np.minimum(flat.reshape(k, d) - np.arange(k)[:, None] * d, d - 1))
-        draws = np.concatenate(blocks, axis=1)                       # (K, L)
+        draws = np.concatenate(blocks, axis=1)  # (K, L)
         length = draws.shape[1]
         ids = (np.arange(k)[:, None] * d + draws).reshape(-1)
         new = np.zeros(ids.size, bool)
-        new[np.unique(ids, return_index=True)[1]] = True             # first draw of (i, j)
+        new[np.unique(ids, return_index=True)[1]] = True  # first draw of (i, j)
         # neuron i's r-th draw at c = r / S_i; all draws below L / max S_i are present
         enter = (np.arange(length)[None, :] / total[:, None]).reshape(-1)
         order = np.argsort(enter, kind="stable")
         valid = order[enter[order] < length / total.max()]
         reached = np.cumsum(new[valid])
         if reached.size and reached[-1] >= budget:
-            last = int(np.searchsorted(reached, budget))             # reached[last] == budget
-            m = np.bincount(valid[:last + 1] // length, minlength=k)
+            last = int(np.searchsorted(reached, budget))  # reached[last] == budget
+            m = np.bincount(valid[: last + 1] // length, minlength=k)
             used = np.arange(length)[None, :] < m[:, None]
             counts = np.bincount(ids[used.reshape(-1)], minlength=k * d).reshape(k, d)
             keep = counts > 0
             scale = np.where(keep, counts / (m[:, None] * q), 0.0)
             return keep.T, scale.T, m, counts.T, q.T
         if n_blocks >= max_blocks:
-            raise ValueError(f"sipp sparsity_first: {length} draws per neuron did not reach "
-                             f"{budget} distinct weights of {d * k}; use "
-                             "sampling='deterministic' or prune more")
+            raise ValueError(
+                f"sipp sparsity_first: {length} draws per neuron did not reach "
+                f"{budget} distinct weights of {d * k}; use "
+                "sampling='deterministic' or prune more"
+            )
         n_blocks = min(2 * n_blocks, max_blocks)
 
 
@@ -282,17 +299,19 @@ def score(key, views, chunk_elements: int = 1 << 22) -> list[np.ndarray]:
     out = []
     for view in views:
         if view.layer not in ("dense", "conv"):
-            raise ValueError(f"sipp: layer {view.name!r} is not supported ({view.why}); sipp "
-                             "covers Dense and Conv layers — keep it dense with leave=")
+            raise ValueError(
+                f"sipp: layer {view.name!r} is not supported ({view.why}); sipp "
+                "covers Dense and Conv layers — keep it dense with leave="
+            )
         if view.inputs is None:
             raise ValueError(f"sipp: no input captured for layer {view.name!r}")
-        out.append(sensitivities(view.kernel, view.inputs, view.conv,
-                                 chunk_elements=chunk_elements))
+        out.append(
+            sensitivities(view.kernel, view.inputs, view.conv, chunk_elements=chunk_elements)
+        )
     return out
 
 
-def select(key, scores, views, keep, sampling, neuron_budget: str | None = None
-           ) -> list[Selection]:
+def select(key, scores, views, keep, sampling, neuron_budget: str | None = None) -> list[Selection]:
     """Kept weights of every prunable layer from its sensitivities (module doc)."""
     del views
     if sampling not in SAMPLINGS:
@@ -300,11 +319,14 @@ def select(key, scores, views, keep, sampling, neuron_budget: str | None = None
     if neuron_budget is None:
         neuron_budget = "tail" if sampling == "deterministic" else "sensitivity"
     if neuron_budget not in NEURON_BUDGETS:
-        raise ValueError(f"sipp: neuron_budget must be one of {NEURON_BUDGETS}, got "
-                         f"{neuron_budget!r}")
+        raise ValueError(
+            f"sipp: neuron_budget must be one of {NEURON_BUDGETS}, got {neuron_budget!r}"
+        )
     if sampling == "sparsity_first" and neuron_budget != "sensitivity":
-        raise ValueError("sipp: sampling='sparsity_first' draws m_i ∝ S_i per neuron "
-                         "(neuron_budget='sensitivity'); 'tail' is a deterministic rule")
+        raise ValueError(
+            "sipp: sampling='sparsity_first' draws m_i ∝ S_i per neuron "
+            "(neuron_budget='sensitivity'); 'tail' is a deterministic rule"
+        )
     keys = jax.random.split(key, max(len(scores), 1))
     out = []
     for s, budget, lkey in zip(scores, keep, keys):
@@ -313,13 +335,15 @@ def select(key, scores, views, keep, sampling, neuron_budget: str | None = None
         if budget >= d * k:
             out.append(Selection(np.ones(s.shape, bool), None, s))
         elif sampling == "deterministic":
-            m = tail_budgets(s2, budget) if neuron_budget == "tail" \
+            m = (
+                tail_budgets(s2, budget)
+                if neuron_budget == "tail"
                 else sensitivity_budgets(s2, budget)
+            )
             out.append(Selection(keep_top(s2, m).reshape(s.shape), None, s))
         else:
             kept, scale, m, _, _ = sample_sparsity_first(lkey, s2, budget)
-            out.append(Selection(kept.reshape(s.shape), scale.reshape(s.shape), s,
-                                 int(m.sum())))
+            out.append(Selection(kept.reshape(s.shape), scale.reshape(s.shape), s, int(m.sum())))
     return out
 
 
@@ -334,19 +358,22 @@ class SiPP(Method):
     >>> SiPP(neuron_budget="sensitivity").neuron_budget
     'sensitivity'
     """
+
     chunk_elements: int = 1 << 22
     neuron_budget: str | None = None
     name = "sipp"
     kind = "weights"
     needs_data = True
-    description = ("Baykal et al. 2019 SiPP: data-informed weight sensitivities, top per "
-                   "neuron or sampled")
+    description = (
+        "Baykal et al. 2019 SiPP: data-informed weight sensitivities, top per neuron or sampled"
+    )
 
     def __post_init__(self):
         check_positive_int(self.chunk_elements, "sipp: chunk_elements")
         if self.neuron_budget not in (None, *NEURON_BUDGETS):
-            raise ValueError(f"sipp: neuron_budget must be one of {NEURON_BUDGETS}, got "
-                             f"{self.neuron_budget!r}")
+            raise ValueError(
+                f"sipp: neuron_budget must be one of {NEURON_BUDGETS}, got {self.neuron_budget!r}"
+            )
 
     def score(self, key, views) -> list:
         return score(key, views, self.chunk_elements)

@@ -31,6 +31,7 @@ Example::
     >>> res.widths
     {'layers_0': 4}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,21 +46,25 @@ from jaxprune.methods._base import LayerView, Method, each_view, register
 def consumer_scores(reader, size: int) -> jax.Array:
     """``Σ_{f owned by j} ‖X_f‖₂ Σ_k |W[f, k]|`` (size,) of one consumer
     (:class:`~jaxprune.methods.LayerInput`)."""
-    return calibration.consumer_channel_sum(calibration.statistics_of(reader), reader.kernel,
-                                            reader.slot, size, "norm", 1)
+    return calibration.consumer_channel_sum(
+        calibration.statistics_of(reader), reader.kernel, reader.slot, size, "norm", 1
+    )
 
 
 def group_scores(view: LayerView, scorer, name: str) -> jax.Array:
     """Sum of ``scorer(reader, C)`` over the group's consumers; one-line errors without
     data or without a consumer."""
     if view.consumer_inputs is None:
-        raise ValueError(f"{name} is data-informed: call prune(..., method={name!r}, data=S, "
-                         "model=...) with a small batch S of inputs")
+        raise ValueError(
+            f"{name} is data-informed: call prune(..., method={name!r}, data=S, "
+            "model=...) with a small batch S of inputs"
+        )
     if not view.consumer_inputs:
         raise ValueError(f"{name}: the group has no consumer layer to score against")
     size = view.points.shape[0]
-    return jnp.sum(jnp.stack([scorer(r, size) for r in view.consumer_inputs]),
-                   axis=0).astype(jnp.float32)
+    return jnp.sum(jnp.stack([scorer(r, size) for r in view.consumer_inputs]), axis=0).astype(
+        jnp.float32
+    )
 
 
 def score(key: jax.Array, view: LayerView) -> jax.Array:
@@ -84,12 +89,15 @@ class WandaSP(Method):
     >>> WandaSP(batch_size=8).batch_size
     8
     """
+
     batch_size: int = 32
     name = "wanda_sp"
     needs_data = True
     statistics = True
-    description = ("structured Wanda (Sun et al. 2023; An et al. 2024): Σ |W|·‖X‖₂ over the "
-                   "consumer weights reading a channel")
+    description = (
+        "structured Wanda (Sun et al. 2023; An et al. 2024): Σ |W|·‖X‖₂ over the "
+        "consumer weights reading a channel"
+    )
 
     def __post_init__(self):
         check_batch_size(self.name, self.batch_size)

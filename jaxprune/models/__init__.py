@@ -21,47 +21,113 @@ objects holding their arrays, with the Linen twin's parameter names and layouts 
 One :func:`register_model` call makes a model known to all of these, to checkpoints and to
 ``jaxprune train --model NAME`` (with its training recipe).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import numpy as np
 from flax import nnx
 
 from jaxprune import _flax
-from jaxprune.models._registry import (MODELS, NNX_MODELS, RegisteredModel, entry_of,
-                                       model_names, register_model, registered,
-                                       unregister_model)
+from jaxprune.models._registry import (
+    MODELS,
+    NNX_MODELS,
+    RegisteredModel,
+    entry_of,
+    model_names,
+    register_model,
+    registered,
+    unregister_model,
+)
 from jaxprune.models.lenet import LeNet5, LeNet300100, NnxLeNet5, NnxLeNet300100
 from jaxprune.models.lm import LM, NnxLM
-from jaxprune.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResNet50,
-                                    resnet20, resnet50, resnet56)
+from jaxprune.models.resnet import (
+    BasicBlock,
+    Bottleneck,
+    CifarResNet,
+    ResNet50,
+    resnet20,
+    resnet50,
+    resnet56,
+)
 from jaxprune.models.vgg import VGG, VGG19_CONV, vgg16, vgg19
 from jaxprune.models.vit import NnxViT, ViT
 
 __all__ = [
-    "LeNet300100", "LeNet5", "VGG", "vgg16", "vgg19", "CifarResNet", "ResNet50", "BasicBlock",
-    "Bottleneck", "resnet20", "resnet56", "resnet50", "ViT", "NnxViT", "NnxLeNet300100",
-    "NnxLeNet5", "LM", "NnxLM", "lm", "MODELS", "NNX_MODELS", "RegisteredModel", "register_model",
-    "unregister_model", "get_model", "model_config", "model_from_config",
-    "default_input_shape", "default_input_dtype", "example_input", "model_names",
+    "LeNet300100",
+    "LeNet5",
+    "VGG",
+    "vgg16",
+    "vgg19",
+    "CifarResNet",
+    "ResNet50",
+    "BasicBlock",
+    "Bottleneck",
+    "resnet20",
+    "resnet56",
+    "resnet50",
+    "ViT",
+    "NnxViT",
+    "NnxLeNet300100",
+    "NnxLeNet5",
+    "LM",
+    "NnxLM",
+    "lm",
+    "MODELS",
+    "NNX_MODELS",
+    "RegisteredModel",
+    "register_model",
+    "unregister_model",
+    "get_model",
+    "model_config",
+    "model_from_config",
+    "default_input_shape",
+    "default_input_dtype",
+    "example_input",
+    "model_names",
     "training_recipe",
 ]
 
 # MNIST-scale models: Adam 1e-3 with cosine decay, batch 128 (>= 98% / >= 99% test accuracy).
 _MNIST = dict(optimizer="adam", learning_rate=1e-3, schedule="cosine", batch_size=128)
 # CIFAR/ImageNet: SGD + Nesterov momentum, cosine, warmup, L2 5e-4 / 1e-4, crop+flip.
-_VGG = dict(optimizer="sgd", learning_rate=0.05, nesterov=True, schedule="cosine",
-            warmup_epochs=1.0, weight_decay=5e-4, epochs=160, batch_size=128,
-            augment="crop_flip")
-_CIFAR_RESNET = dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
-                     warmup_epochs=1.0, weight_decay=1e-4, epochs=182, batch_size=128,
-                     augment="crop_flip")
-_IMAGENET = dict(optimizer="sgd", learning_rate=0.1, nesterov=True, schedule="cosine",
-                 warmup_epochs=5.0, weight_decay=1e-4, epochs=90, batch_size=256,
-                 label_smoothing=0.1, augment="crop_flip")
+_VGG = dict(
+    optimizer="sgd",
+    learning_rate=0.05,
+    nesterov=True,
+    schedule="cosine",
+    warmup_epochs=1.0,
+    weight_decay=5e-4,
+    epochs=160,
+    batch_size=128,
+    augment="crop_flip",
+)
+_CIFAR_RESNET = dict(
+    optimizer="sgd",
+    learning_rate=0.1,
+    nesterov=True,
+    schedule="cosine",
+    warmup_epochs=1.0,
+    weight_decay=1e-4,
+    epochs=182,
+    batch_size=128,
+    augment="crop_flip",
+)
+_IMAGENET = dict(
+    optimizer="sgd",
+    learning_rate=0.1,
+    nesterov=True,
+    schedule="cosine",
+    warmup_epochs=5.0,
+    weight_decay=1e-4,
+    epochs=90,
+    batch_size=256,
+    label_smoothing=0.1,
+    augment="crop_flip",
+)
 
 
 def _is_vgg19(module) -> bool:
@@ -72,17 +138,29 @@ def _is_resnet20(module) -> bool:
     return isinstance(module, CifarResNet) and tuple(module.num_blocks) == (3, 3, 3)
 
 
-register_model("lenet300", LeNet300100, (28, 28, 1), recipe={**_MNIST, "epochs": 20},
-               nnx=NnxLeNet300100)
+register_model(
+    "lenet300", LeNet300100, (28, 28, 1), recipe={**_MNIST, "epochs": 20}, nnx=NnxLeNet300100
+)
 register_model("lenet5", LeNet5, (28, 28, 1), recipe={**_MNIST, "epochs": 10}, nnx=NnxLeNet5)
-register_model("vgg16", vgg16, (32, 32, 3), recipe=_VGG,
-               matches=lambda m: isinstance(m, VGG) and not _is_vgg19(m))
+register_model(
+    "vgg16",
+    vgg16,
+    (32, 32, 3),
+    recipe=_VGG,
+    matches=lambda m: isinstance(m, VGG) and not _is_vgg19(m),
+)
 register_model("vgg19", vgg19, (32, 32, 3), recipe=_VGG, matches=_is_vgg19)
 register_model("resnet20", resnet20, (32, 32, 3), recipe=_CIFAR_RESNET, matches=_is_resnet20)
-register_model("resnet56", resnet56, (32, 32, 3), recipe=_CIFAR_RESNET,
-               matches=lambda m: isinstance(m, CifarResNet) and not _is_resnet20(m))
-register_model("resnet50", resnet50, (224, 224, 3), recipe=_IMAGENET,
-               matches=lambda m: isinstance(m, ResNet50))
+register_model(
+    "resnet56",
+    resnet56,
+    (32, 32, 3),
+    recipe=_CIFAR_RESNET,
+    matches=lambda m: isinstance(m, CifarResNet) and not _is_resnet20(m),
+)
+register_model(
+    "resnet50", resnet50, (224, 224, 3), recipe=_IMAGENET, matches=lambda m: isinstance(m, ResNet50)
+)
 register_model("vit", ViT, (28, 28, 1), nnx=NnxViT)
 
 
@@ -95,10 +173,22 @@ def lm(num_classes: int | None = None, **fields) -> LM:
 
 
 # Byte LM: windows of 128 byte ids; Adam 3e-3 with warmup and cosine decay, batch 32.
-register_model("lm", lm, (LM.max_len,), nnx=NnxLM, input_dtype="int32",
-               matches=lambda m: isinstance(m, LM),
-               recipe=dict(optimizer="adam", learning_rate=3e-3, schedule="cosine",
-                           warmup_epochs=0.1, epochs=1, batch_size=32))
+register_model(
+    "lm",
+    lm,
+    (LM.max_len,),
+    nnx=NnxLM,
+    input_dtype="int32",
+    matches=lambda m: isinstance(m, LM),
+    recipe=dict(
+        optimizer="adam",
+        learning_rate=3e-3,
+        schedule="cosine",
+        warmup_epochs=0.1,
+        epochs=1,
+        batch_size=32,
+    ),
+)
 
 
 def is_nnx_name(name: str) -> bool:
@@ -161,8 +251,9 @@ def _fields(model: nn.Module) -> dict[str, Any]:
         if f.name in ("parent", "name") or not f.init:
             continue
         v = getattr(model, f.name)
-        out[f.name] = [int(a) if isinstance(a, int) else a for a in v] \
-            if isinstance(v, (tuple, list)) else v
+        out[f.name] = (
+            [int(a) if isinstance(a, int) else a for a in v] if isinstance(v, (tuple, list)) else v
+        )
     return out
 
 
@@ -179,10 +270,13 @@ def model_config(model: nn.Module) -> dict[str, Any]:
         try:
             name = entry_of(model).name
         except TypeError as err:
-            raise TypeError(f"{err} (save your own NNX modules with "
-                            "jaxprune.checkpoint.save_nnx)") from None
-        return {"name": name,
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in model.init_args}}
+            raise TypeError(
+                f"{err} (save your own NNX modules with jaxprune.checkpoint.save_nnx)"
+            ) from None
+        return {
+            "name": name,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in model.init_args},
+        }
     return {"name": entry_of(model).name, **_fields(model)}
 
 

@@ -1,15 +1,25 @@
 """The model registry: one :func:`register_model` call per model gives the CLI its name,
 factory, input shape, training recipe and optional NNX twin."""
+
 from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RegisteredModel", "register_model", "unregister_model", "registered",
-           "entry_of", "model_names", "MODELS", "NNX_MODELS"]
+__all__ = [
+    "RegisteredModel",
+    "register_model",
+    "unregister_model",
+    "registered",
+    "entry_of",
+    "model_names",
+    "MODELS",
+    "NNX_MODELS",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +44,9 @@ _REGISTRY: dict[str, RegisteredModel] = {}
 class _Table(Mapping):
     """A read-only view of the registry: ``name -> value(entry)`` for the entries kept."""
 
-    def __init__(self, keep: Callable[[RegisteredModel], bool],
-                 value: Callable[[RegisteredModel], Any]):
+    def __init__(
+        self, keep: Callable[[RegisteredModel], bool], value: Callable[[RegisteredModel], Any]
+    ):
         self._keep, self._value = keep, value
 
     def _entries(self) -> dict[str, RegisteredModel]:
@@ -58,7 +69,8 @@ class _Table(Mapping):
 MODELS: Mapping[str, Callable[..., Any]] = _Table(lambda e: not e.is_nnx, lambda e: e.factory)
 #: NNX twins: ``name -> (class, the Linen twin's name)``.
 NNX_MODELS: Mapping[str, tuple[Callable[..., Any], str]] = _Table(
-    lambda e: e.is_nnx, lambda e: (e.factory, e.linen))
+    lambda e: e.is_nnx, lambda e: (e.factory, e.linen)
+)
 
 
 def _shape(input_shape) -> tuple[int, ...]:
@@ -67,8 +79,10 @@ def _shape(input_shape) -> tuple[int, ...]:
     except TypeError:
         shape = ()
     if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"input_shape must be a tuple of positive ints (one example, no "
-                         f"batch dim), got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be a tuple of positive ints (one example, no "
+            f"batch dim), got {input_shape!r}"
+        )
     return shape
 
 
@@ -77,8 +91,7 @@ def _dtype(input_dtype) -> str:
         dtype = np.dtype(input_dtype)
     except TypeError:
         dtype = None
-    if dtype is None or not (np.issubdtype(dtype, np.floating)
-                             or np.issubdtype(dtype, np.integer)):
+    if dtype is None or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise ValueError(f"input_dtype must name a float or integer dtype, got {input_dtype!r}")
     return dtype.name
 
@@ -95,10 +108,16 @@ def _instances_of(factory) -> Callable[[Any], bool] | None:
     return (lambda module: isinstance(module, factory)) if isinstance(factory, type) else None
 
 
-def register_model(name: str, factory: Callable[..., Any], input_shape, *,
-                   recipe: Mapping[str, Any] | None = None, nnx: type | None = None,
-                   matches: Callable[[Any], bool] | None = None,
-                   input_dtype="float32") -> RegisteredModel:
+def register_model(
+    name: str,
+    factory: Callable[..., Any],
+    input_shape,
+    *,
+    recipe: Mapping[str, Any] | None = None,
+    nnx: type | None = None,
+    matches: Callable[[Any], bool] | None = None,
+    input_dtype="float32",
+) -> RegisteredModel:
     """Register a Linen model for :func:`get_model`, checkpoints and ``jaxprune train``.
 
     ``factory(**fields)`` builds the module (a ``flax.linen.Module`` class or a function
@@ -135,16 +154,26 @@ def register_model(name: str, factory: Callable[..., Any], input_shape, *,
         raise ValueError(f"factory of model {name!r} must be callable, got {factory!r}")
     shape, dtype = _shape(input_shape), _dtype(input_dtype)
     if recipe is not None and not isinstance(recipe, Mapping):
-        raise ValueError(f"recipe of model {name!r} must be a mapping of TrainConfig fields, "
-                         f"got {type(recipe).__name__}")
+        raise ValueError(
+            f"recipe of model {name!r} must be a mapping of TrainConfig fields, "
+            f"got {type(recipe).__name__}"
+        )
     recipe = types.MappingProxyType(dict(recipe or {}))
     matches = matches or _instances_of(factory) or (lambda module: False)
     twin = None
     if nnx is not None:
         if not isinstance(nnx, type):
             raise ValueError(f"nnx= of model {name!r} must be an nnx.Module class, got {nnx!r}")
-        twin = RegisteredModel(_free(f"{name}_nnx"), nnx, shape, recipe, name, True,
-                               lambda module, cls=nnx: type(module) is cls, dtype)
+        twin = RegisteredModel(
+            _free(f"{name}_nnx"),
+            nnx,
+            shape,
+            recipe,
+            name,
+            True,
+            lambda module, cls=nnx: type(module) is cls,
+            dtype,
+        )
     entry = RegisteredModel(_free(name), factory, shape, recipe, name, False, matches, dtype)
     _REGISTRY[name] = entry
     if twin is not None:

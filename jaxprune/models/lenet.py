@@ -8,6 +8,7 @@ Contract shared by every model in :mod:`jaxprune.models`:
 * a pruned model is ``model.clone(widths=smaller)`` and accepts the shrunk params;
 * every module is named explicitly so params paths are stable.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -85,8 +86,7 @@ class LeNet5(nn.Module):
         return _dense_head(x, self.widths[2:], self.num_classes, self.dropout_rate, train)
 
     def prunable_layers(self) -> tuple[str, ...]:
-        return ("conv_0", "conv_1") + tuple(
-            f"dense_{i}" for i in range(len(self.widths) - 2))
+        return ("conv_0", "conv_1") + tuple(f"dense_{i}" for i in range(len(self.widths) - 2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +95,9 @@ class LeNet5(nn.Module):
 class _NnxDenseHead(nnx.Module):
     """``dense_i`` + ReLU (+ dropout) per width, then ``head``: the NNX :func:`_dense_head`."""
 
-    def _build_head(self, features: int, widths, num_classes: int, dropout_rate: float,
-                    rngs: nnx.Rngs) -> None:
+    def _build_head(
+        self, features: int, widths, num_classes: int, dropout_rate: float, rngs: nnx.Rngs
+    ) -> None:
         sizes = (features, *widths)
         self.depth = len(widths)
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
@@ -114,10 +115,18 @@ class NnxLeNet300100(_NnxDenseHead):
     """The NNX twin of :class:`LeNet300100`; ``image``: the input's ``(H, W, C)`` (sizes the
     first layer). ``.eval()`` / ``.train()`` switch dropout."""
 
-    def __init__(self, widths=(300, 100), num_classes: int = 10, dropout_rate: float = 0.0,
-                 image=(28, 28, 1), *, rngs: nnx.Rngs):
-        self.init_args = init_args(widths=widths, num_classes=num_classes,
-                                   dropout_rate=dropout_rate, image=image)
+    def __init__(
+        self,
+        widths=(300, 100),
+        num_classes: int = 10,
+        dropout_rate: float = 0.0,
+        image=(28, 28, 1),
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.init_args = init_args(
+            widths=widths, num_classes=num_classes, dropout_rate=dropout_rate, image=image
+        )
         self._build_head(int(np.prod(image)), widths, num_classes, dropout_rate, rngs)
 
     def __call__(self, x):
@@ -128,12 +137,20 @@ class NnxLeNet5(_NnxDenseHead):
     """The NNX twin of :class:`LeNet5` (same paddings and pooling); ``image``: the input's
     ``(H, W, C)``."""
 
-    def __init__(self, widths=(6, 16, 120, 84), num_classes: int = 10,
-                 dropout_rate: float = 0.0, image=(28, 28, 1), *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        widths=(6, 16, 120, 84),
+        num_classes: int = 10,
+        dropout_rate: float = 0.0,
+        image=(28, 28, 1),
+        *,
+        rngs: nnx.Rngs,
+    ):
         if len(widths) < 2:
             raise ValueError(f"NnxLeNet5 needs at least the two conv widths, got {widths}")
-        self.init_args = init_args(widths=widths, num_classes=num_classes,
-                                   dropout_rate=dropout_rate, image=image)
+        self.init_args = init_args(
+            widths=widths, num_classes=num_classes, dropout_rate=dropout_rate, image=image
+        )
         self.conv_0 = nnx.Conv(image[-1], widths[0], (5, 5), padding="SAME", rngs=rngs)
         self.conv_1 = nnx.Conv(widths[0], widths[1], (5, 5), padding="VALID", rngs=rngs)
         h, w = image[0] // 2 - 4, image[1] // 2 - 4  # SAME conv, pool, VALID 5x5 conv

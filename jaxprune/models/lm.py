@@ -26,6 +26,7 @@ Both versions name their parameters alike (``embed/embedding``,
 >>> lm.apply(variables, tokens).shape
 (2, 16, 256)
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -41,28 +42,48 @@ __all__ = ["LM", "NnxLM", "LMBlock", "NnxLMBlock", "rope", "causal_attention"]
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
 
 
-def _check_sizes(vocab_size: int, dim: int, num_layers: int, num_heads: int,
-                 num_kv_heads: int, mlp_dim: int, max_len: int) -> None:
-    sizes = dict(vocab_size=vocab_size, dim=dim, num_layers=num_layers, num_heads=num_heads,
-                 num_kv_heads=num_kv_heads, mlp_dim=mlp_dim, max_len=max_len)
-    bad = [f"{k}={v!r}" for k, v in sizes.items()
-           if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1]
+def _check_sizes(
+    vocab_size: int,
+    dim: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    mlp_dim: int,
+    max_len: int,
+) -> None:
+    sizes = dict(
+        vocab_size=vocab_size,
+        dim=dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        mlp_dim=mlp_dim,
+        max_len=max_len,
+    )
+    bad = [
+        f"{k}={v!r}"
+        for k, v in sizes.items()
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1
+    ]
     if bad:
         raise ValueError(f"LM sizes must be positive integers, got {', '.join(bad)}")
     if num_heads % num_kv_heads:
-        raise ValueError(f"num_heads={num_heads} must be a multiple of "
-                         f"num_kv_heads={num_kv_heads}")
+        raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
     if dim % num_heads or (dim // num_heads) % 2:
-        raise ValueError(f"dim={dim} must be num_heads={num_heads} times an even head_dim "
-                         "(RoPE rotates pairs of features)")
+        raise ValueError(
+            f"dim={dim} must be num_heads={num_heads} times an even head_dim "
+            "(RoPE rotates pairs of features)"
+        )
 
 
 def _check_tokens(tokens, max_len: int):
     """``tokens`` as an integer array ``(B, L)`` with ``L <= max_len``."""
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"an LM takes integer token ids of shape (batch, length), got "
-                         f"{tokens.dtype}{list(tokens.shape)}")
+        raise ValueError(
+            f"an LM takes integer token ids of shape (batch, length), got "
+            f"{tokens.dtype}{list(tokens.shape)}"
+        )
     if tokens.shape[1] > max_len:
         raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={max_len}")
     return tokens
@@ -106,9 +127,11 @@ def causal_attention(q, k, v, base: float = 10_000.0):
 
 # ----------------------------------------------------------------------------- Linen
 
+
 class LMAttention(nn.Module):
     """``out(causal_attention(query(x), key(x), value(x)))`` with ``(dim, heads, head_dim)``
     kernels (no biases)."""
+
     num_heads: int
     num_kv_heads: int
     head_dim: int
@@ -119,13 +142,18 @@ class LMAttention(nn.Module):
         def heads(n, name):
             return nn.DenseGeneral((n, self.head_dim), use_bias=False, name=name)(x)
 
-        o = causal_attention(heads(self.num_heads, "query"), heads(self.num_kv_heads, "key"),
-                             heads(self.num_kv_heads, "value"), self.rope_base)
+        o = causal_attention(
+            heads(self.num_heads, "query"),
+            heads(self.num_kv_heads, "key"),
+            heads(self.num_kv_heads, "value"),
+            self.rope_base,
+        )
         return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), use_bias=False, name="out")(o)
 
 
 class LMMlp(nn.Module):
     """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
     mlp_dim: int
 
     @nn.compact
@@ -137,6 +165,7 @@ class LMMlp(nn.Module):
 
 class LMBlock(nn.Module):
     """Pre-norm block: ``x + attn(attn_norm(x))``, then ``x + mlp(mlp_norm(x))``."""
+
     num_heads: int
     num_kv_heads: int
     mlp_dim: int
@@ -145,14 +174,16 @@ class LMBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         head_dim = x.shape[-1] // self.num_heads
-        x = x + LMAttention(self.num_heads, self.num_kv_heads, head_dim, self.rope_base,
-                            name="attn")(nn.RMSNorm(name="attn_norm")(x))
+        x = x + LMAttention(
+            self.num_heads, self.num_kv_heads, head_dim, self.rope_base, name="attn"
+        )(nn.RMSNorm(name="attn_norm")(x))
         return x + LMMlp(self.mlp_dim, name="mlp")(nn.RMSNorm(name="mlp_norm")(x))
 
 
 class LM(nn.Module):
     """Decoder-only LM (see the module docstring). ``train`` is accepted for the training
     loop and changes nothing (no dropout)."""
+
     vocab_size: int = 256
     dim: int = 128
     num_layers: int = 4
@@ -165,13 +196,21 @@ class LM(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, train: bool = False):
-        _check_sizes(self.vocab_size, self.dim, self.num_layers, self.num_heads,
-                     self.num_kv_heads, self.mlp_dim, self.max_len)
+        _check_sizes(
+            self.vocab_size,
+            self.dim,
+            self.num_layers,
+            self.num_heads,
+            self.num_kv_heads,
+            self.mlp_dim,
+            self.max_len,
+        )
         embed = nn.Embed(self.vocab_size, self.dim, embedding_init=_EMBED_INIT, name="embed")
         x = embed(_check_tokens(tokens, self.max_len))
         for i in range(self.num_layers):
-            x = LMBlock(self.num_heads, self.num_kv_heads, self.mlp_dim, self.rope_base,
-                        name=f"block_{i}")(x)
+            x = LMBlock(
+                self.num_heads, self.num_kv_heads, self.mlp_dim, self.rope_base, name=f"block_{i}"
+            )(x)
         x = nn.RMSNorm(name="norm")(x)
         if self.tie_embeddings:
             return embed.attend(x)
@@ -180,26 +219,31 @@ class LM(nn.Module):
 
 # ----------------------------------------------------------------------------- NNX
 
+
 class NnxLMAttention(nnx.Module):
     """The NNX twin of :class:`LMAttention` (``num_heads``/``num_kv_heads``/``head_dim``
     follow the kernels when pruned)."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, *, rngs: nnx.Rngs
+    ):
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim, self.rope_base = dim // num_heads, rope_base
 
         def heads(n):
             return nnx.LinearGeneral(dim, (n, self.head_dim), use_bias=False, rngs=rngs)
 
-        self.query, self.key, self.value = heads(num_heads), heads(num_kv_heads), \
-            heads(num_kv_heads)
-        self.out = nnx.LinearGeneral((num_heads, self.head_dim), dim, axis=(-2, -1),
-                                     use_bias=False, rngs=rngs)
+        self.query, self.key, self.value = (
+            heads(num_heads),
+            heads(num_kv_heads),
+            heads(num_kv_heads),
+        )
+        self.out = nnx.LinearGeneral(
+            (num_heads, self.head_dim), dim, axis=(-2, -1), use_bias=False, rngs=rngs
+        )
 
     def __call__(self, x):
-        return self.out(causal_attention(self.query(x), self.key(x), self.value(x),
-                                         self.rope_base))
+        return self.out(causal_attention(self.query(x), self.key(x), self.value(x), self.rope_base))
 
 
 class NnxLMMlp(nnx.Module):
@@ -217,8 +261,16 @@ class NnxLMMlp(nnx.Module):
 class NnxLMBlock(nnx.Module):
     """The NNX twin of :class:`LMBlock`."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int,
-                 rope_base: float, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        mlp_dim: int,
+        rope_base: float,
+        *,
+        rngs: nnx.Rngs,
+    ):
         self.attn_norm = nnx.RMSNorm(dim, rngs=rngs)
         self.attn = NnxLMAttention(dim, num_heads, num_kv_heads, rope_base, rngs=rngs)
         self.mlp_norm = nnx.RMSNorm(dim, rngs=rngs)
@@ -235,25 +287,47 @@ class NnxLM(nnx.Module):
     ``vocab_size`` when given; ``image`` (the input shape :func:`jaxprune.models.get_model`
     passes every NNX model) is not needed: any length up to ``max_len`` runs."""
 
-    def __init__(self, vocab_size: int = 256, dim: int = 128, num_layers: int = 4,
-                 num_heads: int = 4, num_kv_heads: int = 2, mlp_dim: int = 384,
-                 max_len: int = 128, tie_embeddings: bool = False,
-                 rope_base: float = 10_000.0, num_classes: int | None = None,
-                 image: tuple | None = None, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int = 256,
+        dim: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        num_kv_heads: int = 2,
+        mlp_dim: int = 384,
+        max_len: int = 128,
+        tie_embeddings: bool = False,
+        rope_base: float = 10_000.0,
+        num_classes: int | None = None,
+        image: tuple | None = None,
+        *,
+        rngs: nnx.Rngs,
+    ):
         vocab_size = vocab_size if num_classes is None else num_classes
         _check_sizes(vocab_size, dim, num_layers, num_heads, num_kv_heads, mlp_dim, max_len)
-        self.init_args = init_args(vocab_size=vocab_size, dim=dim, num_layers=num_layers,
-                                   num_heads=num_heads, num_kv_heads=num_kv_heads,
-                                   mlp_dim=mlp_dim, max_len=max_len,
-                                   tie_embeddings=tie_embeddings, rope_base=rope_base)
+        self.init_args = init_args(
+            vocab_size=vocab_size,
+            dim=dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            mlp_dim=mlp_dim,
+            max_len=max_len,
+            tie_embeddings=tie_embeddings,
+            rope_base=rope_base,
+        )
         self.num_layers, self.max_len, self.tie_embeddings = num_layers, max_len, tie_embeddings
         self.embed = nnx.Embed(vocab_size, dim, embedding_init=_EMBED_INIT, rngs=rngs)
         for i in range(num_layers):
-            setattr(self, f"block_{i}", NnxLMBlock(dim, num_heads, num_kv_heads, mlp_dim,
-                                                   rope_base, rngs=rngs))
+            setattr(
+                self,
+                f"block_{i}",
+                NnxLMBlock(dim, num_heads, num_kv_heads, mlp_dim, rope_base, rngs=rngs),
+            )
         self.norm = nnx.RMSNorm(dim, rngs=rngs)
-        self.head = (None if tie_embeddings
-                     else nnx.Linear(dim, vocab_size, use_bias=False, rngs=rngs))
+        self.head = (
+            None if tie_embeddings else nnx.Linear(dim, vocab_size, use_bias=False, rngs=rngs)
+        )
 
     def __call__(self, tokens):
         x = self.embed(_check_tokens(tokens, self.max_len))

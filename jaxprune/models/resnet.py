@@ -15,6 +15,7 @@ non-decreasing stage widths). ``shortcut='B'`` uses a 1×1 conv + BatchNorm proj
 ResNet-50 is the torchvision "v1.5" layout: stride on the 3×3 conv of the bottleneck,
 projection shortcuts (1×1 conv + BN) on the first block of each stage. Convs have no bias.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -22,8 +23,7 @@ import jax.numpy as jnp
 
 
 def _bn(train: bool, name: str, momentum: float) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                        name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -38,19 +38,23 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         s = (self.strides, self.strides)
-        y = nn.Conv(self.inner, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False,
-                    name="conv1")(x)
+        y = nn.Conv(self.inner, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False, name="conv1")(
+            x
+        )
         y = nn.relu(_bn(train, "bn1", self.bn_momentum)(y))
-        y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                    name="conv2")(y)
+        y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(
+            y
+        )
         y = _bn(train, "bn2", self.bn_momentum)(y)
         c_in = x.shape[-1]
         if self.strides != 1 or c_in != self.features:
             if self.shortcut == "A":
                 if c_in > self.features:
-                    raise ValueError("option-A shortcut needs non-decreasing widths "
-                                     f"({c_in} -> {self.features}); use shortcut='B'")
-                x = x[:, ::self.strides, ::self.strides, :]
+                    raise ValueError(
+                        "option-A shortcut needs non-decreasing widths "
+                        f"({c_in} -> {self.features}); use shortcut='B'"
+                    )
+                x = x[:, :: self.strides, :: self.strides, :]
                 x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - c_in)))
             elif self.shortcut == "B":
                 x = nn.Conv(self.features, (1, 1), s, use_bias=False, name="shortcut_conv")(x)
@@ -60,10 +64,10 @@ class BasicBlock(nn.Module):
         return nn.relu(x + y)
 
 
-
 def block_names(num_blocks) -> list[str]:
     """Module name of every residual block: ``block{stage+1}_{index}`` in call order."""
     return [f"block{s + 1}_{b}" for s, n in enumerate(num_blocks) for b in range(n)]
+
 
 class CifarResNet(nn.Module):
     """CIFAR ResNet: 3×3 stem (``stage_widths[0]``), stages of basic blocks, GAP, ``head``.
@@ -83,8 +87,9 @@ class CifarResNet(nn.Module):
         if len(self.stage_widths) != len(self.num_blocks):
             raise ValueError("stage_widths and num_blocks must have the same length")
         if len(self.widths) != sum(self.num_blocks):
-            raise ValueError(f"widths needs one entry per block ({sum(self.num_blocks)}), "
-                             f"got {len(self.widths)}")
+            raise ValueError(
+                f"widths needs one entry per block ({sum(self.num_blocks)}), got {len(self.widths)}"
+            )
         super().__post_init__()
 
     def _block_names(self):
@@ -93,15 +98,17 @@ class CifarResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = jnp.asarray(x, jnp.float32)
-        x = nn.Conv(self.stage_widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                    name="conv_stem")(x)
+        x = nn.Conv(
+            self.stage_widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv_stem"
+        )(x)
         x = nn.relu(_bn(train, "bn_stem", self.bn_momentum)(x))
         names, k = self._block_names(), 0
         for s, (n, feat) in enumerate(zip(self.num_blocks, self.stage_widths)):
             for b in range(n):
                 strides = 2 if (s > 0 and b == 0) else 1
-                x = BasicBlock(self.widths[k], feat, strides, self.shortcut, self.bn_momentum,
-                               name=names[k])(x, train)
+                x = BasicBlock(
+                    self.widths[k], feat, strides, self.shortcut, self.bn_momentum, name=names[k]
+                )(x, train)
                 k += 1
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
@@ -134,8 +141,9 @@ class Bottleneck(nn.Module):
         s = (self.strides, self.strides)
         y = nn.Conv(self.inner1, (1, 1), use_bias=False, name="conv1")(x)
         y = nn.relu(_bn(train, "bn1", self.bn_momentum)(y))
-        y = nn.Conv(self.inner2, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False,
-                    name="conv2")(y)
+        y = nn.Conv(self.inner2, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(
+            y
+        )
         y = nn.relu(_bn(train, "bn2", self.bn_momentum)(y))
         y = nn.Conv(self.features, (1, 1), use_bias=False, name="conv3")(y)
         y = _bn(train, "bn3", self.bn_momentum)(y)
@@ -168,8 +176,10 @@ class ResNet50(nn.Module):
         if len(self.stage_widths) != len(self.num_blocks):
             raise ValueError("stage_widths and num_blocks must have the same length")
         if len(self.widths) != 2 * sum(self.num_blocks):
-            raise ValueError(f"widths needs two entries per bottleneck "
-                             f"({2 * sum(self.num_blocks)}), got {len(self.widths)}")
+            raise ValueError(
+                f"widths needs two entries per bottleneck "
+                f"({2 * sum(self.num_blocks)}), got {len(self.widths)}"
+            )
         super().__post_init__()
 
     def _block_names(self):
@@ -178,16 +188,28 @@ class ResNet50(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = jnp.asarray(x, jnp.float32)
-        x = nn.Conv(self.stem_width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                    name="conv_stem")(x)
+        x = nn.Conv(
+            self.stem_width,
+            (7, 7),
+            (2, 2),
+            padding=((3, 3), (3, 3)),
+            use_bias=False,
+            name="conv_stem",
+        )(x)
         x = nn.relu(_bn(train, "bn_stem", self.bn_momentum)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         names, k = self._block_names(), 0
         for s, (n, feat) in enumerate(zip(self.num_blocks, self.stage_widths)):
             for b in range(n):
                 strides = 2 if (s > 0 and b == 0) else 1
-                x = Bottleneck(self.widths[2 * k], self.widths[2 * k + 1], feat, strides,
-                               self.bn_momentum, name=names[k])(x, train)
+                x = Bottleneck(
+                    self.widths[2 * k],
+                    self.widths[2 * k + 1],
+                    feat,
+                    strides,
+                    self.bn_momentum,
+                    name=names[k],
+                )(x, train)
                 k += 1
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
@@ -202,9 +224,10 @@ class ResNet50(nn.Module):
         conv1 and projection shortcut). ``stage_widths[s]``: the residual channels of stage
         ``s``, produced by the ``conv3`` of every block and the stage's projection shortcut.
         """
-        return {"stem_width": ("conv_stem",),
-                "stage_widths": tuple(f"block{s + 1}_0/conv3"
-                                      for s in range(len(self.num_blocks)))}
+        return {
+            "stem_width": ("conv_stem",),
+            "stage_widths": tuple(f"block{s + 1}_0/conv3" for s in range(len(self.num_blocks))),
+        }
 
 
 def resnet56(**overrides) -> CifarResNet:

@@ -20,6 +20,7 @@ Classifier choices (documented design decision):
 Convs keep their bias (as the common PyTorch CIFAR VGGs do); BatchNorm uses
 ``use_running_average=not train`` with the ``'batch_stats'`` collection.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -58,8 +59,12 @@ class VGG(nn.Module):
         n_conv = self.num_conv
         for i, w in enumerate(self.widths[:n_conv]):
             x = nn.Conv(w, (3, 3), padding="SAME", name=f"conv_{i}")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=1e-5, name=f"bn_{i}")(x)
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-5,
+                name=f"bn_{i}",
+            )(x)
             x = nn.relu(x)
             if i in self.pool_after:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -67,13 +72,13 @@ class VGG(nn.Module):
         for j, w in enumerate(self.widths[n_conv:]):
             x = nn.relu(nn.Dense(w, name=f"dense_{j}")(x))
             if self.dropout_rate > 0.0:
-                x = nn.Dropout(self.dropout_rate, deterministic=not train,
-                               name=f"dropout_{j}")(x)
+                x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"dropout_{j}")(x)
         return nn.Dense(self.num_classes, name="head")(x)
 
     def prunable_layers(self) -> tuple[str, ...]:
         return tuple(f"conv_{i}" for i in range(self.num_conv)) + tuple(
-            f"dense_{j}" for j in range(self.num_dense))
+            f"dense_{j}" for j in range(self.num_dense)
+        )
 
 
 def vgg16(**overrides) -> VGG:

@@ -15,6 +15,7 @@ Both versions name their parameters alike (``embed``, ``cls``, ``pos``,
 ``block_{i}/{ln_0, attn/{query, key, value, out}, ln_1, mlp_0, mlp_1}``, ``norm``, ``head``)
 with the same layouts, so Linen weights copy onto the NNX twin one to one.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -46,6 +47,7 @@ def _check_pool(pool: str) -> None:
 
 class ViTBlock(nn.Module):
     """Pre-LN transformer block: ``x + attn(ln_0(x))``, ``x + mlp_1(gelu(mlp_0(ln_1(x))))``."""
+
     heads: int
     mlp: int
     dropout_rate: float = 0.0
@@ -54,9 +56,14 @@ class ViTBlock(nn.Module):
     def __call__(self, x, train: bool = False):
         dim = x.shape[-1]
         h = nn.LayerNorm(name="ln_0")(x)
-        h = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=dim,
-                                            out_features=dim, dropout_rate=self.dropout_rate,
-                                            deterministic=not train, name="attn")(h)
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.heads,
+            qkv_features=dim,
+            out_features=dim,
+            dropout_rate=self.dropout_rate,
+            deterministic=not train,
+            name="attn",
+        )(h)
         x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         h = nn.gelu(nn.Dense(self.mlp, name="mlp_0")(nn.LayerNorm(name="ln_1")(x)))
         h = nn.Dense(dim, name="mlp_1")(h)
@@ -69,6 +76,7 @@ class ViT(nn.Module):
     ``dim``: embedding (residual stream) width, ``heads`` attention heads of
     ``dim // heads`` each, ``mlp``: hidden width of each block's MLP, ``pool``: ``"cls"``
     (class token) or ``"mean"`` (mean of the tokens)."""
+
     patch: int = 4
     dim: int = 32
     depth: int = 2
@@ -85,8 +93,11 @@ class ViT(nn.Module):
         p = self.patch
         patches = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID", name="embed")(x)
         n = patches.shape[1] * patches.shape[2] + (self.pool == "cls")
-        cls = (self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
-               if self.pool == "cls" else None)
+        cls = (
+            self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
+            if self.pool == "cls"
+            else None
+        )
         pos = self.param("pos", nn.initializers.normal(0.02), (1, n, self.dim))
         x = _tokens(patches, cls, pos, self.pool)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -99,11 +110,18 @@ class ViT(nn.Module):
 class NnxViTBlock(nnx.Module):
     """The NNX twin of :class:`ViTBlock`."""
 
-    def __init__(self, dim: int, heads: int, mlp: int, dropout_rate: float = 0.0, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, dim: int, heads: int, mlp: int, dropout_rate: float = 0.0, *, rngs: nnx.Rngs
+    ):
         self.ln_0 = nnx.LayerNorm(dim, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, qkv_features=dim,
-                                           dropout_rate=dropout_rate, decode=False, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=heads,
+            in_features=dim,
+            qkv_features=dim,
+            dropout_rate=dropout_rate,
+            decode=False,
+            rngs=rngs,
+        )
         self.ln_1 = nnx.LayerNorm(dim, rngs=rngs)
         self.mlp_0 = nnx.Linear(dim, mlp, rngs=rngs)
         self.mlp_1 = nnx.Linear(mlp, dim, rngs=rngs)
@@ -120,16 +138,36 @@ class NnxViT(nnx.Module):
     ``image``: the input's ``(height, width, channels)`` (sizes the position embedding).
     ``.eval()`` / ``.train()`` switch dropout."""
 
-    def __init__(self, patch: int = 4, dim: int = 32, depth: int = 2, heads: int = 4,
-                 mlp: int = 64, num_classes: int = 10, pool: str = "cls",
-                 dropout_rate: float = 0.0, image: tuple = (28, 28, 1), *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        patch: int = 4,
+        dim: int = 32,
+        depth: int = 2,
+        heads: int = 4,
+        mlp: int = 64,
+        num_classes: int = 10,
+        pool: str = "cls",
+        dropout_rate: float = 0.0,
+        image: tuple = (28, 28, 1),
+        *,
+        rngs: nnx.Rngs,
+    ):
         _check_pool(pool)
-        self.init_args = init_args(patch=patch, dim=dim, depth=depth, heads=heads, mlp=mlp,
-                                   num_classes=num_classes, pool=pool,
-                                   dropout_rate=dropout_rate, image=image)
+        self.init_args = init_args(
+            patch=patch,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp=mlp,
+            num_classes=num_classes,
+            pool=pool,
+            dropout_rate=dropout_rate,
+            image=image,
+        )
         self.pool, self.depth = pool, depth
-        self.embed = nnx.Conv(image[-1], dim, (patch, patch), strides=(patch, patch),
-                              padding="VALID", rngs=rngs)
+        self.embed = nnx.Conv(
+            image[-1], dim, (patch, patch), strides=(patch, patch), padding="VALID", rngs=rngs
+        )
         n = (image[0] // patch) * (image[1] // patch) + (pool == "cls")
         self.cls = nnx.Param(jnp.zeros((1, 1, dim))) if pool == "cls" else None
         self.pos = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (1, n, dim)))
@@ -141,8 +179,9 @@ class NnxViT(nnx.Module):
 
     def __call__(self, x):
         cls = None if self.cls is None else self.cls[...]
-        x = self.drop(_tokens(self.embed(jnp.asarray(x, jnp.float32)), cls, self.pos[...],
-                              self.pool))
+        x = self.drop(
+            _tokens(self.embed(jnp.asarray(x, jnp.float32)), cls, self.pos[...], self.pool)
+        )
         for i in range(self.depth):
             x = getattr(self, f"block_{i}")(x)
         return self.head(_pooled(self.norm(x), self.pool))

@@ -9,13 +9,28 @@
 
 "Kernels" are the params leaves with ``ndim > 1`` (:func:`is_kernel`): Dense/Conv weights.
 """
+
 from jaxprune.optim.constraints import KSparsePolytope, L1Ball, is_kernel, lmo, radii, violation
 from jaxprune.optim.lmo import keep_count, ksparse_lmo, l1_lmo
-from jaxprune.optim.masking import (MaskedState, apply_mask, kernel_sparsity, magnitude_mask,
-                                    masked)
+from jaxprune.optim.masking import MaskedState, apply_mask, kernel_sparsity, magnitude_mask, masked
 from jaxprune.optim.sfw import SFWState, classic_schedule, stochastic_frank_wolfe
 
-__all__ = ["KSparsePolytope", "L1Ball", "MaskedState", "SFWState", "apply_mask",
-           "classic_schedule", "is_kernel", "keep_count", "kernel_sparsity", "ksparse_lmo",
-           "l1_lmo", "lmo", "magnitude_mask", "masked", "radii", "stochastic_frank_wolfe",
-           "violation"]
+__all__ = [
+    "KSparsePolytope",
+    "L1Ball",
+    "MaskedState",
+    "SFWState",
+    "apply_mask",
+    "classic_schedule",
+    "is_kernel",
+    "keep_count",
+    "kernel_sparsity",
+    "ksparse_lmo",
+    "l1_lmo",
+    "lmo",
+    "magnitude_mask",
+    "masked",
+    "radii",
+    "stochastic_frank_wolfe",
+    "violation",
+]

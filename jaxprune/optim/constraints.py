@@ -18,6 +18,7 @@ kept weights have now; smaller (vertices do not inflate the surviving weights to
 the start is in general NOT feasible (the iterates enter the set at the rate ``Π(1 − γ_s)`` at
 which the dense start decays).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +60,7 @@ def split_back(flat, leaves, block) -> dict:
     out, start = {}, 0
     for i in block:
         n = int(np.size(leaves[i]))
-        out[i] = flat[start:start + n].reshape(jnp.shape(leaves[i]))
+        out[i] = flat[start : start + n].reshape(jnp.shape(leaves[i]))
         start += n
     return out
 
@@ -67,11 +68,12 @@ def split_back(flat, leaves, block) -> dict:
 @dataclasses.dataclass(frozen=True)
 class KSparsePolytope:
     """``{θ : ‖θ‖₁ ≤ K·r, ‖θ‖∞ ≤ r}`` per kernel (``scope="layer"``) or over all kernels."""
+
     sparsity: float = 0.9
     scope: str = "layer"
     tau: float = 1.0
-    radius: float | None = None        # fixed r (overrides the rule)
-    rule: str = "feasible"             # 'feasible' | 'topk_mean' (see the module doc)
+    radius: float | None = None  # fixed r (overrides the rule)
+    rule: str = "feasible"  # 'feasible' | 'topk_mean' (see the module doc)
 
     def k(self, n: int) -> int:
         return keep_count(n, self.sparsity)
@@ -103,6 +105,7 @@ class KSparsePolytope:
 @dataclasses.dataclass(frozen=True)
 class L1Ball:
     """``{θ : ‖θ‖₁ ≤ R}`` per kernel or over all kernels (``R = τ·‖θ₀‖₁`` by default)."""
+
     scope: str = "layer"
     tau: float = 1.0
     radius: float | None = None
@@ -143,5 +146,7 @@ def lmo(constraint, direction, block_radii):
 def violation(constraint, params, block_radii) -> float:
     """Largest relative constraint violation over blocks (≤ 0: feasible)."""
     leaves = jax.tree.leaves(params)
-    return max(float(constraint.block_violation(concat(leaves, b), r))
-               for b, r in zip(blocks(leaves, constraint.scope), block_radii))
+    return max(
+        float(constraint.block_violation(concat(leaves, b), r))
+        for b, r in zip(blocks(leaves, constraint.scope), block_radii)
+    )

@@ -5,6 +5,7 @@
   non-zeros).
 * ℓ1 ball of radius ``R``: ``−R·sign(g_i*)·e_i*`` with ``i* = argmax|g_i|``.
 """
+
 from __future__ import annotations
 
 import functools

@@ -7,6 +7,7 @@ stays exactly 0.0 (``train.fit(..., mask=m)`` zeroes the masked weights before t
 Masking the gradients too keeps masked entries out of the inner optimiser's statistics (Adam
 moments, momentum, coupled weight decay).
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ __all__ = ["MaskedState", "masked", "apply_mask", "magnitude_mask", "kernel_spar
 
 
 class MaskedState(NamedTuple):
-    inner: Any                 # state of the wrapped transformation
+    inner: Any  # state of the wrapped transformation
 
 
 def apply_mask(tree, mask):
@@ -46,8 +47,9 @@ def masked(inner: optax.GradientTransformation, mask) -> optax.GradientTransform
         return MaskedState(inner=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        upd, inner_state = inner.update(apply_mask(updates, mask), state.inner, params,
-                                        **extra_args)
+        upd, inner_state = inner.update(
+            apply_mask(updates, mask), state.inner, params, **extra_args
+        )
         return apply_mask(upd, mask), MaskedState(inner=inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

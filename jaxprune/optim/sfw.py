@@ -24,6 +24,7 @@ coordinates the iterate concentrates on ≈ K entries and a final hard top-K mas
 (:func:`~jaxprune.optim.magnitude_mask` of the iterate) removes little; momentum averages the
 stochastic gradients, so successive vertices agree more ("FW + momentum is sparser").
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -38,9 +39,9 @@ __all__ = ["SFWState", "classic_schedule", "stochastic_frank_wolfe"]
 
 
 class SFWState(NamedTuple):
-    count: jax.Array           # int32 step counter
-    momentum: Any              # params-shaped buffer m (zeros when momentum=None)
-    radii: list                # one radius per constraint block (fixed at init)
+    count: jax.Array  # int32 step counter
+    momentum: Any  # params-shaped buffer m (zeros when momentum=None)
+    radii: list  # one radius per constraint block (fixed at init)
 
 
 def classic_schedule(offset: int = 2) -> optax.Schedule:
@@ -60,10 +61,14 @@ def _gamma(constraint, rescale: str, eta, d, v, theta, r):
     return jnp.clip(gamma, 0.0, 1.0)
 
 
-def stochastic_frank_wolfe(constraint, step_size: float | optax.Schedule = 0.1, *,
-                           rescale: str = "gradient", momentum: float | None = None,
-                           free_learning_rate: float = 0.0
-                           ) -> optax.GradientTransformationExtraArgs:
+def stochastic_frank_wolfe(
+    constraint,
+    step_size: float | optax.Schedule = 0.1,
+    *,
+    rescale: str = "gradient",
+    momentum: float | None = None,
+    free_learning_rate: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
     """SFW / SFW-with-momentum over ``constraint`` (update rule in the module docstring).
 
     ``update(grads, state, params)`` needs ``params`` and returns ``Δθ = γ(v − θ)`` for the
@@ -78,9 +83,11 @@ def stochastic_frank_wolfe(constraint, step_size: float | optax.Schedule = 0.1, 
     sched = step_size if callable(step_size) else (lambda t: jnp.asarray(step_size, jnp.float32))
 
     def init_fn(params):
-        return SFWState(count=jnp.zeros((), jnp.int32),
-                        momentum=jax.tree.map(jnp.zeros_like, params),
-                        radii=radii(constraint, params))
+        return SFWState(
+            count=jnp.zeros((), jnp.int32),
+            momentum=jax.tree.map(jnp.zeros_like, params),
+            radii=radii(constraint, params),
+        )
 
     def update_fn(grads, state, params=None, **extra_args):
         del extra_args
@@ -98,11 +105,20 @@ def stochastic_frank_wolfe(constraint, step_size: float | optax.Schedule = 0.1, 
         v_leaves = treedef.flatten_up_to(lmo(constraint, d, state.radii))
         upd = [(-free_learning_rate * x).astype(p.dtype) for x, p in zip(d_leaves, p_leaves)]
         for b, r in zip(blocks(p_leaves, constraint.scope), state.radii):
-            gamma = _gamma(constraint, rescale, eta, concat(d_leaves, b), concat(v_leaves, b),
-                           concat(p_leaves, b), r)
+            gamma = _gamma(
+                constraint,
+                rescale,
+                eta,
+                concat(d_leaves, b),
+                concat(v_leaves, b),
+                concat(p_leaves, b),
+                r,
+            )
             for i in b:
                 upd[i] = (gamma * (v_leaves[i] - p_leaves[i])).astype(p_leaves[i].dtype)
-        return (jax.tree.unflatten(treedef, upd),
-                SFWState(count=state.count + 1, momentum=m, radii=state.radii))
+        return (
+            jax.tree.unflatten(treedef, upd),
+            SFWState(count=state.count + 1, momentum=m, radii=state.radii),
+        )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -36,22 +36,58 @@ Rule writers get the label type :class:`Info`, the rule building blocks (:func:`
 :func:`elementwise`, :func:`gather`, :func:`reduction`, :func:`plain`, :data:`ELEMENTWISE`) and
 the walker :func:`walk` that a tracing mode (:mod:`jaxprune.hidden`) runs with its own rules.
 """
+
 from jaxprune._tree import path_of
 from jaxprune.structure._groups import ArraySlot, ChannelGroup, Structure
-from jaxprune.structure._layers import ConvSpec, KernelLayer, dense_chain, kernel_layers
-from jaxprune.structure._residual import (Program, ResidualBranch, Residuals, flatten_program,
-                                          residual_branches)
 from jaxprune.structure._labels import _Info as Info
+from jaxprune.structure._layers import ConvSpec, KernelLayer, dense_chain, kernel_layers
+from jaxprune.structure._residual import (
+    Program,
+    ResidualBranch,
+    Residuals,
+    flatten_program,
+    residual_branches,
+)
 from jaxprune.structure._residual import _sub_jaxpr as sub_jaxpr
 from jaxprune.structure._rules import _ELEMENTWISE as ELEMENTWISE
-from jaxprune.structure._rules import (RULES, combine, elementwise, gather, plain, reduction,
-                                       register_rule)
+from jaxprune.structure._rules import (
+    RULES,
+    combine,
+    elementwise,
+    gather,
+    plain,
+    reduction,
+    register_rule,
+)
 from jaxprune.structure._trace import from_model, from_params, trace_groups, walk
 
-__all__ = ["ArraySlot", "ChannelGroup", "ConvSpec", "KernelLayer", "RULES", "Structure",
-           "dense_chain", "from_model", "from_params", "kernel_layers", "path_of",
-           "register_rule", "residual_branches", "ResidualBranch", "Residuals", "trace_groups",
-           "flatten_program", "Program",
-           # for writing rules and tracing modes (the contract: register_rule)
-           "Info", "ELEMENTWISE", "combine", "elementwise", "gather", "plain", "reduction",
-           "sub_jaxpr", "walk"]
+__all__ = [
+    "ArraySlot",
+    "ChannelGroup",
+    "ConvSpec",
+    "KernelLayer",
+    "RULES",
+    "Structure",
+    "dense_chain",
+    "from_model",
+    "from_params",
+    "kernel_layers",
+    "path_of",
+    "register_rule",
+    "residual_branches",
+    "ResidualBranch",
+    "Residuals",
+    "trace_groups",
+    "flatten_program",
+    "Program",
+    # for writing rules and tracing modes (the contract: register_rule)
+    "Info",
+    "ELEMENTWISE",
+    "combine",
+    "elementwise",
+    "gather",
+    "plain",
+    "reduction",
+    "sub_jaxpr",
+    "walk",
+]

@@ -1,4 +1,5 @@
 """Channel groups and what they cost: the data model of :mod:`jaxprune.structure`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ class ArraySlot:
     for ``o < outer``, ``i < inner``. Several slots on one axis (a concatenation: one per
     operand, at different offsets) are applied together.
     """
+
     path: Path
     axis: int
     outer: int = 1
@@ -37,13 +39,14 @@ class ArraySlot:
 @dataclasses.dataclass(frozen=True)
 class ChannelGroup:
     """A set of channels that must be kept or removed together."""
-    name: str                       # path of the first producer module, e.g. "dense_0"
-    size: int                       # number of channels
+
+    name: str  # path of the first producer module, e.g. "dense_0"
+    size: int  # number of channels
     producers: tuple[ArraySlot, ...]  # kernels whose output axis creates the channels
-    members: tuple[ArraySlot, ...]    # biases, norm scale/bias/mean/var over the channels
+    members: tuple[ArraySlot, ...]  # biases, norm scale/bias/mean/var over the channels
     consumers: tuple[ArraySlot, ...]  # kernels whose input axis reads the channels
     prunable: bool
-    reason: str = ""                # why a group is not prunable
+    reason: str = ""  # why a group is not prunable
     # merged with another group by an element-wise op (a residual add): pruned only with
     # ``prune(..., prune_residual=True)``. Ties that are not adds (the heads of q/k/v joined
     # by an attention-like product, the groups a shared layer reads) do not make it residual.
@@ -68,6 +71,7 @@ class Structure:
     ``kernel_positions``: path -> output positions per example at which a kernel is applied
     (1 for a Dense layer, ``H_out·W_out`` for a conv), so MACs = kernel size × positions.
     """
+
     groups: tuple[ChannelGroup, ...]
     shapes: dict
     kernel_positions: dict
@@ -84,7 +88,7 @@ class Structure:
         axes: dict = {}  # (path, axis) -> [(slot, size, kept width)]
         for g in self.groups:
             if g.name not in widths:  # untouched groups keep their shapes (a frozen group
-                continue              # may tie axes the tracer could not size consistently)
+                continue  # may tie axes the tracer could not size consistently)
             for slot in (*g.producers, *g.members, *g.consumers):
                 axes.setdefault((slot.path, slot.axis), []).append((slot, g.size, widths[g.name]))
         for (path, axis), slots in axes.items():
@@ -102,14 +106,26 @@ class Structure:
 
     def touched(self, only_prunable: bool = True) -> set:
         """Paths of the arrays that some (prunable) group shrinks."""
-        return {s.path for g in self.groups if g.prunable or not only_prunable
-                for s in (*g.producers, *g.members, *g.consumers)}
+        return {
+            s.path
+            for g in self.groups
+            if g.prunable or not only_prunable
+            for s in (*g.producers, *g.members, *g.consumers)
+        }
 
-    def count_params(self, widths: dict | None = None, paths=None, collection: str = "params") -> int:
-        """Number of entries of the ``collection`` arrays (restricted to ``paths``) at ``widths``."""
+    def count_params(
+        self, widths: dict | None = None, paths=None, collection: str = "params"
+    ) -> int:
+        """Number of entries of the ``collection`` arrays (restricted to ``paths``) at
+        ``widths``."""
         shapes = self.new_shapes(widths or {})
-        return int(sum(math.prod(s) for p, s in shapes.items()
-                       if p[0] == collection and (paths is None or p in paths)))
+        return int(
+            sum(
+                math.prod(s)
+                for p, s in shapes.items()
+                if p[0] == collection and (paths is None or p in paths)
+            )
+        )
 
     def count_macs(self, widths: dict | None = None) -> int:
         """Multiply-accumulates per example of all Dense/Conv kernels at ``widths``."""

@@ -1,4 +1,5 @@
 """Labels the tracer attaches to jaxpr values: which axes index which channel group."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +32,7 @@ class Seg(NamedTuple):
     of group ``gid`` owns the entries ``(o · period + offset + c) · inner + i``
     (``o < outer``, ``i < inner``). A plain channel axis is ``Seg(g, 1, 1, 0, size)``; a
     concatenation puts several segments (at different offsets) on one axis."""
+
     gid: int
     outer: int
     inner: int
@@ -51,6 +53,7 @@ class _Info:
     e.g. an attention mask ``(B, 1, q, k)`` broadcast over the heads): they index no
     channels, so an activation unlabelled there does not freeze the groups it meets.
     """
+
     chan: dict = dataclasses.field(default_factory=dict)
     porig: tuple = ()
     act: bool = False
@@ -63,6 +66,7 @@ class Layout(NamedTuple):
     inner + i`` (``o < outer``, ``i < inner``). Heads of a ``(H·D) -> (H, D)`` reshape:
     ``Layout(H, 1, H, 0, D)``; the second of three equal pieces of a split of ``3·C``
     channels: ``Layout(C, 1, 3·C, C, 1)``."""
+
     size: int
     outer: int
     period: int
@@ -73,5 +77,7 @@ class Layout(NamedTuple):
 def product_layouts(sizes) -> list[Layout]:
     """The layouts of the factors of a channel axis reshaped to ``sizes`` (row-major): factor
     ``k`` repeats ``prod(sizes[:k])`` times and owns blocks of ``prod(sizes[k+1:])``."""
-    return [Layout(n, math.prod(sizes[:k]), n, 0, math.prod(sizes[k + 1:]))
-            for k, n in enumerate(sizes)]
+    return [
+        Layout(n, math.prod(sizes[:k]), n, 0, math.prod(sizes[k + 1 :]))
+        for k, n in enumerate(sizes)
+    ]

@@ -1,8 +1,10 @@
 """Kernel layers in call order (for weight pruning) and the bare Dense-chain check."""
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import numpy as np
@@ -14,9 +16,10 @@ from jaxprune._tree import Path, leaves_with_paths, params_of
 
 class ConvSpec(NamedTuple):
     """What a ``flax.linen.Conv`` call does besides the kernel (hashable: a jit static)."""
+
     window: tuple[int, ...]
     strides: tuple[int, ...]
-    padding: Any                      # "SAME" | "VALID" | ((lo, hi), ...)
+    padding: Any  # "SAME" | "VALID" | ((lo, hi), ...)
     input_dilation: tuple[int, ...]
     kernel_dilation: tuple[int, ...]
 
@@ -27,6 +30,7 @@ class KernelLayer(NamedTuple):
     ``"other"`` (a kernel module magnitude can prune but the patch view does not cover, e.g.
     ``ConvTranspose``, grouped convs); ``conv``: the conv's :class:`ConvSpec` (else None);
     ``why``: for ``"other"``, what is unsupported."""
+
     name: str
     path: Path
     layer: str
@@ -36,8 +40,7 @@ class KernelLayer(NamedTuple):
 
 def _natural_key(path: Path):
     """Sort key that orders ``dense_2`` before ``dense_10`` (digit runs compare as numbers)."""
-    return [tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part))
-            for part in path]
+    return [tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)) for part in path]
 
 
 def _numbered(paths) -> bool:
@@ -80,7 +83,8 @@ def dense_chain(variables) -> list[tuple[Path, object]]:
         raise ValueError(
             "the parameter pytree matches no known structure: without `model=` only a chain of "
             "Dense layers ({'kernel': (in, out), 'bias': (out,)} per layer) is understood; "
-            "pass the Flax module as `model=` (and `input_shape=`) for other networks")
+            "pass the Flax module as `model=` (and `input_shape=`) for other networks"
+        )
     if _numbered([p for p, _ in kernels]):
         kernels = sorted(kernels, key=lambda pk: _natural_key(pk[0]))
     else:
@@ -89,14 +93,16 @@ def dense_chain(variables) -> list[tuple[Path, object]]:
             raise ValueError(
                 f"the call order of the Dense layers {['/'.join(p) for p, _ in kernels]} is "
                 "ambiguous without the model (their names carry no numbers and their shapes "
-                "chain in several orders); pass the Flax module as `model=`")
+                "chain in several orders); pass the Flax module as `model=`"
+            )
         kernels = orders[0] if orders else kernels  # no order: the check below says so
     for (p0, k0), (p1, k1) in zip(kernels, kernels[1:]):
         if np.shape(k0)[1] != np.shape(k1)[0]:
             raise ValueError(
                 f"Dense kernels {'/'.join(p0)} {np.shape(k0)} and {'/'.join(p1)} "
                 f"{np.shape(k1)} do not chain; pass the Flax module as `model=` so the "
-                "structure can be traced")
+                "structure can be traced"
+            )
     return kernels
 
 
@@ -115,8 +121,11 @@ def _describe(module: nn.Module, kernel_ndim: int) -> tuple[str, ConvSpec | None
     if isinstance(module, nn.Conv):  # shared-weight convolution (not ConvLocal/Transpose)
         n = kernel_ndim - 2
         if int(module.feature_group_count) != 1:
-            return "other", None, ("grouped convolution (feature_group_count="
-                                   f"{module.feature_group_count})")
+            return (
+                "other",
+                None,
+                (f"grouped convolution (feature_group_count={module.feature_group_count})"),
+            )
         if getattr(module, "mask", None) is not None:
             return "other", None, "convolution with a fixed weight mask"
         padding = module.padding
@@ -125,13 +134,20 @@ def _describe(module: nn.Module, kernel_ndim: int) -> tuple[str, ConvSpec | None
             if padding not in ("SAME", "VALID"):
                 return "other", None, f"convolution padding {padding!r}"
         else:
-            padding = tuple(tuple(int(q) for q in p) for p in
-                            canonicalize_padding(padding, n))
+            padding = tuple(tuple(int(q) for q in p) for p in canonicalize_padding(padding, n))
         ks = module.kernel_size
         window = (int(ks),) * n if isinstance(ks, int) else tuple(int(k) for k in ks)
-        return "conv", ConvSpec(window, _tuple(module.strides, n), padding,
-                                _tuple(module.input_dilation, n),
-                                _tuple(module.kernel_dilation, n)), ""
+        return (
+            "conv",
+            ConvSpec(
+                window,
+                _tuple(module.strides, n),
+                padding,
+                _tuple(module.input_dilation, n),
+                _tuple(module.kernel_dilation, n),
+            ),
+            "",
+        )
     return "other", None, f"{type(module).__name__} layer"
 
 
@@ -142,26 +158,33 @@ def _model_layers(model, variables, input_shape, apply_kwargs) -> list[KernelLay
     def record(module, _x, _out):
         path = module_path(module)
         kernel = module.variables["params"]["kernel"]
-        records.pop(path, None)             # re-insert: order of the last call
+        records.pop(path, None)  # re-insert: order of the last call
         records[path] = _describe(module, np.ndim(kernel))
 
     trace_kernel_calls(model, variables, input_shape, record, apply_kwargs)
     if not records:
-        raise ValueError(f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
-                         "called; nothing to prune")
+        raise ValueError(
+            f"{type(model).__name__}: no submodule with a 'kernel' parameter was "
+            "called; nothing to prune"
+        )
     return [KernelLayer("/".join(p), ("params", *p, "kernel"), *d) for p, d in records.items()]
 
 
-def kernel_layers(variables, model=None, input_shape=None,
-                  apply_kwargs: Mapping | None = None) -> list[KernelLayer]:
+def kernel_layers(
+    variables, model=None, input_shape=None, apply_kwargs: Mapping | None = None
+) -> list[KernelLayer]:
     """The kernel layers of a network in call order (the last one is the output layer).
 
     With ``model``, found by tracing it abstractly at ``input_shape``; without, the params
     must be a Dense chain (:func:`dense_chain`, pytree order)."""
     if model is None:
-        return [KernelLayer("/".join(p), ("params", *p, "kernel"), "dense")
-                for p, _ in dense_chain(variables)]
+        return [
+            KernelLayer("/".join(p), ("params", *p, "kernel"), "dense")
+            for p, _ in dense_chain(variables)
+        ]
     if input_shape is None:
-        raise ValueError(f"kernel_layers: pass input_shape= (one example, no batch axis) to "
-                         f"trace {type(model).__name__}")
+        raise ValueError(
+            f"kernel_layers: pass input_shape= (one example, no batch axis) to "
+            f"trace {type(model).__name__}"
+        )
     return _model_layers(model, variables, input_shape, apply_kwargs)

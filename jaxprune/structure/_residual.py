@@ -23,10 +23,12 @@ their operands are (``gelu`` and ``silu`` are products). A branch whose output h
 >>> [b.zero for b in residual_branches(net.apply, v, (jnp.ones((2, 4)),)).branches]
 [(('params', 'f', 'bias'), ('params', 'f', 'kernel'))]
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,12 +38,50 @@ from jaxprune._tree import Path, leaves_with_paths
 from jaxprune.structure._rules import _CALLS
 
 # zero when every (data) operand is zero
-_ALL = {"add", "add_any", "sub", "max", "min", "neg", "reshape", "broadcast_in_dim",
-        "transpose", "convert_element_type", "squeeze", "expand_dims", "reduce_sum", "copy",
-        "copy_p", "concatenate", "pad", "slice", "reduce_max", "reduce_min", "cumsum", "sin",
-        "tanh", "sinh", "asinh", "atanh", "arctan", "atan", "asin", "tan", "erf", "abs",
-        "sign", "integer_pow", "sqrt", "cbrt", "reduce_precision", "rev", "real", "imag",
-        "square", "optimization_barrier"}
+_ALL = {
+    "add",
+    "add_any",
+    "sub",
+    "max",
+    "min",
+    "neg",
+    "reshape",
+    "broadcast_in_dim",
+    "transpose",
+    "convert_element_type",
+    "squeeze",
+    "expand_dims",
+    "reduce_sum",
+    "copy",
+    "copy_p",
+    "concatenate",
+    "pad",
+    "slice",
+    "reduce_max",
+    "reduce_min",
+    "cumsum",
+    "sin",
+    "tanh",
+    "sinh",
+    "asinh",
+    "atanh",
+    "arctan",
+    "atan",
+    "asin",
+    "tan",
+    "erf",
+    "abs",
+    "sign",
+    "integer_pow",
+    "sqrt",
+    "cbrt",
+    "reduce_precision",
+    "rev",
+    "real",
+    "imag",
+    "square",
+    "optimization_barrier",
+}
 # zero when any operand is zero
 _ANY = {"mul", "dot_general", "conv_general_dilated"}
 # zero when their first operand is (the others are indices or divisors)
@@ -51,6 +91,7 @@ _FIRST = {"div", "dynamic_slice", "gather", "select_and_gather_add"}
 @dataclasses.dataclass(frozen=True)
 class _Eqn:
     """One flattened equation: operands are value ids (ints) or :class:`_Const`."""
+
     primitive: Any
     ins: tuple
     outs: tuple[int, ...]
@@ -66,6 +107,7 @@ class _Const:
 class Program:
     """A flattened jaxpr: ids ``0..n_leaves-1`` are the variables' leaves (``paths``), the
     next ``n_inputs`` the input arrays, every equation output a fresh id."""
+
     eqns: list[_Eqn]
     paths: list[Path]
     n_inputs: int
@@ -77,8 +119,13 @@ class Program:
     def n_leaves(self) -> int:
         return len(self.paths)
 
-    def run(self, leaves: Sequence, inputs: Sequence, taps: Sequence[tuple[int, int]] = (),
-            stop: int | None = None) -> list:
+    def run(
+        self,
+        leaves: Sequence,
+        inputs: Sequence,
+        taps: Sequence[tuple[int, int]] = (),
+        stop: int | None = None,
+    ) -> list:
         """Evaluate (traceable) and return the value of operand ``k`` of equation ``e`` for
         each tap ``(e, k)`` (``k = -1``: its first output); ``stop``: last equation to run."""
         env: dict[int, Any] = dict(enumerate([*leaves, *inputs]))
@@ -131,8 +178,9 @@ def flatten_program(apply_fn: Callable, variables, inputs: Sequence) -> Program:
     refs = [fresh(v) for v in in_vars]
     outs = walk(closed.jaxpr, refs, closed.consts)
     producer = {o: k for k, e in enumerate(eqns) for o in e.outs}
-    return Program(eqns, [p for p, _ in flat], len(in_vars) - len(leaves), tuple(outs),
-                   producer, avals)
+    return Program(
+        eqns, [p for p, _ in flat], len(in_vars) - len(leaves), tuple(outs), producer, avals
+    )
 
 
 def _sub_jaxpr(eqn):
@@ -149,6 +197,7 @@ class ResidualBranch:
     """``x + f(x)`` at equation ``add`` of the :class:`Program` (``x`` its operand ``skip``):
     ``params`` the variables paths only ``f`` reads, ``zero`` those whose zeroing makes ``f``
     exactly 0, ``module`` the common module path of ``params``, ``name`` a readable label."""
+
     name: str
     module: Path
     params: tuple[Path, ...]
@@ -160,6 +209,7 @@ class ResidualBranch:
 @dataclasses.dataclass
 class Residuals:
     """The residual branches of a model, in call order, and its flattened program."""
+
     program: Program
     branches: tuple[ResidualBranch, ...]
 
@@ -206,9 +256,16 @@ def residual_branches(apply_fn: Callable, variables, inputs: Sequence) -> Residu
     modules = [_common([prog.paths[i][1:-1] for i in f[3]]) for f in kept]
     names = _names(prog, modules, [f[3] for f in kept], readers)
     branches = tuple(
-        ResidualBranch(name=name, module=module, params=tuple(sorted(prog.paths[i] for i in owned)),
-                       zero=tuple(sorted(prog.paths[i] for i in zero)), add=k, skip=skip)
-        for name, module, (k, skip, _, owned, zero) in zip(names, modules, kept))
+        ResidualBranch(
+            name=name,
+            module=module,
+            params=tuple(sorted(prog.paths[i] for i in owned)),
+            zero=tuple(sorted(prog.paths[i] for i in zero)),
+            add=k,
+            skip=skip,
+        )
+        for name, module, (k, skip, _, owned, zero) in zip(names, modules, kept)
+    )
     return Residuals(prog, branches)
 
 
@@ -230,8 +287,11 @@ def _ancestors(prog: Program, start, stop=frozenset()) -> set[int]:
             continue
         seen.add(r)
         if r in prog.producer:
-            todo.extend(i for i in prog.eqns[prog.producer[r]].ins
-                        if isinstance(i, int) and i not in seen and i not in stop)
+            todo.extend(
+                i
+                for i in prog.eqns[prog.producer[r]].ins
+                if isinstance(i, int) and i not in seen and i not in stop
+            )
     return seen
 
 
@@ -303,7 +363,7 @@ def _name(prog: Program, module: Path, owned: set[int], readers, depth: int) -> 
     for i in owned:
         path = prog.paths[i][1:-1]
         if len(path) > len(module):
-            key = "/".join(path[len(module):len(module) + depth])
+            key = "/".join(path[len(module) : len(module) + depth])
             first_use[key] = min(first_use.get(key, 1 << 60), min(readers[i]))
     parts = sorted(first_use, key=first_use.get)
     base = "/".join(module)

@@ -37,6 +37,7 @@ Rules never leave an activation's channel axis unlabelled: what they cannot foll
 frozen pseudo-labels (``tracer.opaque``), so a bias added to it is never taken for a bare
 parameter and no group merged with it can be pruned.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,20 +46,89 @@ import math
 from jaxprune.structure._labels import Layout, _Info, product_layouts
 
 _ELEMENTWISE = {
-    "add", "sub", "mul", "div", "max", "min", "pow", "neg", "exp", "exp2", "log", "log1p",
-    "tanh", "logistic", "rsqrt", "sqrt", "abs", "sign", "integer_pow", "erf", "erfc",
-    "convert_element_type", "copy", "copy_p", "select_n", "square", "expm1", "sin", "cos",
-    "stop_gradient", "reduce_precision", "clamp", "nextafter", "atan2", "rem", "floor", "ceil",
-    "round", "is_finite", "not", "and", "or", "gt", "ge", "lt", "le", "eq", "ne", "cbrt",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "max",
+    "min",
+    "pow",
+    "neg",
+    "exp",
+    "exp2",
+    "log",
+    "log1p",
+    "tanh",
+    "logistic",
+    "rsqrt",
+    "sqrt",
+    "abs",
+    "sign",
+    "integer_pow",
+    "erf",
+    "erfc",
+    "convert_element_type",
+    "copy",
+    "copy_p",
+    "select_n",
+    "square",
+    "expm1",
+    "sin",
+    "cos",
+    "stop_gradient",
+    "reduce_precision",
+    "clamp",
+    "nextafter",
+    "atan2",
+    "rem",
+    "floor",
+    "ceil",
+    "round",
+    "is_finite",
+    "not",
+    "and",
+    "or",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "eq",
+    "ne",
+    "cbrt",
 }
 _ADDITIVE = {"add", "sub", "add_any"}
-_REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
-               "reduce_and", "reduce_or"}
-_WINDOWED = {"reduce_window_max", "reduce_window_sum", "reduce_window_min", "reduce_window",
-             "cumsum", "cummax"}
+_REDUCTIONS = {
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "argmax",
+    "argmin",
+    "reduce_and",
+    "reduce_or",
+}
+_WINDOWED = {
+    "reduce_window_max",
+    "reduce_window_sum",
+    "reduce_window_min",
+    "reduce_window",
+    "cumsum",
+    "cummax",
+}
 # call-like primitives whose sub-jaxpr maps its invars/outvars one-to-one onto the equation's
-_CALLS = {"jit", "pjit", "closed_call", "call", "core_call", "remat2", "checkpoint",
-          "custom_jvp_call", "custom_jvp_call_jaxpr", "custom_vjp_call", "custom_vjp_call_jaxpr"}
+_CALLS = {
+    "jit",
+    "pjit",
+    "closed_call",
+    "call",
+    "core_call",
+    "remat2",
+    "checkpoint",
+    "custom_jvp_call",
+    "custom_jvp_call_jaxpr",
+    "custom_vjp_call",
+    "custom_vjp_call_jaxpr",
+}
 
 
 # -- label algebra ----------------------------------------------------------------------------
@@ -72,8 +142,9 @@ def map_axes(tracer, info: _Info, amap: dict[int, int]) -> _Info:
             out.chan[amap[ax]] = segs
         else:
             tracer.freeze_segs(segs, "channel axis removed")
-    out.porig = tuple((leaf, {p: amap[v] for p, v in m.items() if v in amap})
-                      for leaf, m in info.porig)
+    out.porig = tuple(
+        (leaf, {p: amap[v] for p, v in m.items() if v in amap}) for leaf, m in info.porig
+    )
     return out
 
 
@@ -101,9 +172,13 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
         i, j = i + 1, j + 1
         while pi != pj:
             if pi < pj and i < len(old):
-                pi *= old[i]; bi.append(i); i += 1
+                pi *= old[i]
+                bi.append(i)
+                i += 1
             elif j < len(new):
-                pj *= new[j]; bj.append(j); j += 1
+                pj *= new[j]
+                bj.append(j)
+                j += 1
             else:
                 break
         bi = [a for a in bi if a < len(old)]
@@ -122,7 +197,8 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
                 before = math.prod(old[b] for b in big_i if b < a)
                 after = math.prod(old[b] for b in big_i if b > a)
                 out.chan[big_j[0]] = out.chan.get(big_j[0], ()) + tuple(
-                    s._replace(outer=s.outer * before, inner=s.inner * after) for s in segs)
+                    s._replace(outer=s.outer * before, inner=s.inner * after) for s in segs
+                )
             elif len(big_i) == 1 and plain(tracer, segs, old[a]):  # (H·D) -> (H, D)
                 parts = tracer.split_group(segs[0], product_layouts([new[b] for b in big_j]))
                 for b, part in zip(big_j, parts):
@@ -131,11 +207,18 @@ def reshape_labels(tracer, info: _Info, old: tuple[int, ...], new: tuple[int, ..
                 tracer.freeze_segs(segs, "reshape splits a concatenated channel axis")
             else:
                 tracer.freeze_segs(segs, "unsupported reshape")
-    out.porig = tuple((leaf, {p: porig_map[v] for p, v in m.items() if v in porig_map})
-                      for leaf, m in info.porig)
+    out.porig = tuple(
+        (leaf, {p: porig_map[v] for p, v in m.items() if v in porig_map}) for leaf, m in info.porig
+    )
     if info.porig and not info.act:
-        untracked(tracer, _Info(porig=info.porig), out, [b for b in lost if b not in out.chan],
-                  new, "merged with a reshaped parameter")
+        untracked(
+            tracer,
+            _Info(porig=info.porig),
+            out,
+            [b for b in lost if b not in out.chan],
+            new,
+            "merged with a reshaped parameter",
+        )
     return out
 
 
@@ -160,17 +243,27 @@ def combine(tracer, ins, in_shapes, out_shape, skip=None, additive: bool = False
             if not aligned(shape, ax):
                 tracer.freeze_segs(segs, "implicit broadcast of a channel axis")
             elif ax in out.chan:
-                tracer.merge_segs(out.chan[ax], segs, "incompatible element-wise merge",
-                                  residual=additive)
+                tracer.merge_segs(
+                    out.chan[ax], segs, "incompatible element-wise merge", residual=additive
+                )
             else:
                 out.chan[ax] = segs
     for info, shape in zip(ins, in_shapes):
         for ax, segs in out.chan.items():
             if info.act and ax not in info.chan and ax not in info.uniform and aligned(shape, ax):
                 tracer.freeze_segs(segs, "merged with a value whose channels are not tracked")
-    out.uniform = frozenset(ax for ax in range(rank) if ax not in out.chan and all(
-        len(shape) != rank or shape[ax] == 1 or ax in info.uniform or not (info.act or info.chan)
-        for info, shape in zip(ins, in_shapes)))
+    out.uniform = frozenset(
+        ax
+        for ax in range(rank)
+        if ax not in out.chan
+        and all(
+            len(shape) != rank
+            or shape[ax] == 1
+            or ax in info.uniform
+            or not (info.act or info.chan)
+            for info, shape in zip(ins, in_shapes)
+        )
+    )
     if out.chan:
         for info, shape in zip(ins, in_shapes):
             for leaf, amap in info.porig:
@@ -178,8 +271,9 @@ def combine(tracer, ins, in_shapes, out_shape, skip=None, additive: bool = False
                     if vax in out.chan and aligned(shape, vax):
                         tracer.bind(leaf, pax, out.chan[vax], "member")
     elif not out.act:  # a value computed from parameters only (e.g. scale * rsqrt(var + eps))
-        out.porig = tuple(o for info, shape in zip(ins, in_shapes) if len(shape) == rank
-                          for o in info.porig)
+        out.porig = tuple(
+            o for info, shape in zip(ins, in_shapes) if len(shape) == rank for o in info.porig
+        )
     return out
 
 
@@ -189,9 +283,13 @@ def cut(tracer, info: _Info, axes, out_shape, why: str, merged_why: str) -> _Inf
     (``merged_why``: it cannot be merged with a prunable group), as does a cut parameter
     axis."""
     cut_axes = set(axes)
-    out = _Info(chan={a: s for a, s in info.chan.items() if a not in cut_axes}, act=info.act,
-                porig=tuple((leaf, {p: v for p, v in m.items() if v not in cut_axes})
-                            for leaf, m in info.porig))
+    out = _Info(
+        chan={a: s for a, s in info.chan.items() if a not in cut_axes},
+        act=info.act,
+        porig=tuple(
+            (leaf, {p: v for p, v in m.items() if v not in cut_axes}) for leaf, m in info.porig
+        ),
+    )
     for ax in cut_axes & set(info.chan):
         tracer.freeze_segs(info.chan[ax], why)
     lost = [a for a in cut_axes if a in info.chan or any(a in m.values() for _, m in info.porig)]
@@ -204,16 +302,18 @@ def elementwise(tracer, eqn, ins, in_shapes, out_shapes):
     Only an ``add``/``sub`` makes the groups it ties residual."""
     if len(eqn.outvars) != 1:
         return None
-    return [combine(tracer, ins, in_shapes, out_shapes[0],
-                    additive=eqn.primitive.name in _ADDITIVE)]
+    return [
+        combine(tracer, ins, in_shapes, out_shapes[0], additive=eqn.primitive.name in _ADDITIVE)
+    ]
 
 
 def broadcast_in_dim(tracer, eqn, ins, in_shapes, out_shapes):
     """Input axis ``a`` becomes output axis ``broadcast_dimensions[a]`` (if not stretched);
     new and stretched axes are ``uniform`` (the value does not vary along them)."""
     dims = eqn.params["broadcast_dimensions"]
-    amap = {a: dims[a] for a in range(len(in_shapes[0]))
-            if in_shapes[0][a] == out_shapes[0][dims[a]]}
+    amap = {
+        a: dims[a] for a in range(len(in_shapes[0])) if in_shapes[0][a] == out_shapes[0][dims[a]]
+    }
     out = map_axes(tracer, ins[0], amap)
     kept = {amap[a] for a in amap if a in ins[0].uniform}
     out.uniform = frozenset(kept | (set(range(len(out_shapes[0]))) - set(amap.values())))
@@ -256,8 +356,9 @@ def windowed(tracer, eqn, ins, in_shapes, out_shapes):
         if mixes:
             tracer.freeze_segs(segs, f"{eqn.primitive.name} mixes channels")
     out = _Info(chan=dict(info.chan), act=info.act)
-    return [out] + [tracer.opaque(s, f"merged with an output of {eqn.primitive.name}")
-                    for s in out_shapes[1:]]
+    return [out] + [
+        tracer.opaque(s, f"merged with an output of {eqn.primitive.name}") for s in out_shapes[1:]
+    ]
 
 
 def pad(tracer, eqn, ins, in_shapes, out_shapes):
@@ -265,8 +366,16 @@ def pad(tracer, eqn, ins, in_shapes, out_shapes):
     than the input's group, so it gets a fresh frozen pseudo-group of the new size."""
     cfg = eqn.params["padding_config"]
     padded = [ax for ax in range(len(cfg)) if tuple(cfg[ax]) != (0, 0, 0)]
-    return [cut(tracer, ins[0], padded, out_shapes[0], "padded along the channel axis",
-                "merged with a value padded along its channel axis")]
+    return [
+        cut(
+            tracer,
+            ins[0],
+            padded,
+            out_shapes[0],
+            "padded along the channel axis",
+            "merged with a value padded along its channel axis",
+        )
+    ]
 
 
 def plain(tracer, segs, n: int) -> bool:
@@ -285,8 +394,16 @@ def slice_(tracer, eqn, ins, in_shapes, out_shapes):
         whole = [k == n for k, n in zip(eqn.params["slice_sizes"], shape)]
     axes = [a for a, w in enumerate(whole) if not w]
     name = eqn.primitive.name
-    return [cut(tracer, ins[0], axes, out_shapes[0], f"{name} cuts a channel axis",
-                f"merged with a value cut by {name}")]
+    return [
+        cut(
+            tracer,
+            ins[0],
+            axes,
+            out_shapes[0],
+            f"{name} cuts a channel axis",
+            f"merged with a value cut by {name}",
+        )
+    ]
 
 
 def split(tracer, eqn, ins, in_shapes, out_shapes):
@@ -298,8 +415,17 @@ def split(tracer, eqn, ins, in_shapes, out_shapes):
     out = pieces(tracer, ins[0], [axis], axis, in_shapes[0][axis], spans, out_shapes, "split")
     if out is not None:
         return out
-    return [cut(tracer, ins[0], [axis], s, "split cuts a channel axis",
-                "merged with a value cut by split") for s in out_shapes]
+    return [
+        cut(
+            tracer,
+            ins[0],
+            [axis],
+            s,
+            "split cuts a channel axis",
+            "merged with a value cut by split",
+        )
+        for s in out_shapes
+    ]
 
 
 def pieces(tracer, info: _Info, axes, axis: int, n: int, spans, out_shapes, name: str):
@@ -312,14 +438,22 @@ def pieces(tracer, info: _Info, axes, axis: int, n: int, spans, out_shapes, name
     segs = info.chan.get(axis, ())
     if not plain(tracer, segs, n):
         return None
-    parts = tracer.split_group(segs[0], [Layout(stop - start, 1, n, start, 1)
-                                         for start, stop in spans], tied=True)
-    rest = _Info(chan={a: s for a, s in info.chan.items() if a != axis}, act=info.act,
-                 porig=info.porig)
+    parts = tracer.split_group(
+        segs[0], [Layout(stop - start, 1, n, start, 1) for start, stop in spans], tied=True
+    )
+    rest = _Info(
+        chan={a: s for a, s in info.chan.items() if a != axis}, act=info.act, porig=info.porig
+    )
     outs = []
     for part, shape in zip(parts, out_shapes):
-        out = cut(tracer, rest, axes, shape, f"{name} cuts a channel axis",
-                  f"merged with a value cut by {name}")
+        out = cut(
+            tracer,
+            rest,
+            axes,
+            shape,
+            f"{name} cuts a channel axis",
+            f"merged with a value cut by {name}",
+        )
         out.chan[axis] = (part,)
         outs.append(out)
     return outs
@@ -333,18 +467,30 @@ def concatenate(tracer, eqn, ins, in_shapes, out_shapes):
     out_shape = out_shapes[0]
     out = combine(tracer, ins, in_shapes, out_shape, skip=dim)
     if out.porig:  # concatenated parameters: their channels are not followed
-        out = untracked(tracer, out, _Info(), range(len(out_shape)), out_shape,
-                        "merged with concatenated parameters")
+        out = untracked(
+            tracer,
+            out,
+            _Info(),
+            range(len(out_shape)),
+            out_shape,
+            "merged with concatenated parameters",
+        )
     n = out_shape[dim]
     shifts = [0, *itertools.accumulate(s[dim] for s in in_shapes)]
-    segs = [s._replace(offset=s.offset + shift // s.inner, period=n // s.inner)
-            for info, shift in zip(ins, shifts) for s in info.chan.get(dim, ())
-            if s.outer == 1 and shift % s.inner == 0 and n % s.inner == 0]
+    segs = [
+        s._replace(offset=s.offset + shift // s.inner, period=n // s.inner)
+        for info, shift in zip(ins, shifts)
+        for s in info.chan.get(dim, ())
+        if s.outer == 1 and shift % s.inner == 0 and n % s.inner == 0
+    ]
     labelled = [s for info in ins for s in info.chan.get(dim, ())]
     if len(segs) != len(labelled):
         tracer.freeze_segs(labelled, "concatenation of a flattened channel layout")
-        out.chan.update(tracer.opaque(out_shape, "merged with a concatenation of a flattened "
-                                      "channel layout", axes={dim}).chan)
+        out.chan.update(
+            tracer.opaque(
+                out_shape, "merged with a concatenation of a flattened channel layout", axes={dim}
+            ).chan
+        )
     elif segs:
         out.chan[dim] = tuple(segs)
     # operands the tracer lost track of (parameters, activations without labels) keep their
@@ -362,29 +508,36 @@ def activation_product(tracer, eqn, ins, in_shapes, out_shapes):
     groups freeze (q/k/v ``head_dim``), and the output's free axes get frozen pseudo-labels."""
     lhs, rhs = ins
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    why = ("mixed by a dot_general that is not input @ kernel (an attention-like product of "
-           "two activations)")
+    why = (
+        "mixed by a dot_general that is not input @ kernel (an attention-like product of "
+        "two activations)"
+    )
     out = _Info(act=True)
     for k, (a, b) in enumerate(zip(lb, rb)):
         ls, rs = lhs.chan.get(a, ()), rhs.chan.get(b, ())
         tracer.batch.update(s.gid for s in (*ls, *rs))
         if ls and rs:
-            tracer.merge_segs(ls, rs, "differently laid-out batch axes of an attention-like "
-                              "product", refine=True)  # e.g. a key head repeated (GQA)
+            tracer.merge_segs(
+                ls, rs, "differently laid-out batch axes of an attention-like product", refine=True
+            )  # e.g. a key head repeated (GQA)
             out.chan[k] = ls
         elif (ls and b in rhs.uniform) or (rs and a in lhs.uniform):  # e.g. one key head
-            out.chan[k] = ls or rs                            # broadcast to every query head
+            out.chan[k] = ls or rs  # broadcast to every query head
         elif ls or rs:  # the other operand's channels on this axis are not tracked
-            tracer.freeze_segs((*ls, *rs), "batch axis of an attention-like product with a "
-                               "value whose channels are not tracked")
+            tracer.freeze_segs(
+                (*ls, *rs),
+                "batch axis of an attention-like product with a "
+                "value whose channels are not tracked",
+            )
             out.chan[k] = ls or rs
     for info, batch in ((lhs, lb), (rhs, rb)):
         for ax, segs in info.chan.items():
             if ax not in batch:
                 tracer.freeze_segs(segs, why)
     free = len(out_shapes[0]) - len(lb)
-    rest = tracer.opaque(out_shapes[0], f"merged with a value {why}",
-                         axes=set(range(len(lb), len(lb) + free)))
+    rest = tracer.opaque(
+        out_shapes[0], f"merged with a value {why}", axes=set(range(len(lb), len(lb) + free))
+    )
     out.chan.update(rest.chan)
     return [out]
 
@@ -400,8 +553,18 @@ def dot_general(tracer, eqn, ins, in_shapes, out_shapes):
         for side, contract, other in ((1, rc, lc), (0, lc, rc)):
             kernel = tracer.param_axes(ins[side], len(in_shapes[side]))
             if kernel is not None:
-                return [kernel_product(tracer, ins[1 - side], in_shapes[1 - side], other,
-                                       *kernel, contract, side == 0, out_shapes[0])]
+                return [
+                    kernel_product(
+                        tracer,
+                        ins[1 - side],
+                        in_shapes[1 - side],
+                        other,
+                        *kernel,
+                        contract,
+                        side == 0,
+                        out_shapes[0],
+                    )
+                ]
     lhs, rhs = ins
     if lhs.act and rhs.act:
         return activation_product(tracer, eqn, ins, in_shapes, out_shapes)
@@ -411,8 +574,17 @@ def dot_general(tracer, eqn, ins, in_shapes, out_shapes):
     return [tracer.opaque(out_shapes[0], f"merged with the output of a {why}")]
 
 
-def kernel_product(tracer, x: _Info, x_shape, x_contract, leaf: int, axes: dict,
-                   k_contract, kernel_first: bool, out_shape) -> _Info:
+def kernel_product(
+    tracer,
+    x: _Info,
+    x_shape,
+    x_contract,
+    leaf: int,
+    axes: dict,
+    k_contract,
+    kernel_first: bool,
+    out_shape,
+) -> _Info:
     """Labels of ``x · W`` (no batch axes) for the parameter ``leaf`` whose value axis ``v``
     is its axis ``axes[v]``: each labelled contracting axis of ``x`` is read by the matching
     kernel axis (a consumer, with its layout); labels on ``x``'s free axes pass; each free
@@ -471,8 +643,10 @@ def conv(tracer, eqn, ins, in_shapes, out_shapes):
         out.chan[dn.out_spec[1]] = tracer.produce(leaf, kout)
         return [out]
     m = c_out // c_in
-    segs = lhs.chan.get(feat) or tracer.opaque(
-        (c_in,), "depthwise convolution of an untracked value").chan[0]
+    segs = (
+        lhs.chan.get(feat)
+        or tracer.opaque((c_in,), "depthwise convolution of an untracked value").chan[0]
+    )
     segs = tuple(s._replace(inner=s.inner * m) for s in segs)
     tracer.bind(leaf, kout, segs, "member")
     out.chan[dn.out_spec[1]] = segs
@@ -491,8 +665,10 @@ def call(tracer, eqn, ins, in_shapes, out_shapes):
     if sub is None:
         return None
     outs = tracer.run(sub, ins)[: len(eqn.outvars)]
-    return outs + [tracer.opaque(s, f"merged with an output of {eqn.primitive.name}")
-                   for s in out_shapes[len(outs):]]
+    return outs + [
+        tracer.opaque(s, f"merged with an output of {eqn.primitive.name}")
+        for s in out_shapes[len(outs) :]
+    ]
 
 
 def gather(tracer, eqn, ins, in_shapes, out_shapes):
@@ -501,8 +677,12 @@ def gather(tracer, eqn, ins, in_shapes, out_shapes):
     into the table: frozen pseudo-labels. A gather of an activation is not understood."""
     if ins[0].act or ins[0].chan:
         return None
-    return [tracer.opaque(out_shapes[0], "merged with an embedding lookup (the residual "
-                          "stream of a token model is kept whole)")]
+    return [
+        tracer.opaque(
+            out_shapes[0],
+            "merged with an embedding lookup (the residual stream of a token model is kept whole)",
+        )
+    ]
 
 
 def constant(tracer, eqn, ins, in_shapes, out_shapes):
@@ -551,6 +731,7 @@ def register_rule(primitive: str, rule) -> None:
     ``prune(..., rules={primitive: rule})`` does the same for one call.
     """
     if not isinstance(primitive, str) or not callable(rule):
-        raise ValueError(f"register_rule takes a primitive name and a callable rule, got "
-                         f"{primitive!r}, {rule!r}")
+        raise ValueError(
+            f"register_rule takes a primitive name and a callable rule, got {primitive!r}, {rule!r}"
+        )
     RULES[primitive] = rule

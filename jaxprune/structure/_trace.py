@@ -9,10 +9,12 @@ set of arrays: every axis of it is *bound* to the groups it indexes (:meth:`Trac
 and a second call site that binds it to other groups ties them (or freezes them when their
 layouts differ). A kernel's output axis produces one group however often it is called.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +38,12 @@ class Tracer:
     ``output`` holds the groups that reach the network output.
     """
 
-    def __init__(self, leaf_paths: Sequence[Path], leaf_shapes: Sequence[tuple[int, ...]],
-                 rules: Mapping[str, Callable] = RULES):
+    def __init__(
+        self,
+        leaf_paths: Sequence[Path],
+        leaf_shapes: Sequence[tuple[int, ...]],
+        rules: Mapping[str, Callable] = RULES,
+    ):
         self.leaf_paths = list(leaf_paths)
         self.leaf_shapes = list(leaf_shapes)
         self.rules = rules
@@ -49,7 +55,7 @@ class Tracer:
         self.frozen: dict[int, str] = {}
         self.output: set[int] = set()
         self.added: set[int] = set()  # groups merged with another by an element-wise op
-        self.bound: dict[tuple[int, int], tuple] = {}     # (leaf, axis) -> segments
+        self.bound: dict[tuple[int, int], tuple] = {}  # (leaf, axis) -> segments
         self.produced: dict[tuple[int, int], tuple] = {}  # (leaf, axis) -> its group's label
         self.kernel_positions: dict[Path, int] = {}  # output positions per kernel (x batch)
         self.layer_params = _layer_params(self.leaf_paths)
@@ -99,12 +105,16 @@ class Tracer:
         if [self.layout(s) for s in a] == [self.layout(s) for s in b]:
             for x, y in zip(a, b):
                 self.merge(x.gid, y.gid, residual)
-        elif not (refine and len(a) == len(b) == 1
-                  and (self.refine(a[0], b[0]) or self.refine(b[0], a[0]))):
+        elif not (
+            refine
+            and len(a) == len(b) == 1
+            and (self.refine(a[0], b[0]) or self.refine(b[0], a[0]))
+        ):
             self.freeze_segs((*a, *b), why)
 
-    def split_group(self, seg: Seg, layouts: Sequence[Layout],
-                    tied: bool = False) -> tuple[Seg, ...]:
+    def split_group(
+        self, seg: Seg, layouts: Sequence[Layout], tied: bool = False
+    ) -> tuple[Seg, ...]:
         """Fresh groups, one per :class:`Layout` over the channels of ``seg``'s group, that
         take over its arrays (:meth:`groups`): a reshape ``(H·D) -> (H, D)`` gives a group of
         H heads (blocks of D channels) and one of D, a split along channels one window per
@@ -144,8 +154,10 @@ class Tracer:
                 self.batch.add(child.gid)
                 self.refined[key] = child.gid
             else:
-                self.freeze_group(child.gid, "query heads that share a key/value head (whole "
-                                  "KV groups are pruned)")
+                self.freeze_group(
+                    child.gid,
+                    "query heads that share a key/value head (whole KV groups are pruned)",
+                )
         return True
 
     def bind(self, leaf: int, axis: int, segs, role: str) -> None:
@@ -155,9 +167,11 @@ class Tracer:
         layouts differ."""
         key = (leaf, axis)
         if key in self.bound:
-            self.merge_segs(self.bound[key], segs,
-                            "a shared parameter indexes differently laid-out channels "
-                            "at two call sites")
+            self.merge_segs(
+                self.bound[key],
+                segs,
+                "a shared parameter indexes differently laid-out channels at two call sites",
+            )
         else:
             self.bound[key] = tuple(segs)
         for s in segs:
@@ -172,8 +186,9 @@ class Tracer:
         key = (leaf, axis)
         if key not in self.produced:
             size = self.leaf_shapes[leaf][axis]
-            self.produced[key] = (Seg(self.new_group(size, ArraySlot(self.leaf_paths[leaf], axis)),
-                                      1, 1, 0, size),)
+            self.produced[key] = (
+                Seg(self.new_group(size, ArraySlot(self.leaf_paths[leaf], axis)), 1, 1, 0, size),
+            )
         return self.produced[key]
 
     def count_use(self, leaf: int, out_shape, out_channels: int) -> None:
@@ -203,8 +218,11 @@ class Tracer:
             return None
         leaf, amap = info.porig[0]
         path = self.leaf_paths[leaf]
-        if (path[-1] != "kernel" or len(self.leaf_shapes[leaf]) != ndim
-                or any(amap.get(a) != a for a in range(ndim))):
+        if (
+            path[-1] != "kernel"
+            or len(self.leaf_shapes[leaf]) != ndim
+            or any(amap.get(a) != a for a in range(ndim))
+        ):
             return None
         return leaf
 
@@ -214,8 +232,11 @@ class Tracer:
         if len(info.porig) != 1 or info.act or info.chan:
             return None
         leaf, amap = info.porig[0]
-        if (leaf not in self.layer_params or len(self.leaf_shapes[leaf]) != ndim
-                or sorted(amap.values()) != list(range(ndim))):
+        if (
+            leaf not in self.layer_params
+            or len(self.leaf_shapes[leaf]) != ndim
+            or sorted(amap.values()) != list(range(ndim))
+        ):
             return None
         return leaf, {v: p for p, v in amap.items()}
 
@@ -253,8 +274,10 @@ class Tracer:
             return outs
         for info in ins:
             self.freeze(info, f"unsupported op '{name}'")
-        return [self.opaque(shape, f"merged with the output of unsupported op '{name}'")
-                for shape in out_shapes]
+        return [
+            self.opaque(shape, f"merged with the output of unsupported op '{name}'")
+            for shape in out_shapes
+        ]
 
     # -- result -----------------------------------------------------------------------------
     def _classes(self) -> dict[int, _Class]:
@@ -268,7 +291,8 @@ class Tracer:
             c.members |= self.members[gid]
             if not c.reason:
                 c.reason = self.frozen.get(gid) or (
-                    "channels reach the network output" if gid in self.output else "")
+                    "channels reach the network output" if gid in self.output else ""
+                )
             c.residual |= gid in self.added
         return classes
 
@@ -322,16 +346,20 @@ class Tracer:
         for child, _, _, split in self.links:
             c = classes[self.uf.find(child)]
             if split not in self.tied_splits and not c.split and not self.batch & set(c.gids):
-                c.reason = c.reason or ("reshape splits a channel axis (its parts are pruned "
-                                        "only as heads: batch axes of an attention-like "
-                                        "product)")
+                c.reason = c.reason or (
+                    "reshape splits a channel axis (its parts are pruned "
+                    "only as heads: batch axes of an attention-like "
+                    "product)"
+                )
         for split in self.tied_splits:
             pieces = [self.uf.find(c) for c, _, _, k in self.links if k == split]
             free = [{d for d in leaves(p) if not classes[d].reason} for p in pieces]
             if any(f != free[0] for f in free):
                 for d in set().union(*free):
-                    classes[d].reason = ("split cuts a channel axis into pieces not tied to "
-                                         "each other (they must keep equal widths)")
+                    classes[d].reason = (
+                        "split cuts a channel axis into pieces not tied to "
+                        "each other (they must keep equal widths)"
+                    )
 
     def groups(self) -> list[ChannelGroup]:
         """One :class:`ChannelGroup` per union-find class with a producer (split classes
@@ -343,13 +371,15 @@ class Tracer:
         classes = self._classes()
         self._hand_down(classes)
         result, names = [], {}
-        for root, c in sorted(classes.items()):
+        for _root, c in sorted(classes.items()):
             if c.split or not c.producers:
                 continue  # handed down, or only pseudo-groups (input / untracked values)
             reason = c.reason or ("" if c.consumers else "no layer reads these channels")
             prod_axes = {(s.path, s.axis) for s in c.producers}
-            members = sorted((m for m in c.members if (m.path, m.axis) not in prod_axes),
-                             key=lambda s: (s.path, s.axis, s.offset))
+            members = sorted(
+                (m for m in c.members if (m.path, m.axis) not in prod_axes),
+                key=lambda s: (s.path, s.axis, s.offset),
+            )
             name = "/".join(c.producers[0].path[1:-1])
             leaf = self.leaf_paths.index(c.producers[0].path)
             if sum(k[0] == leaf for k in self.produced) > 1:  # e.g. DenseGeneral((H, D))
@@ -357,10 +387,18 @@ class Tracer:
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:
                 name += f"#{names[name] - 1}"
-            result.append(ChannelGroup(
-                name=name, size=c.size, producers=tuple(dict.fromkeys(c.producers)),
-                members=tuple(members), consumers=tuple(dict.fromkeys(c.consumers)),
-                prunable=not reason, reason=reason, residual=c.residual))
+            result.append(
+                ChannelGroup(
+                    name=name,
+                    size=c.size,
+                    producers=tuple(dict.fromkeys(c.producers)),
+                    members=tuple(members),
+                    consumers=tuple(dict.fromkeys(c.consumers)),
+                    prunable=not reason,
+                    reason=reason,
+                    residual=c.residual,
+                )
+            )
         return result
 
 
@@ -377,11 +415,14 @@ class _Class:
         self.residual = False
         self.split = False  # its channels were split into other classes
 
-    def inherit(self, parent: "_Class", lay: Layout) -> None:
+    def inherit(self, parent: _Class, lay: Layout) -> None:
         """Take ``parent``'s arrays at layout ``lay`` (this class is a part of it), and its
         reason to be left whole."""
-        slots = {"producers": parent.producers, "members": parent.members,
-                 "consumers": parent.consumers}
+        slots = {
+            "producers": parent.producers,
+            "members": parent.members,
+            "consumers": parent.consumers,
+        }
         for role, parent_slots in slots.items():
             for slot in parent_slots:
                 new = compose(slot, parent.size, lay)
@@ -409,8 +450,14 @@ def compose(slot: ArraySlot, parent_size: int, lay: Layout) -> ArraySlot | None:
     else:
         return None
     offset += lay.offset
-    return ArraySlot(slot.path, slot.axis, outer, inner, offset,
-                     None if (period, offset) == (lay.size, 0) else period)
+    return ArraySlot(
+        slot.path,
+        slot.axis,
+        outer,
+        inner,
+        offset,
+        None if (period, offset) == (lay.size, 0) else period,
+    )
 
 
 def _layer_params(paths: Sequence[Path]) -> set[int]:
@@ -421,16 +468,20 @@ def _layer_params(paths: Sequence[Path]) -> set[int]:
     written in the code, beyond what a rebuild can change)."""
     modules = {p[:-1] for p in paths if p[0] == "params"}
     parents = {m[:k] for m in modules for k in range(1, len(m))}
-    return {k for k, p in enumerate(paths) if p[0] == "params"
-            and (p[-1] == "kernel" or p[:-1] not in parents)}
+    return {
+        k
+        for k, p in enumerate(paths)
+        if p[0] == "params" and (p[-1] == "kernel" or p[:-1] not in parents)
+    }
 
 
 def _shape(v) -> tuple[int, ...]:
     return tuple(getattr(v.aval, "shape", ()))
 
 
-def trace_groups(apply_fn: Callable, variables: Any, example_input,
-                 rules: Mapping[str, Callable] | None = None) -> Structure:
+def trace_groups(
+    apply_fn: Callable, variables: Any, example_input, rules: Mapping[str, Callable] | None = None
+) -> Structure:
     """Structure of ``apply_fn(variables, x)`` found by tracing its jaxpr.
 
     ``variables`` is the full variables dict (``{'params': ..., 'batch_stats': ...}``);
@@ -444,11 +495,13 @@ def trace_groups(apply_fn: Callable, variables: Any, example_input,
     return Structure(
         groups=tuple(tracer.groups()),
         shapes=dict(zip(tracer.leaf_paths, map(tuple, tracer.leaf_shapes))),
-        kernel_positions={p: n // batch for p, n in tracer.kernel_positions.items()})
+        kernel_positions={p: n // batch for p, n in tracer.kernel_positions.items()},
+    )
 
 
-def walk(apply_fn: Callable, variables: Any, example_input,
-         rules: Mapping[str, Callable]) -> tuple[Tracer, Any]:
+def walk(
+    apply_fn: Callable, variables: Any, example_input, rules: Mapping[str, Callable]
+) -> tuple[Tracer, Any]:
     """``(tracer, closed jaxpr)``: a :class:`Tracer` with exactly ``rules`` run over the
     jaxpr of ``apply_fn(variables, x)`` (its leaves first, then the input arrays), the
     groups reaching the output marked; :func:`trace_groups` collects its groups. An
@@ -464,13 +517,13 @@ def walk(apply_fn: Callable, variables: Any, example_input,
 
     closed = jax.make_jaxpr(flat_apply)(leaves, example_input)
     tracer = Tracer(paths, [tuple(np.shape(l)) for l in leaves], rules)
-    in_infos = [_Info(porig=((k, {a: a for a in range(np.ndim(l))}),))
-                for k, l in enumerate(leaves)]
+    in_infos = [
+        _Info(porig=((k, {a: a for a in range(np.ndim(l))}),)) for k, l in enumerate(leaves)
+    ]
     # the example input indexes no prunable channels, but a group merged with it element-wise
     # (a residual add of the raw input) must not be pruned: label it with frozen pseudo-groups
     inputs = jax.tree_util.tree_leaves(example_input)
-    in_infos += [tracer.opaque(tuple(np.shape(x)), "merged with the network input")
-                 for x in inputs]
+    in_infos += [tracer.opaque(tuple(np.shape(x)), "merged with the network input") for x in inputs]
     outs = tracer.run(closed.jaxpr, in_infos)
     for info in outs:
         for segs in info.chan.values():

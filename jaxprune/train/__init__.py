@@ -23,16 +23,50 @@ and accuracies are then means over all positions); integer inputs (token ids) st
   what ``fit(devices=None)`` uses.
 * :mod:`._eval`: :func:`evaluate`, :func:`predict_logits`.
 """
-from jaxprune.train._config import (TrainConfig, default_config, make_optimizer, make_schedule,
-                                    total_steps)
+
+from jaxprune.train._config import (
+    TrainConfig,
+    default_config,
+    make_optimizer,
+    make_schedule,
+    total_steps,
+)
 from jaxprune.train._eval import evaluate, predict_logits
 from jaxprune.train._loop import MAX_IN_FLIGHT_STEPS, Callback, FitResult, default_devices, fit
-from jaxprune.train._step import (cross_entropy, distillation_loss, init_opt_state,
-                                  init_variables, logit_mse, make_train_step, model_input,
-                                  total_loss, train_step_fn, variables_of)
+from jaxprune.train._step import (
+    cross_entropy,
+    distillation_loss,
+    init_opt_state,
+    init_variables,
+    logit_mse,
+    make_train_step,
+    model_input,
+    total_loss,
+    train_step_fn,
+    variables_of,
+)
 
-__all__ = ["MAX_IN_FLIGHT_STEPS", "Callback", "FitResult", "TrainConfig", "cross_entropy",
-           "default_config", "default_devices", "distillation_loss", "evaluate", "fit", "init_opt_state",
-           "init_variables", "logit_mse", "make_optimizer", "make_schedule", "make_train_step",
-           "model_input", "predict_logits", "total_loss", "total_steps", "train_step_fn",
-           "variables_of"]
+__all__ = [
+    "MAX_IN_FLIGHT_STEPS",
+    "Callback",
+    "FitResult",
+    "TrainConfig",
+    "cross_entropy",
+    "default_config",
+    "default_devices",
+    "distillation_loss",
+    "evaluate",
+    "fit",
+    "init_opt_state",
+    "init_variables",
+    "logit_mse",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "model_input",
+    "predict_logits",
+    "total_loss",
+    "total_steps",
+    "train_step_fn",
+    "variables_of",
+]

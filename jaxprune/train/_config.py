@@ -7,6 +7,7 @@ Weight decay
     optimizer's *output* direction and then scaled by the learning-rate schedule. Either way
     only kernels (``ndim > 1``) are decayed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ __all__ = ["TrainConfig", "default_config", "make_schedule", "make_optimizer", "
 
 # ----------------------------------------------------------------------------- configuration
 
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training / fine-tuning run (JSON-able via ``asdict``).
@@ -35,34 +37,35 @@ class TrainConfig:
     step of ``epochs`` epochs.
     """
 
-    optimizer: str = "adam"              # 'adam' | 'sgd'
+    optimizer: str = "adam"  # 'adam' | 'sgd'
     learning_rate: float = 1e-3
-    momentum: float = 0.9                # sgd only (0 disables)
-    nesterov: bool = False               # sgd only
-    schedule: str = "constant"           # 'constant' | 'cosine' | 'step'
+    momentum: float = 0.9  # sgd only (0 disables)
+    nesterov: bool = False  # sgd only
+    schedule: str = "constant"  # 'constant' | 'cosine' | 'step'
     step_decay: float = 0.1
     step_milestones: tuple[float, ...] = (0.5, 0.75)
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     decoupled_weight_decay: bool = False  # False: coupled L2 in the gradient; True: AdamW/SGDW
-    l1: float = 0.0                      # l1 * sum |kernel| added to the loss
+    l1: float = 0.0  # l1 * sum |kernel| added to the loss
     label_smoothing: float = 0.0
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
-    augment: str | None = None           # None | 'crop_flip'
-    distill_alpha: float = 0.5           # weight of the KD term (used only with a teacher)
+    augment: str | None = None  # None | 'crop_flip'
+    distill_alpha: float = 0.5  # weight of the KD term (used only with a teacher)
     distill_temperature: float = 4.0
-    distill_loss: str = "kl"             # 'kl' (Hinton soft targets) | 'logit_mse' (logit matching)
-    log_every: int = 100                 # steps between 'step' log lines (0: none)
-    max_steps: int | None = None         # bound on the optimizer steps of the whole run
+    distill_loss: str = "kl"  # 'kl' (Hinton soft targets) | 'logit_mse' (logit matching)
+    log_every: int = 100  # steps between 'step' log lines (0: none)
+    max_steps: int | None = None  # bound on the optimizer steps of the whole run
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"schedule must be 'constant', 'cosine' or 'step', got "
-                             f"{self.schedule!r}")
+            raise ValueError(
+                f"schedule must be 'constant', 'cosine' or 'step', got {self.schedule!r}"
+            )
         if self.augment not in (None, "crop_flip"):
             raise ValueError(f"augment must be None or 'crop_flip', got {self.augment!r}")
         if self.epochs < 0 or self.batch_size <= 0:
@@ -72,13 +75,15 @@ class TrainConfig:
         if self.distill_temperature <= 0:
             raise ValueError("distill_temperature must be > 0")
         if self.distill_loss not in ("kl", "logit_mse"):
-            raise ValueError(f"distill_loss must be 'kl' or 'logit_mse', got "
-                             f"{self.distill_loss!r}")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool)
-                                           or not isinstance(self.max_steps, int)
-                                           or self.max_steps < 1):
-            raise ValueError(f"max_steps must be None or a positive integer, got "
-                             f"{self.max_steps!r}")
+            raise ValueError(f"distill_loss must be 'kl' or 'logit_mse', got {self.distill_loss!r}")
+        if self.max_steps is not None and (
+            isinstance(self.max_steps, bool)
+            or not isinstance(self.max_steps, int)
+            or self.max_steps < 1
+        ):
+            raise ValueError(
+                f"max_steps must be None or a positive integer, got {self.max_steps!r}"
+            )
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
 
     def to_dict(self) -> dict:
@@ -89,7 +94,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         if "step_milestones" in kwargs:
@@ -105,8 +110,10 @@ def default_config(model_name: str, **overrides) -> TrainConfig:
     base.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(base) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
-        raise ValueError(f"no TrainConfig field {', '.join(map(repr, unknown))} (recipe of "
-                         f"model {model_name!r} or its overrides)")
+        raise ValueError(
+            f"no TrainConfig field {', '.join(map(repr, unknown))} (recipe of "
+            f"model {model_name!r} or its overrides)"
+        )
     return TrainConfig(**base)
 
 
@@ -155,8 +162,9 @@ def _kernel_mask(params):
     return jax.tree.map(is_kernel, params)
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int, mask=None
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+    config: TrainConfig, steps_per_epoch: int, mask=None
+) -> optax.GradientTransformation:
     """optax optimizer for ``config`` (schedule, weight decay, momentum, optional mask).
 
     With ``mask`` (pytree of 0/1 shaped like params) the optimizer is wrapped in

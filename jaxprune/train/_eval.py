@@ -4,10 +4,11 @@ The final partial batch is padded and masked out, so every example counts and th
 compiled program per (model, batch size). Labels are ``(N,)`` class ids or ``(N, L)``
 per-position ids (a language model's next bytes); the means are over all labelled positions.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp

@@ -38,6 +38,7 @@ Multi-process (``jax.distributed``, :mod:`jaxprune.distributed`)
     count. Orbax writes checkpoints collectively (``out_dir`` on a filesystem every process
     sees); progress, ``metrics.jsonl`` and JSON files come from process 0 only.
 """
+
 from __future__ import annotations
 
 import collections
@@ -45,13 +46,15 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxprune import _signals, checkpoint, data, distributed, models
 from jaxprune._flax import hashable
@@ -59,8 +62,13 @@ from jaxprune._tree import split_variables, to_host
 from jaxprune.optim import apply_mask
 from jaxprune.train._config import TrainConfig, make_schedule, total_steps
 from jaxprune.train._eval import evaluate
-from jaxprune.train._step import (init_opt_state, init_variables, make_train_step, model_input,
-                                  variables_of)
+from jaxprune.train._step import (
+    init_opt_state,
+    init_variables,
+    make_train_step,
+    model_input,
+    variables_of,
+)
 
 __all__ = ["FitResult", "Callback", "MAX_IN_FLIGHT_STEPS", "default_devices", "fit"]
 
@@ -72,9 +80,9 @@ MAX_IN_FLIGHT_STEPS = 2
 
 
 class FitResult(NamedTuple):
-    variables: dict           # {'params': ..., ['batch_stats': ...]}
-    history: list             # one dict per epoch (same as metrics.jsonl 'epoch' lines)
-    state: dict               # full train state: params, batch_stats, opt_state, step, rng
+    variables: dict  # {'params': ..., ['batch_stats': ...]}
+    history: list  # one dict per epoch (same as metrics.jsonl 'epoch' lines)
+    state: dict  # full train state: params, batch_stats, opt_state, step, rng
 
 
 # ``callback(epoch, result)`` after epoch ``epoch`` (1-based) has been logged and its
@@ -114,8 +122,10 @@ def _placement(devices) -> _Placement:
         cap = default_devices()
         devices = None if cap is None else min(cap, len(all_devs))
     if jax.process_count() > 1 and devices not in (None, len(all_devs)):
-        raise ValueError(f"a multi-process run trains on all {len(all_devs)} devices of its "
-                         f"{jax.process_count()} processes; got devices={devices!r}")
+        raise ValueError(
+            f"a multi-process run trains on all {len(all_devs)} devices of its "
+            f"{jax.process_count()} processes; got devices={devices!r}"
+        )
     if devices is None:
         devs = list(all_devs)
     elif isinstance(devices, int):
@@ -132,12 +142,15 @@ def _placement(devices) -> _Placement:
 
 def _steps_per_epoch(train_ds, config: TrainConfig, n_dev: int) -> int:
     if config.batch_size % n_dev != 0:
-        raise ValueError(f"batch_size={config.batch_size} is not divisible by the number of "
-                         f"devices ({n_dev}); pick a multiple of {n_dev} or pass devices=")
+        raise ValueError(
+            f"batch_size={config.batch_size} is not divisible by the number of "
+            f"devices ({n_dev}); pick a multiple of {n_dev} or pass devices="
+        )
     steps = data.num_batches(len(train_ds.labels), config.batch_size, drop_remainder=True)
     if steps == 0 and config.epochs > 0:
-        raise ValueError(f"training set has {len(train_ds.labels)} examples < "
-                         f"batch_size={config.batch_size}")
+        raise ValueError(
+            f"training set has {len(train_ds.labels)} examples < batch_size={config.batch_size}"
+        )
     return steps
 
 
@@ -154,15 +167,17 @@ def _host_copy(tree):
     return jax.tree.map(np.array, to_host(tree))
 
 
-def _initial_state(model, train_ds, config: TrainConfig, variables, mask, optimizer,
-                   steps_per_epoch: int) -> tuple[dict, Any]:
+def _initial_state(
+    model, train_ds, config: TrainConfig, variables, mask, optimizer, steps_per_epoch: int
+) -> tuple[dict, Any]:
     """Host train state (from ``variables`` or initialised from ``config.seed``) and the mask
     cast to the params' dtypes; masked params are zeroed."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     if variables is None:
         dtype = model_input(np.zeros((), train_ds.images.dtype)).dtype.name
-        variables = init_variables(model, (1,) + tuple(train_ds.images.shape[1:]), init_key,
-                                   dropout_key, dtype)
+        variables = init_variables(
+            model, (1,) + tuple(train_ds.images.shape[1:]), init_key, dropout_key, dtype
+        )
     params, others = split_variables(variables)
     params = _host_copy(params)
     batch_stats = _host_copy(dict(others.get("batch_stats", {})))
@@ -201,8 +216,10 @@ class _Checkpoints:
         meta = checkpoint.read_training_meta(self.manager, latest)
         saved_cfg = meta.get("train_config")
         if saved_cfg is not None and saved_cfg != checkpoint.to_jsonable(config.to_dict()):
-            raise ValueError(f"{self.dir} holds a run with a different TrainConfig "
-                             f"({saved_cfg}); use a fresh out_dir or the same config to resume")
+            raise ValueError(
+                f"{self.dir} holds a run with a different TrainConfig "
+                f"({saved_cfg}); use a fresh out_dir or the same config to resume"
+            )
         state, meta = checkpoint.restore_training_state(self.manager, latest, state)
         return jax.device_put(state, sharding), int(meta["epoch"]), list(meta.get("history", []))
 
@@ -223,8 +240,14 @@ class _Reporter:
         if progress and is_main and done_steps < total_steps:
             if sys.stderr.isatty():
                 from tqdm.auto import tqdm  # lazy: optional heavy dependency
-                self.bar = tqdm(total=total_steps, initial=done_steps, unit="step",
-                                dynamic_ncols=True, leave=True)
+
+                self.bar = tqdm(
+                    total=total_steps,
+                    initial=done_steps,
+                    unit="step",
+                    dynamic_ncols=True,
+                    leave=True,
+                )
             else:
                 print(note, file=sys.stderr)
         self.log = open(log_path, "a") if (log_path and is_main) else None
@@ -278,14 +301,26 @@ def _stop_if_non_finite(first_bad: int, epoch: int, steps_per_epoch: int) -> Non
     of the first step whose loss was NaN/inf, -1 for none) says the loss went bad."""
     if first_bad >= 0:
         step = epoch * steps_per_epoch + first_bad + 1
-        raise ValueError(f"the training loss became non-finite (nan or inf) at step {step} "
-                         f"(epoch {epoch + 1}); check the data for NaN/inf values, the "
-                         "learning rate and the other hyperparameters")
+        raise ValueError(
+            f"the training loss became non-finite (nan or inf) at step {step} "
+            f"(epoch {epoch + 1}); check the data for NaN/inf values, the "
+            "learning rate and the other hyperparameters"
+        )
 
 
-def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, place: _Placement,
-               extra: tuple, reporter: _Reporter, lr_schedule,
-               stop: _signals.StopRequest, max_batches: int) -> tuple[dict, dict | None]:
+def _run_epoch(
+    train_step,
+    state,
+    train_ds,
+    config: TrainConfig,
+    epoch: int,
+    place: _Placement,
+    extra: tuple,
+    reporter: _Reporter,
+    lr_schedule,
+    stop: _signals.StopRequest,
+    max_batches: int,
+) -> tuple[dict, dict | None]:
     """The first ``max_batches`` train steps of an epoch -> ``(state, epoch record)``
     (fewer than the epoch's batches: the last epoch of a ``max_steps`` run).
     ``lr_schedule=None``: the step log lines carry no ``lr`` (a caller-supplied
@@ -297,9 +332,16 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     n_steps = 0
     in_flight: collections.deque = collections.deque()
     b = config.batch_size
-    for images, labels in data.batches(train_ds, b, seed=config.seed, epoch=epoch,
-                                       shuffle=True, augment=config.augment,
-                                       drop_remainder=True, shard=distributed.shard()):
+    for images, labels in data.batches(
+        train_ds,
+        b,
+        seed=config.seed,
+        epoch=epoch,
+        shuffle=True,
+        augment=config.augment,
+        drop_remainder=True,
+        shard=distributed.shard(),
+    ):
         if n_steps == max_batches:  # before the step: no state of it is touched
             break
         images = _global_array(model_input(images), place.batch, b)
@@ -312,8 +354,13 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
         n_steps += 1
         if config.log_every and n_steps % config.log_every == 0:
             step = epoch * spe + n_steps
-            record = {"kind": "step", "epoch": epoch + 1, "step": step,
-                      "loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+            record = {
+                "kind": "step",
+                "epoch": epoch + 1,
+                "step": step,
+                "loss": float(m["loss"]),
+                "accuracy": float(m["accuracy"]),
+            }
             _stop_if_non_finite(int(sums[3]), epoch, spe)
             if lr_schedule is not None:
                 record["lr"] = float(lr_schedule(step - 1))
@@ -326,7 +373,9 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     loss_sum, acc_sum, _, first_bad = (float(x) for x in jax.device_get(sums))
     _stop_if_non_finite(int(first_bad), epoch, spe)
     return state, {
-        "kind": "epoch", "epoch": epoch + 1, "step": int(state["step"]),
+        "kind": "epoch",
+        "epoch": epoch + 1,
+        "step": int(state["step"]),
         "loss": loss_sum / max(n_steps, 1),
         "accuracy": acc_sum / max(n_steps, 1),
         "wall_time": wall,
@@ -335,10 +384,23 @@ def _run_epoch(train_step, state, train_ds, config: TrainConfig, epoch: int, pla
     }
 
 
-def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, eval_ds=None,
-        mask=None, teacher=None, optimizer: optax.GradientTransformation | None = None,
-        callbacks: Sequence[Callback] = (), devices=None, progress: bool = True,
-        keep_checkpoints: int = 3, eval_batch_size: int = 1000) -> FitResult:
+def fit(
+    model,
+    train_ds,
+    config: TrainConfig,
+    *,
+    variables=None,
+    out_dir=None,
+    eval_ds=None,
+    mask=None,
+    teacher=None,
+    optimizer: optax.GradientTransformation | None = None,
+    callbacks: Sequence[Callback] = (),
+    devices=None,
+    progress: bool = True,
+    keep_checkpoints: int = 3,
+    eval_batch_size: int = 1000,
+) -> FitResult:
     """Train ``model`` on ``train_ds`` (an ``ArrayDataset``) with ``config``.
 
     Inputs are float images or integer token ids (kept integer); labels are class ids
@@ -371,8 +433,9 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
     teacher_model, teacher_vars = (None, None) if teacher is None else teacher
     teacher_model = None if teacher_model is None else hashable(teacher_model)
     if teacher_vars is not None:
-        teacher_vars = jax.device_put(jax.tree.map(jnp.asarray, dict(teacher_vars)),
-                                      place.replicated)
+        teacher_vars = jax.device_put(
+            jax.tree.map(jnp.asarray, dict(teacher_vars)), place.replicated
+        )
     log_path = ckpts = None
     if out_dir is not None:
         out_dir = os.path.abspath(os.fspath(out_dir))
@@ -386,38 +449,72 @@ def fit(model, train_ds, config: TrainConfig, *, variables=None, out_dir=None, e
         start_epoch = 0
         if ckpts is not None:
             state, start_epoch, history = ckpts.resume(config, state, place.replicated)
-        train_step = make_train_step(model, config, spe, optimizer=optimizer,
-                                     has_mask=mask is not None, teacher_model=teacher_model,
-                                     sharding=place.replicated)
+        train_step = make_train_step(
+            model,
+            config,
+            spe,
+            optimizer=optimizer,
+            has_mask=mask is not None,
+            teacher_model=teacher_model,
+            sharding=place.replicated,
+        )
         lr_schedule = make_schedule(config, max(spe, 1)) if optimizer is None else None
         total = total_steps(config, spe)
         bound = "" if config.max_steps is None else f" (at most {total} steps in all)"
-        reporter = _Reporter(log_path, progress, total, min(start_epoch * spe, total),
-                             f"training {config.epochs - start_epoch} epoch(s) x {spe} steps"
-                             f"{bound} on {len(place.devices)} device(s)")
+        reporter = _Reporter(
+            log_path,
+            progress,
+            total,
+            min(start_epoch * spe, total),
+            f"training {config.epochs - start_epoch} epoch(s) x {spe} steps"
+            f"{bound} on {len(place.devices)} device(s)",
+        )
         model_cfg = _model_config_or_none(model)
         for epoch in range(start_epoch, config.epochs):
             if total <= epoch * spe:
                 break  # max_steps used up (a resumed run may already have reached it)
-            state, record = _run_epoch(train_step, state, train_ds, config, epoch, place,
-                                       (mask, teacher_vars), reporter, lr_schedule, stop,
-                                       min(spe, total - epoch * spe))
+            state, record = _run_epoch(
+                train_step,
+                state,
+                train_ds,
+                config,
+                epoch,
+                place,
+                (mask, teacher_vars),
+                reporter,
+                lr_schedule,
+                stop,
+                min(spe, total - epoch * spe),
+            )
             if record is None:
                 break  # a signal: the partial epoch is dropped
             if eval_ds is not None:
-                ev = evaluate(model, variables_of(state["params"], state["batch_stats"]),
-                              eval_ds, batch_size=eval_batch_size)
+                ev = evaluate(
+                    model,
+                    variables_of(state["params"], state["batch_stats"]),
+                    eval_ds,
+                    batch_size=eval_batch_size,
+                )
                 record.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"])
                 if "bits_per_byte" in ev:
                     record["eval_bits_per_byte"] = ev["bits_per_byte"]
             history.append(record)
             reporter.epoch(record)
             if ckpts is not None:
-                ckpts.save(epoch + 1, state, {
-                    "model": model_cfg, "train_config": config.to_dict(), "epoch": epoch + 1,
-                    "step": int(state["step"]), "history": history})
-            so_far = FitResult(variables_of(state["params"], state["batch_stats"]),
-                               list(history), state)
+                ckpts.save(
+                    epoch + 1,
+                    state,
+                    {
+                        "model": model_cfg,
+                        "train_config": config.to_dict(),
+                        "epoch": epoch + 1,
+                        "step": int(state["step"]),
+                        "history": history,
+                    },
+                )
+            so_far = FitResult(
+                variables_of(state["params"], state["batch_stats"]), list(history), state
+            )
             if any([callback(epoch + 1, so_far) is True for callback in callbacks]):
                 break  # a callback asked to stop (early stopping): the run so far is the result
             if stop.at_epoch_end():

@@ -25,6 +25,7 @@ Mode
     Training and evaluation calls pass the module's own mode flag (``train``, ``training``,
     ``deterministic``, ... from its ``__call__`` signature, :func:`jaxprune._flax.mode_kwargs`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,17 @@ from jaxprune._flax import mode_kwargs
 from jaxprune.optim import is_kernel, masked
 from jaxprune.train._config import TrainConfig, make_optimizer
 
-__all__ = ["cross_entropy", "distillation_loss", "logit_mse", "total_loss", "init_variables",
-           "init_opt_state", "train_step_fn", "make_train_step", "model_input"]
+__all__ = [
+    "cross_entropy",
+    "distillation_loss",
+    "logit_mse",
+    "total_loss",
+    "init_variables",
+    "init_opt_state",
+    "train_step_fn",
+    "make_train_step",
+    "model_input",
+]
 
 
 def model_input(x) -> np.ndarray:
@@ -121,8 +131,9 @@ def init_variables(model, shape, params_key, dropout_key, dtype="float32"):
     for token ids) as one compiled program (op-by-op init is slow), cached per
     model/shape/dtype."""
     x = jnp.zeros(shape, dtype)
-    return model.init({"params": params_key, "dropout": dropout_key}, x,
-                      **mode_kwargs(model, train=False))
+    return model.init(
+        {"params": params_key, "dropout": dropout_key}, x, **mode_kwargs(model, train=False)
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -130,8 +141,13 @@ def _init_config_opt_state(config, steps_per_epoch, params, mask):
     return make_optimizer(config, steps_per_epoch, mask=mask).init(params)
 
 
-def init_opt_state(config: TrainConfig, steps_per_epoch: int, params, mask=None,
-                   optimizer: optax.GradientTransformation | None = None):
+def init_opt_state(
+    config: TrainConfig,
+    steps_per_epoch: int,
+    params,
+    mask=None,
+    optimizer: optax.GradientTransformation | None = None,
+):
     """Initial optimizer state for ``params``: of ``make_optimizer(config, ...)`` (compiled,
     cached per config), or of ``optimizer`` when given (``masked`` when ``mask`` is)."""
     if optimizer is None:
@@ -139,8 +155,14 @@ def init_opt_state(config: TrainConfig, steps_per_epoch: int, params, mask=None,
     return (optimizer if mask is None else masked(optimizer, mask)).init(params)
 
 
-def train_step_fn(model, config: TrainConfig, optimizer: optax.GradientTransformation, *,
-                  has_mask: bool = False, teacher_model=None):
+def train_step_fn(
+    model,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    *,
+    has_mask: bool = False,
+    teacher_model=None,
+):
     """The pure train step ``step(state, images, labels, mask, teacher_vars) -> (state,
     {'loss', 'accuracy'})`` with ``optimizer`` (wrapped in ``optim.masked(·, mask)`` when
     ``has_mask``; ``mask`` and ``teacher_vars`` are ignored otherwise / without a teacher)."""
@@ -155,29 +177,43 @@ def train_step_fn(model, config: TrainConfig, optimizer: optax.GradientTransform
 
         def loss_fn(params):
             variables = variables_of(params, state["batch_stats"])
-            logits, updates = model.apply(variables, images, **train_kwargs,
-                                          rngs={"dropout": dropout_key},
-                                          mutable=["batch_stats"])
+            logits, updates = model.apply(
+                variables,
+                images,
+                **train_kwargs,
+                rngs={"dropout": dropout_key},
+                mutable=["batch_stats"],
+            )
             loss = total_loss(config, logits, labels, params, teacher_logits)
             return loss, (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"])
+            state["params"]
+        )
         tx = masked(optimizer, mask) if has_mask else optimizer
         upd, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], upd)
         new_bs = dict(updates.get("batch_stats", {})) if state["batch_stats"] else {}
         acc = jnp.mean(jnp.argmax(logits, -1) == labels)
-        new_state = dict(state, params=params, batch_stats=new_bs, opt_state=opt_state,
-                         step=state["step"] + 1)
+        new_state = dict(
+            state, params=params, batch_stats=new_bs, opt_state=opt_state, step=state["step"] + 1
+        )
         return new_state, {"loss": loss, "accuracy": acc}
 
     return step_fn
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_step(model, config: TrainConfig, steps_per_epoch: int, *, optimizer=None,
-                    has_mask: bool = False, teacher_model=None, sharding=None):
+def make_train_step(
+    model,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    *,
+    optimizer=None,
+    has_mask: bool = False,
+    teacher_model=None,
+    sharding=None,
+):
     """:func:`train_step_fn` compiled with ``jax.jit`` (state donated; outputs placed with
     ``sharding``, e.g. replicated over the data-parallel mesh). ``optimizer=None``:
     ``make_optimizer(config, steps_per_epoch)``. Cached per argument set."""
