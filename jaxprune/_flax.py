@@ -57,7 +57,7 @@ def _call_signature(model: nn.Module):
         return None
 
 
-def mode_kwargs(model: nn.Module, train: bool) -> dict:
+def mode_kwargs(model: Any, train: bool) -> dict:
     """The keyword arguments that put ``model`` in training (``train=True``) or inference
     mode, found from its ``__call__`` signature (:data:`MODE_FLAGS`); ``{}`` when it takes
     none of them (a module without a mode, e.g. ``nn.Sequential``)."""
@@ -327,7 +327,7 @@ def _capture_impl(model: nn.Module, apply_kwargs, variables, images):
 _capture = jax.jit(_capture_impl, static_argnums=(0, 1))
 
 
-def _freeze_value(value):
+def _freeze_value(value) -> Any:
     if isinstance(value, nn.Module):
         return hashable(value)
     if isinstance(value, (list, tuple)):

@@ -149,7 +149,7 @@ def _is_default(layer, cls, names) -> bool:
     return type(layer) is cls and all(getattr(layer, n) is defaults[n].default for n in names)
 
 
-def _tupled(value):
+def _tupled(value) -> Any:
     return tuple(map(_tupled, value)) if isinstance(value, (list, tuple)) else value
 
 

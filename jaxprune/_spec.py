@@ -280,7 +280,7 @@ def _from_value(v, trust):
     return _resolve_ref(body, trust)
 
 
-def _build(spec: dict, trust) -> nn.Module:
+def _build(spec: dict, trust) -> nn.Module | nnx.Module:
     try:
         cls = _resolve_class(spec["class"], trust)
     except (ImportError, AttributeError) as err:
@@ -300,7 +300,7 @@ def _build(spec: dict, trust) -> nn.Module:
         ) from None
 
 
-def module_from_spec(spec: dict[str, Any], trust: Iterable[str] = ()) -> nn.Module:
+def module_from_spec(spec: dict[str, Any], trust: Iterable[str] = ()) -> nn.Module | nnx.Module:
     """Inverse of :func:`module_spec`. Every name in ``spec`` is checked against the trusted
     packages (:data:`DEFAULT_TRUST` and ``trust``) before anything is imported; an untrusted
     or malformed one is a one-line ``ValueError``."""

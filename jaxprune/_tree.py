@@ -22,7 +22,7 @@ def path_of(key_path) -> Path:
     return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path)
 
 
-def get_path(tree, path: Path):
+def get_path(tree, path: Path) -> Any:
     """``tree[path[0]][path[1]]...``."""
     for k in path:
         tree = tree[k]

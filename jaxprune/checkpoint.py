@@ -89,7 +89,7 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _finite(obj, path: str, bad: list):
+def _finite(obj, path: str, bad: list) -> Any:
     """``obj`` with every NaN/inf float replaced by ``None`` (their paths appended to ``bad``)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         bad.append(path or "<value>")
@@ -344,7 +344,7 @@ def _from_like(record: dict, like):
     return rebuild.Resized(base, _sizes_from_record(record["sizes"], base))
 
 
-def model_from_record(record: dict, *, trust=(), like=None):
+def model_from_record(record: Any, *, trust=(), like=None):
     """Inverse of :func:`model_record`. A recorded class and the names in its fields must
     be trusted (:data:`jaxprune._spec.DEFAULT_TRUST` or ``trust``, checked before anything is
     imported); ``like``: the dense module the saved one was made from, used instead of
@@ -503,7 +503,8 @@ def read_model_json(directory) -> dict:
 def _abstract_from_metadata(path: pathlib.Path, sharding):
     ckpt = ocp.StandardCheckpointer()
     md = ckpt.metadata(path)
-    tree = md.item_metadata.tree if hasattr(md, "item_metadata") else md
+    # a step written by StandardCheckpointer always has its item metadata
+    tree = md.item_metadata.tree if hasattr(md, "item_metadata") else md  # pyright: ignore[reportOptionalMemberAccess]
     ckpt.close()
 
     def leaf(m):

@@ -740,6 +740,8 @@ class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line ``<prog>: error: <message>`` (exit
     status 2) with no usage block; ``--help`` prints the usage as usual."""
 
+    commands: dict[str, argparse.ArgumentParser]  # the subcommand parsers (build_parser)
+
     def error(self, message):
         message = " ".join(str(message).split())
         hint = f" (see {self.prog} --help)" if "required" in message else ""

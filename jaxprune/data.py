@@ -116,8 +116,8 @@ _HOWTO = {
 class ArrayDataset:
     """Images ``float32 (N, H, W, C)`` normalised, labels ``int32 (N,)``."""
 
-    images: np.ndarray
-    labels: np.ndarray
+    images: np.ndarray | LazyImages | ByteWindows
+    labels: np.ndarray | ByteWindows
     num_classes: int
     name: str
 
@@ -694,7 +694,7 @@ def load_splits(
     """``(train or None, evaluation split)`` of ``name``, each cut to its first
     ``limit_*`` examples (the training split read on demand with ``lazy_train``; a text
     corpus always is, in windows of ``seq_len`` bytes). Raises like :func:`load`."""
-    extra = {} if seq_len is None else {"seq_len": seq_len}
+    extra: dict[str, Any] = {} if seq_len is None else {"seq_len": seq_len}
     train = (
         head(load(name, "train", data_dir, lazy=lazy_train, **extra), limit_train)
         if need_train

@@ -74,6 +74,7 @@ from collections.abc import Mapping, MutableSequence, Sequence
 from typing import Any
 
 import flax
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -252,6 +253,7 @@ def prune_depth(
     if score == "norm":
         values = _norm_scores(variables, residuals, units)
     else:
+        assert batch is not None  # score='block_influence' was refused above without data
         values = _influence(
             residuals, units, model, kwargs, variables, spec, batch, int(batch_size)
         )
@@ -505,7 +507,8 @@ def _apply(module, kwargs, variables, x):
 
 def _siblings(variables, parent: Path, removed: Sequence[Unit]) -> list[str]:
     """Names under ``parent`` that look like the removed units' names (digits varying)."""
-    patterns = {re.sub(r"\d+", r"\\d+", re.escape(u.path[-1])) for u in removed}
+    # callers pass only units with a path
+    patterns = {re.sub(r"\d+", r"\\d+", re.escape(u.path[-1])) for u in removed}  # pyright: ignore[reportOptionalSubscript]
     tree = variables["params"]
     for key in parent:
         tree = tree[key]
@@ -562,7 +565,7 @@ def _field_options(model, n: int, positions: Sequence[int]) -> list[dict]:
     return options
 
 
-def _rebuilt(model, variables, masked, residuals, removed, spec, kwargs, check):
+def _rebuilt(model: nn.Module, variables, masked, residuals, removed, spec, kwargs, check):
     """``(fields, variables)`` of the module with fewer blocks, or None (module docstring)."""
     if any(u.path is None for u in removed) or not dataclasses.is_dataclass(model):
         return None

@@ -63,6 +63,7 @@ def initialize(
                 "a multi-process run needs coordinator (HOST:PORT), "
                 "num_processes and process_id together"
             )
+        assert num_processes is not None and process_id is not None  # checked just above
         host, sep, port = str(coordinator).rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
@@ -82,6 +83,7 @@ def initialize(
             jax.distributed.initialize()
         else:  # the coordinator (process 0) listens on the address given, not on every
             # interface: a local run names 127.0.0.1 and nothing off the host can join
+            assert num_processes is not None and process_id is not None  # checked above
             jax.distributed.initialize(
                 str(coordinator),
                 int(num_processes),

@@ -296,7 +296,7 @@ def _named_tensors(variables) -> dict[str, np.ndarray]:
 
 def _export_onnx(f, spec, batch):
     try:
-        from jax2onnx import to_onnx
+        from jax2onnx import to_onnx  # pyright: ignore[reportMissingImports]  (optional extra)
     except ImportError:
         raise ExportError(
             "--format onnx needs jax2onnx and onnxruntime: pip install "

@@ -166,7 +166,8 @@ def fit_l0(
 
         (loss, (ce, l0)), grads = jax.value_and_grad(loss_fn, has_aux=True)((params, log_alpha))
         upd, state = tx.update(grads, state, (params, log_alpha))
-        params, log_alpha = optax.apply_updates((params, log_alpha), upd)
+        # apply_updates returns a tree shaped like the (params, log_alpha) pair it is given
+        params, log_alpha = optax.apply_updates((params, log_alpha), upd)  # pyright: ignore[reportGeneralTypeIssues]
         return params, log_alpha, state, jnp.stack([loss, ce, l0])
 
     pending = []

@@ -125,7 +125,8 @@ class _Rules(dict):
         axis = merge if len(w.tables) == tables else w.tables[-1][2]
         segs = () if axis is None or len(outs) != 1 else outs[0].chan.get(axis, ())
         if plain(tracer, segs, out_shapes[0][axis] if segs else 0):
-            w.states[id(outs[0])] = (outs[0], ordinal, segs[0].gid, axis - len(out_shapes[0]))
+            # plain() holds only for one segment, so segs is non-empty and axis is set
+            w.states[id(outs[0])] = (outs[0], ordinal, segs[0].gid, axis - len(out_shapes[0]))  # pyright: ignore[reportGeneralTypeIssues, reportOptionalOperand]
         return outs
 
 
@@ -341,7 +342,7 @@ def _evaluate(jaxpr, consts, args, wanted: set, found: dict, counter: list) -> l
     return [read(v) for v in jaxpr.outvars]
 
 
-def _share_sums(values, axes) -> tuple:
+def _share_sums(values, axes) -> list:
     """Per tap: ``(Σ_n x_{n,c}² / e_n, positions)`` with ``e_n`` the mean square over the
     channel axis."""
     out = []

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping
 
 import flax
+import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -18,7 +18,7 @@ __all__ = ["MuEstimate", "estimate_mu", "mu_is_unbounded"]
 
 class MuEstimate(NamedTuple):
     value: float  # best ratio found (a LOWER bound on μ(P)); inf if unbounded found
-    query: np.ndarray  # the y (x = (y, 1)) attaining it (None if value is inf via LP)
+    query: np.ndarray | None  # the y (x = (y, 1)) attaining it (None if value is inf via LP)
     unbounded: bool  # a certificate of μ(P) = ∞ was found
     num_queries: int  # queries evaluated (random + structured + ascent steps)
 

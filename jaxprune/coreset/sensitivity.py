@@ -24,6 +24,7 @@ after ≤ n rounds.  Points outside ``mask`` (padding) get sensitivity 0 and lay
 from __future__ import annotations
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 

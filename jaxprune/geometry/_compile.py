@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.core
 
 CHEAP_CPU_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
@@ -44,5 +45,5 @@ def cheap_jit(fn=None, **jit_kwargs):
         )
         return (cheap if on_cpu() and not traced else default)(*args, **kwargs)
 
-    call.lower = cheap.lower
+    call.lower = cheap.lower  # pyright: ignore[reportAttributeAccessIssue]  (function attribute)
     return call

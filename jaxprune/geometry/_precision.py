@@ -12,6 +12,7 @@ import contextlib
 import warnings
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,7 +68,8 @@ def precision(x):
     """Context yielding the compute dtype: float64 (local x64) unless ``x`` is being staged by
     an outer ``jit`` while x64 is off — then float32 with a one-time warning (wrap the outer
     ``jit`` call in ``with jax.enable_x64(True):`` to keep float64)."""
-    if jax.config.jax_enable_x64 or not _under_jit(x):
+    # JAX's config flags are attributes its stubs do not declare
+    if jax.config.jax_enable_x64 or not _under_jit(x):  # pyright: ignore[reportAttributeAccessIssue]
         with x64():
             yield jnp.float64
     else:

@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -357,7 +358,7 @@ def _call_core(points, mask, tol, max_iter, rtol):
     """
     if (
         getattr(points, "dtype", None) == np.float64
-        and jax.config.jax_enable_x64
+        and jax.config.jax_enable_x64  # pyright: ignore[reportAttributeAccessIssue]  (a config flag)
         and isinstance(points, (np.ndarray, jax.Array))
     ):
         return _dispatch(points, (mask, float(tol), int(max_iter), float(rtol), "float64"))

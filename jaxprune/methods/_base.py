@@ -190,10 +190,11 @@ def split_keys(key: jax.Array, n: int) -> list:
     back through the host, so no per-``n`` slicing program compiles either."""
     n = int(n)
     count = n
-    if jax.config.jax_threefry_partitionable:
+    if jax.config.jax_threefry_partitionable:  # pyright: ignore[reportAttributeAccessIssue]  (a config flag)
         count = max(KEY_BUCKET, 1 << max(n - 1, 0).bit_length())
     keys = jax.random.split(key, count)
-    if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):  # raw uint32 keys
+    # raw uint32 keys (jax.dtypes.issubdtype is public API its stubs do not re-export)
+    if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
         rows = np.asarray(keys)
         return [jax.device_put(rows[i]) for i in range(n)]
     impl = jax.random.key_impl(key)

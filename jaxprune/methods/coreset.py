@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +72,7 @@ WEIGHT_TILE = 512  # consumer columns per call of the weighting program
 
 
 @cheap_jit
-def _weighted_tile(s: jax.Array, outgoing: jax.Array) -> jax.Array:
+def _weighted_tile(s: np.ndarray | jax.Array, outgoing: np.ndarray | jax.Array) -> jax.Array:
     """``max_k |w_kj| s_j / Σ_i |w_ki| s_i`` over one tile of consumer columns ``k`` (float64).
 
     A column's total needs only that column, so tiles are independent and the row maxima of
@@ -102,11 +103,13 @@ def weighted_sensitivity(s, outgoing, kappa: float = 1.0) -> jax.Array:
             tile = np.zeros((padded, WEIGHT_TILE), np.float32)
             tile[:rows, : part.shape[1]] = part
             best = np.maximum(best, np.asarray(_weighted_tile(s_pad, tile)))
-    return jax.device_put((kappa * best[:rows]).astype(np.float32))
+    # one array in, one array out (JAX types device_put over whole trees)
+    return jax.device_put((kappa * best[:rows]).astype(np.float32))  # pyright: ignore[reportReturnType]
 
 
 def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
-    return jax.vmap(coreset.sensitivities)(points, mask)
+    # one array without return_layers=True
+    return jax.vmap(coreset.sensitivities)(points, mask)  # pyright: ignore[reportReturnType]
 
 
 def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
@@ -160,7 +163,9 @@ def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
 _COMPILED: set = set()  # (kernel, shape) pairs compiled (or being compiled) in this process
 
 
-def _batched_sensitivities(points: jax.Array, mask: jax.Array, peel_compile: str, peel_batch: str):
+def _batched_sensitivities(
+    points: np.ndarray | jax.Array, mask: np.ndarray | jax.Array, peel_compile: str, peel_batch: str
+):
     kernel = _kernel(peel_compile, peel_batch)
     _COMPILED.add((kernel, points.shape))
     return _KERNEL_JITS[kernel](points, mask)
@@ -217,7 +222,9 @@ def _expected_peel_shape(views, projection, projection_dim):
 
 
 def peel_sensitivities(
-    projected: list[jax.Array], peel_compile: str = "auto", peel_batch: str = "auto"
+    projected: Sequence[np.ndarray | jax.Array],
+    peel_compile: str = "auto",
+    peel_batch: str = "auto",
 ) -> list[jax.Array]:
     """Algorithm 2 sensitivities of several point sets in ONE jitted call.
 
@@ -298,7 +305,9 @@ def score(
                 "with a small projection_dim (2-10)"
             )
     peeled = peel_sensitivities([projected[n] for n in peel], peel_compile, peel_batch)
-    s_all = [None if d is None else np.asarray(d, np.float32) for d in direct]
+    s_all: list[np.ndarray | jax.Array | None] = [
+        None if d is None else np.asarray(d, np.float32) for d in direct
+    ]
     for n, s in zip(peel, peeled):
         s_all[n] = s
     return [weighted_sensitivity(s, v.outgoing, kappa) for s, v in zip(s_all, views)]

@@ -274,7 +274,7 @@ def structured_prune(
     small, small_vars = structured_shrink(
         model, variables, keep_fraction, input_shape=input_shape, **options
     )
-    report = {"widths": list(small.widths)}
+    report: dict[str, Any] = {"widths": list(small.widths)}
     if eval_ds is not None:
         report["eval_after_shrink"] = train.evaluate(small, small_vars, eval_ds)
     if finetune is not None and finetune.epochs > 0:

@@ -57,13 +57,13 @@ def bias_mask(view: LayerView, who: str = "norm") -> np.ndarray:
     return mask
 
 
-def _columns(points: jax.Array, mask: np.ndarray) -> jax.Array:
+def _columns(points: jax.Array, mask: np.ndarray) -> np.ndarray | jax.Array:
     """``points[:, mask]`` with a static NumPy mask (no copy when every column is kept), taken
     on the host: a device gather would compile once per layer shape."""
     return points if mask.all() else np.asarray(points)[:, np.flatnonzero(mask)]
 
 
-def kernel_columns(view: LayerView, include_bias: bool) -> jax.Array:
+def kernel_columns(view: LayerView, include_bias: bool) -> np.ndarray | jax.Array:
     """The columns of ``view.points`` a norm criterion looks at (see the module doc)."""
     if not isinstance(include_bias, bool):
         raise ValueError(f"include_bias must be a bool, got {include_bias!r}")

@@ -84,7 +84,8 @@ def apply_conv(
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     )
-    return conv.apply({"params": {"kernel": kernel}}, inputs)
+    # no mutable collections: apply returns the output alone
+    return conv.apply({"params": {"kernel": kernel}}, inputs)  # pyright: ignore[reportReturnType]
 
 
 def _check_reader(reader: LayerInput, who: str) -> None:

@@ -18,6 +18,8 @@ projection shortcuts (1×1 conv + BN) on the first block of each stage. Convs ha
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -197,7 +199,8 @@ class ResNet50(nn.Module):
             name="conv_stem",
         )(x)
         x = nn.relu(_bn(train, "bn_stem", self.bn_momentum)(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # Flax takes explicit (low, high) pads here too; its annotation names only strings
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType]
         names, k = self._block_names(), 0
         for s, (n, feat) in enumerate(zip(self.num_blocks, self.stage_widths)):
             for b in range(n):
@@ -237,7 +240,7 @@ def resnet56(**overrides) -> CifarResNet:
 
 def resnet20(**overrides) -> CifarResNet:
     """CIFAR ResNet-20 (3 × 3 blocks): a fast stand-in for ResNet-56 in experiments."""
-    cfg = dict(widths=(16,) * 3 + (32,) * 3 + (64,) * 3, num_blocks=(3, 3, 3))
+    cfg: dict[str, Any] = dict(widths=(16,) * 3 + (32,) * 3 + (64,) * 3, num_blocks=(3, 3, 3))
     cfg.update(overrides)
     return CifarResNet(**cfg)
 

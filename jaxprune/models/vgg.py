@@ -23,6 +23,8 @@ Convs keep their bias (as the common PyTorch CIFAR VGGs do); BatchNorm uses
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -83,13 +85,13 @@ class VGG(nn.Module):
 
 def vgg16(**overrides) -> VGG:
     """CIFAR VGG-16 with BatchNorm and a 512→512 hidden classifier (see module doc)."""
-    cfg = dict(widths=VGG16_CONV + (512, 512), pool_after=VGG16_POOL, num_dense=2)
+    cfg: dict[str, Any] = dict(widths=VGG16_CONV + (512, 512), pool_after=VGG16_POOL, num_dense=2)
     cfg.update(overrides)
     return VGG(**cfg)
 
 
 def vgg19(**overrides) -> VGG:
     """CIFAR VGG-19 with BatchNorm and a single linear classifier (see module doc)."""
-    cfg = dict(widths=VGG19_CONV, pool_after=VGG19_POOL, num_dense=0)
+    cfg: dict[str, Any] = dict(widths=VGG19_CONV, pool_after=VGG19_POOL, num_dense=0)
     cfg.update(overrides)
     return VGG(**cfg)

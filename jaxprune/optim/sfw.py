@@ -121,4 +121,5 @@ def stochastic_frank_wolfe(
             SFWState(count=state.count + 1, momentum=m, radii=state.radii),
         )
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    # optax calls update_fn positionally; its protocol also names the first argument
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
