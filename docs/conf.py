@@ -61,7 +61,7 @@ extensions = [
 ]
 
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "README.md"]
-templates_path = []
+templates_path = ["_templates"]
 html_static_path = []
 
 # --- MyST and notebook execution ----------------------------------------------------------
@@ -82,7 +82,6 @@ autosummary_imported_members = True
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
