@@ -192,7 +192,8 @@ def prune(
         (``jaxprune.methods.get(method).options()``).
     """
     if depth is not None:
-        return _prune_depth(
+        # a DepthResult (documented above); the annotation names the usual result
+        return _prune_depth(  # pyright: ignore[reportReturnType]
             params,
             ratio,
             depth,
@@ -270,21 +271,25 @@ def _certify(plan: Plan, result: PruneResult) -> PruneResult:
 
 def _after_selection(plan: Plan, result: PruneResult) -> PruneResult:
     """The method's own step on the pruned network (FLAP's bias compensation), if any."""
-    if plan.method.after_selection is None or result.kind != "channels" or not result.kept:
+    # kind "channels" is a ChannelResult
+    if plan.method.after_selection is None or result.kind != "channels" or not result.kept:  # pyright: ignore[reportAttributeAccessIssue]
         return result
     return plan.method.after_selection(result, plan.model, plan.data)
 
 
 def _refit(plan: Plan, result: PruneResult) -> PruneResult:
     """``result`` with every consumer of a pruned group refit on ``data``."""
-    if plan.refit is None or not result.kept:
+    # plan.build allows a refit only for channel methods, whose results are ChannelResults
+    if plan.refit is None or not result.kept:  # pyright: ignore[reportAttributeAccessIssue]
         return result
+    assert isinstance(result, ChannelResult)
     small = result.model(plan.model) if result.nnx_module is None else _nnx.as_linen(result.module)
     with _phase(plan.on_phase, "reconstruct"):
         params, rep = reconstruct_lib.refit(
             plan.model,
             result.dense_variables,
-            small,
+            # a Linen module: result.model of a Linen model, or the NNX one as Linen
+            small,  # pyright: ignore[reportArgumentType]
             result.params,
             reconstruct_lib.consumer_paths(result.groups, result.kept),
             plan.data,

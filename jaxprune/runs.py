@@ -93,7 +93,8 @@ def _check(out: str, identity: dict, overwrite: bool, resume: bool, resumable: b
             f"--out {out} already holds {what}; pass --overwrite to replace it"
             + (" or --resume to continue it" if resumable else "")
         )
-    saved = checkpoint.read_run_json(out).get("identity") or {}
+    # a complete or unfinished run has a run.json (run_state)
+    saved = checkpoint.read_run_json(out).get("identity") or {}  # pyright: ignore[reportOptionalMemberAccess]
     diff = _difference(saved, checkpoint.to_jsonable(identity))
     if diff:
         raise RunError(

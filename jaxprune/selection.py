@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -194,7 +194,7 @@ def allocate_widths(
     return widths
 
 
-def select(key: jax.Array, scores: jax.Array, k: int, sampling: str):
+def select(key: jax.Array, scores: np.ndarray | jax.Array, k: int, sampling: str):
     """Kept indices (sorted), re-weights for them, and the number of draws.
 
     ``sparsity_first``: i.i.d. draws ∝ score until ``k`` distinct channels; re-weight
@@ -254,7 +254,7 @@ def top_k_mask(scores, k: int) -> np.ndarray:
     return keep.reshape(s.shape)
 
 
-def layer_budgets(sizes, ratio: float, minimum=1) -> list[int]:
+def layer_budgets(sizes, ratio: float, minimum: int | Sequence[int] = 1) -> list[int]:
     """Entries to keep per layer: ``R = round(ratio·Σ sizes)`` removed in total, split by
     largest-remainder rounding of ``ratio·size_l`` (ties -> earlier layer), then each
     ``keep_l`` clipped to ``[minimum_l, size_l]`` (``minimum`` an int or one per layer).
@@ -263,7 +263,8 @@ def layer_budgets(sizes, ratio: float, minimum=1) -> list[int]:
     [50, 25]
     """
     sizes = [int(n) for n in sizes]
-    mins = [int(minimum)] * len(sizes) if np.isscalar(minimum) else [int(m) for m in minimum]
+    # pyright does not narrow int | Sequence[int] by np.isscalar
+    mins = [int(minimum)] * len(sizes) if np.isscalar(minimum) else [int(m) for m in minimum]  # pyright: ignore[reportArgumentType, reportGeneralTypeIssues]
     total = sum(sizes)
     removed_total = int(math.floor(float(ratio) * total + 0.5))
     quotas = [float(ratio) * n for n in sizes]

@@ -104,7 +104,8 @@ def channel_views(
     are summarised (``producer_inputs`` is None)."""
     inputs = modules = None
     if data is not None:
-        modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)
+        # callers pass data= only together with the model
+        modules = _flax.kernel_modules(model, variables, _flax.input_spec(data), apply_kwargs)  # pyright: ignore[reportArgumentType]
         if statistics:
             paths = {tuple(s.path[1:-1]) for g in groups for s in g.consumers}
             inputs = calibration.input_statistics(
@@ -116,7 +117,7 @@ def channel_views(
                 apply_kwargs=apply_kwargs,
             )
         else:
-            inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)
+            inputs = _flax.kernel_inputs(model, variables, data, apply_kwargs=apply_kwargs)  # pyright: ignore[reportArgumentType]
     return [layer_view(variables, g, inputs, modules, producers=not statistics) for g in groups]
 
 

@@ -158,7 +158,7 @@ def checkpoint_dataset(directory, meta: dict, dataset: str | None) -> str:
 def size_report(model, variables, input_shape) -> dict:
     """``params``, ``nonzero_params`` and ``flops`` (``None`` plus ``flops_error`` when the
     FLOP count fails: a finished run is never lost over a metric)."""
-    out = {
+    out: dict[str, Any] = {
         "params": metrics.param_count(variables),
         "nonzero_params": metrics.nonzero_count(variables),
     }
@@ -336,6 +336,7 @@ def train_new(
         models.default_input_shape(model_name), models.default_input_dtype(model_name)
     )
     train_ds, test_ds = load_datasets(dataset, data_dir, limit_train, limit_test, seq_len=seq_len)
+    assert train_ds is not None  # need_train defaults to True
     config = make_config(model_name)
     extra = (
         {"image": tuple(train_ds.images.shape[1:]), "rngs": nnx.Rngs(config.seed)}
@@ -574,14 +575,15 @@ def prune_checkpoint(
                 depth_score=depth_score,
                 **options,
             )
-            small = res.model(model)  # NNX: result.module; weight methods: the same shapes
+            # NNX: result.module; weight methods: the same shapes (every result type has model)
+            small = res.model(model)  # pyright: ignore[reportAttributeAccessIssue]
         except ValueError as e:
             raise UsageError(str(e)) from None
         seconds = time.time() - t0
         _warn_if_nothing_removed(res.report, ratio, min_width, round_to)
         report = {**res.report, "seconds": seconds}
-        if hasattr(model, "widths"):
-            report.update(widths_before=list(model.widths), widths_after=list(small.widths))
+        if hasattr(model, "widths"):  # a zoo model, whose smaller copy has widths too
+            report.update(widths_before=list(model.widths), widths_after=list(small.widths))  # pyright: ignore[reportAttributeAccessIssue]
         if batch is not None:
             report["data_batch"] = int(batch.shape[0])
         if certificate and meth.kind == "channels" and depth is None:

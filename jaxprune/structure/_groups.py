@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class Structure:
                 return g
         raise KeyError(f"no channel group named {name!r}; groups: {[g.name for g in self.groups]}")
 
-    def new_shapes(self, widths: dict) -> dict:
+    def new_shapes(self, widths: Mapping) -> dict:
         """Shape of every variable when group ``g`` keeps ``widths[g.name]`` channels."""
         shapes = {p: list(s) for p, s in self.shapes.items()}
         axes: dict = {}  # (path, axis) -> [(slot, size, kept width)]
@@ -114,7 +115,7 @@ class Structure:
         }
 
     def count_params(
-        self, widths: dict | None = None, paths=None, collection: str = "params"
+        self, widths: Mapping | None = None, paths=None, collection: str = "params"
     ) -> int:
         """Number of entries of the ``collection`` arrays (restricted to ``paths``) at
         ``widths``."""
@@ -127,7 +128,7 @@ class Structure:
             )
         )
 
-    def count_macs(self, widths: dict | None = None) -> int:
+    def count_macs(self, widths: Mapping | None = None) -> int:
         """Multiply-accumulates per example of all Dense/Conv kernels at ``widths``."""
         shapes = self.new_shapes(widths or {})
         return int(sum(math.prod(shapes[p]) * n for p, n in self.kernel_positions.items()))

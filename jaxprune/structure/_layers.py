@@ -67,7 +67,7 @@ def _orders_by_shapes(kernels) -> list:
     return [[kernels[i] for i in c] for c in map(chain_from, range(len(dims))) if c is not None]
 
 
-def dense_chain(variables) -> list[tuple[Path, object]]:
+def dense_chain(variables) -> list[tuple[Path, Any]]:
     """``[(module path, kernel), ...]`` of a bare Dense chain in call order; a clear
     ``ValueError`` unless every module is ``{'kernel': (in, out)[, 'bias']}`` and the kernels
     chain (``out_i == in_{i+1}``).

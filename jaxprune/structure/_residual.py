@@ -278,7 +278,7 @@ def _activations(prog: Program) -> set[int]:
     return acts
 
 
-def _ancestors(prog: Program, start, stop=frozenset()) -> set[int]:
+def _ancestors(prog: Program, start, stop: set[int] | frozenset[int] = frozenset()) -> set[int]:
     """Ids ``start`` is computed from (inclusive), not walking past ids in ``stop``."""
     seen, todo = set(), [s for s in start if s not in stop]
     while todo:
@@ -365,7 +365,7 @@ def _name(prog: Program, module: Path, owned: set[int], readers, depth: int) -> 
         if len(path) > len(module):
             key = "/".join(path[len(module) : len(module) + depth])
             first_use[key] = min(first_use.get(key, 1 << 60), min(readers[i]))
-    parts = sorted(first_use, key=first_use.get)
+    parts = sorted(first_use, key=first_use.get)  # pyright: ignore[reportCallIssue, reportArgumentType]  (every key is present)
     base = "/".join(module)
     if len(parts) > 1:
         return f"{base}/{'+'.join(parts)}" if base else "+".join(parts)

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from typing import Any
 
 from jaxprune.structure._labels import Layout, _Info, product_layouts
 
@@ -553,13 +555,15 @@ def dot_general(tracer, eqn, ins, in_shapes, out_shapes):
         for side, contract, other in ((1, rc, lc), (0, lc, rc)):
             kernel = tracer.param_axes(ins[side], len(in_shapes[side]))
             if kernel is not None:
+                leaf, axes = kernel
                 return [
                     kernel_product(
                         tracer,
                         ins[1 - side],
                         in_shapes[1 - side],
                         other,
-                        *kernel,
+                        leaf,
+                        axes,
                         contract,
                         side == 0,
                         out_shapes[0],
@@ -624,7 +628,7 @@ def conv(tracer, eqn, ins, in_shapes, out_shapes):
     kshape = None if leaf is None else tracer.leaf_shapes[leaf]
     if leaf is None or eqn.params["batch_group_count"] != 1:
         why = "non-parameter convolution"
-    elif groups != 1 and (groups != c_in or kshape[kin] != 1):
+    elif groups != 1 and (groups != c_in or kshape[kin] != 1):  # pyright: ignore[reportOptionalSubscript]  (leaf is set)
         why = "grouped convolution (1 < groups < input channels)"
     else:
         why = ""
@@ -636,6 +640,7 @@ def conv(tracer, eqn, ins, in_shapes, out_shapes):
         if ax != feat:
             tracer.freeze(lhs, "channels on a spatial/batch axis of a convolution")
     out = _Info(act=True)
+    assert kshape is not None  # a convolution without a parameter kernel returned above
     c_out = kshape[kout]
     tracer.count_use(leaf, out_shapes[0], c_out)
     if groups == 1:
@@ -690,7 +695,7 @@ def constant(tracer, eqn, ins, in_shapes, out_shapes):
     return [_Info() for _ in out_shapes]
 
 
-RULES = {
+RULES: dict[str, Callable[..., Any]] = {
     "iota": constant,
     "gather": gather,
     "dot_general": dot_general,

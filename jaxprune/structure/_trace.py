@@ -226,7 +226,7 @@ class Tracer:
             return None
         return leaf
 
-    def param_axes(self, info: _Info, ndim: int):
+    def param_axes(self, info: _Info, ndim: int) -> tuple[int, dict[int, int]] | None:
         """``(leaf, {value axis: parameter axis})`` if ``info`` is a whole kernel passed in,
         maybe transposed or cast (:attr:`layer_params`), else None."""
         if len(info.porig) != 1 or info.act or info.chan:

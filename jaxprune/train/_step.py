@@ -29,6 +29,7 @@ Mode
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -219,5 +220,5 @@ def make_train_step(
     ``make_optimizer(config, steps_per_epoch)``. Cached per argument set."""
     tx = make_optimizer(config, steps_per_epoch) if optimizer is None else optimizer
     step_fn = train_step_fn(model, config, tx, has_mask=has_mask, teacher_model=teacher_model)
-    placement = {} if sharding is None else {"out_shardings": (sharding, sharding)}
+    placement: dict[str, Any] = {} if sharding is None else {"out_shardings": (sharding, sharding)}
     return jax.jit(step_fn, donate_argnums=(0,), **placement)
