@@ -327,6 +327,14 @@ def sentences(summary: list[dict]) -> str:
                    f"correction over the table"
                    + (f" (loses to: {', '.join(better)})" if better else "")
                    + f"; {len(tied)} are not distinguishable.")
+    for s in summary:
+        d = s["diffs"].get("bpb_distilled")
+        if s["kind"] != "depth" or d is None or d["p"] is None:
+            continue
+        verdict = ("worse than" if d["mean"] > 0 else "better than") if d.get("holm_table") \
+            else "not distinguishable from"
+        out.append(f"Depth −{s['setting']}: the {s['method']} score is {verdict} block "
+                   f"influence after distillation ({_diff(d)} bits per byte).")
     return " ".join(out)
 
 
