@@ -17,11 +17,12 @@ difference ``coreset − method`` with its 95% t-interval.
 
     python experiments/lenet300_mnist.py               # quick: 1 net, 1 seed, 8 epochs max
     python experiments/lenet300_mnist.py --full --resume   # 5 nets, both recipes, 30 epochs max
-    python experiments/lenet300_mnist.py --report-only --out R --readme README.md
+    python experiments/lenet300_mnist.py --report-only --out R   # table and plot again
+    python experiments/readme_report.py --write   # the README/docs blocks from the results
 
 Writes ``<out>/results.json`` (``{"config", "rows"}``, one row per trial, rewritten after
 each so ``--resume`` continues an interrupted run), ``<out>/table.md`` and
-``<out>/error_vs_ratio.png``; ``--readme`` rewrites the README's Table 1 block from them.
+``<out>/error_vs_ratio.png``; ``--readme FILE`` rewrites the ``table1`` block of FILE from them.
 """
 from __future__ import annotations
 

@@ -630,6 +630,12 @@ def summary(pages: str = "docs/results/") -> str:
     rows.append("| Coreset defaults (validation sweep) | "
                 + _line_after(sweep_text, "Lowest mean").split(". ")[1].rstrip(".")
                 + f" | [coreset_sweep]({pages}coreset_sweep.md) |")
+    if (RESULTS / "lm_pystdlib" / "results.json").exists():
+        lm_doc = _load("lm_pystdlib")
+        lm_text = _script("lm_pystdlib").sentences(
+            _script("lm_pystdlib").summarize(lm_doc["rows"]))
+        rows.append(f"| Byte LMs on pystdlib, width and depth ({lm_doc['config']['nets']} "
+                    f"nets) | {_cell(lm_text)} | [language_models]({pages}language_models.md) |")
     vit_doc = _load("vit_mnist")
     accs = {}
     for row in vit_doc["rows"]:

@@ -1,4 +1,5 @@
-"""jaxprune: provable, data-independent structured pruning in JAX.
+"""jaxprune: data-independent structured pruning in JAX (coreset pruning, whose sampled variant
+carries a guarantee where μ(P) is finite; see :mod:`jaxprune.bounds`), and its baselines.
 
 The entry point is :func:`jaxprune.prune` (:mod:`jaxprune.pipeline`); the sub-packages hold
 the parts, in import order: ``geometry`` (MVEE, Carathéodory, projections) → ``coreset``
