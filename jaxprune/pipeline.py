@@ -190,6 +190,15 @@ def prune(
         :data:`PHASES` (benchmarks; :func:`phase_timer` records wall times).
       **options: with a method name, that method's options
         (``jaxprune.methods.get(method).options()``).
+
+    Example, a bare Dense chain (no model needed), half of the hidden neurons by ℓ1 norm::
+
+      >>> import jax.numpy as jnp, jaxprune
+      >>> params = {"dense_0": {"kernel": jnp.ones((4, 8)), "bias": jnp.zeros(8)},
+      ...           "dense_1": {"kernel": jnp.ones((8, 2)), "bias": jnp.zeros(2)}}
+      >>> result = jaxprune.prune(params, 0, 0.5, method="l1_norm", unit="neurons")
+      >>> result.widths, result.params["dense_1"]["kernel"].shape
+      ({'dense_0': 4}, (4, 2))
     """
     if depth is not None:
         # a DepthResult (documented above); the annotation names the usual result
