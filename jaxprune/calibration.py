@@ -17,11 +17,14 @@ pass (params + one batch's activations, which XLA frees as the reductions consum
 :func:`from_inputs` gives the same statistics from activations held whole (what the
 all-at-once path, :func:`jaxprune._flax.kernel_inputs`, captures).
 
-Measured peak memory (growth of the process's peak resident set, ``ru_maxrss``, CPU): a
-4-block byte-level decoder (d_model 256, 8 heads, SwiGLU 1024, RMSNorm, 16.5 MB of params),
-statistics of the inputs of all 29 kernel modules on 64 sequences of 256 tokens: all at once
-(:func:`jaxprune._flax.kernel_inputs`, then :func:`from_inputs`) 1 346 MB; streaming
-(:func:`input_statistics`, 8 sequences per batch) 147 MB, about one batch's forward pass.
+Measured peak memory (growth of the process's peak resident set, ``ru_maxrss``, CPU;
+``experiments/calibration_memory.py``, committed in
+``experiments/results/bench/calibration_memory.md``): a 4-block byte-level decoder (d_model
+256, 8 heads, SwiGLU 1024, 15.5 MiB of params), statistics of the inputs of all 29 kernel
+modules on 64 sequences of 256 tokens: all at once (:func:`jaxprune._flax.kernel_inputs`,
+then :func:`from_inputs`) 1 357 MiB; streaming (:func:`input_statistics`, 8 sequences per
+batch) 127 MiB, against roughly 32 MiB for one batch's block activations — the rest is the
+compiled forward and the runtime, not stored activations.
 
 Feature layout. :func:`feature_axes` says which kernel axes a module's input features
 correspond to: a Dense (``nn.Dense``, ``nnx.Linear``) or a linear einsum (``nn.DenseGeneral``,
