@@ -108,19 +108,7 @@ def lm_pystdlib() -> str:
         return ("No results file is committed yet (`experiments/results/lm_pystdlib/"
                 "results.json`): the command above makes it, and "
                 "`python experiments/readme_report.py --write` then fills this block.")
-    mod, doc = _script("lm_pystdlib"), _load("lm_pystdlib")
-    if hasattr(mod, "report_text"):
-        return mod.report_text(doc)
-    # what write_report puts in table.md (TABLE_FILES compares the two)
-    summary, cfg = mod.summarize(doc["rows"]), doc["config"]
-    return (f"{mod.table(summary)}\n\n{mod.sentences(summary)}\n\n"
-            f"({cfg['nets']} LMs of dim {cfg['dim']}, {cfg['layers']} blocks, {cfg['heads']} "
-            f"heads / {cfg['kv_heads']} KV heads, MLP {cfg['mlp_dim']}, trained "
-            f"{cfg['train_steps']} steps of {cfg['batch_size']}×{cfg['seq_len']} bytes; "
-            f"distillation {cfg['distill_steps']} steps; mean ± sample sd over nets; "
-            f"differences are method − reference in bits per byte (negative: better than "
-            f"the reference), 95 % t-interval over nets, * interval excludes 0, ‡ survives "
-            f"Holm's correction over every comparison of the table; CPU: {doc.get('cpu')}.)")
+    return _script("lm_pystdlib").report_text(_load("lm_pystdlib"))
 
 
 # --- Frank-Wolfe study (frank_wolfe_mnist.py) -------------------------------------------------
@@ -631,9 +619,8 @@ def summary(pages: str = "docs/results/") -> str:
                 + _line_after(sweep_text, "Lowest mean").split(". ")[1].rstrip(".")
                 + f" | [coreset_sweep]({pages}coreset_sweep.md) |")
     if (RESULTS / "lm_pystdlib" / "results.json").exists():
-        lm_doc = _load("lm_pystdlib")
-        lm_text = _script("lm_pystdlib").sentences(
-            _script("lm_pystdlib").summarize(lm_doc["rows"]))
+        lm, lm_doc = _script("lm_pystdlib"), _load("lm_pystdlib")
+        lm_text = lm.sentences(lm.summarize(lm_doc["rows"]))
         rows.append(f"| Byte LMs on pystdlib, width and depth ({lm_doc['config']['nets']} "
                     f"nets) | {_cell(lm_text)} | [language_models]({pages}language_models.md) |")
     vit_doc = _load("vit_mnist")
