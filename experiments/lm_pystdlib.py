@@ -277,20 +277,12 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "form": next(iter(mine.values())).get("depth_form"),
                     "diffs": diffs})
     for key in ("bpb_pruned", "bpb_distilled"):
-        family = [s["diffs"][key] for s in out
-                  if key in s["diffs"] and s["diffs"][key]["p"] is not None]
-        for d, rejected in zip(family, report.holm([d["p"] for d in family])):
-            d["holm_table"] = rejected
+        report.mark_holm([s["diffs"].get(key) for s in out], "holm_table")
     return out
 
 
 def _diff(d) -> str:
-    if d is None:
-        return "—"
-    if d["lo"] is None:
-        return f"{d['mean']:+.3f} (1 net)"
-    star = (" *" if d["significant"] else "") + ("‡" if d.get("holm_table") else "")
-    return f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]{star}"
+    return report.diff_cell(d, "{:+.3f}")
 
 
 def table(summary: list[dict]) -> str:

@@ -63,6 +63,14 @@ def holm(pvalues, alpha: float = 0.05) -> list[bool]:
     return out
 
 
+def mark_holm(comparisons, field: str, alpha: float = 0.05) -> None:
+    """Set ``d[field]`` to Holm's verdict (:func:`holm`) on every :func:`paired` result of
+    ``comparisons`` that has a p-value; the family is those results."""
+    family = [d for d in comparisons if d is not None and d["p"] is not None]
+    for d, rejected in zip(family, holm([d["p"] for d in family], alpha)):
+        d[field] = rejected
+
+
 def _per_net(rows, key: str) -> dict[int, float]:
     nets: dict[int, list] = {}
     for r in rows:
@@ -117,25 +125,22 @@ def summarize(rows: list[dict], reference: str) -> list[dict]:
                 [ref_after[n] for n in common], [after[n] for n in common]),
         })
     for ratio, recipe in dict.fromkeys((s["ratio"], s["finetune"]) for s in out):
-        diffs = [s["vs_reference"] for s in out if (s["ratio"], s["finetune"]) == (ratio, recipe)
-                 and s["vs_reference"] is not None and s["vs_reference"]["p"] is not None]
-        for d, rejected in zip(diffs, holm([d["p"] for d in diffs])):
-            d["holm"] = rejected
-    table = [s["vs_reference"] for s in out
-             if s["vs_reference"] is not None and s["vs_reference"]["p"] is not None]
-    for d, rejected in zip(table, holm([d["p"] for d in table])):
-        d["holm_table"] = rejected
+        mark_holm([s["vs_reference"] for s in out
+                   if (s["ratio"], s["finetune"]) == (ratio, recipe)], "holm")
+    mark_holm([s["vs_reference"] for s in out], "holm_table")
     return out
 
 
-def _diff(d) -> str:
+def diff_cell(d, fmt: str = "{:+.2f}") -> str:
+    """A :func:`paired` result as a table cell: ``mean [lo, hi]`` with * (the interval
+    excludes 0), † (``holm``) and ‡ (``holm_table``); ``—`` for none."""
     if d is None:
         return "—"
     if d["lo"] is None:
-        return f"{d['mean']:+.2f} (1 net)"
+        return f"{fmt.format(d['mean'])} (1 net)"
     star = ((" *" if d["significant"] else "") + ("†" if d.get("holm") else "")
             + ("‡" if d.get("holm_table") else ""))
-    return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{star}"
+    return f"{fmt.format(d['mean'])} [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]{star}"
 
 
 def _mean_sd(mean: float, std: float) -> str:
@@ -157,7 +162,7 @@ def markdown(summary: list[dict], reference: str, paper: dict) -> str:
             f"{100 * s['pr']:.2f} | {s['widths']} | {s['dense_err']:.2f} | "
             f"{_mean_sd(s['before_mean'], s['before_std'])} | {pct} | "
             f"{_mean_sd(s['after_mean'], s['after_std'])} | "
-            f"{s['after_best']:.2f} | {s['epochs']:.1f} | {_diff(s['vs_reference'])} | "
+            f"{s['after_best']:.2f} | {s['epochs']:.1f} | {diff_cell(s['vs_reference'])} | "
             f"{paper.get(str(s['ratio']), '–') if s['method'] == reference else ''} |")
     return "\n".join(lines)
 
