@@ -11,6 +11,14 @@ finetune_epochs masked fine-tune), ``fw_momentum`` (the same with momentum ρ) a
 accuracy/loss (also right after the mask), kernel and model sparsity, the FW iterate's own
 sparsity, inference time (median of 20 jitted calls, networks interleaved).
 
+``fw_mom_struct`` is ``jaxprune.prune`` with the ``frank_wolfe_momentum`` method, whose
+``prepare`` runs the FW+momentum phase again with ``fw_momentum``'s options and seed (the same
+iterate, bit for bit on one device; its ``time`` includes that phase). ``prune``'s float
+ratio counts parameters (or neurons, or FLOPs) of the whole model, while ``--keep-fraction``
+keeps ``max(1, round(f·C))`` of the C channels of every group, so :func:`keep_ratio` passes
+the per-group ratio dict ``{group: (C − k)/C}``, which ``prune`` turns back into exactly ``k``
+channels per group.
+
     JAXPRUNE_DATA_DIR=/work/shared/data python experiments/frank_wolfe_mnist.py --quick
 
 Writes ``<out>/results.json``, ``table.md``, ``accuracy_vs_pretraining.png`` and
@@ -29,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxprune
 from jaxprune import data, metrics, optim, train
 from jaxprune.checkpoint import to_jsonable
 from jaxprune.models import LeNet5
@@ -129,21 +138,54 @@ def run_one(args, model, snap, train_ds, test_ds, x_lat, seed) -> dict:
                           mass_removed=r.report["mass_removed"], time=time.time() - t0)
         nets[name] = (model, r.variables)
 
-    t0 = time.time()  # structured: filters/neurons of the FW+momentum iterate `r` by group norm
-    small, v, rep = fw.structured_prune(
-        model, r.fw_variables, args.keep_fraction, train_ds, input_shape=(28, 28, 1),
-        score_tree=None if args.structured_score == "iterate" else r.momentum,
-        finetune=_adam(args, args.finetune_epochs, seed), eval_ds=test_ds)
-    rows["fw_mom_struct"] = _row(
-        ev, small, v, acc_at_mask=rep["eval_after_shrink"]["accuracy"], widths=rep["widths"],
-        kernel_sparsity=rep["kernel_sparsity"], model_sparsity=rep["model_sparsity"],
-        time=time.time() - t0)
+    small, v, extra = structured(args, model, snap, train_ds, seed, ev)
+    rows["fw_mom_struct"] = _row(ev, small, v, **extra)
     nets["fw_mom_struct"] = (small, v)
     lat = metrics.compare_latency({n: (lambda v, inp, m=m: m.apply(v, inp), (v, x_lat))
                                    for n, (m, v) in nets.items()}, repeats=20)
     for name, r in rows.items():
         r["latency"], r["latency_dense"] = lat[name], lat["dense"]
     return rows
+
+
+def keep_ratio(model, keep_fraction: float) -> dict:
+    """``prune``'s ratio for the protocol's keep fraction: ``{group: (C − k)/C}`` with
+    ``k = max(1, round(keep_fraction·C))`` channels kept in every prunable group (``prune``
+    turns the fraction back into exactly ``k``; its float ratio counts the whole model)."""
+    ratio = {}
+    for name, c in zip(model.prunable_layers(), model.widths):
+        k = min(c, max(1, round(keep_fraction * c)))
+        ratio[name] = (c - k) / c
+    return ratio
+
+
+def _kernel_entries(variables) -> int:
+    return sum(np.size(x) for x in jax.tree.leaves(variables["params"]) if optim.is_kernel(x))
+
+
+def structured(args, model, snap, train_ds, seed, ev):
+    """``fw_mom_struct``: ``jaxprune.prune`` with ``frank_wolfe_momentum`` (its ``prepare`` is
+    the FW+momentum phase of ``fw_momentum``, same options and seed, so the same iterate),
+    :func:`keep_ratio` of the channel groups kept by group ℓ2 norm, then a dense fine-tune of
+    the smaller network. ``(small model, its variables, row entries)``."""
+    t0 = time.time()
+    method = jaxprune.methods.frank_wolfe_momentum(
+        train_ds=train_ds, momentum=args.momentum, score_by=args.structured_score,
+        sparsity=args.sparsity, scope=args.scope, radius_rule=args.radius_rule,
+        epochs=args.fw_epochs, batch_size=args.batch_size, step_size=args.step_size,
+        rescale=args.rescale, seed=seed)
+    res = jaxprune.prune(snap, jax.random.key(seed), keep_ratio(model, args.keep_fraction),
+                         method=method, model=model, input_shape=(28, 28, 1))
+    small, v, iterate = res.model(model), jax.device_get(res.params), res.dense_variables
+    acc_at_shrink = ev(small, v)["accuracy"]
+    if args.finetune_epochs > 0:
+        v = jax.device_get(train.fit(small, train_ds, _adam(args, args.finetune_epochs, seed),
+                                     variables=v, progress=False, devices=1).variables)
+    return small, v, {
+        "acc_at_mask": acc_at_shrink, "widths": list(small.widths),
+        "kernel_sparsity": 1.0 - _kernel_entries(v) / _kernel_entries(iterate),
+        "model_sparsity": 1.0 - metrics.param_count(v) / metrics.param_count(iterate),
+        "time": time.time() - t0}
 
 
 def _save(results, out: pathlib.Path) -> None:

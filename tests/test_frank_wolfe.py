@@ -1,5 +1,6 @@
-"""Frank-Wolfe (jaxprune.optim, jaxprune.methods.frank_wolfe): LMO vertices, feasibility of iterates, momentum ρ=0 ≡ SFW, masks,
-structured keep indices → surgery."""
+"""Frank-Wolfe (jaxprune.optim, jaxprune.methods.frank_wolfe): LMO vertices, feasibility of
+iterates, momentum ρ=0 ≡ SFW, masks, the structured methods through jaxprune.prune (kept =
+top-k group norms of the iterate)."""
 import importlib
 
 import jax
@@ -7,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from jaxprune import optim, surgery
+import _scripts
+import jaxprune
+from jaxprune import methods, optim
 from jaxprune.models import LeNet5, LeNet300100
 
 fwm = importlib.import_module("jaxprune.methods.frank_wolfe")  # methods.frank_wolfe: the class
@@ -162,36 +165,71 @@ def _numpy_init(model, input_shape, seed=0):
                                    ).astype(np.float32), shapes)
 
 
+LENET5_GROUPS = ("conv_0", "conv_1", "dense_0", "dense_1")
+
+
+def _top_group_norms(kernel, k):
+    """Reference ranking in NumPy: sorted indices of the ``k`` output channels whose kernel
+    entries have the largest ℓ2 norm (ties -> the lower index)."""
+    w = np.asarray(kernel, np.float64).reshape(-1, np.shape(kernel)[-1])
+    return np.sort(np.argsort(-np.sqrt((w * w).sum(0)), kind="stable")[:k])
+
+
 @pytest.fixture(scope="module")
-def lenet5():
-    model = LeNet5(widths=(6, 16, 40, 30))
-    return model, _numpy_init(model, (16, 16, 1))
+def fw_lenet5():
+    """A small LeNet-5, toy data, and a cache of SFW phases keyed by (momentum, radius rule)."""
+    model = LeNet5(widths=(4, 6, 12, 8))
+    return model, _numpy_init(model, (16, 16, 1)), _toy_data(), {}
 
 
-def test_structured_keep_shrinks_lenet5(lenet5):
-    model, v = lenet5
-    struct, keep = fwm.structured_keep(model, v, 0.5, input_shape=(16, 16, 1))
-    assert {g.name for g in struct.groups if g.prunable} == set(keep) == {
-        "conv_0", "conv_1", "dense_0", "dense_1"}
-    # kept = the largest ℓ2-norm filters of the iterate
-    k = np.asarray(v["params"]["conv_1"]["kernel"]).reshape(-1, 16)
-    norms = np.linalg.norm(k, axis=0)
-    assert norms[keep["conv_1"]].min() >= np.delete(norms, keep["conv_1"]).max()
-    # scored by a (momentum-)gradient tree instead; reuse the traced structure
-    grads = jax.tree.map(lambda x: np.random.default_rng(1).normal(size=x.shape), v["params"])
-    _, keep_g = fwm.structured_keep(model, v, 0.5, input_shape=(16, 16, 1), score_tree=grads,
-                                   struct=struct)
-    gn = np.linalg.norm(np.asarray(grads["dense_0"]["kernel"]), axis=0)
-    assert gn[keep_g["dense_0"]].min() >= np.delete(gn, keep_g["dense_0"]).max()
-    assert {n: len(k) for n, k in keep_g.items()} == {n: len(k) for n, k in keep.items()}
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 1)), jnp.float32)
-    small_v = surgery.shrink(v, struct.groups, keep_g)
-    masked_v = surgery.mask(v, struct.groups, keep_g)
-    widths = tuple(len(keep_g[n]) for n in ("conv_0", "conv_1", "dense_0", "dense_1"))
-    assert widths == (3, 8, 20, 15)
-    small = model.clone(widths=widths)
-    np.testing.assert_allclose(jax.jit(small.apply)(small_v, x),
-                               jax.jit(model.apply)(masked_v, x), rtol=1e-4, atol=1e-5)
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_prune_keeps_the_top_group_norms_of_the_fw_iterate(fw_lenet5, data):
+    """``prune`` with a Frank-Wolfe method shrinks the SFW iterate to the channels of largest
+    kernel ℓ2 norm in the iterate (or in the momentum buffer), ``k`` per group as the ratio
+    dict ``{group: (C − k)/C}`` asks."""
+    model, v, ds, phases = fw_lenet5
+    momentum = data.draw(st.sampled_from([None, 0.9]), "momentum")
+    rule = data.draw(st.sampled_from(fwm.RADIUS_RULES), "radius_rule")
+    score_by = data.draw(st.sampled_from(fwm.SCORE_BY), "score_by")
+    keep = {n: data.draw(st.integers(1, c), n) for n, c in zip(LENET5_GROUPS, model.widths)}
+    ratio = {n: (c - keep[n]) / c for n, c in zip(LENET5_GROUPS, model.widths)}
+    if (momentum, rule) not in phases:
+        phases[momentum, rule] = fwm.fw_phase(
+            model, v, ds, constraint=optim.KSparsePolytope(0.9, "layer", rule=rule),
+            momentum=momentum, batch_size=32, seed=1)
+    it, state, _ = phases[momentum, rule]
+    method = methods.frank_wolfe(train_ds=ds, momentum=momentum, radius_rule=rule,
+                                 score_by=score_by, batch_size=32, seed=1)
+    res = jaxprune.prune(v, 0, ratio, method=method, model=model, input_shape=(16, 16, 1))
+    for a, b in zip(jax.tree.leaves(res.dense_variables), jax.tree.leaves(it)):
+        np.testing.assert_array_equal(a, b)                     # prune shrinks the iterate
+    scored = it["params"] if score_by == "iterate" else state.momentum
+    for n in LENET5_GROUPS:
+        np.testing.assert_array_equal(res.kept[n], _top_group_norms(scored[n]["kernel"], keep[n]))
+    assert res.model(model).widths == tuple(keep[n] for n in LENET5_GROUPS)
+    k0, k1 = res.kept["conv_0"], res.kept["conv_1"]             # the iterate's kept slices
+    np.testing.assert_array_equal(res.params["params"]["conv_1"]["kernel"],
+                                  np.asarray(it["params"]["conv_1"]["kernel"])[:, :, k0][..., k1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(widths=st.lists(st.integers(1, 40), min_size=2, max_size=2),
+       keep_fraction=st.floats(0.01, 1.0))
+def test_experiment_keep_fraction_is_kept_per_group_through_prune(widths, keep_fraction):
+    """experiments/frank_wolfe_mnist.py's keep fraction, converted to a ratio dict, keeps
+    ``max(1, round(keep_fraction·C))`` channels of every group through ``prune``."""
+    keep_ratio = _scripts.load("frank_wolfe_mnist").keep_ratio
+    model = LeNet300100(widths=tuple(widths))
+    rng = np.random.default_rng(0)
+    sizes = (16, *widths, 10)
+    params = {name: {"kernel": rng.normal(size=(a, b)).astype(np.float32),
+                     "bias": np.zeros(b, np.float32)}
+              for name, a, b in zip((*model.prunable_layers(), "head"), sizes[:-1], sizes[1:])}
+    res = jaxprune.prune(params, 0, keep_ratio(model, keep_fraction), method="l2_norm")
+    assert res.widths == {n: max(1, round(keep_fraction * c))
+                          for n, c in zip(model.prunable_layers(), widths)}
 
 
 def test_fw_prune_end_to_end_tiny():
@@ -265,7 +303,6 @@ def test_fw_phase_is_the_sfw_update_on_fit_batches():
 
 
 def test_registered_methods_prepare_and_score():
-    from jaxprune import methods
     for name, rho in (("frank_wolfe", None), ("frank_wolfe_momentum", 0.9)):
         m = methods.get(name)
         assert m.kind == "channels" and m.sampling == "deterministic"
@@ -287,6 +324,12 @@ def test_registered_methods_prepare_and_score():
                                outgoing=jnp.ones((2, 1)), is_bias=np.array([False, False, True]))]
     scores = methods.frank_wolfe(train_ds=ds).score(jax.random.key(0), views)
     np.testing.assert_allclose(np.asarray(scores[0]), [5.0, 1.0])
-    small, small_v = fwm.structured_shrink(model, shrink_v, 0.5, input_shape=(16, 16, 1))
-    assert small.widths == (6, 4)
-    assert small_v["params"]["dense_0"]["kernel"].shape == (256, 6)
+    res = jaxprune.prune(v, 0, {"dense_0": 0.5, "dense_1": 0.5},
+                         method=methods.frank_wolfe_momentum(train_ds=ds, batch_size=32),
+                         model=model, input_shape=(16, 16, 1))
+    assert res.model(model).widths == (6, 4)
+    assert res.params["params"]["dense_0"]["kernel"].shape == (256, 6)
+    for a, b in zip(jax.tree.leaves(res.dense_variables), jax.tree.leaves(shrink_v)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="radius_rule"):
+        methods.frank_wolfe(train_ds=ds, radius_rule="x")

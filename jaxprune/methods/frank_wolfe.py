@@ -1,13 +1,15 @@
 """Frank-Wolfe pruning: stochastic Frank-Wolfe (SFW), with and without momentum, over a
 K-sparse polytope, trained with :func:`jaxprune.train.fit`, then either a hard K-sparse mask
 (unstructured, :func:`fw_prune`) or the filters/neurons of largest group norm (structured,
-:func:`structured_keep` / :func:`structured_shrink`, and the registered methods).
+the registered methods through :func:`jaxprune.prune`).
 
 Registered methods (``kind="channels"``): ``frank_wolfe`` (plain SFW) and
 ``frank_wolfe_momentum`` (ρ = 0.9). Their ``prepare`` runs the SFW phase on ``train_ds`` and
 hands :func:`jaxprune.prune` the iterate to shrink; the channels are scored by the ℓ2 norm of
 their kernel entries in the iterate (``score_by="iterate"``) or in the momentum buffer
-(``score_by="momentum"``) and the top-k are kept.
+(``score_by="momentum"``) and the top-k are kept. ``prune``'s budget arguments set how many
+(a float ``ratio`` counts ``unit`` over the whole model; a ratio dict
+``{group: (C − k)/C}`` keeps exactly ``k`` channels of each group).
 
 The defaults (constant γ = 0.03, no rescaling, one epoch) were tuned on LeNet-5 / MNIST:
 ``rescale="gradient"`` with η = 1 made plain SFW collapse to a dead network.
@@ -22,8 +24,8 @@ import jax
 import numpy as np
 import optax
 
-from jaxprune import metrics, optim, selection, structure, surgery, train
-from jaxprune._tree import get_path, params_of, to_host
+from jaxprune import optim, train
+from jaxprune._tree import to_host
 from jaxprune.methods._base import Method, each_view, register
 from jaxprune.methods.norms import l2_score
 
@@ -32,10 +34,6 @@ __all__ = [
     "FWPruneResult",
     "mask_and_finetune",
     "fw_prune",
-    "channel_scores",
-    "structured_keep",
-    "structured_shrink",
-    "structured_prune",
     "prepare",
     "FrankWolfe",
     "FrankWolfeMomentum",
@@ -185,112 +183,17 @@ def fw_prune(
     )
 
 
-# ----------------------------------------------------------------------------- structured
-
-
-def channel_scores(tree, groups, norm: int = 2) -> dict:
-    """Per prunable group, the ``ℓ_norm`` of each channel's producer-kernel entries of ``tree``
-    (variables or params: the iterate θ, or the momentum gradient ``m``), biases excluded."""
-    params = {"params": params_of(tree)}
-    out = {}
-    for g in groups:
-        if not g.prunable:
-            continue
-        rows = [
-            surgery.channels_first(get_path(params, slot.path), slot, g.size).astype(np.float64)
-            for slot in g.producers
-        ]
-        w = np.concatenate(rows, axis=1)
-        out[g.name] = np.abs(w).sum(1) if norm == 1 else np.sqrt((w * w).sum(1))
-    return out
-
-
-def structured_keep(
-    model,
-    variables,
-    keep_fraction: float,
-    *,
-    input_shape,
-    score_tree=None,
-    norm: int = 2,
-    min_width: int = 1,
-    struct=None,
-):
-    """In every prunable, non-residual channel group keep the ``max(min_width,
-    round(keep_fraction·C))`` channels of largest group norm of ``score_tree`` (default: the
-    iterate ``variables['params']``; pass the FW momentum buffer to score by the momentum
-    gradient). Returns ``(structure, keep)`` with ``keep`` ready for
-    ``surgery.shrink(variables, structure.groups, keep)`` / ``surgery.mask``. ``struct``: a
-    ``structure.from_model`` result to reuse (skips the trace)."""
-    if not 0.0 < float(keep_fraction) <= 1.0:
-        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
-    if struct is None:
-        struct = structure.from_model(model, variables, input_shape)
-    groups = selection.prunable_groups(struct)
-    scores = channel_scores(
-        params_of(variables) if score_tree is None else score_tree, groups, norm
-    )
-    keep = {}
-    for g in groups:
-        k = min(g.size, max(int(min_width), int(round(float(keep_fraction) * g.size))))
-        keep[g.name] = selection.top_k_indices(scores[g.name], k)
-    return struct, keep
-
-
-def structured_shrink(model, variables, keep_fraction: float, *, input_shape, **options):
-    """:func:`structured_keep` then ``surgery.shrink``: ``(smaller model, its variables)``.
-    ``model`` must have ``widths`` and ``prunable_layers()`` (the ``jaxprune.models``
-    networks); ``options`` go to :func:`structured_keep`."""
-    struct, keep = structured_keep(
-        model, variables, keep_fraction, input_shape=input_shape, **options
-    )
-    small_vars = to_host(surgery.shrink(variables, struct.groups, keep))
-    widths = tuple(
-        len(keep[n]) if n in keep else w for n, w in zip(model.prunable_layers(), model.widths)
-    )
-    return model.clone(widths=widths), small_vars
-
-
-def _kernel_entries(variables) -> int:
-    return sum(np.size(x) for x in jax.tree.leaves(params_of(variables)) if optim.is_kernel(x))
-
-
-def structured_prune(
-    model,
-    variables,
-    keep_fraction: float,
-    train_ds,
-    *,
-    input_shape,
-    finetune: train.TrainConfig | None = None,
-    eval_ds=None,
-    **options,
-):
-    """The structured Frank-Wolfe variant end to end: :func:`structured_shrink` of (typically)
-    the FW iterate, evaluation on ``eval_ds`` (``'eval_after_shrink'``), an optional dense
-    fine-tune of the smaller model with ``finetune`` (``'finetune_history'``). Returns
-    ``(small model, its host variables, report)``; the report's ``kernel_sparsity`` /
-    ``model_sparsity`` are the fractions of kernel entries / of all parameters removed."""
-    small, small_vars = structured_shrink(
-        model, variables, keep_fraction, input_shape=input_shape, **options
-    )
-    report: dict[str, Any] = {"widths": list(small.widths)}
-    if eval_ds is not None:
-        report["eval_after_shrink"] = train.evaluate(small, small_vars, eval_ds)
-    if finetune is not None and finetune.epochs > 0:
-        res = train.fit(small, train_ds, finetune, variables=small_vars, progress=False, devices=1)
-        small_vars = to_host(res.variables)
-        report["finetune_history"] = res.history
-    report["kernel_sparsity"] = 1.0 - _kernel_entries(small_vars) / _kernel_entries(variables)
-    report["model_sparsity"] = 1.0 - metrics.param_count(small_vars) / metrics.param_count(
-        variables
-    )
-    return small, small_vars, report
-
-
 # ----------------------------------------------------------------------------- registry
 
 SCORE_BY = ("iterate", "momentum")
+RADIUS_RULES = ("feasible", "topk_mean")
+
+
+def _check_options(score_by: str, radius_rule: str) -> None:
+    if score_by not in SCORE_BY:
+        raise ValueError(f"score_by must be 'iterate' or 'momentum', got {score_by!r}")
+    if radius_rule not in RADIUS_RULES:
+        raise ValueError(f"radius_rule must be 'feasible' or 'topk_mean', got {radius_rule!r}")
 
 
 def prepare(
@@ -302,6 +205,7 @@ def prepare(
     score_by: str = "iterate",
     sparsity: float = 0.9,
     scope: str = "layer",
+    radius_rule: str = "feasible",
     epochs: int = 1,
     batch_size: int = 128,
     step_size: float = 0.03,
@@ -309,18 +213,17 @@ def prepare(
     free_learning_rate: float = 0.0,
     seed: int = 0,
 ):
-    """The training phase of the Frank-Wolfe methods: run :func:`fw_phase` on ``train_ds``
-    and return ``(variables to shrink = the FW iterate, variables to score = the iterate, or
-    the momentum buffer with ``score_by="momentum"``)``."""
-    if score_by not in SCORE_BY:
-        raise ValueError(f"score_by must be 'iterate' or 'momentum', got {score_by!r}")
+    """The training phase of the Frank-Wolfe methods: run :func:`fw_phase` over
+    ``KSparsePolytope(sparsity, scope, rule=radius_rule)`` on ``train_ds`` and return
+    ``(variables to shrink = the FW iterate, variables to score = the iterate, or the momentum
+    buffer with ``score_by="momentum"``)``."""
+    _check_options(score_by, radius_rule)
     it, state, _ = fw_phase(
         model,
         variables,
         train_ds,
+        constraint=optim.KSparsePolytope(sparsity=sparsity, scope=scope, rule=radius_rule),
         momentum=momentum,
-        sparsity=sparsity,
-        scope=scope,
         epochs=epochs,
         batch_size=batch_size,
         step_size=step_size,
@@ -337,9 +240,9 @@ def prepare(
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FrankWolfe(Method):
     """Stochastic Frank-Wolfe over the K-sparse polytope on ``train_ds`` (the ``prepare``
-    phase, :func:`fw_phase` with these options), then the top-k filters/neurons by the ℓ2
-    norm of their kernel entries in the iterate (``score_by="iterate"``) or in the momentum
-    buffer (``"momentum"``).
+    phase, :func:`fw_phase` with these options; ``radius_rule`` is the polytope's radius
+    rule), then the top-k filters/neurons by the ℓ2 norm of their kernel entries in the
+    iterate (``score_by="iterate"``) or in the momentum buffer (``"momentum"``).
 
     >>> FrankWolfe(train_ds=None, epochs=2).epochs
     2
@@ -350,6 +253,7 @@ class FrankWolfe(Method):
     score_by: str = "iterate"
     sparsity: float = 0.9
     scope: str = "layer"
+    radius_rule: str = "feasible"
     epochs: int = 1
     batch_size: int = 128
     step_size: float = 0.03
@@ -363,8 +267,7 @@ class FrankWolfe(Method):
     )
 
     def __post_init__(self):
-        if self.score_by not in SCORE_BY:
-            raise ValueError(f"score_by must be 'iterate' or 'momentum', got {self.score_by!r}")
+        _check_options(self.score_by, self.radius_rule)
 
     def prepare(self, model, variables):
         options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
