@@ -17,6 +17,7 @@ entries (``unit="params"`` only). The report gives every unit plus the whole-mod
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -350,20 +351,60 @@ def _model_must_fit():
 # --------------------------------------------------------------------------------------------
 # Channels: traced groups -> widths -> kept channels -> smaller arrays
 # --------------------------------------------------------------------------------------------
+_TRACED: collections.OrderedDict = collections.OrderedDict()  # trace key -> Structure
+_TRACED_MAX = 8
+
+
+def _avals(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves)
+
+
+def _trace_key(plan: Plan, x) -> tuple | None:
+    """What the traced structure depends on: the module (Linen modules compare by their
+    fields), its inference keywords, the variables' and inputs' trees with their leaves'
+    shapes and dtypes, and the tracer's rules; ``None`` when a part is unhashable."""
+    rules = {**structure.RULES, **(plan.rules or {})}
+    key = (
+        plan.model,
+        tuple(sorted((plan.apply_kwargs or {}).items(), key=lambda kv: kv[0])),
+        _avals(plan.variables),
+        _avals(x),
+        tuple(sorted(rules.items(), key=lambda kv: kv[0])),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _structure(plan: Plan):
-    """``(structure, per-example input shape)`` of the network, traced in inference mode."""
+    """``(structure, per-example input shape)`` of the network, traced in inference mode.
+
+    The structure depends only on the module and the shapes, so a second prune of
+    same-shaped variables reuses it (the last ``_TRACED_MAX`` traces are kept)."""
     if plan.model is None:
         struct, _ = structure.from_params(plan.variables)
         first = struct.groups[0].producers[0] if struct.groups else None
         return struct, (None if first is None else (struct.shapes[first.path][0],))
     x = _flax.as_example(plan.input_shape).zeros(2)
+    key = _trace_key(plan, x)
+    if key is not None and key in _TRACED:
+        _TRACED.move_to_end(key)
+        return _TRACED[key], plan.input_shape
     with _model_must_fit():
-        return structure.trace_groups(
+        struct = structure.trace_groups(
             lambda v, inp: _flax.apply_inference(plan.model, v, inp, plan.apply_kwargs),
             plan.variables,
             x,
             plan.rules,
-        ), plan.input_shape
+        )
+    if key is not None:
+        _TRACED[key] = struct
+        while len(_TRACED) > _TRACED_MAX:
+            _TRACED.popitem(last=False)
+    return struct, plan.input_shape
 
 
 def _prune_channels(plan: Plan) -> ChannelResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 
@@ -83,27 +84,44 @@ class Structure:
                 return g
         raise KeyError(f"no channel group named {name!r}; groups: {[g.name for g in self.groups]}")
 
-    def new_shapes(self, widths: Mapping) -> dict:
-        """Shape of every variable when group ``g`` keeps ``widths[g.name]`` channels."""
-        shapes = {p: list(s) for p, s in self.shapes.items()}
-        axes: dict = {}  # (path, axis) -> [(slot, size, kept width)]
+    @functools.cached_property
+    def _axis_slots(self) -> dict:
+        """``path -> {axis: [(slot, group name, group size)]}`` over every group."""
+        out: dict = {}
         for g in self.groups:
-            if g.name not in widths:  # untouched groups keep their shapes (a frozen group
-                continue  # may tie axes the tracer could not size consistently)
             for slot in (*g.producers, *g.members, *g.consumers):
-                axes.setdefault((slot.path, slot.axis), []).append((slot, g.size, widths[g.name]))
-        for (path, axis), slots in axes.items():
-            if len(slots) == 1 and slots[0][0].period is None:
-                slot, _, k = slots[0]
-                shapes[path][axis] = slot.outer * k * slot.inner
+                out.setdefault(slot.path, {}).setdefault(slot.axis, []).append(
+                    (slot, g.name, g.size)
+                )
+        return out
+
+    def _new_shape(self, path, widths: Mapping) -> tuple:
+        shape = list(self.shapes[path])
+        for axis, slots in self._axis_slots.get(path, {}).items():
+            # untouched groups keep their shapes (a frozen group may tie axes the tracer
+            # could not size consistently)
+            active = [(slot, size, widths[name]) for slot, name, size in slots if name in widths]
+            if not active:
+                continue
+            if len(active) == 1 and active[0][0].period is None:
+                slot, _, k = active[0]
+                shape[axis] = slot.outer * k * slot.inner
                 continue
             # several groups on one axis: count the entries no removed channel owns (the
             # count does not depend on which channels are kept, so keep the first k)
-            kept = np.ones(shapes[path][axis], bool)
-            for slot, size, k in slots:
+            kept = np.ones(shape[axis], bool)
+            for slot, size, k in active:
                 kept[slot.entries(size)[k:]] = False
-            shapes[path][axis] = int(kept.sum())
-        return {p: tuple(s) for p, s in shapes.items()}
+            shape[axis] = int(kept.sum())
+        return tuple(shape)
+
+    def new_shapes(self, widths: Mapping) -> dict:
+        """Shape of every variable when group ``g`` keeps ``widths[g.name]`` channels."""
+        touched = self._axis_slots
+        return {
+            p: self._new_shape(p, widths) if p in touched else tuple(s)
+            for p, s in self.shapes.items()
+        }
 
     def touched(self, only_prunable: bool = True) -> set:
         """Paths of the arrays that some (prunable) group shrinks."""
@@ -119,14 +137,13 @@ class Structure:
     ) -> int:
         """Number of entries of the ``collection`` arrays (restricted to ``paths``) at
         ``widths``."""
-        shapes = self.new_shapes(widths or {})
-        return int(
-            sum(
-                math.prod(s)
-                for p, s in shapes.items()
-                if p[0] == collection and (paths is None or p in paths)
-            )
-        )
+        widths = widths or {}
+        touched = self._axis_slots
+        total = 0
+        for p, s in self.shapes.items():
+            if p[0] == collection and (paths is None or p in paths):
+                total += math.prod(self._new_shape(p, widths) if p in touched else s)
+        return total
 
     def count_macs(self, widths: Mapping | None = None) -> int:
         """Multiply-accumulates per example of all Dense/Conv kernels at ``widths``."""
