@@ -119,6 +119,38 @@ def test_second_prune_of_same_shapes_compiles_nothing(net, method, options):
         f"second prune built {second['lowered']} new program(s): {second['names']}")
 
 
+def test_second_prune_reuses_the_traced_structure(monkeypatch):
+    """The structure depends only on the module and the shapes: a second prune of same-shaped
+    variables of an equal module does not trace the model again, and prunes exactly as a
+    fresh trace does; another width is traced anew."""
+    from jaxprune import pipeline, structure
+
+    traced = []
+    real = structure.trace_groups
+    monkeypatch.setattr(structure, "trace_groups",
+                        lambda *a, **k: traced.append(1) or real(*a, **k))
+    monkeypatch.setattr(pipeline, "_TRACED", collections.OrderedDict())
+    model, shape = LeNet300100(widths=(24, 12)), (6, 6, 1)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)))
+    other = _perturbed(variables, 1)
+
+    def prune(v, m=model):
+        return jaxprune.prune(v, jax.random.key(3), 0.5, model=m, input_shape=shape,
+                              method="l1_norm")
+
+    prune(variables)
+    cached = prune(other)
+    assert len(traced) == 1
+    pipeline._TRACED.clear()
+    fresh = prune(other)
+    assert len(traced) == 2
+    assert cached.widths == fresh.widths
+    jax.tree.map(np.testing.assert_array_equal, cached.params, fresh.params)
+    wider = LeNet300100(widths=(24, 16))
+    prune(wider.init(jax.random.key(0), jnp.zeros((1, *shape))), wider)
+    assert len(traced) == 3
+
+
 class MLP(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
