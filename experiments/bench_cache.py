@@ -27,9 +27,9 @@ CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 import jax, jaxprune
-sys.path.insert(0, {here!r})
-import bench_prune
-from common.bench import random_variables
+sys.path.insert(0, {root!r})
+from experiments import bench_prune
+from experiments.common.bench import random_variables
 model, shape = bench_prune.build({name!r}, {quick!r})
 variables = random_variables(model, shape, 0)
 t1 = time.perf_counter()
@@ -45,7 +45,7 @@ print(json.dumps({{"prune_s": t2 - t1, "process_s": t2 - t0,
 def fresh_process(name: str, quick: bool, cache_dir: str) -> dict:
     env = dict(os.environ, JAXPRUNE_CACHE_DIR=cache_dir, OPENBLAS_NUM_THREADS="1")
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE), name=name,
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(HERE.parent), name=name,
                                                              quick=quick)],
                          env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:

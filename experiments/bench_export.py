@@ -24,11 +24,13 @@ import jax
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jaxprune  # noqa: E402
+from experiments.common.bench import random_variables  # noqa: E402
 from jaxprune import export, metrics, models  # noqa: E402
-from common.bench import random_variables  # noqa: E402
 
 OUT = HERE / "results" / "bench" / "export.md"
 BATCHES = (1, 256)

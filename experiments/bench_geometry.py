@@ -18,13 +18,19 @@ points than the full run.)
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 import time
 
 import jax
 import numpy as np
 
-from common import numpy_reference as ref
-from jaxprune import coreset, geometry
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import numpy_reference as ref  # noqa: E402
+from jaxprune import coreset, geometry  # noqa: E402
 
 
 def alternating_best(fns, repeats, block=5):

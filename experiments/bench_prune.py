@@ -53,6 +53,10 @@ import os
 import sys
 import time
 
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 if __name__ == "__main__":  # before NumPy/SciPy load OpenBLAS (see the module doc)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -115,7 +119,7 @@ def _jax_worker(method: str) -> dict:
     import jaxprune
     from jaxprune import models
     import_s = time.perf_counter() - t0
-    from common.bench import random_variables
+    from experiments.common.bench import random_variables
     model = models.get_model("resnet50")
     calls = []
     for seed in (1, 2):
@@ -154,9 +158,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bench_cache
 import jaxprune
-from common.bench import PHASES, PhaseClock, listening, max_rss_mib, random_variables
+from experiments import bench_cache
+from experiments.common.bench import PHASES, PhaseClock, listening, max_rss_mib, random_variables
 from jaxprune import metrics, models
 
 RATIOS = {"lenet300": 0.9, "lenet5": 0.8, "vgg16": 0.8, "resnet50": 0.62}  # of ALL params

@@ -30,9 +30,13 @@ import time
 import jax
 import numpy as np
 
-import bounds_lab as lab
-from bounds_lab import WEIGHT_METHODS, fmt_count, fmt_eps, log
-from jaxprune import data
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import experiments.bounds_lab as lab  # noqa: E402
+from experiments.bounds_lab import WEIGHT_METHODS, fmt_count, fmt_eps, log  # noqa: E402
+from jaxprune import data  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -54,8 +54,12 @@ import time
 import jax
 import numpy as np
 
-from common import filters
-from jaxprune import data, metrics, models, train
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import filters  # noqa: E402
+from jaxprune import data, metrics, models, train  # noqa: E402
 
 CIFAR10_TRAIN = 50_000  # training images of CIFAR-10 (for --time-epoch's extrapolation)
 

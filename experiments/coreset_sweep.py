@@ -20,14 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
 
-import jaxprune
-from common import harness, protocol, report
-from jaxprune import data, train
-from jaxprune.models import LeNet300100
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jaxprune  # noqa: E402
+from experiments.common import harness, protocol, report  # noqa: E402
+from jaxprune import data, train  # noqa: E402
+from jaxprune.models import LeNet300100  # noqa: E402
 
 DEFAULT = (10, "bound")  # jaxprune's coreset default: projection_dim, allocation
 

@@ -41,12 +41,17 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 import jax
 import numpy as np
 
-from common import filters
-from jaxprune import data, metrics, models, train
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import filters  # noqa: E402
+from jaxprune import data, metrics, models, train  # noqa: E402
 
 PAPER = {"resnet50": {"ratios": (0.62,), "baseline": 23.78, "err": {0.62: 24.87}}}
 EXTRA = ("ImageNet needs the manual step: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "

@@ -27,9 +27,15 @@ each so ``--resume`` continues an interrupted run), ``<out>/table.md`` and
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 
-from common import harness, protocol
-from jaxprune.models import LeNet300100
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import harness, protocol  # noqa: E402
+from jaxprune.models import LeNet300100  # noqa: E402
 
 PAPER_RATIOS = (0.9, 0.926, 0.946)
 PAPER_ERR = {"0.9": 1.98, "0.926": 2.64, "0.946": 3.51}  # main paper, Table 1 (best of 5)

@@ -18,9 +18,15 @@ Writes ``<out>/results.json``, ``<out>/table.md``, ``<out>/error_vs_ratio.png``.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 
-from common import harness, protocol
-from jaxprune.models import LeNet5
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import harness, protocol  # noqa: E402
+from jaxprune.models import LeNet5  # noqa: E402
 
 RATIOS = (0.7, 0.85, 0.93)
 METHODS = ("coreset", "pvc", "sipp", "pfp", "l1_norm", "random")

@@ -40,8 +40,11 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from common import protocol, report  # noqa: E402
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments.common import protocol, report  # noqa: E402
 
 import jaxprune  # noqa: E402
 from jaxprune import checkpoint, data, train  # noqa: E402

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib.util
+import importlib
 import json
 import pathlib
 import sys
@@ -32,18 +32,16 @@ ROOT = EXPERIMENTS.parent
 RESULTS = EXPERIMENTS / "results"
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-if str(EXPERIMENTS) not in sys.path:
-    sys.path.insert(0, str(EXPERIMENTS))
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from common import protocol, report  # noqa: E402 - needs experiments/ on sys.path
+from experiments.common import protocol, report  # noqa: E402
 
 
 def _script(name: str):
-    """``experiments/<name>.py`` as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"_readme_{name}", EXPERIMENTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The script ``experiments/<name>.py`` as the module ``experiments.<name>``."""
+    return importlib.import_module(f"experiments.{name}")
 
 
 def _load(folder: str) -> dict:
@@ -235,7 +233,7 @@ PAPER_CASES = ("easy", "moderate", "difficult")   # the bounds paper's own cases
 def bounds_figures() -> str:
     """What the bounds run reproduces and where it differs, every figure from
     ``bounds/results.json`` (and the paper's, from ``bounds_lab.report``)."""
-    from bounds_lab import report as lab  # lazy: only the bounds blocks need it
+    from experiments.bounds_lab import report as lab  # lazy: only the bounds blocks need it
 
     doc = lab.unjson(_load("bounds"))
     card = lab.card_rows(doc)
@@ -312,7 +310,7 @@ BOUNDS_LABELS = {"sipp_rand": "SiPP randomized (Thm A.1)",
 def bounds_card() -> str:
     """Epsilon-first rows of the report card (the guarantee of ``--guarantee``), ours with the
     bounds paper's Figure 2 numbers in brackets where it has them."""
-    from bounds_lab import report as lab  # lazy: only this block needs it
+    from experiments.bounds_lab import report as lab  # lazy: only this block needs it
 
     doc = lab.unjson(_load("bounds"))
     rows = {(r["network"], r["method"]): (r, row) for r, row in lab.card_rows(doc)}

@@ -11,14 +11,20 @@ Prints one Markdown row: model, |S|, S's own size, peak before, peak after, the 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import resource
+import sys
 
 import jax
 import numpy as np
 
-import jaxprune
-from common import harness
-from jaxprune import models
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jaxprune  # noqa: E402
+from experiments.common import harness  # noqa: E402
+from jaxprune import models  # noqa: E402
 
 
 def _peak_mib() -> float:

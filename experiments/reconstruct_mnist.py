@@ -20,15 +20,20 @@ import argparse
 import json
 import pathlib
 import resource
+import sys
 
 import jax
 import numpy as np
 
-import jaxprune
-from common import harness, protocol, report
-from jaxprune import data, train
-from jaxprune import methods as jaxprune_methods
-from jaxprune.models import LeNet5, LeNet300100
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jaxprune  # noqa: E402
+from experiments.common import harness, protocol, report  # noqa: E402
+from jaxprune import data, train  # noqa: E402
+from jaxprune import methods as jaxprune_methods  # noqa: E402
+from jaxprune.models import LeNet5, LeNet300100  # noqa: E402
 
 METHODS = ("coreset", "l1_norm", "random")
 

@@ -18,16 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxprune
-from common import harness, report
-from jaxprune import data, metrics, models, train
-from jaxprune.checkpoint import to_jsonable
+# run as a file (python experiments/<name>.py), not with -m: put the repository root on sys.path
+if not __package__:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jaxprune  # noqa: E402
+from experiments.common import harness, report  # noqa: E402
+from jaxprune import data, metrics, models, train  # noqa: E402
+from jaxprune.checkpoint import to_jsonable  # noqa: E402
 
 METHODS = ("coreset", "l1_norm", "random")
 

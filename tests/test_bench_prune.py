@@ -2,14 +2,13 @@
 
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _scripts.load("bench_prune")
+    from experiments import bench_prune
+    return bench_prune
 
 
 def test_bench_prune_quick(bench, capsys):

@@ -5,8 +5,6 @@ import math
 
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
@@ -16,7 +14,7 @@ def _num(x):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, data_dir):
-    mod = _scripts.load("bounds_report")
+    from experiments import bounds_report as mod
     out = tmp_path_factory.mktemp("bounds")
     args = mod.parse_args(["--quick", "--data-dir", str(data_dir), "--out", str(out),
                            "--limit-train", "2000", "--limit-dev", "600"])

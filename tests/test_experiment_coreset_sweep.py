@@ -3,13 +3,11 @@ import json
 
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 def test_coreset_sweep_tiny_resume(tmp_path, data_dir):
-    mod = _scripts.load("coreset_sweep")
+    from experiments import coreset_sweep as mod
     argv = ["--limit-train", "2048", "--train-epochs", "1", "--dense-seeds", "2", "--dims", "2",
             "10", "--ratios", "0.9", "--widths", "48", "24", "--data-dir", str(data_dir),
             "--out", str(tmp_path)]

@@ -4,14 +4,13 @@ import json
 
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 @pytest.fixture(scope="module")
 def fwm():
-    return _scripts.load("frank_wolfe_mnist")
+    from experiments import frank_wolfe_mnist
+    return frank_wolfe_mnist
 
 
 def _argv(data_dir, out, seeds):

@@ -5,8 +5,6 @@ import json
 import jax
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 ARGS = ["--limit-train", "2048", "--train-epochs", "1", "--max-epochs", "2", "--patience", "1",
@@ -15,7 +13,7 @@ ARGS = ["--limit-train", "2048", "--train-epochs", "1", "--max-epochs", "2", "--
 
 
 def test_lenet300_protocol_tiny_resume_and_report(tmp_path, capsys, data_dir):
-    mod = _scripts.load("lenet300_mnist")
+    from experiments import lenet300_mnist as mod
     out = tmp_path / "out"
     common = [*ARGS, "--data-dir", str(data_dir), "--out", str(out)]
     result = mod.run(mod.parse_args(common))
@@ -52,8 +50,7 @@ def test_paired_p_value_and_holm_correction():
     import numpy as np
     from scipy import stats
 
-    _scripts.load("lenet300_mnist")                  # puts experiments/ on sys.path
-    from common import report
+    from experiments.common import report
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=6), rng.normal(size=6)
     d = report.paired(a, b)
@@ -68,8 +65,7 @@ def test_paired_p_value_and_holm_correction():
 
 def test_a_saved_dense_net_is_reused_only_under_resume_and_with_its_training_config(
         tmp_path, data_dir, capsys):
-    _scripts.load("lenet300_mnist")                  # puts experiments/ on sys.path
-    from common import protocol
+    from experiments.common import protocol
     from jaxprune import data
     from jaxprune.models import LeNet300100
 

@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from _scripts import load
-
 pytestmark = pytest.mark.slow  # trains two tiny LMs
 
 TINY = ["--nets", "2", "--train-steps", "4", "--batch-size", "4", "--seq-len", "16", "--dim",
@@ -33,7 +31,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(corpus, tmp_path_factory):
-    exp = load("lm_pystdlib")
+    from experiments import lm_pystdlib as exp
     out = tmp_path_factory.mktemp("lm")
     args = TINY + ["--dataset", "bytes", "--data-dir", str(corpus), "--out", str(out)]
     doc = exp.main(args)

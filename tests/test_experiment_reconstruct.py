@@ -3,13 +3,11 @@ import json
 
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
 def test_reconstruct_mnist_tiny(tmp_path, data_dir):
-    mod = _scripts.load("reconstruct_mnist")
+    from experiments import reconstruct_mnist as mod
     out = tmp_path / "out"
     result = mod.run(mod.parse_args([
         "--limit-train", "2048", "--train-epochs", "1", "--sizes", "32", "96", "--methods",
@@ -25,7 +23,7 @@ def test_reconstruct_mnist_tiny(tmp_path, data_dir):
 
 
 def test_reconstruct_mnist_resumes_and_feeds_data_informed_methods(tmp_path, data_dir):
-    mod = _scripts.load("reconstruct_mnist")
+    from experiments import reconstruct_mnist as mod
     argv = ["--limit-train", "2048", "--train-epochs", "1", "--sizes", "32", "--methods",
             "coreset", "pfp", "--widths", "32", "16", "--data-dir", str(data_dir),
             "--out", str(tmp_path)]

@@ -29,8 +29,6 @@ import json
 import jax
 import pytest
 
-import _scripts
-
 pytestmark = pytest.mark.slow   # trains nets, runs scripts or starts processes
 
 
@@ -40,7 +38,7 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--limit-train", "8", "--limit-tes
 
 def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    cf = _scripts.load("cifar_filters")
+    from experiments import cifar_filters as cf
     argv = ["--models", "vgg16", "resnet56", "--ratios", "0.5", "--width-divisor", "4",
             "--num-blocks", "1", "1", "1", "--out", str(tmp_path / "out"),
             "--data-dir", str(tmp_path / "tfds"), "--ft-epochs", "1", "--devices", "2", *TINY]
@@ -73,7 +71,7 @@ def test_cifar_filters_end_to_end_on_mock_data(tmp_path, capsys):
 
 def test_imagenet_resnet50_end_to_end_on_mock_data(tmp_path, capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    im = _scripts.load("imagenet_resnet50")
+    from experiments import imagenet_resnet50 as im
     argv = ["--width-divisor", "16", "--num-blocks", "1", "1", "1", "1", "--image-size", "32",
             "--train-split", "train", "--test-split", "validation", "--prune-residual",
             "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "tfds"),
@@ -94,7 +92,7 @@ def test_imagenet_resnet50_end_to_end_on_mock_data(tmp_path, capsys):
 
 
 def test_lenet5_mnist_tiny_protocol(tmp_path, capsys, data_dir):
-    lm = _scripts.load("lenet5_mnist")
+    from experiments import lenet5_mnist as lm
     tiny = ["--limit-train", "1024", "--train-epochs", "1", "--max-epochs", "1",
             "--ratios", "0.6", "--random-subsets", "3", "--data-dir", str(data_dir),
             "--out", str(tmp_path / "out")]

@@ -10,7 +10,6 @@ import optax
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import _scripts
 import jaxprune
 from jaxprune import methods, optim
 from jaxprune.models import LeNet5, LeNet300100
@@ -220,7 +219,7 @@ def test_prune_keeps_the_top_group_norms_of_the_fw_iterate(fw_lenet5, data):
 def test_experiment_keep_fraction_is_kept_per_group_through_prune(widths, keep_fraction):
     """experiments/frank_wolfe_mnist.py's keep fraction, converted to a ratio dict, keeps
     ``max(1, round(keep_fraction·C))`` channels of every group through ``prune``."""
-    keep_ratio = _scripts.load("frank_wolfe_mnist").keep_ratio
+    from experiments.frank_wolfe_mnist import keep_ratio
     model = LeNet300100(widths=tuple(widths))
     rng = np.random.default_rng(0)
     sizes = (16, *widths, 10)

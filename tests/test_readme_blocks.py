@@ -5,11 +5,10 @@ it claims to be."""
 import json
 import math
 
-import _scripts
 import pytest
 
-readme_report = _scripts.load("readme_report")
-from common import protocol, report  # noqa: E402 - experiments/ is on sys.path after load
+from experiments import readme_report
+from experiments.common import protocol, report
 
 
 def test_every_generated_block_matches_the_committed_results():

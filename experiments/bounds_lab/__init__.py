@@ -1,7 +1,7 @@
 """The LeNet-300-100 experiments of "When are neural pruning approximation bounds useful?"
-on real MNIST, driven by ``experiments/bounds_report.py`` beside it (which puts
-``experiments/`` on ``sys.path``, so this package imports as ``bounds_lab``). The bound
-formulas, μ(P), certificates and epsilon-first ratios it uses are :mod:`jaxprune.bounds`.
+on real MNIST, driven by ``experiments/bounds_report.py`` beside it (this package imports as
+``experiments.bounds_lab``). The bound formulas, μ(P), certificates and epsilon-first ratios it
+uses are :mod:`jaxprune.bounds`.
 
 ==============  =============================================================================
 ``config``      :class:`LabConfig`, every setting of the experiments
@@ -16,23 +16,27 @@ formulas, μ(P), certificates and epsilon-first ratios it uses are :mod:`jaxprun
 ``report``      markdown tables and the JSON encoding; ``figures``: the four plots
 ==============  =============================================================================
 """
-from bounds_lab._util import log, progress
-from bounds_lab.analysis import (Net, alpha_scaling, analyse, error_summary, finetune_gap,
-                                 hidden_vs_output, metrics_of, prepare)
-from bounds_lab.cases import Case, cached, sgd_config, train_cases
-from bounds_lab.config import LabConfig
-from bounds_lab.figures import plot_alpha, plot_finetune, plot_guarantee, plot_sparsity_first
-from bounds_lab.network import (apply_mask, forward, forward_np, gated_apply, head_aug,
-                                heads_logits, magnitude_mask, max_augmented_norm, neuron_mask,
-                                ones_like, raw_pixel_layer, row_top_k, with_head)
-from bounds_lab.report import (PAPER_CARD, PAPER_HIDDEN, alpha_table, cases_table, finetune_table,
-                               fmt_count, fmt_eps, fmt_pm, hidden_table, jsonable,
-                               report_card_table, sparsity_first_table, unjson, write_report)
-from bounds_lab.samplers import (KIND, MAX_DRAW, METHOD_LABEL, METHODS, WEIGHT_METHODS,
-                                 NeuronScores, SippParts, layer_size, neuron_epsilon_first,
-                                 neuron_scores, neuron_sparsity_first, sipp_epsilon_first,
-                                 sipp_parts, sipp_sparsity_first, sparsity_of)
-from bounds_lab.tuning import adam_cosine, distill_logits, finetune
+from experiments.bounds_lab._util import log, progress
+from experiments.bounds_lab.analysis import (Net, alpha_scaling, analyse, error_summary,
+                                             finetune_gap, hidden_vs_output, metrics_of, prepare)
+from experiments.bounds_lab.cases import Case, cached, sgd_config, train_cases
+from experiments.bounds_lab.config import LabConfig
+from experiments.bounds_lab.figures import (plot_alpha, plot_finetune, plot_guarantee,
+                                            plot_sparsity_first)
+from experiments.bounds_lab.network import (apply_mask, forward, forward_np, gated_apply, head_aug,
+                                            heads_logits, magnitude_mask, max_augmented_norm,
+                                            neuron_mask, ones_like, raw_pixel_layer, row_top_k,
+                                            with_head)
+from experiments.bounds_lab.report import (PAPER_CARD, PAPER_HIDDEN, alpha_table, cases_table,
+                                           finetune_table, fmt_count, fmt_eps, fmt_pm, hidden_table,
+                                           jsonable, report_card_table, sparsity_first_table,
+                                           unjson, write_report)
+from experiments.bounds_lab.samplers import (KIND, MAX_DRAW, METHOD_LABEL, METHODS, WEIGHT_METHODS,
+                                             NeuronScores, SippParts, layer_size,
+                                             neuron_epsilon_first, neuron_scores,
+                                             neuron_sparsity_first, sipp_epsilon_first, sipp_parts,
+                                             sipp_sparsity_first, sparsity_of)
+from experiments.bounds_lab.tuning import adam_cosine, distill_logits, finetune
 
 __all__ = [
     "LabConfig", "log", "progress",

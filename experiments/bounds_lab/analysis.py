@@ -37,14 +37,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bounds_lab._util import log, progress, to_host
-from bounds_lab.cases import Case
-from bounds_lab.network import (apply_mask, forward_np, head_aug, heads_logits, max_augmented_norm,
-                                ones_like, raw_pixel_layer, row_top_k, with_head)
-from bounds_lab.samplers import (KIND, METHODS, WEIGHT_METHODS, layer_size, neuron_epsilon_first,
-                                 neuron_scores, neuron_sparsity_first, sipp_epsilon_first,
-                                 sipp_parts, sipp_sparsity_first, sparsity_of)
-from bounds_lab.tuning import distill_logits, finetune
+from experiments.bounds_lab._util import log, progress, to_host
+from experiments.bounds_lab.cases import Case
+from experiments.bounds_lab.network import (apply_mask, forward_np, head_aug, heads_logits,
+                                            max_augmented_norm, ones_like, raw_pixel_layer,
+                                            row_top_k, with_head)
+from experiments.bounds_lab.samplers import (KIND, METHODS, WEIGHT_METHODS, layer_size,
+                                             neuron_epsilon_first, neuron_scores,
+                                             neuron_sparsity_first, sipp_epsilon_first, sipp_parts,
+                                             sipp_sparsity_first, sparsity_of)
+from experiments.bounds_lab.tuning import distill_logits, finetune
 from jaxprune import bounds as B
 from jaxprune import data, methods, train
 

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bounds_lab._util import log, progress, to_host
-from bounds_lab.network import apply_mask, gated_apply, magnitude_mask, neuron_mask, ones_like
+from experiments.bounds_lab._util import log, progress, to_host
+from experiments.bounds_lab.network import (apply_mask, gated_apply, magnitude_mask, neuron_mask,
+                                            ones_like)
 from jaxprune import checkpoint, data, gates, train
 from jaxprune.models import LeNet300100
 

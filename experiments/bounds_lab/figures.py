@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from bounds_lab.samplers import KIND, METHOD_LABEL, METHODS
+from experiments.bounds_lab.samplers import KIND, METHOD_LABEL, METHODS
 
 __all__ = ["plot_guarantee", "plot_sparsity_first", "plot_finetune", "plot_alpha"]
 

@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
-from bounds_lab.figures import plot_alpha, plot_finetune, plot_guarantee, plot_sparsity_first
-from bounds_lab.samplers import METHOD_LABEL
+from experiments.bounds_lab.figures import (plot_alpha, plot_finetune, plot_guarantee,
+                                            plot_sparsity_first)
+from experiments.bounds_lab.samplers import METHOD_LABEL
 
 __all__ = ["PAPER_CARD", "PAPER_HIDDEN", "jsonable", "unjson", "fmt_count", "fmt_pm",
            "fmt_eps", "cases_table", "report_card_table", "sparsity_first_table",

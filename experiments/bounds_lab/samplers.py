@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bounds_lab.network import row_top_k
+from experiments.bounds_lab.network import row_top_k
 from jaxprune import bounds as B
 from jaxprune import methods
 

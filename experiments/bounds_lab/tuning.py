@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bounds_lab._util import to_host
+from experiments.bounds_lab._util import to_host
 from jaxprune import train
 from jaxprune.models import LeNet300100
 

@@ -1,7 +1,7 @@
 """Code shared by the experiment scripts.
 
-A script run as ``python experiments/<script>.py`` has ``experiments/`` on ``sys.path``, so
-``from common import harness`` finds this package.
+Imported as ``experiments.common`` (``from experiments.common import harness``), by the scripts
+run as files or with ``python -m`` and by the tests alike.
 
 * :mod:`common.harness`: method entries, test error, the validation batch ``S``.
 * :mod:`common.protocol`: the multi-net Table-1 protocol of the MNIST scripts (dense nets,
@@ -16,7 +16,7 @@ from jaxprune.cache import enable_compilation_cache
 
 enable_compilation_cache()  # the scripts share compiled programs across runs ($JAXPRUNE_CACHE_DIR)
 
-from . import filters, harness, numpy_reference, protocol, report  # noqa: E402
-from .filters import calibrate_ratio
+from experiments.common import filters, harness, numpy_reference, protocol, report  # noqa: E402
+from experiments.common.filters import calibrate_ratio  # noqa: E402
 
 __all__ = ["filters", "harness", "numpy_reference", "protocol", "report", "calibrate_ratio"]

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 import jaxprune
-from common import harness, report
+from experiments.common import harness, report
 from jaxprune import checkpoint, data, structure, surgery, train
 from jaxprune import methods as jaxprune_methods
 from jaxprune.checkpoint import to_jsonable
