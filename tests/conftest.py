@@ -4,6 +4,10 @@
   imported), but ``fit`` and the CLI use ONE unless a test asks for more (``JAXPRUNE_DEVICES=1``;
   ``devices=N`` or ``--devices N`` overrides it). The ``devices`` fixture hands a test N devices
   and skips nothing: fewer than N is an error.
+- Compilation: every program is compiled with XLA:CPU's cheap options (LLVM optimisation off,
+  the classic fusion emitter; :data:`jaxprune.geometry.CHEAP_CPU_OPTIONS`), about half the
+  compile time of the suite's many small programs; ``XLA_FLAGS`` naming an optimisation level
+  keeps its own. Programs that pin their options (``peel_compile="optimised"``) keep them.
 - Compilation cache: JAX's persistent cache is on for the whole run in one fresh directory,
   shared by the xdist workers and by every subprocess the tests start (they inherit
   ``JAXPRUNE_CACHE_DIR``), and removed when the run ends, so nothing survives it.
@@ -16,7 +20,12 @@ import pathlib
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "device_count" not in _flags:
+    _flags += " --xla_force_host_platform_device_count=4"
+if "optimization_level" not in _flags:  # the tests compile far more than they run
+    _flags += " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAXPRUNE_DEVICES", "1")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAXPRUNE_DATA_DIR", str(_REPO.parent / "shared" / "data"))

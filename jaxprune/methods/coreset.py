@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import coreset, geometry
-from jaxprune.geometry import CHEAP_CPU_OPTIONS, cheap_jit
+from jaxprune.geometry import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit
 from jaxprune.methods._base import LayerView, Method, check_positive_int, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
@@ -139,7 +139,7 @@ PEEL_COMPILES = ("auto", "fast", "optimised")
 PEEL_BATCHES = ("auto", "map", "vmap")
 _KERNEL_JITS = {
     (batch, compile_): jax.jit(
-        fn, compiler_options=(CHEAP_CPU_OPTIONS if compile_ == "fast" else None)
+        fn, compiler_options=(CHEAP_CPU_OPTIONS if compile_ == "fast" else OPTIMISED_CPU_OPTIONS)
     )
     for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
     for compile_ in ("fast", "optimised")
