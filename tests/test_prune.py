@@ -181,6 +181,31 @@ def test_padded_batched_peeling_equals_per_layer_peeling(batch, compile_):
             np.testing.assert_allclose(got, coreset.sensitivities(jnp.asarray(s)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_geometry_split_over_cores_gives_the_one_program_numbers(workers, monkeypatch):
+    """The PCA and the peeling run in chunks side by side on the CPU's cores; every set's
+    numbers are bit for bit those of one chunk (one program), whatever the split."""
+    import importlib
+
+    from jaxprune.geometry import subspace
+    peel_module = importlib.import_module("jaxprune.methods.coreset")  # not the factory
+
+    rng = np.random.default_rng(1)
+    wide = [rng.normal(size=(n, d)) for n, d in ((30, 50), (12, 200), (64, 16), (8, 9), (40, 40))]
+    one = subspace.pca_project_many(wide, 3, workers=1)
+    split = subspace.pca_project_many(wide, 3, workers=workers)
+    for a, b in zip(one, split):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    sets = [rng.standard_t(3, size=(n, 3)) for n in (40, 100, 75, 33, 64)]
+    monkeypatch.setattr(peel_module, "cpu_workers", lambda: 1)
+    alone = peel_module.peel_sensitivities(sets, "fast", "map")
+    monkeypatch.setattr(peel_module, "cpu_workers", lambda: workers)
+    side_by_side = peel_module.peel_sensitivities(sets, "fast", "map")
+    for a, b in zip(alone, side_by_side):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_unprojected_points_skip_or_refuse_the_geometry():
     """``projection='none'``: exact uniform s when no peel is possible, a clear error when the
     points are low-rank but too high-dimensional for the peeling geometry."""

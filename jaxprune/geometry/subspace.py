@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprune.geometry._compile import cheap_jit
+from jaxprune.geometry._parallel import split_run
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision
 
 DEFAULT_RTOL = 1e-7
@@ -196,17 +198,31 @@ def _pca_many(points, k):
     return [_pca_core(p, k) for p in points]
 
 
-def pca_project_many(points, k: int) -> list:
-    """:func:`pca_project` of several point sets (any shapes) in ONE compiled program.
+def _pca_cost(shape) -> float:
+    """Arithmetic of :func:`_pca_core` on an (n, d) set: the Gram product and its eigh."""
+    n, d = shape
+    m = min(n, d)
+    return float(m) ** 3 + float(n) * d * m
+
+
+def pca_project_many(points, k: int, workers: int | None = None) -> list:
+    """:func:`pca_project` of several point sets (any shapes) in few compiled programs.
 
     A network's layers have many distinct shapes, and each would otherwise cost its own
-    compile; one program over the list shares the per-program costs (each set's arithmetic,
-    and so its result, is that of :func:`pca_project`)."""
+    compile; one program over a list shares the per-program costs.  The sets are split into
+    ``workers`` chunks of similar cost (default: the CPU cores; :func:`~jaxprune.geometry.
+    _parallel.split_run`), one program each, run side by side.  Each set's arithmetic, and so
+    its result, is that of :func:`pca_project`."""
     if not points:
         return []
     dts = [out_dtype(p) for p in points]
     with precision(points[0]) as cdt:
-        outs = _pca_many([f64(p, cdt) for p in points], int(k))
+        cast = [f64(p, cdt) for p in points]
+        outs = split_run(
+            lambda idx: _pca_many([cast[i] for i in idx], int(k)),
+            [_pca_cost(np.shape(p)) for p in points],
+            workers,
+        )
         return [o if o.dtype == dt else o.astype(dt) for o, dt in zip(outs, dts)]
 
 

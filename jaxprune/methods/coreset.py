@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxprune import coreset, geometry
 from jaxprune.geometry import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit
+from jaxprune.geometry._parallel import balanced_chunks, cpu_workers, split_run
 from jaxprune.methods._base import LayerView, Method, check_positive_int, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
@@ -199,26 +200,32 @@ def _bucket(n: int, floor: int = 64) -> int:
     return max(floor, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _peel_shape(shapes) -> tuple[int, int, int]:
-    """(batch, points, dims) of the padded array that holds point sets of these shapes."""
-    return (
-        _bucket(len(shapes), floor=1),
+def _peel_plan(shapes, peel_batch: str) -> tuple[list[list[int]], tuple[int, int, int]]:
+    """How point sets of these ``(n, d)`` shapes are peeled: the chunks of set indices run side
+    by side (``map`` on the CPU: one per core, balanced by points; ``vmap``: one chunk), and
+    the padded ``(batch, points, dims)`` array every chunk fills, so one program serves all."""
+    workers = cpu_workers() if peel_batch == "map" else 1
+    chunks = balanced_chunks([n for n, _ in shapes], workers)
+    shape = (
+        _bucket(max(len(c) for c in chunks), floor=1),
         _bucket(max(n for n, _ in shapes)),
         max(d for _, d in shapes),
     )
+    return chunks, shape
 
 
-def _expected_peel_shape(views, projection, projection_dim):
-    """:func:`_peel_shape` of the sets that will surely be peeled, known before projecting:
-    a set of ``n`` points in ``d`` dims has affine rank ``r ≤ min(d, n − 1)`` and is peeled
-    when ``n ≥ 2 max(r, 1)²`` (a lower rank may add sets, and the guess is then wrong)."""
+def _expected_peel_shape(views, projection, projection_dim, peel_batch):
+    """The padded shape of :func:`_peel_plan` for the sets that will surely be peeled, known
+    before projecting: a set of ``n`` points in ``d`` dims has affine rank
+    ``r ≤ min(d, n − 1)`` and is peeled when ``n ≥ 2 max(r, 1)²`` (a lower rank may add sets,
+    and the guess is then wrong)."""
     shapes = []
     for v in views:
         n, width = v.points.shape
         d = projection_dim if projection not in (None, "none") and width > projection_dim else width
         if d <= MAX_GEOMETRY_DIM and n >= 2 * max(min(d, n - 1), 1) ** 2:
             shapes.append((n, d))
-    return _peel_shape(shapes) if shapes else None
+    return _peel_plan(shapes, peel_batch)[1] if shapes else None
 
 
 def peel_sensitivities(
@@ -226,27 +233,32 @@ def peel_sensitivities(
     peel_compile: str = "auto",
     peel_batch: str = "auto",
 ) -> list[jax.Array]:
-    """Algorithm 2 sensitivities of several point sets in ONE jitted call.
+    """Algorithm 2 sensitivities of several point sets in one compiled kernel.
 
     Compilation, not the peeling itself, dominates on small networks, so every set is padded
     to one power-of-two bucket (masked points get sensitivity 0 and do not take part) and the
     batch is padded to a power of two with empty sets: networks of similar size share one
-    compiled kernel.
+    compiled kernel.  On the CPU the sets go in chunks, one per core, that the same kernel
+    peels side by side (:func:`jaxprune.geometry._parallel.split_run`).
     """
-    _kernel(peel_compile, peel_batch)  # validates both
+    batch, _ = _kernel(peel_compile, peel_batch)  # validates both
     if not projected:
         return []
-    b_pad, n_pad, dim = _peel_shape([p.shape for p in projected])
-    pts = np.zeros((b_pad, n_pad, dim), np.float64)
-    mask = np.zeros((b_pad, n_pad), bool)
-    for b, p in enumerate(projected):
-        pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
-        mask[b, : p.shape[0]] = True
-    with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
+    chunks, (b_pad, n_pad, dim) = _peel_plan([p.shape for p in projected], batch)
+
+    def peel(chunk):
+        pts = np.zeros((b_pad, n_pad, dim), np.float64)
+        mask = np.zeros((b_pad, n_pad), bool)
+        for b, n in enumerate(chunk):
+            p = projected[n]
+            pts[b, : p.shape[0], : p.shape[1]] = np.asarray(p)
+            mask[b, : p.shape[0]] = True
         values = np.asarray(_batched_sensitivities(pts, mask, peel_compile, peel_batch))
-    return [
-        jax.device_put(values[b, : p.shape[0]].astype(np.float32)) for b, p in enumerate(projected)
-    ]
+        return [values[b, : projected[n].shape[0]] for b, n in enumerate(chunk)]
+
+    with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
+        values = split_run(peel, [float(p.shape[0]) for p in projected], len(chunks))
+    return [jax.device_put(v.astype(np.float32)) for v in values]
 
 
 MAX_GEOMETRY_DIM = 64  # the peeling geometry holds d×d matrices per point set; beyond this, project
@@ -284,7 +296,9 @@ def score(
     NumPy (cast on the host, no per-shape conversion programs), and per-group keys are drawn
     only for the random ``jl`` projection."""
     kappa = activation_constant(activation)
-    expected = _expected_peel_shape(views, projection, projection_dim)
+    expected = _expected_peel_shape(
+        views, projection, projection_dim, _kernel(peel_compile, peel_batch)[0]
+    )
     compiling = expected and _compile_in_background(expected, peel_compile, peel_batch)
     keys = [None] * len(views)
     if projection == "jl":
