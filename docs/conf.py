@@ -19,6 +19,12 @@ sys.path.insert(0, str(ROOT))
 # the notebooks' kernels inherit this: CPU only, no GPU probing
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the guides compile far more than they run: XLA:CPU's cheap options (as the test suite)
+if "optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    ).strip()
 
 import jaxprune  # noqa: E402 - after sys.path
 
