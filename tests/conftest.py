@@ -42,6 +42,7 @@ from jaxprune.cache import enable_compilation_cache  # noqa: E402
 enable_compilation_cache()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(config, items):
     """Scheduling by cost (``--dist loadgroup``): a test that uses a module- or class-scoped
     fixture (a trained net, a parsed script) runs on the worker of its file's other users, so
