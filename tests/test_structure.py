@@ -133,6 +133,31 @@ def test_counts_match_independent_counts_of_the_shrunk_network(model, shape):
     assert 2 * st.count_macs() == metrics.flops(model, v, shape)
 
 
+@pytest.mark.parametrize("model,shape", [(LeNet5(widths=(4, 6, 12, 8)), (28, 28, 1)),
+                                         (ConcatNet(), (7,)), (TinyResNet(), (6, 6, 2)),
+                                         (ConvBNNet(), (10, 10, 2))])
+def test_vectorised_counts_equal_the_counts_of_the_new_shapes(model, shape):
+    """``count_params`` / ``count_macs`` (a product table over groups) equal the sums over
+    ``new_shapes`` at any widths, any subset of groups and any paths."""
+    import math
+    v = _init(model, shape)
+    st = structure.from_model(model, v, shape)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        widths = {g.name: int(rng.integers(1, g.size + 1)) for g in st.groups
+                  if rng.random() < 0.7}
+        shapes = st.new_shapes(widths)
+        paths = {p for p in st.shapes if rng.random() < 0.5}
+        assert st.count_params(widths) == sum(
+            math.prod(s) for p, s in shapes.items() if p[0] == "params")
+        assert st.count_params(widths, paths) == sum(
+            math.prod(s) for p, s in shapes.items() if p[0] == "params" and p in paths)
+        assert st.count_params(widths, collection="batch_stats") == sum(
+            math.prod(s) for p, s in shapes.items() if p[0] == "batch_stats")
+        assert st.count_macs(widths) == sum(
+            math.prod(shapes[p]) * n for p, n in st.kernel_positions.items())
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("model,shape", [(LeNet300100(widths=(20, 10)), (28, 28, 1)),
                                          (ConvBNNet(), (10, 10, 2)),

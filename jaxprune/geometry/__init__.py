@@ -11,6 +11,7 @@ otherwise the same code runs in float32 (with a one-time warning).
 """
 
 from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit
+from jaxprune.geometry._parallel import balanced_chunks, cpu_workers, split_run
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision, x64
 from jaxprune.geometry.caratheodory import caratheodory, caratheodory_booster, caratheodory_core
 from jaxprune.geometry.hull import convex_combination, min_norm_point_core
@@ -58,4 +59,8 @@ __all__ = [
     "cheap_jit",
     "CHEAP_CPU_OPTIONS",
     "OPTIMISED_CPU_OPTIONS",
+    # independent programs side by side on the CPU cores
+    "split_run",
+    "balanced_chunks",
+    "cpu_workers",
 ]

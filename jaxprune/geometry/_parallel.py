@@ -35,7 +35,7 @@ def balanced_chunks(costs: Sequence[float], parts: int) -> list[list[int]]:
     (largest first, each to the lightest chunk); each chunk keeps its indices in order.
 
     >>> balanced_chunks([8, 1, 1, 4, 4], 2)
-    [[0], [1, 2, 3, 4]]
+    [[0, 1], [2, 3, 4]]
     """
     parts = max(1, min(parts, len(costs)))
     chunks: list[list[int]] = [[] for _ in range(parts)]

@@ -210,9 +210,9 @@ def pca_project_many(points, k: int, workers: int | None = None) -> list:
 
     A network's layers have many distinct shapes, and each would otherwise cost its own
     compile; one program over a list shares the per-program costs.  The sets are split into
-    ``workers`` chunks of similar cost (default: the CPU cores; :func:`~jaxprune.geometry.
-    _parallel.split_run`), one program each, run side by side.  Each set's arithmetic, and so
-    its result, is that of :func:`pca_project`."""
+    ``workers`` chunks of similar cost (default: the CPU cores;
+    :func:`~jaxprune.geometry.split_run`), one program each, run side by side.  Each set's
+    arithmetic, and so its result, is that of :func:`pca_project`."""
     if not points:
         return []
     dts = [out_dtype(p) for p in points]

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import numpy as np
 
+from jaxprune.geometry import cheap_jit
+
 KINDS = ("channels", "weights")
 SAMPLINGS = ("sparsity_first", "deterministic")
 
@@ -181,6 +183,11 @@ def check_positive_int(value, what: str) -> int:
 KEY_BUCKET = 64
 
 
+# Threefry is integer arithmetic: the cheap compile gives the same keys at a fraction of the
+# compile (a first prune's largest program after the geometry's)
+_split = cheap_jit(lambda key, count: jax.random.split(key, count), static_argnames=("count",))
+
+
 def split_keys(key: jax.Array, n: int) -> list:
     """``list(jax.random.split(key, n))`` with one compiled program for every ``n ≤ 64``.
 
@@ -192,7 +199,7 @@ def split_keys(key: jax.Array, n: int) -> list:
     count = n
     if jax.config.jax_threefry_partitionable:  # pyright: ignore[reportAttributeAccessIssue]  (a config flag)
         count = max(KEY_BUCKET, 1 << max(n - 1, 0).bit_length())
-    keys = jax.random.split(key, count)
+    keys = _split(key, count)
     # raw uint32 keys (jax.dtypes.issubdtype is public API its stubs do not re-export)
     if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):  # pyright: ignore[reportPrivateImportUsage]
         rows = np.asarray(keys)

@@ -31,8 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import coreset, geometry
-from jaxprune.geometry import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit
-from jaxprune.geometry._parallel import balanced_chunks, cpu_workers, split_run
+from jaxprune.geometry import (
+    CHEAP_CPU_OPTIONS,
+    OPTIMISED_CPU_OPTIONS,
+    balanced_chunks,
+    cheap_jit,
+    cpu_workers,
+    split_run,
+)
 from jaxprune.methods._base import LayerView, Method, check_positive_int, register, split_keys
 
 ACTIVATION_CONSTANTS = {"relu": 1.0, "leaky_relu": 1.0, "gelu": 1.1289, "sigmoid": 0.25}
@@ -239,7 +245,7 @@ def peel_sensitivities(
     to one power-of-two bucket (masked points get sensitivity 0 and do not take part) and the
     batch is padded to a power of two with empty sets: networks of similar size share one
     compiled kernel.  On the CPU the sets go in chunks, one per core, that the same kernel
-    peels side by side (:func:`jaxprune.geometry._parallel.split_run`).
+    peels side by side (:func:`jaxprune.geometry.split_run`).
     """
     batch, _ = _kernel(peel_compile, peel_batch)  # validates both
     if not projected:

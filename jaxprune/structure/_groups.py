@@ -132,20 +132,69 @@ class Structure:
             for s in (*g.producers, *g.members, *g.consumers)
         }
 
+    @functools.cached_property
+    def _size_table(self) -> tuple:
+        """Entries of every array as a product over groups: array ``p`` has
+        ``const[p] · Π_j mult[p, j] · k[group[p, j]]`` entries when each group keeps ``k``
+        channels (an axis one slot of one group spans whole), so a count is a few NumPy
+        operations.  Arrays with an axis that several slots share (a concatenation, a
+        period) are listed apart and counted by :meth:`_new_shape`."""
+        index = {g.name: i for i, g in enumerate(self.groups)}
+        one = len(self.groups)  # the index of a factor 1
+        simple, const, group, mult, special = [], [], [], [], []
+        for p, shape in self.shapes.items():
+            factors, c = [], 1
+            for axis, n in enumerate(shape):
+                slots = self._axis_slots.get(p, {}).get(axis)
+                if not slots:
+                    c *= n
+                    continue
+                slot, name, size = slots[0]
+                whole = (
+                    slot.period is None and slot.offset == 0 and slot.outer * size * slot.inner == n
+                )
+                if len(slots) > 1 or not whole:
+                    factors = None
+                    break
+                factors.append((index[name], slot.outer * slot.inner))
+            if factors is None:
+                special.append(p)
+                continue
+            simple.append(p)
+            const.append(c)
+            group.append([g for g, _ in factors])
+            mult.append([m for _, m in factors])
+        width = max((len(g) for g in group), default=0)
+        group_arr = np.full((len(simple), width), one, np.int64)
+        mult_arr = np.ones((len(simple), width), np.int64)
+        for r, (g, m) in enumerate(zip(group, mult)):
+            group_arr[r, : len(g)] = g
+            mult_arr[r, : len(m)] = m
+        return simple, np.asarray(const, np.int64), group_arr, mult_arr, special
+
+    def _weighted_size(self, widths: Mapping, weight) -> int:
+        """``Σ_p weight(p) · entries(p)`` at ``widths`` (``weight(p)`` 0 leaves ``p`` out)."""
+        simple, const, group, mult, special = self._size_table
+        k = np.ones(len(self.groups) + 1, np.int64)
+        for i, g in enumerate(self.groups):
+            k[i] = widths.get(g.name, g.size)
+        w = np.asarray([weight(p) for p in simple], np.int64)
+        total = int(np.sum(w * const * np.prod(mult * k[group], axis=1)))
+        for p in special:
+            if weight(p):
+                total += weight(p) * math.prod(self._new_shape(p, widths))
+        return total
+
     def count_params(
         self, widths: Mapping | None = None, paths=None, collection: str = "params"
     ) -> int:
         """Number of entries of the ``collection`` arrays (restricted to ``paths``) at
         ``widths``."""
-        widths = widths or {}
-        touched = self._axis_slots
-        total = 0
-        for p, s in self.shapes.items():
-            if p[0] == collection and (paths is None or p in paths):
-                total += math.prod(self._new_shape(p, widths) if p in touched else s)
-        return total
+        return self._weighted_size(
+            widths or {}, lambda p: p[0] == collection and (paths is None or p in paths)
+        )
 
     def count_macs(self, widths: Mapping | None = None) -> int:
         """Multiply-accumulates per example of all Dense/Conv kernels at ``widths``."""
-        shapes = self.new_shapes(widths or {})
-        return int(sum(math.prod(shapes[p]) * n for p, n in self.kernel_positions.items()))
+        positions = self.kernel_positions
+        return self._weighted_size(widths or {}, lambda p: positions.get(p, 0))
