@@ -191,11 +191,13 @@ def test_the_geometry_split_over_cores_gives_the_one_program_numbers(workers, mo
     peel_module = importlib.import_module("jaxprune.methods.coreset")  # not the factory
 
     rng = np.random.default_rng(1)
-    wide = [rng.normal(size=(n, d)) for n, d in ((30, 50), (12, 200), (64, 16), (8, 9), (40, 40))]
+    shapes = ((30, 50), (12, 200), (64, 16), (8, 9), (40, 40), (30, 50), (64, 16), (30, 50))
+    wide = [rng.normal(size=shape) for shape in shapes]  # sets of one shape share a stack
     one = subspace.pca_project_many(wide, 3, workers=1)
     split = subspace.pca_project_many(wide, 3, workers=workers)
-    for a, b in zip(one, split):
+    for p, a, b in zip(wide, one, split):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(subspace.pca_project(p, 3)))
 
     sets = [rng.standard_t(3, size=(n, 3)) for n in (40, 100, 75, 33, 64)]
     monkeypatch.setattr(peel_module, "cpu_workers", lambda: 1)
