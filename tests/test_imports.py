@@ -194,3 +194,17 @@ def test_importing_the_library_loads_no_optional_extra(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     assert out.stdout.split() == []
+
+
+def test_the_library_never_imports_the_experiments():
+    """``experiments`` is an importable package beside the library, never a dependency of it
+    (the wheel holds only ``jaxprune``)."""
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            offenders += [f"{path.relative_to(ROOT.parent)}: {n}" for n in names
+                          if n.split(".")[0] in ("experiments", "common", "bounds_lab")]
+    assert not offenders, offenders
