@@ -68,6 +68,10 @@ def table1anneal() -> str:
     return table1("lenet300_mnist_anneal")
 
 
+def table1uniform() -> str:
+    return table1("lenet300_mnist_uniform")
+
+
 def anneal_vs_early_stop() -> str:
     """The annealed rerun's rows matched with the committed early_stop run
     (``compare_schedules.py``)."""
@@ -475,7 +479,8 @@ def status_table1() -> str:
     """What Table 1, its weak-baseline side row and the LeNet-5 run say after Holm's
     correction, in both families, written from their results files."""
     out = []
-    for folder, name in (("lenet300_mnist", "Table 1 (LeNet-300-100)"),
+    for folder, name in (("lenet300_mnist_anneal", "Table 1 (LeNet-300-100)"),
+                         ("lenet300_mnist", "Table 1 with the earlier early-stopped fine-tuning"),
                          ("lenet300_mnist_weak", "The weak-baseline side row"),
                          ("lenet5_mnist", "LeNet-5")):
         doc = _load(folder)
@@ -496,7 +501,7 @@ def status_table1() -> str:
         out.append(f"- {name}, {total} comparisons with coreset over {groups} (ratio, recipe) "
                    f"cells: the cells where a difference survives Holm's correction within its "
                    f"ratio and recipe / over the whole table — " + ", ".join(parts) + ".")
-    doc = _load("lenet300_mnist")
+    doc = _load("lenet300_mnist_anneal")
     mod = _script("lenet300_mnist")
     best = {r: min(x["err_after_ft"] for x in doc["rows"] if x["method"] == "coreset"
                    and x["ratio"] == r) for r in doc["config"]["ratios"]}
@@ -518,7 +523,8 @@ def bench_export() -> str:
 
 # --- where each results page's numbers come from ---------------------------------------------
 
-SOURCES = ("lenet300_mnist", "lenet300_mnist_anneal", "lenet300_mnist_weak", "lenet5_mnist",
+SOURCES = ("lenet300_mnist", "lenet300_mnist_anneal", "lenet300_mnist_uniform",
+           "lenet300_mnist_weak", "lenet5_mnist",
            "reconstruct_mnist", "reconstruct_lenet5", "coreset_sweep", "vit_mnist",
            "frank_wolfe_mnist", "bounds")
 
@@ -591,7 +597,9 @@ def summary(pages: str = "docs/results/") -> str:
     go to ``pages`` + ``<page>.md``."""
     rows = ["| experiment | what the committed results say | page |", "|---|---|---|"]
     for folder, name, page in (
-            ("lenet300_mnist", "Table 1: LeNet-300-100, MNIST", "table1"),
+            ("lenet300_mnist_anneal", "Table 1: LeNet-300-100, MNIST", "table1"),
+            ("lenet300_mnist", "Table 1, the earlier early-stopped fine-tuning", "table1"),
+            ("lenet300_mnist_uniform", "Table 1, `uniform` allocation", "table1"),
             ("lenet300_mnist_weak", "Table 1 with weaker dense nets", "weak_baseline"),
             ("lenet5_mnist", "LeNet-5, MNIST", "lenet5")):
         text, cells = _holm_cells(folder)
@@ -600,9 +608,7 @@ def summary(pages: str = "docs/results/") -> str:
                     f"`{config.get('ft_schedule', 'early_stop')}`) | cells (of {cells}) where a "
                     f"difference survives Holm's correction over the whole table: {text} | "
                     f"[{page}]({pages}{page}.md) |")
-    anneal = _load("lenet300_mnist_anneal")
-    rows.append(f"| Table 1 rerun with annealed fine-tuning (partial: {len(anneal['rows'])} rows, "
-                f"{len({r['dense_seed'] for r in anneal['rows']})} nets so far) | "
+    rows.append("| Table 1, annealed vs early-stopped fine-tuning (the same nets and prunes) | "
                 + anneal_vs_early_stop().splitlines()[-1]
                 + f" | [table1]({pages}table1.md) |")
     for folder, name, page in (("reconstruct_mnist", "Least-squares refit, LeNet-300-100",
@@ -656,6 +662,7 @@ BLOCKS = {
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
     "bench_export": bench_export, "summary": summary, "lm_pystdlib": lm_pystdlib,
     "table1anneal": table1anneal, "anneal_vs_early_stop": anneal_vs_early_stop,
+    "table1uniform": table1uniform,
     "summary_docs": lambda: summary(pages=""),
     **{f"source_{folder}": _source_block(folder) for folder in SOURCES},
 }
@@ -669,7 +676,7 @@ def _fw_table() -> str:
 # each experiment's committed table.md, as its script writes it from results.json
 TABLE_FILES = {
     "lenet300_mnist": table1, "lenet300_mnist_weak": table1weak, "lenet5_mnist": lenet5,
-    "lenet300_mnist_anneal": table1anneal,
+    "lenet300_mnist_anneal": table1anneal, "lenet300_mnist_uniform": table1uniform,
     "reconstruct_mnist": reconstruct_lenet300, "reconstruct_lenet5": reconstruct_lenet5,
     "coreset_sweep": sweep, "vit_mnist": vit, "frank_wolfe_mnist": _fw_table,
 }
