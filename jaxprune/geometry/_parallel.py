@@ -2,10 +2,10 @@
 
 XLA:CPU runs one program's LAPACK calls (the eigendecompositions of the PCA) and a ``lax.map``
 (the peeling kernel over point sets) one after the other, on one core.  The work of a prune
-splits into independent parts (one per channel group), so :func:`split_run` cuts it into as
-many chunks as there are cores, balanced by cost, and runs one jitted call per chunk on a
-thread (XLA releases the GIL while it compiles and runs).  Each item's arithmetic is that of a
-single call, so the results do not depend on the split.
+splits into independent parts (one per channel group): :func:`balanced_chunks` cuts it into as
+many chunks as there are cores, balanced by cost, and :func:`split_run` runs one jitted call
+per chunk on a thread (XLA releases the GIL while it compiles and runs).  Each item's
+arithmetic is that of a single call, so the results do not depend on the split.
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ def balanced_chunks(costs: Sequence[float], parts: int) -> list[list[int]]:
     return [sorted(c) for c in chunks if c]
 
 
-def split_run(
-    fn: Callable[[list[int]], Sequence], costs: Sequence[float], workers: int | None = None
-) -> list:
-    """``fn(chunk)`` for balanced chunks of the items, on threads; the per-item results of all
-    chunks in item order.  ``fn`` gets a chunk's item indices and returns one result per index.
-    Float64 stays on inside the threads when the caller has it on."""
-    workers = cpu_workers() if workers is None else workers
-    chunks = balanced_chunks(costs, workers)
+def split_run(fn: Callable[[list[int]], Sequence], chunks: Sequence[list[int]]) -> list:
+    """``fn(chunk)`` for every chunk of item indices (e.g. :func:`balanced_chunks`), side by
+    side on threads; the per-item results of all chunks in item order.  ``fn`` returns one
+    result per index of its chunk.  Float64 stays on inside the threads when the caller has it
+    on.
+
+    >>> split_run(lambda chunk: [10 * i for i in chunk], [[0, 2], [1]])
+    [0, 10, 20]
+    """
     x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
 
     def run(chunk):
@@ -66,7 +67,7 @@ def split_run(
     else:
         with concurrent.futures.ThreadPoolExecutor(len(chunks), "jaxprune-geometry") as pool:
             parts = list(pool.map(run, chunks))
-    out: list = [None] * len(costs)
+    out: list = [None] * sum(len(c) for c in chunks)
     for chunk, results in zip(chunks, parts):
         for i, r in zip(chunk, results):
             out[i] = r

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.geometry._compile import cheap_jit
-from jaxprune.geometry._parallel import split_run
+from jaxprune.geometry._parallel import balanced_chunks, cpu_workers, split_run
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision
 
 DEFAULT_RTOL = 1e-7
@@ -214,8 +214,9 @@ def pca_project_many(points, k: int, workers: int | None = None) -> list:
     shapes), and each shape would otherwise cost its own compile: the sets of one shape are
     stacked and looped over, and one program takes a list of such stacks.  The stacks are
     split into ``workers`` chunks of similar cost (default: the CPU cores;
-    :func:`~jaxprune.geometry.split_run`), one program each, run side by side.  Each set's
-    arithmetic, and so its result, is that of :func:`pca_project` (as NumPy arrays)."""
+    :func:`~jaxprune.geometry.balanced_chunks`), one program each, run side by side
+    (:func:`~jaxprune.geometry.split_run`).  Each set's arithmetic, and so its result, is that
+    of :func:`pca_project` (as NumPy arrays)."""
     if not points:
         return []
     dts = [out_dtype(p) for p in points]
@@ -226,11 +227,11 @@ def pca_project_many(points, k: int, workers: int | None = None) -> list:
             by_shape.setdefault(tuple(np.shape(p)), []).append(i)
         members = list(by_shape.values())
         stacks = [np.stack([np.asarray(cast[i]) for i in m]) for m in members]
-        done = split_run(
-            lambda idx: _pca_many([stacks[j] for j in idx], int(k)),
+        chunks = balanced_chunks(
             [len(m) * _pca_cost(np.shape(cast[m[0]])) for m in members],
-            workers,
+            cpu_workers() if workers is None else workers,
         )
+        done = split_run(lambda idx: _pca_many([stacks[j] for j in idx], int(k)), chunks)
         outs: list = [None] * len(cast)
         for m, stacked in zip(members, done):
             stacked = np.asarray(stacked)  # rows on the host: no slicing program per shape

@@ -263,7 +263,7 @@ def peel_sensitivities(
         return [values[b, : projected[n].shape[0]] for b, n in enumerate(chunk)]
 
     with jax.enable_x64(True):  # rank, MVEE and Carathéodory run in float64
-        values = split_run(peel, [float(p.shape[0]) for p in projected], len(chunks))
+        values = split_run(peel, chunks)
     return [jax.device_put(v.astype(np.float32)) for v in values]
 
 

@@ -181,8 +181,8 @@ class Structure:
         w = np.asarray([weight(p) for p in simple], np.int64)
         total = int(np.sum(w * const * np.prod(mult * k[group], axis=1)))
         for p in special:
-            if weight(p):
-                total += weight(p) * math.prod(self._new_shape(p, widths))
+            if w_p := weight(p):
+                total += w_p * math.prod(self._new_shape(p, widths))
         return total
 
     def count_params(
