@@ -412,6 +412,11 @@ def bench_targets() -> str:
     return "\n".join(lines)
 
 
+def bench_calibration_memory() -> str:
+    """``bench/calibration_memory.md`` whole: the peaks per way and XLA's plan by depth."""
+    return (BENCH / "calibration_memory.md").read_text().strip("\n")
+
+
 def bench_round_to() -> str:
     table = _md_table(BENCH / "prune.md", "## vgg16: widths rounded")
     lines = (BENCH / "prune.md").read_text().splitlines()
@@ -660,7 +665,8 @@ BLOCKS = {
     "bench_latency_resnet50": bench_latency_resnet50, "bench_cache": bench_cache,
     "bench_summary": bench_summary, "bench_targets": bench_targets,
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
-    "bench_export": bench_export, "summary": summary, "lm_pystdlib": lm_pystdlib,
+    "bench_export": bench_export, "bench_calibration_memory": bench_calibration_memory,
+    "summary": summary, "lm_pystdlib": lm_pystdlib,
     "table1anneal": table1anneal, "anneal_vs_early_stop": anneal_vs_early_stop,
     "table1uniform": table1uniform,
     "summary_docs": lambda: summary(pages=""),

@@ -17,14 +17,14 @@ pass (params + one batch's activations, which XLA frees as the reductions consum
 :func:`from_inputs` gives the same statistics from activations held whole (what the
 all-at-once path, :func:`jaxprune._flax.kernel_inputs`, captures).
 
-Measured peak memory (growth of the process's peak resident set, ``ru_maxrss``, CPU;
-``experiments/calibration_memory.py``, committed in
-``experiments/results/bench/calibration_memory.md``): a 4-block byte-level decoder (d_model
-256, 8 heads, SwiGLU 1024, 15.5 MiB of params), statistics of the inputs of all 29 kernel
-modules on 64 sequences of 256 tokens: all at once (:func:`jaxprune._flax.kernel_inputs`,
-then :func:`from_inputs`) 1 357 MiB; streaming (:func:`input_statistics`, 8 sequences per
-batch) 127 MiB, against roughly 32 MiB for one batch's block activations — the rest is the
-compiled forward and the runtime, not stored activations.
+Memory. The forward returns sums only, so each block's activations die once the next block
+has read them and XLA reuses their buffers: the live activations are one block's whatever the
+depth (:func:`planned_memory` reads XLA's plan; a test checks it does not grow with the
+number of blocks). On a 4-block byte-level decoder (d_model 256, 8 heads, SwiGLU 1024,
+15.5 MiB of params, 64 windows of 256 bytes, 8 per batch;
+``experiments/results/bench/calibration_memory.md``) the compiled streaming run grew the
+resident set by 70 MiB, against about 64 MiB for one batch's block activations; holding
+every layer's input at once grew it by 926 MiB.
 
 Feature layout. :func:`feature_axes` says which kernel axes a module's input features
 correspond to: a Dense (``nn.Dense``, ``nnx.Linear``) or a linear einsum (``nn.DenseGeneral``,
@@ -78,6 +78,8 @@ __all__ = [
     "feature_axes",
     "from_inputs",
     "input_statistics",
+    "planned_memory",
+    "PlannedMemory",
     "channel_sum",
     "kernel_feature_sum",
 ]
@@ -309,6 +311,43 @@ def batches(data, batch_size: int):
         yield jax.tree.map(jnp.asarray, part), jnp.asarray(mask)
 
 
+class _Plan(NamedTuple):
+    """What one statistics forward needs: its static arguments, the wanted ``(path, feature
+    axes)``, each path's input shape and ``(first kernel axis, feature axes)``."""
+
+    static: tuple
+    wanted: tuple
+    shapes: dict
+    features: dict
+
+
+def _plan(model, variables, data, paths, apply_kwargs, gram, features) -> _Plan:
+    paths = tuple(dict.fromkeys(tuple(p) for p in paths))
+    kwargs = inference_kwargs(model, apply_kwargs)
+    spec = data.abstract(1) if isinstance(data, Example) else tuple(np.shape(data)[1:])
+    shapes = input_shapes(model, variables, spec, kwargs)
+    unknown = [p for p in paths if p not in shapes]
+    if unknown:
+        raise ValueError(
+            f"no kernel module {'/'.join(unknown[0])} is called by {type(model).__name__}"
+        )
+    features = dict(features or {})
+    if any(p not in features for p in paths):
+        modules = kernel_modules(model, variables, spec, kwargs)
+        for p in paths:
+            if p not in features:
+                kernel = np.shape(get_path(variables, ("params", *p, "kernel")))
+                features[p] = feature_axes(kernel, shapes[p], modules.get(p))
+    wanted = tuple((p, int(features[p][1])) for p in paths)
+    static = (hashable(model), tuple(sorted(kwargs.items())), wanted, bool(gram))
+    return _Plan(static, wanted, shapes, features)
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def input_statistics(
     model,
     variables,
@@ -330,42 +369,77 @@ def input_statistics(
     module called several times gets its last call's input, as
     :func:`jaxprune._flax.kernel_inputs`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_batch_size(batch_size)
     variables, _ = as_variables(variables)
-    paths = tuple(dict.fromkeys(tuple(p) for p in paths))
-    kwargs = inference_kwargs(model, apply_kwargs)
-    spec = data.abstract(1) if isinstance(data, Example) else tuple(np.shape(data)[1:])
-    shapes = input_shapes(model, variables, spec, kwargs)
-    unknown = [p for p in paths if p not in shapes]
-    if unknown:
-        raise ValueError(
-            f"no kernel module {'/'.join(unknown[0])} is called by {type(model).__name__}"
-        )
-    features = dict(features or {})
-    if any(p not in features for p in paths):
-        modules = kernel_modules(model, variables, spec, kwargs)
-        for p in paths:
-            if p not in features:
-                kernel = np.shape(get_path(variables, ("params", *p, "kernel")))
-                features[p] = feature_axes(kernel, shapes[p], modules.get(p))
-    wanted = tuple((p, int(features[p][1])) for p in paths)
-    static = (hashable(model), tuple(sorted(kwargs.items())), wanted, bool(gram))
+    plan = _plan(model, variables, data, paths, apply_kwargs, gram, features)
     total: dict[Path, ChannelStats] = {}
     for inputs, mask in batches(data, batch_size):
-        part = jax.device_get(_batch(*static, variables, inputs, mask))
-        for p, f in wanted:
+        part = jax.device_get(_batch(*plan.static, variables, inputs, mask))
+        for p, f in plan.wanted:
             n, mean, m2, g = part[p]
             stats = ChannelStats(
                 float(n),
                 np.asarray(mean, np.float64),
                 np.asarray(m2, np.float64),
                 None if g is None else np.asarray(g, np.float64),
-                shapes[p][len(shapes[p]) - f :],
-                int(features[p][0]),
+                plan.shapes[p][len(plan.shapes[p]) - f :],
+                int(plan.features[p][0]),
             )
             total[p] = merge(total.get(p), stats)
     return total
+
+
+class PlannedMemory(NamedTuple):
+    """Bytes XLA plans for one statistics forward (``compiled.memory_analysis()``):
+    ``arguments`` (the variables and one batch), ``temp`` (the most intermediate values
+    live at once: the activations), ``output`` (the per-batch sums)."""
+
+    arguments: int
+    temp: int
+    output: int
+
+
+def planned_memory(
+    model,
+    variables,
+    data,
+    paths: Iterable,
+    *,
+    batch_size: int = 32,
+    apply_kwargs: Mapping | None = None,
+    gram: bool = False,
+) -> PlannedMemory:
+    """The memory :func:`input_statistics` needs per batch, as XLA's buffer assignment plans
+    it (nothing is run).
+
+    The forward returns only per-batch sums, so each block's activations are dead once the
+    next block has read them and their buffers are reused: ``temp`` stays one block's
+    activations however deep the model is (``tests/test_calibration.py`` checks it), and the
+    peak is ``arguments + temp + output`` — the dense variables, one batch and one block's
+    activations.
+
+    Example::
+
+        >>> import flax.linen as nn, jax, numpy as np
+        >>> from jaxprune import calibration
+        >>> x = np.ones((8, 4), np.float32)
+        >>> model = nn.Dense(3)
+        >>> mem = calibration.planned_memory(model, model.init(jax.random.key(0), x), x, [()])
+        >>> mem.arguments >= 4 * (4 * 3 + 3)
+        True
+    """
+    _check_batch_size(batch_size)
+    variables, _ = as_variables(variables)
+    plan = _plan(model, variables, data, paths, apply_kwargs, gram, None)
+    inputs, mask = next(iter(batches(data, batch_size)))
+    stats = _batch.lower(*plan.static, variables, inputs, mask).compile().memory_analysis()
+    if stats is None:
+        raise ValueError(f"the {jax.default_backend()} backend gives no memory analysis")
+    return PlannedMemory(
+        int(stats.argument_size_in_bytes),
+        int(stats.temp_size_in_bytes),
+        int(stats.output_size_in_bytes),
+    )
 
 
 def input_shapes(model, variables, spec, kwargs) -> dict[Path, tuple]:

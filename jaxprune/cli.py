@@ -483,7 +483,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
         type=_ratio,
         default=None,
         help="fraction to remove, counted in --unit (default: the whole model's "
-        "parameters); required unless --depth",
+        "parameters); required unless --depth or --hidden",
     )
     p.add_argument(
         "--depth",
@@ -493,6 +493,16 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
         help="remove the K least important residual blocks whole instead of "
         "channels (decoder or ResNet blocks; the smaller model is rebuilt with "
         "fewer blocks where the module allows it)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_ratio,
+        default=None,
+        metavar="FRACTION",
+        help="opt-in, approximate: remove this fraction of a token model's "
+        "residual-stream (hidden-size) channels instead, scored on --data-batch "
+        "training windows; the norms' statistics change, so the report gives the "
+        "error it caused (fine-tune with --teacher to recover)",
     )
     p.add_argument(
         "--depth-score",
@@ -630,8 +640,12 @@ def _prune_options(args) -> dict:
 
 
 def _run_prune(args) -> int:
-    if (args.ratio is None) == (args.depth is None):
-        raise CLIError("give one of --ratio (channels) and --depth (whole blocks)")
+    given = [v is not None for v in (args.ratio, args.depth, args.hidden)]
+    if sum(given) != 1:
+        raise CLIError(
+            "give one of --ratio (channels), --depth (whole blocks) and --hidden "
+            "(residual-stream channels)"
+        )
     _print_json(
         workflows.prune_checkpoint(
             args.checkpoint,
@@ -639,6 +653,7 @@ def _run_prune(args) -> int:
             0.0 if args.ratio is None else args.ratio,
             depth=args.depth,
             depth_score=args.depth_score,
+            hidden=args.hidden,
             method=args.method,
             unit=args.unit,
             sampling=args.sampling,

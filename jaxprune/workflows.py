@@ -26,6 +26,7 @@ from flax import nnx
 
 import jaxprune
 from jaxprune import bounds, checkpoint, data, distributed, methods, metrics, models, runs, train
+from jaxprune import hidden as hidden_lib
 from jaxprune._nnx import as_linen, is_module, variables_of
 from jaxprune._tree import map_with_paths
 
@@ -448,7 +449,7 @@ def evaluate_checkpoint(
 
 
 def _data_batch(
-    method: str,
+    asker: str,
     directory,
     dataset,
     data_dir,
@@ -461,8 +462,7 @@ def _data_batch(
     of ``seq_len`` for a text corpus)."""
     if not dataset:
         raise UsageError(
-            f"--method {method} needs data and {directory} does not record its "
-            "dataset; pass --dataset"
+            f"{asker} needs data and {directory} does not record its dataset; pass --dataset"
         )
     with _dataset_errors(dataset):
         train_ds = data.load(dataset, "train", data_dir, **_seq_len_option(seq_len))
@@ -496,12 +496,16 @@ def prune_checkpoint(
     overwrite: bool = False,
     depth: int | None = None,
     depth_score: str = "block_influence",
+    hidden: float | None = None,
 ) -> dict:
     """Prune a saved model and save the result under ``out``.
 
     ``depth``: remove that many residual blocks whole instead (``ratio`` 0;
     :func:`jaxprune.depth.prune_depth`), scored by ``depth_score`` (``"block_influence"``
-    reads ``data_batch`` training examples).
+    reads ``data_batch`` training examples). ``hidden``: remove that fraction of a token
+    model's residual-stream channels instead (``ratio`` 0; opt-in and approximate,
+    :func:`jaxprune.hidden.prune_hidden` on ``data_batch`` training windows, its error in
+    the report).
 
     Structured methods save the smaller model; unstructured ones (``kind == "weights"``) the
     same model with the pruned kernel entries exactly 0. Data-informed methods get
@@ -526,20 +530,26 @@ def prune_checkpoint(
         dataset = dataset or meta.get("dataset")
         meth = methods.get(method)
         seq_len = _checkpoint_seq_len(meta)
-        needs_data = (
-            depth_score == "block_influence"
-            if depth is not None
-            else meth.needs_data or reconstruct
-        )
+        if depth is not None:
+            needs_data = depth_score == "block_influence"
+        else:
+            needs_data = hidden is not None or meth.needs_data or reconstruct
         batch = (
             _data_batch(
-                method, directory, dataset, data_dir, data_batch, seed, limit_train, seq_len
+                "--hidden" if hidden is not None else f"--method {method}",
+                directory,
+                dataset,
+                data_dir,
+                data_batch,
+                seed,
+                limit_train,
+                seq_len,
             )
             if needs_data
             else None
         )
         options = dict(options or {})
-        if "train_ds" in meth.options():  # Frank-Wolfe: trains first
+        if hidden is None and "train_ds" in meth.options():  # Frank-Wolfe: trains first
             if not dataset:
                 raise UsageError(
                     f"--method {method} trains before it prunes and {directory} does "
@@ -553,30 +563,40 @@ def prune_checkpoint(
             apply_kwargs = apply_kwargs if apply_kwargs is not None else meta.get("apply_kwargs")
             # an NNX module is pruned as its own model and comes back as result.module
             source, linen = (model, None) if nnx_model else (variables, model)
-            res = jaxprune.prune(
-                source,
-                jax.random.key(seed),
-                ratio,
-                method=method,
-                model=linen,
-                input_shape=meta.get("input_shape"),
-                unit=unit,
-                sampling=sampling,
-                min_width=min_width,
-                round_to=round_to,
-                leave=tuple(leave),
-                data=batch,
-                apply_kwargs=apply_kwargs,
-                reconstruct=reconstruct,
-                ridge=ridge,
-                recalibrate_bn=recalibrate_bn,
-                example_inputs=_example_input(meta),
-                depth=depth,
-                depth_score=depth_score,
-                **options,
-            )
+            if hidden is not None:
+                res = hidden_lib.prune_hidden(
+                    source,
+                    hidden,
+                    model=linen,
+                    data=batch,
+                    round_to=round_to,
+                    apply_kwargs=apply_kwargs,
+                )
+            else:
+                res = jaxprune.prune(
+                    source,
+                    jax.random.key(seed),
+                    ratio,
+                    method=method,
+                    model=linen,
+                    input_shape=meta.get("input_shape"),
+                    unit=unit,
+                    sampling=sampling,
+                    min_width=min_width,
+                    round_to=round_to,
+                    leave=tuple(leave),
+                    data=batch,
+                    apply_kwargs=apply_kwargs,
+                    reconstruct=reconstruct,
+                    ridge=ridge,
+                    recalibrate_bn=recalibrate_bn,
+                    example_inputs=_example_input(meta),
+                    depth=depth,
+                    depth_score=depth_score,
+                    **options,
+                )
             # NNX: result.module; weight methods: the same shapes (every result type has model)
-            small = res.model(model)  # pyright: ignore[reportAttributeAccessIssue]
+            small: Any = res.model(model)  # pyright: ignore[reportAttributeAccessIssue]
         except ValueError as e:
             raise UsageError(str(e)) from None
         seconds = time.time() - t0
@@ -586,7 +606,7 @@ def prune_checkpoint(
             report.update(widths_before=list(model.widths), widths_after=list(small.widths))  # pyright: ignore[reportAttributeAccessIssue]
         if batch is not None:
             report["data_batch"] = int(batch.shape[0])
-        if certificate and meth.kind == "channels" and depth is None:
+        if certificate and meth.kind == "channels" and depth is None and hidden is None:
             report["certificate"] = bounds.certify(res, model=runnable(model), data=batch)
         new_meta = {
             **{k: meta[k] for k in ("input_shape", "input_dtype", "apply_kwargs") if k in meta},

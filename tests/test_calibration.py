@@ -203,6 +203,31 @@ def test_streaming_statistics_equal_all_at_once(case):
             np.testing.assert_allclose(g.norm, w.norm, rtol=1e-4, atol=1e-5)
 
 
+def _depth_memory(blocks):
+    """(statistics program, all-at-once capture program) memory of a ``blocks``-deep LM."""
+    from jaxprune.models.lm import LM
+    model = LM(dim=16, num_layers=blocks, num_heads=4, num_kv_heads=2, mlp_dim=32, max_len=16)
+    tok = np.asarray(jax.random.randint(jax.random.key(0), (4, 16), 0, 256), np.int32)
+    v = model.init(jax.random.key(1), tok[:1])
+    data = _flax.Example.of(tok)
+    paths = list(_flax.kernel_modules(model, v, data.take(0, 1)))
+    streamed = calibration.planned_memory(model, v, data, paths, batch_size=4)
+    static = _flax.hashable(model)
+    held = _flax._capture.lower(static, (), v, jax.tree.map(jnp.asarray, data)).compile()
+    return streamed, held.memory_analysis()
+
+
+def test_streaming_memory_is_one_blocks_activations_at_any_depth():
+    """The statistics forward's live activations do not grow with the number of blocks (XLA
+    reuses each block's buffers once the next block has read them), while capturing every
+    layer's input at once holds activations in proportion to the depth."""
+    (s2, h2), (s6, h6) = _depth_memory(2), _depth_memory(6)
+    assert s6.temp <= 1.02 * s2.temp, (s2, s6)
+    assert s6.output < h6.output_size_in_bytes / 4          # sums, not activations
+    grown = h6.output_size_in_bytes - h2.output_size_in_bytes
+    assert grown >= 1.5 * h2.output_size_in_bytes, (h2, h6)  # ~3x the layers' inputs
+
+
 def test_merge_is_the_statistics_of_the_union():
     rng = np.random.default_rng(0)
     a, b = rng.normal(3.0, 2.0, (5, 4)), rng.normal(-1.0, 0.5, (9, 4))

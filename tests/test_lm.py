@@ -251,7 +251,17 @@ def test_cli_trains_evaluates_and_prunes_an_lm(tmp_path, capsys):
     assert report["units_removed"] == 1 and report["params_after"] < report["params_before"]
     assert cli.main(["evaluate", "--checkpoint", shallow, "--data-dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["params"] == report["params_after"]
-    for argv in (["--ratio", "0.2", "--depth", "1"], []):  # exactly one of the two
+    # hidden size (opt-in, approximate): a quarter of the residual stream, its error reported
+    narrow = str(tmp_path / "narrow")
+    assert cli.main(["prune", "--checkpoint", out, "--hidden", "0.25", "--round-to", "8",
+                     "--data-batch", "8", "--data-dir", str(tmp_path), "--out", narrow]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["approximate"] is True and report["kl"] >= 0
+    assert report["params_after"] < report["params_before"] and report["data_batch"] == 8
+    assert cli.main(["evaluate", "--checkpoint", narrow, "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == report["params_after"]
+    for argv in (["--ratio", "0.2", "--depth", "1"], ["--depth", "1", "--hidden", "0.25"], []):
         assert cli.main(["prune", "--checkpoint", out, *argv, "--out", str(tmp_path / "x")]) == 2
-        assert capsys.readouterr().err.strip().endswith("give one of --ratio (channels) and "
-                                                       "--depth (whole blocks)")
+        assert capsys.readouterr().err.strip().endswith(
+            "give one of --ratio (channels), --depth (whole blocks) and --hidden "
+            "(residual-stream channels)")
