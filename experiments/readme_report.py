@@ -417,6 +417,11 @@ def bench_calibration_memory() -> str:
     return (BENCH / "calibration_memory.md").read_text().strip("\n")
 
 
+def bench_pca() -> str:
+    """``bench/pca.md`` whole: the steady-state PCA of ResNet-50's filter sets, split."""
+    return (BENCH / "pca.md").read_text().strip("\n")
+
+
 def bench_round_to() -> str:
     table = _md_table(BENCH / "prune.md", "## vgg16: widths rounded")
     lines = (BENCH / "prune.md").read_text().splitlines()
@@ -666,6 +671,7 @@ BLOCKS = {
     "bench_summary": bench_summary, "bench_targets": bench_targets,
     "bench_round_to": bench_round_to, "bench_vs_torch_pruning": bench_vs_torch_pruning,
     "bench_export": bench_export, "bench_calibration_memory": bench_calibration_memory,
+    "bench_pca": bench_pca,
     "summary": summary, "lm_pystdlib": lm_pystdlib,
     "table1anneal": table1anneal, "anneal_vs_early_stop": anneal_vs_early_stop,
     "table1uniform": table1uniform,
