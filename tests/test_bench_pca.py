@@ -1,5 +1,8 @@
 """Smoke test: the steady-state PCA benchmark's measurements run on small point sets."""
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow   # compiles the PCA and peeling programs several ways
 
 
 def test_bench_pca_measures_every_step():
