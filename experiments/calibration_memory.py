@@ -87,27 +87,27 @@ def _model(args, layers):
     return model, variables, data, list(_flax.kernel_modules(model, variables, data.take(0, 1)))
 
 
-def _gather(args, model, variables, data, paths, windows):
-    part = data.take(0, windows)
+def _gather(args, model, variables, data, paths):
+    """The statistics of every layer's input on all of ``data``, the way ``args.way`` says."""
     if args.way == "all_at_once":
-        inputs = _flax.kernel_inputs(model, variables, part, batch_size=windows)
+        inputs = _flax.kernel_inputs(model, variables, data, batch_size=args.windows)
         return {p: calibration.from_inputs(x.reshape(-1, x.shape[-1])) for p, x in
                 inputs.items()}
-    return calibration.input_statistics(model, variables, part, paths,
-                                        batch_size=min(args.batch_size, windows))
+    return calibration.input_statistics(model, variables, data, paths,
+                                        batch_size=args.batch_size)
 
 
 def one_way(args) -> dict:
     """The peak-memory growth of one way of gathering the statistics, in this process."""
     model, variables, data, paths = _model(args, args.layers)
     before = _peak_mib()
-    stats = _gather(args, model, variables, data, paths, args.windows)
+    stats = _gather(args, model, variables, data, paths)
     growth = _peak_mib() - before
     # again, its programs compiled: the peak of the gathering alone
     run_peak = None
     if _reset_peak():
         rss = _status_mib("VmRSS")
-        _gather(args, model, variables, data, paths, args.windows)
+        _gather(args, model, variables, data, paths)
         hwm = _status_mib("VmHWM")
         run_peak = None if rss is None or hwm is None else hwm - rss
     params = sum(np.size(x) for x in jax.tree.leaves(variables))

@@ -412,14 +412,17 @@ def bench_targets() -> str:
     return "\n".join(lines)
 
 
-def bench_calibration_memory() -> str:
-    """``bench/calibration_memory.md`` whole: the peaks per way and XLA's plan by depth."""
-    return (BENCH / "calibration_memory.md").read_text().strip("\n")
+def _bench_whole(name: str):
+    """The renderer of ``bench/<name>.md`` quoted whole."""
+    def render() -> str:
+        return (BENCH / f"{name}.md").read_text().strip("\n")
+    render.__name__ = f"bench_{name}"
+    return render
 
 
-def bench_pca() -> str:
-    """``bench/pca.md`` whole: the steady-state PCA of ResNet-50's filter sets, split."""
-    return (BENCH / "pca.md").read_text().strip("\n")
+# the peaks per way and XLA's plan by depth; the steady-state PCA of ResNet-50's filter sets
+bench_calibration_memory = _bench_whole("calibration_memory")
+bench_pca = _bench_whole("pca")
 
 
 def bench_round_to() -> str:
