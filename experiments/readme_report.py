@@ -80,9 +80,20 @@ def anneal_vs_early_stop() -> str:
                                  _load("lenet300_mnist")["rows"]))
 
 
-def lenet5() -> str:
+def lenet5(folder: str = "lenet5_mnist") -> str:
     mod = _script("lenet5_mnist")
-    return protocol.report_text(_load("lenet5_mnist"), mod.REFERENCE, {})
+    return protocol.report_text(_load(folder), mod.REFERENCE, {})
+
+
+def lenet5anneal() -> str:
+    return lenet5("lenet5_mnist_anneal")
+
+
+def lenet5_anneal_vs_early_stop() -> str:
+    """LeNet-5's annealed rows matched with its committed early_stop run."""
+    mod = _script("compare_schedules")
+    return mod.table(mod.matched(_load("lenet5_mnist_anneal")["rows"],
+                                 _load("lenet5_mnist")["rows"]))
 
 
 # --- reconstruction, sweep, ViT ---------------------------------------------------------------
@@ -495,7 +506,8 @@ def status_table1() -> str:
     for folder, name in (("lenet300_mnist_anneal", "Table 1 (LeNet-300-100)"),
                          ("lenet300_mnist", "Table 1 with the earlier early-stopped fine-tuning"),
                          ("lenet300_mnist_weak", "The weak-baseline side row"),
-                         ("lenet5_mnist", "LeNet-5")):
+                         ("lenet5_mnist_anneal", "LeNet-5"),
+                         ("lenet5_mnist", "LeNet-5 with the earlier early-stopped fine-tuning")):
         doc = _load(folder)
         summary = report.summarize(doc["rows"], "coreset")
         groups = len({(s["ratio"], s["finetune"]) for s in summary})
@@ -537,7 +549,7 @@ def bench_export() -> str:
 # --- where each results page's numbers come from ---------------------------------------------
 
 SOURCES = ("lenet300_mnist", "lenet300_mnist_anneal", "lenet300_mnist_uniform",
-           "lenet300_mnist_weak", "lenet5_mnist",
+           "lenet300_mnist_weak", "lenet5_mnist", "lenet5_mnist_anneal",
            "reconstruct_mnist", "reconstruct_lenet5", "coreset_sweep", "vit_mnist",
            "frank_wolfe_mnist", "bounds")
 
@@ -614,7 +626,8 @@ def summary(pages: str = "docs/results/") -> str:
             ("lenet300_mnist", "Table 1, the earlier early-stopped fine-tuning", "table1"),
             ("lenet300_mnist_uniform", "Table 1, `uniform` allocation", "table1"),
             ("lenet300_mnist_weak", "Table 1 with weaker dense nets", "weak_baseline"),
-            ("lenet5_mnist", "LeNet-5, MNIST", "lenet5")):
+            ("lenet5_mnist_anneal", "LeNet-5, MNIST", "lenet5"),
+            ("lenet5_mnist", "LeNet-5, the earlier early-stopped fine-tuning", "lenet5")):
         text, cells = _holm_cells(folder)
         config = _load(folder)["config"]
         rows.append(f"| {name} ({config['dense_seeds']} nets, fine-tune schedule "
@@ -624,6 +637,9 @@ def summary(pages: str = "docs/results/") -> str:
     rows.append("| Table 1, annealed vs early-stopped fine-tuning (the same nets and prunes) | "
                 + anneal_vs_early_stop().splitlines()[-1]
                 + f" | [table1]({pages}table1.md) |")
+    rows.append("| LeNet-5, annealed vs early-stopped fine-tuning (the same nets and prunes) | "
+                + lenet5_anneal_vs_early_stop().splitlines()[-1]
+                + f" | [lenet5]({pages}lenet5.md) |")
     for folder, name, page in (("reconstruct_mnist", "Least-squares refit, LeNet-300-100",
                                 "reconstruction"),
                                ("reconstruct_lenet5", "Least-squares refit, LeNet-5",
@@ -677,7 +693,8 @@ BLOCKS = {
     "bench_pca": bench_pca,
     "summary": summary, "lm_pystdlib": lm_pystdlib,
     "table1anneal": table1anneal, "anneal_vs_early_stop": anneal_vs_early_stop,
-    "table1uniform": table1uniform,
+    "table1uniform": table1uniform, "lenet5anneal": lenet5anneal,
+    "lenet5_anneal_vs_early_stop": lenet5_anneal_vs_early_stop,
     "summary_docs": lambda: summary(pages=""),
     **{f"source_{folder}": _source_block(folder) for folder in SOURCES},
 }
@@ -692,7 +709,8 @@ def _fw_table() -> str:
 TABLE_FILES = {
     "lenet300_mnist": table1, "lenet300_mnist_weak": table1weak, "lenet5_mnist": lenet5,
     "lenet300_mnist_anneal": table1anneal, "lenet300_mnist_uniform": table1uniform,
-    "reconstruct_mnist": reconstruct_lenet300, "reconstruct_lenet5": reconstruct_lenet5,
+    "lenet5_mnist_anneal": lenet5anneal, "reconstruct_mnist": reconstruct_lenet300,
+    "reconstruct_lenet5": reconstruct_lenet5,
     "coreset_sweep": sweep, "vit_mnist": vit, "frank_wolfe_mnist": _fw_table,
 }
 if (RESULTS / "lm_pystdlib" / "results.json").exists():
