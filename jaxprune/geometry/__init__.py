@@ -10,7 +10,7 @@ there float64 needs the *caller* to run the jit inside ``with jax.enable_x64(Tru
 otherwise the same code runs in float32 (with a one-time warning).
 """
 
-from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit
+from jaxprune.geometry._compile import CHEAP_CPU_OPTIONS, OPTIMISED_CPU_OPTIONS, cheap_jit, on_cpu
 from jaxprune.geometry._parallel import balanced_chunks, cpu_workers, split_run
 from jaxprune.geometry._precision import cast_floats, f64, out_dtype, precision, x64
 from jaxprune.geometry.caratheodory import caratheodory, caratheodory_booster, caratheodory_core
@@ -58,6 +58,7 @@ __all__ = [
     # jit with cheap-to-compile XLA:CPU options, for one-off geometry programs
     "cheap_jit",
     "CHEAP_CPU_OPTIONS",
+    "on_cpu",
     "OPTIMISED_CPU_OPTIONS",
     # independent programs side by side on the CPU cores
     "split_run",

@@ -30,13 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import coreset, geometry
+from jaxprune import geometry
+from jaxprune.coreset import batched, shipped_kernels
 from jaxprune.geometry import (
     CHEAP_CPU_OPTIONS,
     OPTIMISED_CPU_OPTIONS,
     balanced_chunks,
     cheap_jit,
     cpu_workers,
+    on_cpu,
     split_run,
 )
 from jaxprune.methods._base import LayerView, Method, check_positive_int, register, split_keys
@@ -114,20 +116,6 @@ def weighted_sensitivity(s, outgoing, kappa: float = 1.0) -> jax.Array:
     return jax.device_put((kappa * best[:rows]).astype(np.float32))  # pyright: ignore[reportReturnType]
 
 
-def _vmapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
-    # one array without return_layers=True
-    return jax.vmap(coreset.sensitivities)(points, mask)  # pyright: ignore[reportReturnType]
-
-
-def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
-    def one(pm):  # an empty (batch padding) set skips the geometry
-        return jax.lax.cond(
-            jnp.any(pm[1]), coreset.sensitivities, lambda p, m: jnp.zeros(p.shape[0], p.dtype), *pm
-        )
-
-    return jax.lax.map(one, (points, mask))
-
-
 # The peeling graph (Algorithm 1 inside Algorithm 2's while-loop: MVEE, Wolfe's MNP,
 # Carathéodory) is large, and on the CPU its compile dominates `prune`'s first call. Two knobs
 # shape the kernel; every choice gives the same numbers (tests/test_coreset.py):
@@ -140,6 +128,7 @@ def _mapped_sensitivities(points: jax.Array, mask: jax.Array) -> jax.Array:
 #                 slower); "optimised" is XLA's default.
 # "auto" picks map + fast on the CPU, where one-off prunes are compile-bound, and vmap +
 # optimised elsewhere (`experiments/bench_prune.py --peel-kernels` measures them).
+# On the CPU, map + fast is shipped traced ahead of time for the usual shapes (`_kernel_fn`).
 # `score` guesses the kernel's shapes from the groups' sizes before projecting and compiles it
 # on a thread meanwhile (`_compile_in_background`).
 PEEL_COMPILES = ("auto", "fast", "optimised")
@@ -148,9 +137,20 @@ _KERNEL_JITS = {
     (batch, compile_): jax.jit(
         fn, compiler_options=(CHEAP_CPU_OPTIONS if compile_ == "fast" else OPTIMISED_CPU_OPTIONS)
     )
-    for batch, fn in (("map", _mapped_sensitivities), ("vmap", _vmapped_sensitivities))
+    for batch, fn in (("map", batched.peel_map), ("vmap", batched.peel_vmap))
     for compile_ in ("fast", "optimised")
 }
+
+
+def _kernel_fn(kernel: tuple[str, str], shape: tuple):
+    """The jitted kernel for point sets of ``shape`` (batch, n, d): on the CPU, map + fast
+    comes traced ahead of time with the package when it ships that shape
+    (:mod:`jaxprune.coreset.shipped_kernels`: same numbers, no tracing or lowering)."""
+    if kernel == ("map", "fast") and on_cpu():
+        shipped = shipped_kernels.kernel(shape[1], shape[2])
+        if shipped is not None:
+            return shipped
+    return _KERNEL_JITS[kernel]
 
 
 def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
@@ -159,11 +159,11 @@ def _kernel(peel_compile: str, peel_batch: str) -> tuple[str, str]:
         raise ValueError(f"peel_compile must be one of {PEEL_COMPILES}, got {peel_compile!r}")
     if peel_batch not in PEEL_BATCHES:
         raise ValueError(f"peel_batch must be one of {PEEL_BATCHES}, got {peel_batch!r}")
-    on_cpu = jax.default_backend() == "cpu"
+    cpu = on_cpu()
     if peel_compile == "auto":
-        peel_compile = "fast" if on_cpu else "optimised"
+        peel_compile = "fast" if cpu else "optimised"
     if peel_batch == "auto":
-        peel_batch = "map" if on_cpu else "vmap"
+        peel_batch = "map" if cpu else "vmap"
     return peel_batch, peel_compile
 
 
@@ -175,7 +175,7 @@ def _batched_sensitivities(
 ):
     kernel = _kernel(peel_compile, peel_batch)
     _COMPILED.add((kernel, points.shape))
-    return _KERNEL_JITS[kernel](points, mask)
+    return _kernel_fn(kernel, points.shape)(points, mask)
 
 
 def _compile_in_background(shape: tuple, peel_compile: str, peel_batch: str):
@@ -192,7 +192,7 @@ def _compile_in_background(shape: tuple, peel_compile: str, peel_batch: str):
         try:
             with jax.enable_x64(True):
                 jax.block_until_ready(
-                    _KERNEL_JITS[kernel](np.zeros(shape), np.zeros(shape[:2], bool))
+                    _kernel_fn(kernel, shape)(np.zeros(shape), np.zeros(shape[:2], bool))
                 )
         except Exception:  # the real call compiles (and reports) for itself
             _COMPILED.discard((kernel, shape))
