@@ -55,7 +55,11 @@ def source_hash() -> str:
 
 def stamp() -> dict:
     """What a shipped module must have been written with to be used now."""
-    return {"jax": jax.__version__, "jaxlib": jaxlib.version.__version__, "source_sha256": source_hash()}
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.version.__version__,
+        "source_sha256": source_hash(),
+    }
 
 
 def file_name(n: int, d: int) -> str:
