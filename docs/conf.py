@@ -98,5 +98,8 @@ html_title = f"jaxprune {release}"
 html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
+    # the sidebar lists the current page's branch only: the whole tree (about 450 API pages)
+    # on every page makes writing the HTML quadratic in the number of pages
+    "collapse_navbar": True,
 }
 html_last_updated_fmt = None
