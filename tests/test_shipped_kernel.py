@@ -84,3 +84,17 @@ def test_the_shipped_kernel_computes_the_traced_kernels_numbers(n):
     np.testing.assert_array_equal(got, want)
     assert (got[~mask] == 0).all() and (got[3] == 0).all()
     assert (got[mask] > 0).all()
+
+
+@pytest.mark.skipif(not SAME_JAX, reason="shipped for another jax version (then unused)")
+def test_threads_asking_at_once_get_one_jitted_kernel():
+    import threading
+
+    sk._load.cache_clear()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(sk.kernel(256, 10))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and len({id(k) for k in got}) == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -77,15 +78,25 @@ def is_current(directory: Path = DIRECTORY) -> bool:
     return {k: manifest.get(k) for k in ("jax", "jaxlib", "source_sha256")} == stamp()
 
 
-@functools.cache
 def kernel(n: int, d: int, directory: Path = DIRECTORY) -> Callable | None:
     """The shipped :func:`~jaxprune.coreset.batched.peel_map` for (b, ``n``, ``d``) float64
     point sets, jitted with :data:`~jaxprune.geometry.CHEAP_CPU_OPTIONS`; None when there is
-    none for this shape or it is not current (module doc).
+    none for this shape or it is not current (module doc).  One jitted function per shape
+    and process, also when threads ask at once (the coreset method compiles it on a thread),
+    so it compiles once.
 
     >>> kernel(100, 10) is None   # only power-of-two point buckets are shipped
     True
     """
+    with _LOCK:
+        return _load(n, d, directory)
+
+
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _load(n: int, d: int, directory: Path) -> Callable | None:
     blob = shipped_bytes(n, d, directory) if is_current(directory) else None
     if blob is None:
         return None
@@ -135,5 +146,5 @@ def write(directory: Path = DIRECTORY) -> list[Path]:
         json.dumps({**stamp(), "kernels": [p.name for p in written]}, indent=1) + "\n"
     )
     is_current.cache_clear()
-    kernel.cache_clear()
+    _load.cache_clear()
     return [*written, manifest]
