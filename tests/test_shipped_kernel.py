@@ -4,6 +4,9 @@ version matches, and bit-for-bit equal to the jitted ``peel_map`` on awkward poi
 
 from __future__ import annotations
 
+import json
+import threading
+
 import jax
 import numpy as np
 import pytest
@@ -17,8 +20,6 @@ SAME_JAX = sk.is_current()
 
 
 def _manifest() -> dict:
-    import json
-
     return json.loads((sk.DIRECTORY / "manifest.json").read_text())
 
 
@@ -88,8 +89,6 @@ def test_the_shipped_kernel_computes_the_traced_kernels_numbers(n):
 
 @pytest.mark.skipif(not SAME_JAX, reason="shipped for another jax version (then unused)")
 def test_threads_asking_at_once_get_one_jitted_kernel():
-    import threading
-
     sk._load.cache_clear()
     got = []
     threads = [threading.Thread(target=lambda: got.append(sk.kernel(256, 10))) for _ in range(4)]
